@@ -1,0 +1,100 @@
+"""Network: per-interface byte counters, rates, errors and link state; WAN up or down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import psutil
+
+from agent.protocol import Iface, Net
+
+RTF_UP = 0x0001
+
+
+class Counters(NamedTuple):
+    rx: int
+    tx: int
+    err: int
+
+
+def parse_default_route(text: str) -> str | None:
+    """``/proc/net/route`` -> the interface of the IPv4 default route, or None.
+
+    Columns: Iface Destination Gateway Flags RefCnt Use Metric Mask ... in hex.
+    The route with the lowest metric wins, as the kernel would choose.
+    """
+    best: tuple[int, str] | None = None
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 8:
+            continue  # truncated line
+        try:
+            dest, flags, metric, mask = (
+                int(cols[1], 16),
+                int(cols[3], 16),
+                int(cols[6]),
+                int(cols[7], 16),
+            )
+        except ValueError:
+            continue
+        if dest == 0 and mask == 0 and flags & RTF_UP and (best is None or metric < best[0]):
+            best = (metric, cols[0])
+    return None if best is None else best[1]
+
+
+def rate(prev: int | None, cur: int, dt: float) -> int | None:
+    """Bytes/s; None on the first sample, a zero interval, or a counter reset."""
+    if prev is None or dt <= 0 or cur < prev:
+        return None
+    return round((cur - prev) / dt)
+
+
+def select_ifaces(available: Iterable[str], wanted: list[str]) -> list[str]:
+    names = sorted(available)
+    if wanted:
+        return [n for n in names if n in wanted]
+    return [n for n in names if n != "lo"]
+
+
+def build_net(
+    counters: Mapping[str, Counters],
+    link_up: Mapping[str, bool],
+    prev: Mapping[str, Counters],
+    dt: float,
+    wan: str | None,
+    wan_link_up: bool,
+) -> Net:
+    """Pure: assemble the ``net`` section from two readings ``dt`` seconds apart."""
+    ifaces = {}
+    for name, c in counters.items():
+        if not link_up.get(name, True) and c == (0, 0, 0):
+            continue  # an unused port or virtual device: nothing to say, and bytes cost
+        p = prev.get(name)
+        ifaces[name] = Iface(
+            up=link_up.get(name),
+            rx=c.rx,
+            tx=c.tx,
+            rx_bps=rate(p.rx if p else None, c.rx, dt),
+            tx_bps=rate(p.tx if p else None, c.tx, dt),
+            err=c.err,
+        )
+    return Net(wan_up=wan is not None and wan_link_up, wan=wan, ifaces=ifaces)
+
+
+def read_counters(wanted: list[str]) -> tuple[dict[str, Counters], dict[str, bool]]:
+    """Counters of the selected interfaces, and the link state of every interface."""
+    io = psutil.net_io_counters(pernic=True, nowrap=True)
+    counters = {
+        n: Counters(io[n].bytes_recv, io[n].bytes_sent, io[n].errin + io[n].errout)
+        for n in select_ifaces(io, wanted)
+    }
+    return counters, {n: s.isup for n, s in psutil.net_if_stats().items()}
+
+
+def read_default_route(proc_root: Path) -> str | None:
+    try:
+        return parse_default_route((proc_root / "net/route").read_text())
+    except OSError:
+        return None

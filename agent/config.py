@@ -1,0 +1,202 @@
+"""agent.toml: one pydantic model per section, every key defaulted except the broker host.
+
+Loading order: defaults < TOML file < ``TITIK_*`` environment variables (how secrets are
+passed, e.g. ``TITIK_MQTT_PASSWORD``). Every failure is a :class:`ConfigError` whose
+message names the key path, e.g. ``mqtt.port: Input should be less than or equal to 65535``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+#: Safe inside one MQTT topic level: no wildcards, no separators, no spaces.
+TOPIC_SAFE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TopicName = Annotated[str, Field(pattern=TOPIC_SAFE)]
+
+CollectorName = Literal["health", "network", "clients"]
+COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
+
+ENV_PREFIX = "TITIK_"
+#: Environment variables that are not config keys.
+ENV_NOT_KEYS = frozenset({"TITIK_CONFIG"})
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the key and says why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(Section):
+    id: TopicName | None = Field(
+        default=None,
+        description="Unique gateway id; default gw-<primary MAC>, e.g. gw-0011223344aa",
+    )
+    site: str = Field(default="", max_length=128, description="Human name of the site")
+    region: str = Field(default="", max_length=64, description="Administrative region")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    groups: list[TopicName] = Field(default_factory=list, description="Config/command groups")
+
+
+class TlsConfig(Section):
+    ca: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on")
+    cert: Path | None = Field(default=None, description="Client certificate (PEM)")
+    key: Path | None = Field(default=None, description="Client private key (PEM)")
+    insecure: bool = Field(default=False, description="Skip hostname verification (tests only)")
+
+
+class MqttConfig(Section):
+    host: str = Field(min_length=1, description="Broker host name or address (required)")
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    topic_prefix: TopicName = "titik"
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(default=300.0, gt=0, le=86400)
+
+
+class TelemetryConfig(Section):
+    interval_s: float = Field(default=60.0, gt=0, le=86400)
+    collectors: list[CollectorName] = Field(
+        default_factory=lambda: list(COLLECTOR_NAMES),
+        description="Which collectors run; each is isolated from the others",
+    )
+    interfaces: list[str] = Field(
+        default_factory=list, description="Interfaces reported in net; empty = all but loopback"
+    )
+
+
+class StateConfig(Section):
+    dir: Path | None = Field(
+        default=None,
+        description="Counters and buffer; default /etc/titik/state on OpenWrt, else /var/lib/titik",
+    )
+
+
+class PlatformConfig(Section):
+    kind: Literal["auto", "openwrt", "raspberrypi", "linux", "simulated"] = "auto"
+    root: Path = Field(default=Path("/"), description="Where /proc, /sys and /etc are read from")
+    seed: int | None = Field(default=None, description="Seed of the simulated platform")
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AgentConfig(Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    mqtt: MqttConfig
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == TOPIC_SAFE:
+            msg = "must be 1-64 letters, digits, '.', '_' or '-' (it goes into MQTT topics)"
+        lines.append(f"{_key_path(err['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def _env_path(name: str, model: type[BaseModel]) -> list[str] | None:
+    """Map ``mqtt_tls_ca`` onto ``["mqtt", "tls", "ca"]`` by walking the model's fields."""
+    for field_name, field in model.model_fields.items():
+        if name == field_name:
+            return [field_name]
+        sub = field.annotation
+        if (
+            name.startswith(field_name + "_")
+            and isinstance(sub, type)
+            and issubclass(sub, BaseModel)
+        ):
+            rest = _env_path(name[len(field_name) + 1 :], sub)
+            if rest is not None:
+                return [field_name, *rest]
+    return None
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Nested overrides from ``TITIK_*`` variables, and the names that matched no key."""
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    for var, value in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_KEYS:
+            continue
+        path = _env_path(var[len(ENV_PREFIX) :].lower(), AgentConfig)
+        if path is None:
+            unknown.append(var)
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        # Lists come as comma-separated text; pydantic coerces the scalars.
+        node[path[-1]] = (
+            [v.strip() for v in value.split(",") if v.strip()]
+            if (path[-1] in {"groups", "collectors", "interfaces"})
+            else value
+        )
+    return out, unknown
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Validate a config mapping, overlaid by ``TITIK_*`` variables; raises ConfigError."""
+    overrides, unknown = env_overrides(environ or {})
+    if unknown:
+        raise ConfigError(
+            "\n".join(f"{var}: environment variable names no config key" for var in unknown)
+        )
+    try:
+        return AgentConfig.model_validate(_merge(dict(data), overrides))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read and validate ``path``; ``environ`` defaults to the process environment."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, os.environ if environ is None else environ)

@@ -1,0 +1,250 @@
+"""The paho-mqtt adapter: connect with a Will, publish with ack tracking, reconnect with jitter.
+
+One :class:`MqttLink` per gateway and no module-level state, so thousands can live in one
+process. The loop is driven from outside through :meth:`MqttLink.step` (paho's ``loop()``
+external-loop mode); nothing here starts a thread.
+
+paho facts this relies on (see docs/architecture.md):
+- ``is_published()`` is unreliable for messages queued while offline, so delivery is
+  tracked by ``on_publish(mid)`` alone, and a v5 PUBACK with a failure reason is a failure.
+- QoS 1 messages in flight when a connection drops are resent by paho after reconnect.
+- paho sets no Session Expiry; the agent uses a clean session and does its own buffering.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import RetryCallState, wait_random_exponential
+
+from agent.config import MqttConfig
+
+log = logging.getLogger("titik.mqtt")
+
+
+class Backoff:
+    """Exponential backoff with full jitter (tenacity's ``wait_random_exponential``).
+
+    Full jitter spreads thousands of gateways that lost the broker at the same instant
+    over the whole window instead of bunching them at ``min * 2**n``.
+    """
+
+    def __init__(self, min_s: float, max_s: float) -> None:
+        self._wait = wait_random_exponential(multiplier=min_s, max=max_s)
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        self.attempts += 1
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = self.attempts
+        return float(self._wait(state))
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttLink:
+    """One gateway's connection to the broker.
+
+    Callbacks (all run inside :meth:`step`, on the caller's thread):
+      ``before_connect() -> Will``  called before every connection attempt;
+      ``on_connected()``            after a successful CONNACK;
+      ``on_ack(mid)``               the broker acknowledged a QoS 1 publish;
+      ``on_nack(mid, reason)``      the broker refused it (v5 reason code), or it was lost.
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        client_id: str,
+        *,
+        before_connect: Callable[[], Will],
+        on_connected: Callable[[], None],
+        on_ack: Callable[[int], None],
+        on_nack: Callable[[int, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self._before_connect = before_connect
+        self._on_connected = on_connected
+        self._on_ack = on_ack
+        self._on_nack = on_nack or (lambda mid, reason: None)
+        self._clock = clock
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        self._next_attempt = clock()  # first attempt at once
+        self._wake = threading.Event()
+        self.connected = False
+        self._tcp_open = False
+        self.connects = 0
+        self.last_error: str | None = None
+        self._client = self._make_client()
+
+    # -- construction
+    def _make_client(self) -> paho.Client:
+        v5 = self.cfg.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        if self.cfg.username:
+            password = self.cfg.password.get_secret_value() if self.cfg.password else None
+            client.username_pw_set(self.cfg.username, password)
+        tls = self.cfg.tls
+        if tls.ca is not None:
+            client.tls_set(
+                ca_certs=str(tls.ca),
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(tls.insecure)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_publish = self._handle_publish
+        return client
+
+    # -- driving
+    def step(self, timeout: float) -> None:
+        """Do up to ``timeout`` seconds of network work: connect when due, then read/write."""
+        if not self._tcp_open and self._clock() >= self._next_attempt:
+            self._attempt()
+        if self._tcp_open:
+            rc = self._client.loop(timeout)
+            ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+            if rc not in ok and self._tcp_open:  # on_disconnect may have handled it already
+                self._lost(f"connection lost ({paho.error_string(rc)})")
+        else:
+            wait = min(timeout, max(0.0, self._next_attempt - self._clock()))
+            if self._wake.wait(wait):
+                self._wake.clear()
+
+    def kick(self) -> None:
+        """Try to connect now, forgetting the backoff (e.g. the WAN just came up)."""
+        self._backoff.reset()
+        self._next_attempt = self._clock()
+        self._wake.set()
+
+    def _attempt(self) -> None:
+        will = self._before_connect()
+        client = self._client
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        props = None
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+        try:
+            client.connect(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive_s,
+                clean_start=True if self.cfg.protocol == "5" else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=props,
+            )
+        except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS (SSLError is OSError)
+            self._schedule_retry(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
+            return
+        self._tcp_open = True
+
+    def _schedule_retry(self, reason: str) -> None:
+        delay = self._backoff.next_delay()
+        self._next_attempt = self._clock() + delay
+        self.last_error = reason
+        log.warning("%s; retry %d in %.1fs", reason, self._backoff.attempts, delay)
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self.connected
+        self.connected = False
+        self._tcp_open = False
+        if was_connected:
+            log.warning("disconnected from broker: %s", reason)
+        self._schedule_retry(reason)
+
+    # -- paho callbacks
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            # The broker refused us (bad credentials, not authorised...); paho closes the socket.
+            self._lost(f"broker refused connection: {reason}")
+            return
+        self.connected = True
+        self.connects += 1
+        self.last_error = None
+        self._backoff.reset()
+        log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+        self._on_connected()
+
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if self._tcp_open:
+            self._lost(f"broker closed the connection ({reason})")
+
+    def _handle_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._on_nack(mid, str(reason))
+        else:
+            self._on_ack(mid)
+
+    # -- publishing
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> int | None:
+        """Queue a publish; the mid to await in ``on_ack``, or None when not connected."""
+        if not self.connected:
+            return None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return None
+        # MQTT_ERR_NO_CONN here means the socket died just now; paho keeps QoS 1 and resends.
+        return info.mid
+
+    def pending_writes(self) -> bool:
+        return self._client.want_write()
+
+    def close(self) -> None:
+        """Clean DISCONNECT: the broker does not send the Will."""
+        self._tcp_open = False
+        if self.connected:
+            self.connected = False
+            self._client.disconnect()
+            self._client.loop(0.1)  # flush the DISCONNECT packet

@@ -1,0 +1,107 @@
+"""Any Linux: psutil and /proc, /sys; clients from ``iw`` then ``hostapd_cli``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from agent.collectors import dhcp, health, network, wifi
+from agent.platforms.base import Platform
+from agent.protocol import Clients, Health, Net
+from agent.runner import CommandError, CommandRunner, run_command
+
+if TYPE_CHECKING:
+    from agent.collectors import Context
+
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+#: Interfaces whose MAC names the box, best first; else the first physical-looking one.
+PREFERRED_MAC_IFACES = ("br-lan", "eth0", "end0", "wan", "lan", "wlan0")
+
+
+def normalise_mac(text: str) -> str | None:
+    mac = text.strip().lower()
+    if not MAC_RE.match(mac) or mac == "00:00:00:00:00:00":
+        return None
+    return mac.replace(":", "")
+
+
+class LinuxPlatform(Platform):
+    name = "linux"
+    wifi_sources: ClassVar[tuple[str, ...]] = ("iw", "hostapd_cli")
+    lease_files: ClassVar[tuple[str, ...]] = dhcp.DEFAULT_LEASE_FILES
+
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        runner: CommandRunner = run_command,
+        interfaces: list[str] | None = None,
+    ) -> None:
+        self.root = root
+        self.runner = runner
+        self.interfaces = interfaces or []
+
+    # -- what differs between Linux flavours
+    def disk_path(self) -> str:
+        return str(self.root)
+
+    def wifi_ifaces(self) -> list[str]:
+        return wifi.list_wifi_ifaces(self.root / "sys/class/net")
+
+    # -- collectors
+    def health(self, ctx: Context) -> Health:
+        sample, cur = health.read_health(self.root, self.disk_path(), ctx.memo.get("cpu"))
+        ctx.memo["cpu"] = cur
+        return sample
+
+    def network(self, ctx: Context) -> Net:
+        counters, link_up = network.read_counters(self.interfaces)
+        prev, prev_mono = ctx.memo.get("net", ({}, ctx.mono))
+        ctx.memo["net"] = (counters, ctx.mono)
+        wan = network.read_default_route(self.root / "proc")
+        return network.build_net(
+            counters, link_up, prev, ctx.mono - prev_mono, wan, link_up.get(wan or "", False)
+        )
+
+    def clients(self, ctx: Context) -> Clients:
+        by_iface: dict[str, int] = {}
+        try:
+            ifaces = self.wifi_ifaces()
+        except OSError as exc:
+            ctx.warn("clients.wifi", str(exc))
+            ifaces = []
+        for iface in ifaces:
+            try:
+                by_iface[iface] = wifi.count_clients(self.runner, iface, self.wifi_sources)
+            except CommandError as exc:
+                ctx.warn(f"clients.{iface}", str(exc))
+        leases: int | None = None
+        try:
+            leases = dhcp.count_leases(
+                [self.root / p.lstrip("/") for p in self.lease_files], ctx.wall
+            )
+        except OSError as exc:
+            ctx.warn("clients.leases", str(exc))
+        return Clients(total=sum(by_iface.values()), by_iface=by_iface, leases=leases)
+
+    # -- identity
+    def primary_mac(self) -> str | None:
+        net = self.root / "sys/class/net"
+        try:
+            names = sorted(p.name for p in net.iterdir())
+        except OSError:
+            return None
+        ordered = [n for n in PREFERRED_MAC_IFACES if n in names] + [
+            n for n in names if n != "lo" and n not in PREFERRED_MAC_IFACES
+        ]
+        for name in ordered:
+            try:
+                mac = normalise_mac((net / name / "address").read_text())
+            except OSError:
+                continue
+            if mac:
+                return mac
+        return None
+
+    def boot_id(self) -> str | None:
+        return health.read_boot_id(self.root / "proc")

@@ -1,0 +1,1 @@
+"""Titik central consumer (later issues)."""

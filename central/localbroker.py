@@ -1,0 +1,86 @@
+"""A throwaway Mosquitto on a free loopback port, for the demo and the tests.
+
+It gets its own config in its own directory and is stopped by whoever started it; it never
+touches the system service or a fixed port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise RuntimeError("mosquitto not installed: run scripts/setup (apt-get install mosquitto)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    """Poll a condition until it holds or ``timeout`` passes (AssertionError then)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+class LocalBroker:
+    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
+        self.workdir = workdir
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            f"log_dest file {self.log}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"{extra_conf}"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [find_mosquitto(), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._accepting, 10, f"mosquitto on port {self.port}")
+
+    def _accepting(self) -> bool:
+        if self.proc is None:
+            return False
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited {self.proc.returncode}; see {self.log}")
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            return True
+        return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,76 @@
+"""Test helpers around a real Mosquitto: the broker itself and a recording subscriber."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from central.localbroker import LocalBroker as Broker
+from central.localbroker import free_port, wait_until
+
+__all__ = ["Broker", "Message", "Subscriber", "free_port", "subscriber", "wait_until"]
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """A test client that records every message on ``topics``; waits on events, not sleeps."""
+
+    def __init__(self, broker: Broker, *topics: str, client_id: str = "test-sub") -> None:
+        self.messages: queue.Queue[Message] = queue.Queue()
+        self.seen: list[Message] = []
+        self._subscribed = False
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_message = lambda c, u, m: self.messages.put(
+            Message(m.topic, m.payload, bool(m.retain))
+        )
+        self.client.on_subscribe = lambda *a: setattr(self, "_subscribed", True)
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe([(t, 1) for t in topics])
+        self.client.loop_start()
+        wait_until(lambda: self._subscribed, 5, "SUBACK")
+
+    def next(
+        self, pred: Callable[[Message], bool] = lambda m: True, timeout: float = 10
+    ) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching message within {timeout}s; saw {len(self.seen)}")
+            try:
+                msg = self.messages.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.seen.append(msg)
+            if pred(msg):
+                return msg
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextlib.contextmanager
+def subscriber(broker: Broker, *topics: str, client_id: str = "test-sub") -> Iterator[Subscriber]:
+    sub = Subscriber(broker, *topics, client_id=client_id)
+    try:
+        yield sub
+    finally:
+        sub.close()

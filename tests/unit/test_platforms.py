@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.collectors import Context, run_collectors
+from agent.platforms import detect, make_platform
+from agent.platforms.linux import LinuxPlatform, normalise_mac
+from agent.platforms.openwrt import OpenWrtPlatform
+from agent.platforms.simulated import SimulatedPlatform, daily_curve
+from agent.protocol import Clients
+from agent.runner import CommandError, CommandResult
+
+
+def test_detect(tmp_path: Path) -> None:
+    assert detect(tmp_path) == "linux"
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    assert detect(tmp_path) == "raspberrypi"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/openwrt_release").write_text("DISTRIB_ID='OpenWrt'\n")
+    assert detect(tmp_path) == "openwrt"
+
+
+def test_other_device_tree_boards_are_plain_linux(tmp_path: Path) -> None:
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(b"Radxa ROCK Pi 4B\x00")
+    assert detect(tmp_path) == "linux"
+
+
+def test_config_overrides_detection(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/openwrt_release").write_text("")
+    assert isinstance(make_platform("auto", tmp_path), OpenWrtPlatform)
+    assert type(make_platform("linux", tmp_path)) is LinuxPlatform
+    assert isinstance(make_platform("simulated", tmp_path), SimulatedPlatform)
+
+
+def _iface(root: Path, name: str, mac: str) -> None:
+    (root / "sys/class/net" / name).mkdir(parents=True)
+    (root / "sys/class/net" / name / "address").write_text(mac + "\n")
+
+
+def test_primary_mac_prefers_the_lan_bridge(tmp_path: Path) -> None:
+    _iface(tmp_path, "lo", "00:00:00:00:00:00")
+    _iface(tmp_path, "eth1", "00:11:22:33:44:bb")
+    _iface(tmp_path, "br-lan", "00:11:22:33:44:AA")
+    assert LinuxPlatform(tmp_path).primary_mac() == "0011223344aa"
+
+
+def test_primary_mac_falls_back_and_can_be_absent(tmp_path: Path) -> None:
+    assert LinuxPlatform(tmp_path).primary_mac() is None
+    _iface(tmp_path, "lo", "00:00:00:00:00:00")
+    assert LinuxPlatform(tmp_path).primary_mac() is None
+    _iface(tmp_path, "enp3s0", "02:00:00:00:00:01")
+    assert LinuxPlatform(tmp_path).primary_mac() == "020000000001"
+
+
+@pytest.mark.parametrize("text", ["", "garbage", "00:00:00:00:00:00", "00:11:22:33:44"])
+def test_bad_macs(text: str) -> None:
+    assert normalise_mac(text) is None
+
+
+def test_simulated_is_seeded_and_plausible() -> None:
+    a, b = SimulatedPlatform("gw-1", boot_wall=0), SimulatedPlatform("gw-1", boot_wall=0)
+    ctx_a, ctx_b = Context(wall=1_800_000_000, mono=1), Context(wall=1_800_000_000, mono=1)
+    assert a.clients(ctx_a) == b.clients(ctx_b)
+    assert a.primary_mac() == b.primary_mac() != SimulatedPlatform("gw-2").primary_mac()
+    h = a.health(ctx_a)
+    assert h.temp_c is not None
+    assert 0 <= (h.cpu_pct or 0) <= 100
+
+
+def test_daily_curve_is_quiet_at_night_and_busy_in_the_evening() -> None:
+    midnight_wib = 1_800_000_000 - (1_800_000_000 + 7 * 3600) % 86400
+    assert daily_curve(midnight_wib + 4 * 3600) < 0.1
+    assert daily_curve(midnight_wib + 20 * 3600) > 0.9
+
+
+class Broken(SimulatedPlatform):
+    def clients(self, ctx: Context) -> Clients:
+        raise CommandError("iw: not installed")
+
+
+def test_a_failing_collector_becomes_an_error_field_and_the_rest_still_report() -> None:
+    ctx = Context(wall=1_800_000_000, mono=1)
+    out = run_collectors(Broken(1), ["health", "network", "clients"], ctx)
+    assert out["clients"] is None
+    assert out["health"] is not None
+    assert out["network"] is not None
+    assert ctx.errors == {"clients": "iw: not installed"}
+
+
+class Buggy(SimulatedPlatform):
+    def health(self, ctx: Context) -> object:  # type: ignore[override]
+        raise ZeroDivisionError("oops")
+
+
+def test_even_a_bug_in_a_collector_does_not_stop_the_sample() -> None:
+    ctx = Context(wall=1_800_000_000, mono=1)
+    out = run_collectors(Buggy(1), ["health", "clients"], ctx)
+    assert out["health"] is None
+    assert out["clients"] is not None
+    assert "ZeroDivisionError" in ctx.errors["health"]
+
+
+def test_openwrt_lists_ap_interfaces_from_ubus(tmp_path: Path) -> None:
+    """Stand-in runner: this machine has no ubus."""
+
+    def runner(argv: list[str], timeout: float = 5.0) -> CommandResult:
+        if argv[:2] == ["ubus", "list"]:
+            return CommandResult(0, "hostapd.phy0-ap0\nhostapd.phy1-ap0\n", "")
+        if argv[:2] == ["ubus", "call"]:
+            return CommandResult(
+                0, '{"freq": 2462, "clients": {"02:00:00:00:00:01": {"authorized": true}}}', ""
+            )
+        raise CommandError(f"{argv[0]}: not installed")
+
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp/dhcp.leases").write_text("0 02:00:00:00:00:01 192.0.2.10 * *\n")
+    p = OpenWrtPlatform(tmp_path, runner)
+    ctx = Context(wall=1_800_000_000, mono=1)
+    clients = p.clients(ctx)
+    assert clients.by_iface == {"phy0-ap0": 1, "phy1-ap0": 1}
+    assert clients.total == 2
+    assert clients.leases == 1
+    assert ctx.errors == {}

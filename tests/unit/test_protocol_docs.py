@@ -1,0 +1,42 @@
+"""docs/protocol.md embeds JSON Schema generated from agent.protocol; they must not drift."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+from agent import protocol
+from agent.protocol import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gen() -> object:
+    spec = importlib.util.spec_from_file_location("gen", ROOT / "scripts/gen_protocol_docs.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_docs_match_the_models() -> None:
+    gen = _gen()
+    text = (ROOT / "docs/protocol.md").read_text()
+    assert gen.render(text) == text, "docs/protocol.md is stale: run scripts/gen_protocol_docs.py"  # type: ignore[attr-defined]
+
+
+def test_every_wire_model_is_documented() -> None:
+    text = (ROOT / "docs/protocol.md").read_text()
+    documented = set(re.findall(r"<!-- schema:(\w+) -->", text))
+    assert {"Telemetry", "Status"} <= documented
+    for name in documented:
+        assert hasattr(protocol, name)
+
+
+def test_every_topic_is_documented() -> None:
+    text = (ROOT / "docs/protocol.md").read_text()
+    t = Topics("{prefix}", "{id}")
+    for topic in (t.telemetry, t.status):
+        assert f"`{topic}`" in text
