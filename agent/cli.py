@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.core import Agent, resolve_device_id, run
+from agent.core import Agent, open_spool, resolve_device_id, run
 from agent.platforms import make_platform
 from agent.state import AgentState
 
@@ -41,7 +42,7 @@ def _load(path: Path) -> tuple[AgentConfig, Agent]:
     )
     cfg = resolve_device_id(cfg, platform)
     state_dir = cfg.state.dir or platform.state_dir()
-    return cfg, Agent(cfg, platform, AgentState(state_dir))
+    return cfg, Agent(cfg, platform, AgentState(state_dir), open_spool(cfg, state_dir))
 
 
 def state_dir_of(cfg: AgentConfig) -> Path:
@@ -79,10 +80,12 @@ def cmd_once(args: argparse.Namespace) -> int:
         seed=cfg.platform.seed if cfg.platform.seed is not None else (cfg.device.id or 0),
     )
     cfg = resolve_device_id(cfg, platform)
-    agent = Agent(cfg, platform, AgentState(None))  # no state touched: seq/boot stay 0
-    agent.sample(seq=0)  # rates and CPU need a previous reading
-    time.sleep(args.warmup)
-    print(agent.sample(seq=0).model_dump_json(indent=2))
+    with tempfile.TemporaryDirectory(prefix="titik-once-") as tmp:
+        # Touches neither the real state nor the real buffer: seq and boot stay 0.
+        agent = Agent(cfg, platform, AgentState(None), open_spool(cfg, Path(tmp)))
+        agent.sample(seq=0)  # rates and CPU need a previous reading
+        time.sleep(args.warmup)
+        print(agent.sample(seq=0).model_dump_json(indent=2))
     return 0
 
 

@@ -8,16 +8,36 @@ message names the key path, e.g. ``mqtt.port: Input should be less than or equal
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 #: Safe inside one MQTT topic level: no wildcards, no separators, no spaces.
-TOPIC_SAFE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-TopicName = Annotated[str, Field(pattern=TOPIC_SAFE)]
+TOPIC_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TOPIC_SAFE_RULE = "must be 1-64 letters, digits, '.', '_' or '-' (it goes into MQTT topics)"
+
+
+def _topic_safe(value: str) -> str:
+    # Python's re, not Field(pattern=...): pydantic-core's regex engine costs ~0.5 MB of RAM
+    # per process, a lot on a 128 MB router (see docs/benchmarks.md).
+    if not TOPIC_SAFE.fullmatch(value):
+        raise ValueError(TOPIC_SAFE_RULE)
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_safe)]
 
 CollectorName = Literal["health", "network", "clients"]
 COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
@@ -85,10 +105,65 @@ class StateConfig(Section):
     )
 
 
+class BufferConfig(Section):
+    path: Path | None = Field(
+        default=None, description="Directory of the offline buffer; default <state.dir>/buffer"
+    )
+    max_bytes: int = Field(default=16 * 2**20, ge=64 * 1024, description="Cap on buffered data")
+    max_age_s: float = Field(default=7 * 86400, gt=0, description="Records older than this go")
+    flush_interval_s: float = Field(
+        default=10.0, gt=0, le=600, description="Spill unacked records to disk this often"
+    )
+    grace_s: float = Field(
+        default=5.0, ge=0, le=600, description="How long an unacked record may stay in RAM only"
+    )
+    replay_rate: float = Field(
+        default=50.0, gt=0, description="Buffered records sent per second after a reconnect"
+    )
+    replay_jitter_s: float = Field(
+        default=10.0, ge=0, description="Replay starts at a random moment within this window"
+    )
+    batch_records: int = Field(
+        default=50, ge=1, le=1000, description="Most buffered records in one MQTT message"
+    )
+
+
 class PlatformConfig(Section):
     kind: Literal["auto", "openwrt", "raspberrypi", "linux", "simulated"] = "auto"
     root: Path = Field(default=Path("/"), description="Where /proc, /sys and /etc are read from")
     seed: int | None = Field(default=None, description="Seed of the simulated platform")
+
+
+class RemoteConfigSettings(Section):
+    rollback_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Broker contact needed this soon after an apply"
+    )
+    hooks_dir: Path | None = Field(
+        default=None, description="Firmware hooks; default: the firmware_hooks shipped with Titik"
+    )
+    hook_timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+
+class SecurityConfig(Section):
+    trusted_keys: list[str] = Field(
+        default_factory=list, description="Operations' Ed25519 public keys, 'ed25519:<base64>'"
+    )
+    require_signature: bool = Field(
+        default=False, description="Refuse unsigned configs and commands (production: true)"
+    )
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> SecurityConfig:
+        from agent.remote.signing import parse_public_key
+
+        for i, key in enumerate(self.trusted_keys):
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise ValueError(f"trusted_keys[{i}]: {exc}") from None
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature: needs at least one key in trusted_keys")
+        return self
 
 
 class LogConfig(Section):
@@ -100,6 +175,9 @@ class AgentConfig(Section):
     mqtt: MqttConfig
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
@@ -119,8 +197,8 @@ def format_validation_error(exc: ValidationError) -> str:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif err["type"] == "string_pattern_mismatch" and err["ctx"]["pattern"] == TOPIC_SAFE:
-            msg = "must be 1-64 letters, digits, '.', '_' or '-' (it goes into MQTT topics)"
+        elif err["type"] == "value_error":
+            msg = str(err["ctx"]["error"])
         lines.append(f"{_key_path(err['loc'])}: {msg}")
     return "\n".join(lines)
 

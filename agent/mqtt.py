@@ -7,7 +7,9 @@ external-loop mode); nothing here starts a thread.
 paho facts this relies on (see docs/architecture.md):
 - ``is_published()`` is unreliable for messages queued while offline, so delivery is
   tracked by ``on_publish(mid)`` alone, and a v5 PUBACK with a failure reason is a failure.
-- QoS 1 messages in flight when a connection drops are resent by paho after reconnect.
+- paho would resend QoS 1 messages that were in flight when a connection dropped. The agent's
+  spool must be the only queue, so every connection gets a fresh paho client, and whatever
+  was in flight is handed back through ``on_disconnected`` to be replayed from the spool.
 - paho sets no Session Expiry; the agent uses a clean session and does its own buffering.
 """
 
@@ -69,7 +71,9 @@ class MqttLink:
       ``before_connect() -> Will``  called before every connection attempt;
       ``on_connected()``            after a successful CONNACK;
       ``on_ack(mid)``               the broker acknowledged a QoS 1 publish;
-      ``on_nack(mid, reason)``      the broker refused it (v5 reason code), or it was lost.
+      ``on_nack(mid, reason)``      the broker refused it (v5 reason code);
+      ``on_disconnected()``         the connection is gone, with every unacked publish;
+      ``on_message(msg)``           a message arrived on one of ``subscriptions``.
     """
 
     def __init__(
@@ -81,6 +85,9 @@ class MqttLink:
         on_connected: Callable[[], None],
         on_ack: Callable[[int], None],
         on_nack: Callable[[int, str], None] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
+        on_message: Callable[[paho.MQTTMessage], None] | None = None,
+        subscriptions: list[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
@@ -89,6 +96,9 @@ class MqttLink:
         self._on_connected = on_connected
         self._on_ack = on_ack
         self._on_nack = on_nack or (lambda mid, reason: None)
+        self._on_disconnected = on_disconnected or (lambda: None)
+        self._on_message = on_message
+        self.subscriptions = subscriptions or []
         self._clock = clock
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._next_attempt = clock()  # first attempt at once
@@ -96,6 +106,10 @@ class MqttLink:
         self.connected = False
         self._tcp_open = False
         self.connects = 0
+        # MQTT 5 topic aliases of this connection: after the first message a topic costs
+        # 3 bytes instead of ~30 on every publish (flaky, metered backhaul).
+        self._aliases: dict[str, int] = {}
+        self._alias_max = 0
         self.last_error: str | None = None
         self._client = self._make_client()
 
@@ -123,6 +137,7 @@ class MqttLink:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
         return client
 
     # -- driving
@@ -148,6 +163,8 @@ class MqttLink:
 
     def _attempt(self) -> None:
         will = self._before_connect()
+        if self.connects or self._backoff.attempts:
+            self._client = self._make_client()  # no resend queue carried over (see above)
         client = self._client
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         props = None
@@ -179,6 +196,7 @@ class MqttLink:
         self._tcp_open = False
         if was_connected:
             log.warning("disconnected from broker: %s", reason)
+            self._on_disconnected()
         self._schedule_retry(reason)
 
     # -- paho callbacks
@@ -196,9 +214,15 @@ class MqttLink:
             return
         self.connected = True
         self.connects += 1
+        self._aliases = {}
+        self._alias_max = int(getattr(props, "TopicAliasMaximum", 0) or 0) if props else 0
         self.last_error = None
         self._backoff.reset()
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+        if self.subscriptions:
+            # Subscribed on every connection: the session is clean. Retained desired configs
+            # come again each time; their versions make that harmless.
+            client.subscribe([(t, 1) for t in self.subscriptions])
         self._on_connected()
 
     def _handle_disconnect(
@@ -225,14 +249,49 @@ class MqttLink:
         else:
             self._on_ack(mid)
 
+    def _handle_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self._on_message is not None:
+            try:
+                self._on_message(msg)
+            except Exception:  # nothing from the network may stop the agent
+                log.exception("error handling a message on %s", msg.topic)
+
+    def reconnect(self, cfg: MqttConfig | None = None) -> None:
+        """Drop the connection (cleanly, no Will) and connect again, to ``cfg`` if given."""
+        if cfg is not None:
+            self.cfg = cfg
+        self.close()
+        self.kick()
+
     # -- publishing
     def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation: bytes | None = None,
     ) -> int | None:
         """Queue a publish; the mid to await in ``on_ack``, or None when not connected."""
         if not self.connected:
             return None
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if correlation is not None:  # an MQTT 5 reply: no alias, the topic is the requester's
+            reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            reply.CorrelationData = correlation
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=reply)
+            return None if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE else info.mid
+        props = None
+        alias = self._aliases.get(topic)
+        if alias is None and len(self._aliases) < self._alias_max:
+            alias = self._aliases[topic] = len(self._aliases) + 1
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.TopicAlias = alias
+        elif alias is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.TopicAlias = alias
+            topic = ""  # the broker maps the alias back to the topic
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return None
         # MQTT_ERR_NO_CONN here means the socket died just now; paho keeps QoS 1 and resends.
@@ -248,3 +307,4 @@ class MqttLink:
             self.connected = False
             self._client.disconnect()
             self._client.loop(0.1)  # flush the DISCONNECT packet
+            self._on_disconnected()

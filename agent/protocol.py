@@ -34,6 +34,32 @@ class Topics:
     def status(self) -> str:
         return f"{self.base}/status"
 
+    @property
+    def telemetry_batch(self) -> str:
+        return f"{self.base}/telemetry/batch"
+
+    @property
+    def config_desired(self) -> str:
+        return f"{self.base}/config/desired"
+
+    @property
+    def config_reported(self) -> str:
+        return f"{self.base}/config/reported"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.base}/cmd"
+
+    @property
+    def cmd_result(self) -> str:
+        return f"{self.base}/cmd/result"
+
+    def group_config_desired(self, group: str) -> str:
+        return f"{self.prefix}/group/{group}/config/desired"
+
+    def group_cmd(self, group: str) -> str:
+        return f"{self.prefix}/group/{group}/cmd"
+
 
 class Wire(BaseModel):
     # Unknown keys are kept, not refused: a newer agent may add fields an older consumer ignores.
@@ -85,6 +111,10 @@ class Clients(Wire):
 
 class AgentInfo(Wire):
     version: str
+    buffered: int = Field(default=0, ge=0, description="Samples not yet acknowledged by the broker")
+    dropped: int = Field(
+        default=0, ge=0, description="Samples dropped by the buffer's size or age cap since start"
+    )
 
 
 class Telemetry(Wire):
@@ -139,6 +169,26 @@ class Status(Wire):
     reason: str | None = Field(
         default=None, description="Why the agent went offline, when it says so"
     )
+
+
+class TelemetryBatch(Wire):
+    """``{prefix}/gw/{id}/telemetry/batch``, QoS 1: buffered samples delivered late.
+
+    Every record keeps its original ``seq`` and ``ts``. ``historical`` is always true: a
+    consumer stores these but never lets them overwrite current state (Sparkplug's
+    ``is_historical``). Records are oldest first within a batch.
+    """
+
+    v: int = SCHEMA_VERSION
+    device: str
+    historical: bool = True
+    records: list[Telemetry]
+
+
+def batch_payload(device: str, records: list[bytes]) -> bytes:
+    """A :class:`TelemetryBatch` built from already-encoded samples, without re-parsing them."""
+    head = f'{{"v":{SCHEMA_VERSION},"device":"{device}","historical":true,"records":['.encode()
+    return head + b",".join(records) + b"]}"
 
 
 def encode(model: BaseModel) -> bytes:

@@ -7,6 +7,7 @@ touches the system service or a fixed port.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -38,20 +39,33 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float 
 
 
 class LocalBroker:
-    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
+    """Mosquitto on a free loopback port. ``persistence=True`` keeps sessions and queued
+    messages across :meth:`restart` (saved on a clean stop), as a production broker would."""
+
+    def __init__(self, workdir: Path, extra_conf: str = "", *, persistence: bool = False) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
-        self.conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            f"{extra_conf}"
-        )
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "max_queued_messages 0",
+            f"log_dest file {self.log}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            lines.append(
+                "user root"
+            )  # as root, Mosquitto drops to "mosquitto", who can't write here
+        if persistence:
+            lines += ["persistence true", f"persistence_location {workdir}/"]
+        else:
+            lines.append("persistence false")
+        self.conf.write_text("\n".join(lines) + "\n" + extra_conf)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -30,19 +30,28 @@ class Message:
 
 
 class Subscriber:
-    """A test client that records every message on ``topics``; waits on events, not sleeps."""
+    """A test client that records every message on ``topics``; waits on events, not sleeps.
 
-    def __init__(self, broker: Broker, *topics: str, client_id: str = "test-sub") -> None:
+    ``persistent=True`` uses a persistent session (clean session off) and reconnects by
+    itself, so with a persistent broker it misses nothing across broker restarts.
+    """
+
+    def __init__(
+        self, broker: Broker, *topics: str, client_id: str = "test-sub", persistent: bool = False
+    ) -> None:
         self.messages: queue.Queue[Message] = queue.Queue()
         self.seen: list[Message] = []
         self._subscribed = False
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
+        self.client.reconnect_delay_set(0.05, 0.5)
         self.client.on_message = lambda c, u, m: self.messages.put(
             Message(m.topic, m.payload, bool(m.retain))
         )
         self.client.on_subscribe = lambda *a: setattr(self, "_subscribed", True)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe([(t, 1) for t in topics])
         self.client.loop_start()
         wait_until(lambda: self._subscribed, 5, "SUBACK")
 
@@ -68,8 +77,10 @@ class Subscriber:
 
 
 @contextlib.contextmanager
-def subscriber(broker: Broker, *topics: str, client_id: str = "test-sub") -> Iterator[Subscriber]:
-    sub = Subscriber(broker, *topics, client_id=client_id)
+def subscriber(
+    broker: Broker, *topics: str, client_id: str = "test-sub", persistent: bool = False
+) -> Iterator[Subscriber]:
+    sub = Subscriber(broker, *topics, client_id=client_id, persistent=persistent)
     try:
         yield sub
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.collectors import Context
@@ -37,3 +37,17 @@ class Platform(ABC):
 
     def state_dir(self) -> Path:
         return Path("/var/lib/titik")
+
+    # -- actions for commands; each returns a small result or raises CommandError
+    @abstractmethod
+    def restart_wifi(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def kick_client(self, mac: str, ban_s: int) -> dict[str, Any]:
+        """Disconnect one station; the MAC is not logged or echoed (privacy)."""
+
+    @abstractmethod
+    def reboot(self) -> None: ...
+
+    @abstractmethod
+    def diagnostics(self, targets: dict[str, str]) -> dict[str, Any]: ...

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.collectors import dhcp, health, network, wifi
 from agent.platforms.base import Platform
 from agent.protocol import Clients, Health, Net
-from agent.runner import CommandError, CommandRunner, run_command
+from agent.runner import CommandError, CommandRunner, run_checked, run_command
 
 if TYPE_CHECKING:
     from agent.collectors import Context
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 #: Interfaces whose MAC names the box, best first; else the first physical-looking one.
 PREFERRED_MAC_IFACES = ("br-lan", "eth0", "end0", "wan", "lan", "wlan0")
+#: How long the list of AP interfaces is reused before it is looked up again.
+WIFI_IFACES_TTL_S = 300.0
 
 
 def normalise_mac(text: str) -> str | None:
@@ -65,21 +67,31 @@ class LinuxPlatform(Platform):
 
     def clients(self, ctx: Context) -> Clients:
         by_iface: dict[str, int] = {}
-        try:
-            ifaces = self.wifi_ifaces()
-        except OSError as exc:
-            ctx.warn("clients.wifi", str(exc))
-            ifaces = []
+        expires, ifaces = ctx.memo.get("wifi_ifaces", (0.0, []))
+        if ctx.mono >= expires:
+            # Radios rarely change; scanning sysfs (or ubus) every sample costs more than the rest.
+            try:
+                ifaces = self.wifi_ifaces()
+            except OSError as exc:
+                ctx.warn("clients.wifi", str(exc))
+                ifaces = []
+            ctx.memo["wifi_ifaces"] = (ctx.mono + WIFI_IFACES_TTL_S, ifaces)
         for iface in ifaces:
             try:
                 by_iface[iface] = wifi.count_clients(self.runner, iface, self.wifi_sources)
             except CommandError as exc:
                 ctx.warn(f"clients.{iface}", str(exc))
         leases: int | None = None
+        # Probe which lease files exist with the interfaces, not every sample: a failed open
+        # per sample costs nothing in Python objects but fragments the allocator (RSS creep).
+        expires, lease_paths = ctx.memo.get("lease_paths", (0.0, []))
+        if ctx.mono >= expires:
+            lease_paths = [
+                path for p in self.lease_files if (path := self.root / p.lstrip("/")).exists()
+            ]
+            ctx.memo["lease_paths"] = (ctx.mono + WIFI_IFACES_TTL_S, lease_paths)
         try:
-            leases = dhcp.count_leases(
-                [self.root / p.lstrip("/") for p in self.lease_files], ctx.wall
-            )
+            leases = dhcp.count_leases(lease_paths, ctx.wall)
         except OSError as exc:
             ctx.warn("clients.leases", str(exc))
         return Clients(total=sum(by_iface.values()), by_iface=by_iface, leases=leases)
@@ -105,3 +117,34 @@ class LinuxPlatform(Platform):
 
     def boot_id(self) -> str | None:
         return health.read_boot_id(self.root / "proc")
+
+    # -- actions
+    def restart_wifi(self) -> dict[str, Any]:
+        run_checked(self.runner, ["systemctl", "restart", "hostapd"], 30)
+        return {"restarted": "hostapd"}
+
+    def kick_client(self, mac: str, ban_s: int) -> dict[str, Any]:
+        for iface in self.wifi_ifaces():
+            res = self.runner(["hostapd_cli", "-i", iface, "deauthenticate", mac], 5)
+            if res.returncode == 0 and "OK" in res.stdout:
+                return {"kicked": True, "iface": iface}
+        return {"kicked": False, "reason": "no such station on any access point"}
+
+    def reboot(self) -> None:
+        run_checked(self.runner, ["reboot"], 30)
+
+    def diagnostics(self, targets: dict[str, str]) -> dict[str, Any]:
+        from agent.remote import diagnostics as d
+
+        out: dict[str, Any] = {
+            "ping": d.ping(self.runner, targets["ping"]),
+            "dns": d.dns(targets["dns"]),
+            "resolvers": d.read_resolvers(self.root),
+            "default_route": d.read_default_route(self.root),
+            "radios": {},
+        }
+        if "http" in targets:
+            out["http"] = d.http(targets["http"])
+        _, link_up = network.read_counters([])
+        out["radios"] = {i: link_up.get(i) for i in self.wifi_ifaces()}
+        return out

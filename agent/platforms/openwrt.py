@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from agent.collectors import wifi
 from agent.platforms.linux import LinuxPlatform
@@ -30,6 +31,18 @@ class OpenWrtPlatform(LinuxPlatform):
         except (CommandError, wifi.ParseError):
             names = []
         return names or super().wifi_ifaces()
+
+    def restart_wifi(self) -> dict[str, Any]:
+        run_checked(self.runner, ["wifi", "reload"], 60)
+        return {"restarted": "wifi"}
+
+    def kick_client(self, mac: str, ban_s: int) -> dict[str, Any]:
+        body = json.dumps({"addr": mac, "reason": 5, "deauth": True, "ban_time": ban_s * 1000})
+        for iface in self.wifi_ifaces():
+            res = self.runner(["ubus", "call", f"hostapd.{iface}", "del_client", body], 5)
+            if res.returncode == 0:
+                return {"kicked": True, "iface": iface}
+        return {"kicked": False, "reason": "no such station on any access point"}
 
     def model(self) -> str | None:
         try:

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.platforms.base import Platform
 from agent.protocol import Clients, Health, Iface, Net
@@ -102,3 +102,30 @@ class SimulatedPlatform(Platform):
 
     def state_dir(self) -> Path:
         return Path("/var/lib/titik")
+
+    # -- actions: nothing real happens; the results look like a healthy gateway's
+    def restart_wifi(self) -> dict[str, Any]:
+        return {"restarted": "wifi (simulated)"}
+
+    def kick_client(self, mac: str, ban_s: int) -> dict[str, Any]:
+        return {"kicked": True, "iface": RADIOS[0]}
+
+    def reboot(self) -> None:
+        self.boot_wall = time.time()
+        self._boot_id = hashlib.sha256(self._boot_id.encode()).hexdigest()[:36]
+
+    def diagnostics(self, targets: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ping": {
+                "target": targets["ping"],
+                "ok": True,
+                "rtt_ms": round(self.rng.uniform(5, 40), 1),
+            },
+            "dns": {"name": targets["dns"], "ok": True, "addresses": 1, "ms": 3.0},
+            "resolvers": ["192.0.2.53"],
+            "default_route": "wan",
+            "radios": dict.fromkeys(RADIOS, True),
+        }
+        if "http" in targets:
+            out["http"] = {"url": targets["http"], "ok": True, "status": 204, "ms": 42.0}
+        return out

@@ -123,3 +123,16 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
             sections.setdefault(section, set()).add(m.group(1))
     documented = {f"{s}.{k}" for s, keys in sections.items() for k in keys}
     assert set(_keys(AgentConfig)) == documented
+
+
+def test_production_example_requires_signatures() -> None:
+    cfg = parse_config(tomllib.loads((EXAMPLE.parent / "agent.production.toml").read_text()), {})
+    assert cfg.security.require_signature
+    assert cfg.mqtt.tls.ca is not None
+
+
+def test_bad_trusted_key_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"security: .*trusted_keys\[0\]: must start with"):
+        parse_config({"mqtt": {"host": "b"}, "security": {"trusted_keys": ["rsa:abc"]}})
+    with pytest.raises(ConfigError, match="require_signature: needs at least one key"):
+        parse_config({"mqtt": {"host": "b"}, "security": {"require_signature": True}})

@@ -126,3 +126,22 @@ def test_openwrt_lists_ap_interfaces_from_ubus(tmp_path: Path) -> None:
     assert clients.total == 2
     assert clients.leases == 1
     assert ctx.errors == {}
+
+
+def test_no_client_identifier_leaves_the_gateway(tmp_path: Path) -> None:
+    """The sample carries counts only: no station MAC, lease IP or host name (stand-in tools)."""
+    mac, ip, host = "02:00:00:00:00:01", "192.0.2.10", "alices-phone"
+
+    def runner(argv: list[str], timeout: float = 5.0) -> CommandResult:
+        if argv[:2] == ["ubus", "list"]:
+            return CommandResult(0, "hostapd.phy0-ap0\n", "")
+        body = f'{{"clients": {{"{mac}": {{"authorized": true, "signal": -55}}}}}}'
+        return CommandResult(0, body, "")
+
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp/dhcp.leases").write_text(f"0 {mac} {ip} {host} *\nbroken {mac}\n")
+    p = OpenWrtPlatform(tmp_path, runner)
+    ctx = Context(wall=1_800_000_000, mono=1)
+    text = p.clients(ctx).model_dump_json() + str(ctx.errors)
+    for secret in (mac, mac.replace(":", ""), ip, host):
+        assert secret not in text

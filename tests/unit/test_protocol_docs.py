@@ -30,7 +30,7 @@ def test_docs_match_the_models() -> None:
 def test_every_wire_model_is_documented() -> None:
     text = (ROOT / "docs/protocol.md").read_text()
     documented = set(re.findall(r"<!-- schema:(\w+) -->", text))
-    assert {"Telemetry", "Status"} <= documented
+    assert {"Telemetry", "TelemetryBatch", "Status"} <= documented
     for name in documented:
         assert hasattr(protocol, name)
 
@@ -38,5 +38,17 @@ def test_every_wire_model_is_documented() -> None:
 def test_every_topic_is_documented() -> None:
     text = (ROOT / "docs/protocol.md").read_text()
     t = Topics("{prefix}", "{id}")
-    for topic in (t.telemetry, t.status):
+    for topic in (t.telemetry, t.telemetry_batch, t.status):
         assert f"`{topic}`" in text
+
+
+def test_batch_payload_is_a_valid_batch() -> None:
+    from agent.protocol import AgentInfo, Telemetry, TelemetryBatch, batch_payload, encode
+
+    recs = [
+        Telemetry(device="gw-1", seq=i, boot=1, sid="s", ts=1.0 + i, agent=AgentInfo(version="x"))
+        for i in range(3)
+    ]
+    batch = TelemetryBatch.model_validate_json(batch_payload("gw-1", [encode(r) for r in recs]))
+    assert batch.historical
+    assert [r.seq for r in batch.records] == [0, 1, 2]

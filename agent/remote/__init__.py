@@ -1,0 +1,1 @@
+"""Remote configuration and commands: desired/reported config, hooks, signatures, rollback."""

@@ -1,0 +1,81 @@
+"""The commands a gateway runs: each takes the command's args and returns its result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.remote.commands import CommandFailed, Handler, arg_mac, arg_number, arg_unknown
+from agent.remote.desired import config_hash, redact
+from agent.runner import CommandError
+
+if TYPE_CHECKING:
+    from agent.core import Agent
+
+
+def handlers(agent: Agent) -> dict[str, Handler]:
+    def reboot(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, {"delay_s"})
+        delay = arg_number(args, "delay_s", 10, 1, 3600)
+        agent.schedule_reboot(delay)  # the result goes out first; then the gateway goes down
+        return {"rebooting_in_s": delay}
+
+    def restart_wifi(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, set())
+        try:
+            return agent.platform.restart_wifi()
+        except CommandError as exc:
+            raise CommandFailed(str(exc)) from None
+
+    def collect_now(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, set())
+        return {"seq": agent.collect_now()}
+
+    def diagnostics(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, {"ping", "dns", "http"})
+        targets = {"ping": agent.cfg.mqtt.host, "dns": agent.cfg.mqtt.host}
+        for key in ("ping", "dns", "http"):
+            value = args.get(key)
+            if value is not None:
+                if not isinstance(value, str) or not 0 < len(value) <= 253 or value.startswith("-"):
+                    raise CommandFailed(
+                        f"args.{key}: must be a host name or address (URL for http)"
+                    )
+                targets[key] = value
+        return agent.platform.diagnostics(targets)
+
+    def kick_client(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, {"mac", "ban_s"})
+        mac = arg_mac(args)
+        ban = int(arg_number(args, "ban_s", 0, 0, 86400))
+        try:
+            return agent.platform.kick_client(mac, ban)
+        except CommandError as exc:
+            raise CommandFailed(str(exc)) from None
+
+    def get_config(args: dict[str, Any]) -> dict[str, Any]:
+        arg_unknown(args, set())
+        cfg = agent.cfg
+        return {
+            "applied": redact(agent.remote.applied),
+            "hash": config_hash(agent.remote.applied),
+            "report": agent.remote.report,
+            "agent": {
+                "version": __version__,
+                "platform": agent.platform.name,
+                "interval_s": cfg.telemetry.interval_s,
+                "collectors": list(cfg.telemetry.collectors),
+                "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
+                "groups": list(cfg.device.groups),
+                "require_signature": cfg.security.require_signature,
+            },
+        }
+
+    return {
+        "reboot": reboot,
+        "restart_wifi": restart_wifi,
+        "collect_now": collect_now,
+        "diagnostics": diagnostics,
+        "kick_client": kick_client,
+        "get_config": get_config,
+    }
