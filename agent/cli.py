@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,6 +79,8 @@ def cmd_once(args: argparse.Namespace) -> int:
         seed=cfg.platform.seed if cfg.platform.seed is not None else (cfg.device.id or 0),
     )
     cfg = resolve_device_id(cfg, platform)
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="titik-once-") as tmp:
         # Touches neither the real state nor the real buffer: seq and boot stay 0.
         agent = Agent(cfg, platform, AgentState(None), open_spool(cfg, Path(tmp)))

@@ -1,4 +1,4 @@
-"""Regenerate the JSON Schema blocks in docs/protocol.md from the wire models.
+"""Regenerate the JSON Schema in docs/ from the models (protocol.md, remote-config.schema.json).
 
 Usage: .venv/bin/python scripts/gen_protocol_docs.py [--check]
 A block is ``<!-- schema:Name -->`` ... ``<!-- /schema -->``; Name is a model in agent.protocol.
@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from agent import protocol
 
 DOC = ROOT / "docs" / "protocol.md"
+REMOTE_SCHEMA = ROOT / "docs" / "remote-config.schema.json"
 BLOCK = re.compile(r"(<!-- schema:(\w+) -->\n)(.*?)(<!-- /schema -->)", re.DOTALL)
 
 
@@ -26,6 +27,15 @@ def schema_block(name: str) -> str:
     model = getattr(protocol, name)
     schema = model.model_json_schema(mode="serialization")
     return "```json\n" + json.dumps(schema, indent=2, ensure_ascii=False) + "\n```\n"
+
+
+def remote_schema() -> str:
+    from agent.remote.schema import RemoteConfig
+
+    schema = RemoteConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Titik remote config (the config member of a desired document)"
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 def render(text: str) -> str:
@@ -38,13 +48,16 @@ def main() -> int:
     args = ap.parse_args()
     text = DOC.read_text()
     new = render(text)
+    schema = remote_schema()
+    stale = new != text or not REMOTE_SCHEMA.exists() or REMOTE_SCHEMA.read_text() != schema
     if args.check:
-        if new != text:
-            print("docs/protocol.md is stale: run scripts/gen_protocol_docs.py", file=sys.stderr)
+        if stale:
+            print("docs are stale: run scripts/gen_protocol_docs.py", file=sys.stderr)
             return 1
         return 0
     DOC.write_text(new)
-    print(f"updated {DOC}")
+    REMOTE_SCHEMA.write_text(schema)
+    print(f"updated {DOC} and {REMOTE_SCHEMA}")
     return 0
 
 

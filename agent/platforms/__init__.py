@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from agent.platforms.base import Platform
-from agent.platforms.linux import LinuxPlatform
-from agent.platforms.openwrt import OpenWrtPlatform
-from agent.platforms.raspberrypi import RaspberryPiPlatform
-from agent.platforms.simulated import SimulatedPlatform
 from agent.runner import CommandRunner, run_command
+
+# Only the platform in use is imported: every module costs RAM on a 128 MB router.
+CLASSES = {
+    "linux": ("agent.platforms.linux", "LinuxPlatform"),
+    "openwrt": ("agent.platforms.openwrt", "OpenWrtPlatform"),
+    "raspberrypi": ("agent.platforms.raspberrypi", "RaspberryPiPlatform"),
+    "simulated": ("agent.platforms.simulated", "SimulatedPlatform"),
+}
 
 __all__ = ["Platform", "detect", "make_platform"]
 
@@ -38,9 +43,12 @@ def make_platform(
 ) -> Platform:
     if kind == "auto":
         kind = detect(root)
-    if kind == "simulated":
-        return SimulatedPlatform(seed)
-    cls = {"openwrt": OpenWrtPlatform, "raspberrypi": RaspberryPiPlatform, "linux": LinuxPlatform}
-    if kind not in cls:
+    if kind not in CLASSES:
         raise ValueError(f"platform.kind: unknown platform {kind!r}")
-    return cls[kind](root, runner, interfaces)
+    module, name = CLASSES[kind]
+    cls = getattr(importlib.import_module(module), name)
+    if kind == "simulated":
+        platform: Platform = cls(seed)
+    else:
+        platform = cls(root, runner, interfaces)
+    return platform

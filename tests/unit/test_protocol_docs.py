@@ -27,6 +27,12 @@ def test_docs_match_the_models() -> None:
     assert gen.render(text) == text, "docs/protocol.md is stale: run scripts/gen_protocol_docs.py"  # type: ignore[attr-defined]
 
 
+def test_remote_config_schema_is_published_and_current() -> None:
+    gen = _gen()
+    published = (ROOT / "docs/remote-config.schema.json").read_text()
+    assert gen.remote_schema() == published, "run scripts/gen_protocol_docs.py"  # type: ignore[attr-defined]
+
+
 def test_every_wire_model_is_documented() -> None:
     text = (ROOT / "docs/protocol.md").read_text()
     documented = set(re.findall(r"<!-- schema:(\w+) -->", text))
@@ -38,7 +44,17 @@ def test_every_wire_model_is_documented() -> None:
 def test_every_topic_is_documented() -> None:
     text = (ROOT / "docs/protocol.md").read_text()
     t = Topics("{prefix}", "{id}")
-    for topic in (t.telemetry, t.telemetry_batch, t.status):
+    for topic in (
+        t.telemetry,
+        t.telemetry_batch,
+        t.status,
+        t.config_desired,
+        t.config_reported,
+        t.cmd,
+        t.cmd_result,
+        t.group_config_desired("{group}"),
+        t.group_cmd("{group}"),
+    ):
         assert f"`{topic}`" in text
 
 
