@@ -1,0 +1,295 @@
+"""Central ingest throughput against the ceiling of a bare paho subscriber.
+
+One run, one throwaway Mosquitto. For each consumer (1) ``ceiling``: a bare paho MQTT 5
+subscriber that only counts messages (auto-ack), and (2) ``ingest``: the real
+``central.ingest.Consumer`` into SQLite (validate, batch, commit, then ack):
+
+1. the consumer subscribes with a persistent session and goes away;
+2. a load generator (a separate process) publishes ``--messages`` valid Telemetry payloads
+   for ``--devices`` gateways, QoS 1, as fast as it can; the broker queues them;
+3. the consumer comes back (a separate process, pinned to one core with
+   ``os.sched_setaffinity``) and drains the queue; rate = messages / (last - connect).
+
+Draining a queue measures the consumer alone: a live stream would be capped by the
+Python publisher. Same broker, same receive maximum, same core for both.
+
+Run: .venv/bin/python bench/bench_ingest.py [--devices 1000] [--messages 50000]
+Prints a markdown table, the machine and the command on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PREFIX = "titik"
+SHARE = "bench"
+RECEIVE_MAX = 2000
+
+
+def pin() -> str:
+    if hasattr(os, "sched_setaffinity"):
+        cpu = max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"cpu {cpu}"
+    return "not pinned"
+
+
+def payload(device: str, seq: int) -> bytes:
+    return (
+        f'{{"v":1,"device":"{device}","seq":{seq},"boot":3,"sid":"5f0c2d0b7e614a55",'
+        f'"ts":{time.time():.3f},"health":{{"cpu_pct":23.4,"load1":0.82,"load5":0.74,'
+        f'"load15":0.66,"mem_used_pct":48.2,"mem_avail_b":118234726,"disk_used_pct":22.3,'
+        f'"temp_c":53.1,"uptime_s":864211}},"net":{{"wan_up":true,"wan":"wan","ifaces":'
+        f'{{"br-lan":{{"up":true,"rx":48812233,"tx":291223841,"rx_bps":41230,"tx_bps":247380,'
+        f'"err":0}},"wan":{{"up":true,"rx":291223841,"tx":48812233,"rx_bps":247380,'
+        f'"tx_bps":41230,"err":0}}}}}},"clients":{{"total":{seq % 60},"by_iface":'
+        f'{{"phy0-ap0":15,"phy1-ap0":22}},"leases":39}},"agent":{{"version":"0.1.0"}}}}'
+    ).encode()
+
+
+# --- the child processes ------------------------------------------------------------------
+
+
+def child_publish(port: int, devices: int, messages: int) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    acked = threading.Semaphore(0)
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.on_publish = lambda *a: acked.release()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    t0 = time.perf_counter()
+    for i in range(messages):
+        dev = f"gw-bench{i % devices:05d}"
+        c.publish(f"{PREFIX}/gw/{dev}/telemetry", payload(dev, i // devices), qos=1)
+    for _ in range(messages):
+        acked.acquire()
+    took = time.perf_counter() - t0
+    c.loop_stop()
+    c.disconnect()
+    print(json.dumps({"rate": messages / took}), flush=True)
+
+
+def _config(port: int, db: Path, client_id: str) -> object:
+    from central.config import parse_config
+
+    return parse_config(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nclient_id = "{client_id}"\n'
+        f'share_group = "{SHARE}"\n[store]\npath = "{db}"\n'
+    )
+
+
+def child_ceiling(port: int, messages: int, phase: str) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from central.ingest import subscriptions
+
+    core = pin()
+    done = threading.Event()
+    subscribed = threading.Event()
+    count = 0
+    t: dict[str, float] = {}
+
+    def on_message(*a: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= messages:
+            t["end"] = time.perf_counter()
+            done.set()
+
+    c = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id="bench-ceiling", protocol=MQTTProtocolVersion.MQTTv5
+    )
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.on_connect = lambda cl, *a: cl.subscribe(
+        [(s, 1) for s in subscriptions(PREFIX, SHARE + "-ceiling")]
+    )
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    props.ReceiveMaximum = RECEIVE_MAX
+    t["start"] = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    if phase == "subscribe":
+        c.loop_start()
+        subscribed.wait(10)
+        c.disconnect()
+        c.loop_stop()
+        return
+    c.loop_start()
+    done.wait(600)
+    c.loop_stop()
+    cpu = os.times()
+    print(
+        json.dumps(
+            {
+                "rate": messages / (t["end"] - t["start"]),
+                "cpu_s": cpu.user + cpu.system,
+                "core": core,
+            }
+        ),
+        flush=True,
+    )
+
+
+def child_ingest(port: int, messages: int, phase: str, db: Path) -> None:
+    from central.config import CentralConfig
+    from central.ingest import Consumer
+    from central.store.sqlite import SqliteStore
+
+    core = pin()
+    cfg = _config(port, db, "bench-ingest")
+    if not isinstance(cfg, CentralConfig):
+        raise TypeError(cfg)
+    store = SqliteStore(cfg.store.path)
+    consumer = Consumer(cfg, store)
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    consumer.start()
+    if phase == "subscribe":
+        consumer.subscribed.wait(10)
+        consumer.stop()
+        return
+
+    def watch() -> None:
+        while consumer.stats.stored + consumer.stats.duplicates < messages:
+            time.sleep(0.005)
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    consumer.run(stop)
+    took = time.perf_counter() - t0
+    consumer.stop()
+    s = consumer.stats
+    cpu = os.times()
+    print(
+        json.dumps(
+            {
+                "rate": messages / took,
+                "cpu_s": cpu.user + cpu.system,
+                "core": core,
+                "batches": s.batches,
+                "commit_ms_avg": 1000 * s.commit_seconds_total / max(1, s.batches),
+                "commit_ms_max": 1000 * s.commit_seconds_max,
+                "bad": sum(s.bad.values()),
+            }
+        ),
+        flush=True,
+    )
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+def run_child(*args: str) -> dict[str, float | str]:
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    lines = out.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--messages", type=int, default=50000)
+    args = ap.parse_args()
+    from central.localbroker import LocalBroker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = LocalBroker(Path(tmp))
+        broker.start()
+        results: dict[str, dict[str, float | str]] = {}
+        pub_rates = []
+        try:
+            for kind in ("ceiling", "ingest"):
+                extra = [str(Path(tmp) / "bench.db")] if kind == "ingest" else []
+                n = str(args.messages)
+                port = str(broker.port)
+                run_child(kind, port, n, "subscribe", *extra)
+                print(f"{kind}: publishing {n} messages", file=sys.stderr)
+                pub = run_child("publish", port, str(args.devices), n)
+                pub_rates.append(float(pub["rate"]))
+                print(f"{kind}: draining", file=sys.stderr)
+                results[kind] = run_child(kind, port, n, "drain", *extra)
+                print(f"{kind}: {results[kind]}", file=sys.stderr)
+        finally:
+            broker.stop()
+
+    ceiling = float(results["ceiling"]["rate"])
+    ingest = float(results["ingest"]["rate"])
+    ratio = ingest / ceiling
+    r = results["ingest"]
+    print(f"## Ingest throughput ({args.messages} messages, {args.devices} devices, QoS 1)\n")
+    print("| consumer | messages/s | CPU s | target | verdict |")
+    print("| --- | ---: | ---: | --- | --- |")
+    print(
+        f"| bare paho subscriber (ceiling) | {ceiling:,.0f} | {float(results['ceiling']['cpu_s']):.1f} | | |"
+    )
+    print(
+        f"| central ingest into SQLite | {ingest:,.0f} | {float(r['cpu_s']):.1f} | ≥ 5,000 msg/s | "
+        f"{'PASS' if ingest >= 5000 else 'FAIL'} |"
+    )
+    print(
+        f"| ratio ingest / ceiling | {ratio:.2f} | | ≥ 0.70 | {'PASS' if ratio >= 0.7 else 'FAIL'} |"
+    )
+    print()
+    print(
+        f"Ingest: {r['batches']} batches, commit {float(r['commit_ms_avg']):.1f} ms avg, "
+        f"{float(r['commit_ms_max']):.1f} ms max; {r['bad']} bad. Load generator: "
+        + ", ".join(f"{p:,.0f}" for p in pub_rates)
+        + " msg/s (separate process, QoS 1, not pinned)."
+    )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{_cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}, "
+        f"consumers pinned to {r['core']}"
+    )
+    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        kind, port, n, *rest = sys.argv[2:]
+        if kind == "publish":
+            child_publish(int(port), int(n), int(rest[0]))
+        elif kind == "ceiling":
+            child_ceiling(int(port), int(n), rest[0])
+        else:
+            child_ingest(int(port), int(n), rest[0], Path(rest[1]))
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""central.toml: one pydantic model per section, every key defaulted except the broker host.
+
+Every failure is a :class:`ConfigError` whose message names the key path, e.g.
+``store.raw_days: Input should be greater than or equal to 1`` (same format as the agent's).
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from agent.config import TopicName, format_validation_error
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the key and says why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_client_id() -> str:
+    return f"titik-central-{socket.gethostname()}"[:64]
+
+
+class TlsConfig(Section):
+    ca: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on")
+    cert: Path | None = Field(default=None, description="Client certificate (PEM)")
+    key: Path | None = Field(default=None, description="Client private key (PEM)")
+
+
+class MqttConfig(Section):
+    host: str = Field(min_length=1, description="Broker host name or address (required)")
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    protocol: Literal["5"] = Field(
+        default="5", description="MQTT 5 only: shared subscriptions and session expiry"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    topic_prefix: TopicName = "titik"
+    client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=64)
+    share_group: TopicName = Field(
+        default="titik-central", description="Shared-subscription group of all central instances"
+    )
+    session_expiry_s: int = Field(
+        default=3600, ge=0, le=2**32 - 1, description="Broker keeps our queue this long offline"
+    )
+
+
+class StoreConfig(Section):
+    path: Path = Field(default=Path("/var/lib/titik-central/titik.db"))
+    raw_days: float = Field(default=7, gt=0, description="Raw samples are kept this long")
+    rollup_days: float = Field(default=90, gt=0, description="5-minute rollups are kept this long")
+    batch_max: int = Field(default=500, ge=1, le=100_000, description="Messages per transaction")
+    batch_interval_s: float = Field(
+        default=0.2, gt=0, le=60, description="Longest wait to fill a batch before committing"
+    )
+
+
+class AlertsConfig(Section):
+    offline_after_min: float = Field(default=10, gt=0)
+    temp_c: float = Field(default=80)
+    disk_pct: float = Field(default=90, ge=0, le=100)
+    mem_pct: float = Field(default=90, ge=0, le=100)
+
+
+class IngestConfig(Section):
+    max_payload_bytes: int = Field(default=262144, ge=1024)
+
+
+class HttpConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class CentralConfig(Section):
+    mqtt: MqttConfig
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+
+def parse_config(text: str) -> CentralConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    try:
+        return CentralConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_config(path: Path) -> CentralConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    return parse_config(text)

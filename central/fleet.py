@@ -1,0 +1,222 @@
+"""Fleet state rules, pure: no I/O, the clock is passed in.
+
+- A live sample updates a gateway's current state (unless it is older than what we have).
+- A historical sample (from a replayed batch) is stored but never touches current state.
+- A status sets online/offline by its session counter ``boot``: an ``online: false`` whose
+  ``boot`` is lower than the last ``online: true`` is a stale Will and is ignored.
+- A gateway with no live telemetry for 3x its interval (inferred from consecutive samples,
+  default 60 s) is offline ("stale").
+- Alerts: offline longer than N minutes; temperature, disk and memory over thresholds;
+  a config report that says ``rejected`` or ``rolled_back``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from agent.protocol import Status
+from central.store.base import (
+    Alert,
+    AlertChange,
+    ComplianceRow,
+    DesiredDoc,
+    DeviceState,
+    ReportedDoc,
+    Sample,
+)
+
+DEFAULT_INTERVAL_S = 60.0
+STALE_FACTOR = 3.0
+#: Closer samples are a burst (e.g. collect_now), not the interval.
+MIN_INTERVAL_S = 0.1
+STALE = "stale"
+
+#: Config report states that raise an alert, and the alert kind.
+CONFIG_ALERTS = {"rejected": "config_rejected", "rolled_back": "config_rolled_back"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    offline_after_s: float = 600.0
+    temp_c: float = 80.0
+    disk_pct: float = 90.0
+    mem_pct: float = 90.0
+    stale_factor: float = STALE_FACTOR
+
+
+@dataclass
+class Fleet:
+    """Current state of every gateway and the open alerts; collects what changed."""
+
+    rules: Rules
+    states: dict[str, DeviceState] = field(default_factory=dict)
+    open_alerts: dict[tuple[str, str], Alert] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    changes: list[AlertChange] = field(default_factory=list)
+
+    @classmethod
+    def restore(
+        cls, rules: Rules, devices: Iterable[DeviceState], alerts: Iterable[Alert]
+    ) -> Fleet:
+        return cls(
+            rules,
+            states={d.device: d for d in devices},
+            open_alerts={(a.device, a.kind): a for a in alerts if a.closed is None},
+        )
+
+    def _state(self, device: str) -> DeviceState:
+        st = self.states.get(device)
+        if st is None:
+            st = self.states[device] = DeviceState(device=device)
+            self.dirty.add(device)
+        return st
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def apply_live(self, s: Sample, now: float) -> None:
+        st = self._state(s.device)
+        if st.last_ts is not None and s.ts < st.last_ts:
+            return  # an older sample delivered late (e.g. redelivered): not the present
+        if (
+            st.sid == s.sid
+            and st.seq is not None
+            and st.last_ts is not None
+            and s.seq == st.seq + 1
+            and MIN_INTERVAL_S <= s.ts - st.last_ts <= 86400
+        ):
+            st.interval_s = s.ts - st.last_ts
+        st.last_ts, st.sid, st.seq = s.ts, s.sid, s.seq
+        st.clients, st.cpu, st.mem, st.temp, st.disk = s.clients, s.cpu, s.mem, s.temp, s.disk
+        st.version = s.version or st.version
+        st.last_seen = now
+        if s.boot > st.boot or (
+            s.boot == st.boot and (st.online or st.offline_reason in (None, STALE))
+        ):
+            # Same session and not ended by a status: the gateway is alive.
+            st.boot = s.boot
+            self._set_online(st, now)
+        self._thresholds(st, now)
+        self.dirty.add(s.device)
+
+    def apply_historical(self, s: Sample) -> None:
+        # Stored by the caller; current state is left alone (Sparkplug's is_historical).
+        self._state(s.device)
+
+    def apply_status(self, device: str, status: Status, now: float) -> bool:
+        """Apply a status; False when it is stale (an older session's) and was ignored."""
+        st = self._state(device)
+        if status.boot < st.boot:
+            return False
+        st.boot = status.boot
+        for name in ("site", "region", "lat", "lon", "version", "platform", "model"):
+            value = getattr(status, name)
+            if value is not None:
+                setattr(st, name, value)
+        if status.groups is not None:
+            st.groups = list(status.groups)
+        if status.online:
+            st.last_seen = now
+            self._set_online(st, now)
+        elif st.online or st.offline_reason in (None, STALE):
+            st.online = False
+            st.offline_since = now
+            st.offline_reason = status.reason or "will"
+        self.dirty.add(device)
+        return True
+
+    def apply_reported(self, doc: ReportedDoc, now: float) -> None:
+        self._state(doc.device)
+        for state, kind in CONFIG_ALERTS.items():
+            if doc.state == state:
+                self._open(doc.device, kind, now, doc.error or state)
+            elif doc.state == "applied":
+                self._close(doc.device, kind, now)
+
+    def check(self, now: float) -> None:
+        """Staleness and the offline alert; call it every few seconds."""
+        for st in self.states.values():
+            if (
+                st.online
+                and st.last_seen is not None
+                and now - st.last_seen > self.rules.stale_factor * st.interval_s
+            ):
+                st.online = False
+                st.offline_since = st.last_seen
+                st.offline_reason = STALE
+                self.dirty.add(st.device)
+            if (
+                not st.online
+                and st.offline_since is not None
+                and now - st.offline_since >= self.rules.offline_after_s
+            ):
+                mins = (now - st.offline_since) / 60
+                self._open(st.device, "offline", now, f"offline for {mins:.0f} min")
+
+    def take(self) -> tuple[list[DeviceState], list[AlertChange]]:
+        """What changed since the last call: device rows to write and alert changes."""
+        devices = [self.states[d] for d in sorted(self.dirty)]
+        changes = self.changes
+        self.dirty = set()
+        self.changes = []
+        return devices, changes
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _set_online(self, st: DeviceState, now: float) -> None:
+        st.online = True
+        st.offline_since = None
+        st.offline_reason = None
+        self._close(st.device, "offline", now)
+
+    def _thresholds(self, st: DeviceState, now: float) -> None:
+        r = self.rules
+        for kind, value, limit, unit in (
+            ("temp", st.temp, r.temp_c, "°C"),
+            ("disk", st.disk, r.disk_pct, "%"),
+            ("mem", st.mem, r.mem_pct, "%"),
+        ):
+            if value is not None and value >= limit:
+                self._open(st.device, kind, now, f"{kind} {value:g}{unit} >= {limit:g}{unit}")
+            elif value is not None:
+                self._close(st.device, kind, now)
+
+    def _open(self, device: str, kind: str, now: float, detail: str) -> None:
+        if (device, kind) in self.open_alerts:
+            return
+        self.open_alerts[(device, kind)] = Alert(kind, device, now, detail)
+        self.changes.append(AlertChange(kind, device, now, detail))
+
+    def _close(self, device: str, kind: str, now: float) -> None:
+        if self.open_alerts.pop((device, kind), None) is not None:
+            self.changes.append(AlertChange(kind, device, now, close=True))
+
+
+def desired_for(groups: Iterable[str], device: str) -> list[str]:
+    """The desired-document targets that apply to a gateway, in overlay order."""
+    return [f"group/{g}" for g in groups] + [f"gw/{device}"]
+
+
+def compliance(
+    state: DeviceState, desired: Mapping[str, DesiredDoc], reported: ReportedDoc | None
+) -> ComplianceRow:
+    """Compliant when every desired document's version appears in ``versions``, applied."""
+    want = {
+        t: d.version
+        for t in desired_for(state.groups, state.device)
+        if (d := desired.get(t)) is not None and d.version is not None
+    }
+    have = reported.versions if reported else {}
+    source_key = {"gw": f"gw/{state.device}"}
+    have_keys = {source_key.get(k, k): v for k, v in have.items()}
+    missing = [t for t, v in want.items() if have_keys.get(t) != v]
+    applied = reported is not None and reported.state == "applied"
+    return ComplianceRow(
+        device=state.device,
+        compliant=not missing and (applied or not want),
+        desired=want,
+        reported=dict(have),
+        state=reported.state if reported else None,
+        error=reported.error if reported else None,
+        missing=missing,
+    )

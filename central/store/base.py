@@ -1,0 +1,219 @@
+"""The store port: what goes in and out, independent of SQLite (PostgreSQL can follow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+DeviceStatus = Literal["online", "offline"]
+SortKey = Literal["device", "-device", "clients", "-clients", "last_seen", "-last_seen", "region"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One telemetry record as stored; ``raw`` is the record's compact JSON."""
+
+    device: str
+    sid: str
+    seq: int
+    ts: float
+    historical: bool
+    boot: int
+    clients: int | None
+    cpu: float | None
+    mem: float | None
+    temp: float | None
+    disk: float | None
+    version: str | None
+    raw: str
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """The current state of one gateway (the ``devices`` table)."""
+
+    device: str
+    site: str | None = None
+    region: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    groups: list[str] = field(default_factory=list)
+    online: bool = False
+    #: Highest session counter seen with ``online: true`` (or in live telemetry).
+    boot: int = 0
+    #: Central's clock when the last live sample or status arrived.
+    last_seen: float | None = None
+    #: The last live sample: its gateway timestamp, identity and values.
+    last_ts: float | None = None
+    sid: str | None = None
+    seq: int | None = None
+    clients: int | None = None
+    cpu: float | None = None
+    mem: float | None = None
+    temp: float | None = None
+    disk: float | None = None
+    version: str | None = None
+    platform: str | None = None
+    model: str | None = None
+    #: Telemetry interval inferred from consecutive samples (seconds).
+    interval_s: float = 60.0
+    offline_since: float | None = None
+    offline_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredDoc:
+    """A desired config document; ``target`` is ``gw/<id>`` or ``group/<name>``.
+
+    ``version`` None means the retained document was cleared.
+    """
+
+    target: str
+    version: int | None
+    doc: str
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedDoc:
+    device: str
+    version: int | None
+    source: str | None
+    versions: dict[str, int]
+    state: str
+    error: str | None
+    hash: str | None
+    ts: float | None
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    kind: str
+    device: str
+    since: float
+    detail: str
+    closed: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """Open an alert (``closed`` None) or close the open one of ``(device, kind)``."""
+
+    kind: str
+    device: str
+    at: float
+    detail: str = ""
+    close: bool = False
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one transaction writes."""
+
+    samples: list[Sample] = field(default_factory=list)
+    devices: list[DeviceState] = field(default_factory=list)
+    desired: list[DesiredDoc] = field(default_factory=list)
+    reported: list[ReportedDoc] = field(default_factory=list)
+    alerts: list[AlertChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.samples or self.devices or self.desired or self.reported or self.alerts)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    online: int
+    offline: int
+    total: int
+    clients: int
+    clients_by_region: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RegionPublic:
+    region: str
+    active_aps: int
+    users: int
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    total: int
+    items: list[DeviceState]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """A raw sample (``count`` 1) or a 5-minute rollup (averages, ``clients_max``)."""
+
+    ts: float
+    count: int
+    clients: float | None
+    clients_max: int | None
+    cpu: float | None
+    mem: float | None
+    temp: float | None
+    disk: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceRow:
+    device: str
+    compliant: bool
+    #: Desired documents that apply (``gw/<id>``, ``group/<g>``) and their versions.
+    desired: dict[str, int]
+    reported: dict[str, int]
+    state: str | None
+    error: str | None
+    missing: list[str]
+
+
+class Store(Protocol):
+    """A place for central's data. Writes happen on one thread; queries may come from any."""
+
+    def write(self, batch: WriteBatch) -> WriteResult:
+        """Write everything in one transaction; samples already stored are counted as duplicates."""
+        ...
+
+    def roll_up(self) -> int:
+        """Fold samples stored since the last call into the 5-minute rollups."""
+        ...
+
+    def load_devices(self) -> list[DeviceState]: ...
+
+    def prune(self, now: float, chunk: int = 5000) -> int:
+        """Delete at most ``chunk`` expired raw rows and ``chunk`` rollups; return rows deleted."""
+        ...
+
+    def summary(self) -> Summary: ...
+
+    def devices(
+        self,
+        *,
+        region: str | None = None,
+        group: str | None = None,
+        status: DeviceStatus | None = None,
+        q: str | None = None,
+        sort: SortKey = "device",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DevicePage: ...
+
+    def device(self, device: str) -> DeviceState | None: ...
+
+    def history(self, device: str, since: float, until: float) -> list[HistoryPoint]: ...
+
+    def alerts(self, *, open_only: bool = True) -> list[Alert]: ...
+
+    def compliance(self) -> list[ComplianceRow]: ...
+
+    def public_summary(self) -> list[RegionPublic]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,403 @@
+"""SQLite store: WAL, synchronous=NORMAL, one transaction per batch, de-dup by UNIQUE key.
+
+Writes come from one thread (the ingest writer); queries open their own connection per
+thread, so readers never block the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from central.fleet import compliance
+from central.store.base import (
+    Alert,
+    ComplianceRow,
+    DesiredDoc,
+    DevicePage,
+    DeviceState,
+    DeviceStatus,
+    HistoryPoint,
+    RegionPublic,
+    ReportedDoc,
+    SortKey,
+    Summary,
+    WriteBatch,
+    WriteResult,
+)
+
+BUCKET_S = 300
+DAY_S = 86400.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL, sid TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    historical INTEGER NOT NULL, clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL,
+    raw TEXT NOT NULL,
+    UNIQUE (device, sid, seq)
+);
+CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, site TEXT, region TEXT, lat REAL, lon REAL,
+    groups TEXT NOT NULL DEFAULT '[]', online INTEGER NOT NULL DEFAULT 0,
+    boot INTEGER NOT NULL DEFAULT 0, last_seen REAL, last_ts REAL, sid TEXT, seq INTEGER,
+    clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL, version TEXT, platform TEXT,
+    model TEXT, interval_s REAL NOT NULL DEFAULT 60, offline_since REAL, offline_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS devices_region ON devices (region);
+CREATE TABLE IF NOT EXISTS rollups_5m (
+    device TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+    sum_clients INTEGER NOT NULL, n_clients INTEGER NOT NULL, max_clients INTEGER,
+    sum_cpu REAL NOT NULL, n_cpu INTEGER NOT NULL, sum_mem REAL NOT NULL, n_mem INTEGER NOT NULL,
+    sum_disk REAL NOT NULL, n_disk INTEGER NOT NULL, max_temp REAL,
+    PRIMARY KEY (device, bucket)
+);
+CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups_5m (bucket);
+CREATE TABLE IF NOT EXISTS config_desired (
+    target TEXT PRIMARY KEY, version INTEGER, doc TEXT NOT NULL, received REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config_reported (
+    device TEXT PRIMARY KEY, version INTEGER, source TEXT, versions TEXT NOT NULL,
+    state TEXT NOT NULL, error TEXT, hash TEXT, ts REAL, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, device TEXT NOT NULL, since REAL NOT NULL,
+    detail TEXT NOT NULL, closed REAL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (device, kind) WHERE closed IS NULL;
+"""
+
+DEVICE_COLS = (
+    "device", "site", "region", "lat", "lon", "groups", "online", "boot", "last_seen",
+    "last_ts", "sid", "seq", "clients", "cpu", "mem", "temp", "disk", "version", "platform",
+    "model", "interval_s", "offline_since", "offline_reason",
+)  # fmt: skip
+_PLACEHOLDERS = ", ".join("?" * len(DEVICE_COLS))
+_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLS[1:])
+_UPSERT_DEVICE = f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) VALUES ({_PLACEHOLDERS}) ON CONFLICT (device) DO UPDATE SET {_UPDATES}"  # noqa: S608 - fixed column names
+_ROLLUP_NEW = f"""
+INSERT INTO rollups_5m
+SELECT device, CAST(ts / {BUCKET_S} AS INTEGER) * {BUCKET_S}, count(*),
+       coalesce(sum(clients), 0), count(clients), max(clients),
+       coalesce(sum(cpu), 0), count(cpu), coalesce(sum(mem), 0), count(mem),
+       coalesce(sum(disk), 0), count(disk), max(temp)
+FROM samples WHERE id > ? AND id <= ? GROUP BY 1, 2
+ON CONFLICT (device, bucket) DO UPDATE SET
+  count = count + excluded.count,
+  sum_clients = sum_clients + excluded.sum_clients,
+  n_clients = n_clients + excluded.n_clients,
+  max_clients = max(coalesce(max_clients, excluded.max_clients),
+                    coalesce(excluded.max_clients, max_clients)),
+  sum_cpu = sum_cpu + excluded.sum_cpu, n_cpu = n_cpu + excluded.n_cpu,
+  sum_mem = sum_mem + excluded.sum_mem, n_mem = n_mem + excluded.n_mem,
+  sum_disk = sum_disk + excluded.sum_disk, n_disk = n_disk + excluded.n_disk,
+  max_temp = max(coalesce(max_temp, excluded.max_temp), coalesce(excluded.max_temp, max_temp))
+"""  # noqa: S608 - constants only
+
+_SORTS: dict[str, str] = {
+    "device": "device",
+    "-device": "device DESC",
+    "clients": "coalesce(clients, -1), device",
+    "-clients": "coalesce(clients, -1) DESC, device",
+    "last_seen": "coalesce(last_seen, 0), device",
+    "-last_seen": "coalesce(last_seen, 0) DESC, device",
+    "region": "coalesce(region, ''), device",
+}
+
+
+_GET_DEVICE = operator.attrgetter(*DEVICE_COLS)
+_GROUPS_AT = DEVICE_COLS.index("groups")
+
+
+def _device_row(d: DeviceState) -> tuple[Any, ...]:
+    row = list(_GET_DEVICE(d))
+    row[_GROUPS_AT] = json.dumps(d.groups)
+    return tuple(row)
+
+
+def _device_from(row: sqlite3.Row) -> DeviceState:
+    data = dict(row)
+    data["groups"] = json.loads(data["groups"])
+    data["online"] = bool(data["online"])
+    return DeviceState(**data)
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        raw_days: float = 7,
+        rollup_days: float = 90,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.raw_days = raw_days
+        self.rollup_days = rollup_days
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._w = self._connect()
+        self._w.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are explicit (BEGIN ... COMMIT) in write().
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        with self._lock:
+            self._conns.append(conn)
+        return conn
+
+    def _r(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> WriteResult:
+        w = self._w
+        stored = 0
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.samples:
+                stored = w.executemany(
+                    "INSERT OR IGNORE INTO samples (device, sid, seq, ts, historical, clients, "
+                    "cpu, mem, temp, disk, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (s.device, s.sid, s.seq, s.ts, s.historical, s.clients,
+                         s.cpu, s.mem, s.temp, s.disk, s.raw)
+                        for s in batch.samples
+                    ],
+                ).rowcount  # fmt: skip
+            if batch.devices:
+                w.executemany(_UPSERT_DEVICE, [_device_row(d) for d in batch.devices])
+            for doc in batch.desired:
+                w.execute(
+                    "INSERT OR REPLACE INTO config_desired VALUES (?,?,?,?)",
+                    (doc.target, doc.version, doc.doc, doc.received),
+                )
+            for r in batch.reported:
+                w.execute(
+                    "INSERT OR REPLACE INTO config_reported VALUES (?,?,?,?,?,?,?,?,?)",
+                    (r.device, r.version, r.source, json.dumps(r.versions), r.state,
+                     r.error, r.hash, r.ts, r.doc),
+                )  # fmt: skip
+            for a in batch.alerts:
+                if a.close:
+                    w.execute(
+                        "UPDATE alerts SET closed = ? WHERE device = ? AND kind = ? AND closed IS NULL",
+                        (a.at, a.device, a.kind),
+                    )
+                else:
+                    w.execute(
+                        "INSERT OR IGNORE INTO alerts (kind, device, since, detail) VALUES (?,?,?,?)",
+                        (a.kind, a.device, a.at, a.detail),
+                    )
+            w.execute("COMMIT")
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+        return WriteResult(stored=stored, duplicates=len(batch.samples) - stored)
+
+    def roll_up(self) -> int:
+        """Fold samples stored since the last call into ``rollups_5m``; return how many.
+
+        New rows have ids above the watermark (AUTOINCREMENT never reuses one, and a
+        duplicate adds no row), so each sample is counted exactly once, also across
+        crashes: the watermark moves in the same transaction as the rollups.
+        """
+        w = self._w
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            row = w.execute("SELECT value FROM meta WHERE key = 'rolled_up'").fetchone()
+            mark = row[0] if row else 0
+            top = w.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
+            if top > mark:
+                w.execute(_ROLLUP_NEW, (mark, top))
+                w.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_up', ?)", (top,))
+            w.execute("COMMIT")
+        except BaseException:
+            w.execute("ROLLBACK")
+            raise
+        return int(top - mark) if top > mark else 0
+
+    def prune(self, now: float, chunk: int = 5000) -> int:
+        """One short transaction per table; call again while it returns ``chunk`` or more."""
+        raw_cut = now - self.raw_days * DAY_S
+        roll_cut = int((now - self.rollup_days * DAY_S) // BUCKET_S * BUCKET_S)
+        n = self._w.execute(
+            "DELETE FROM samples WHERE id IN "
+            "(SELECT id FROM samples WHERE ts < ? ORDER BY ts LIMIT ?)",
+            (raw_cut, chunk),
+        ).rowcount
+        n += self._w.execute(
+            "DELETE FROM rollups_5m WHERE rowid IN "
+            "(SELECT rowid FROM rollups_5m WHERE bucket < ? LIMIT ?)",
+            (roll_cut, chunk),
+        ).rowcount
+        return n
+
+    # --- queries ------------------------------------------------------------------------
+
+    def load_devices(self) -> list[DeviceState]:
+        return [_device_from(r) for r in self._r().execute("SELECT * FROM devices")]
+
+    def summary(self) -> Summary:
+        rows = (
+            self._r()
+            .execute(
+                "SELECT coalesce(region, '') AS region, online, count(*) AS n, "
+                "sum(CASE WHEN online THEN coalesce(clients, 0) ELSE 0 END) AS clients "
+                "FROM devices GROUP BY 1, 2"
+            )
+            .fetchall()
+        )
+        online = sum(r["n"] for r in rows if r["online"])
+        total = sum(r["n"] for r in rows)
+        by_region: dict[str, int] = {}
+        for r in rows:
+            by_region[r["region"]] = by_region.get(r["region"], 0) + r["clients"]
+        return Summary(
+            online=online,
+            offline=total - online,
+            total=total,
+            clients=sum(by_region.values()),
+            clients_by_region=dict(sorted(by_region.items())),
+        )
+
+    def devices(
+        self,
+        *,
+        region: str | None = None,
+        group: str | None = None,
+        status: DeviceStatus | None = None,
+        q: str | None = None,
+        sort: SortKey = "device",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DevicePage:
+        where: list[str] = []
+        args: list[Any] = []
+        if region is not None:
+            where.append("region = ?")
+            args.append(region)
+        if group is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(devices.groups) WHERE value = ?)")
+            args.append(group)
+        if status is not None:
+            where.append("online = ?")
+            args.append(int(status == "online"))
+        if q:
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                "(device LIKE ? ESCAPE '\\' OR site LIKE ? ESCAPE '\\' OR region LIKE ? ESCAPE '\\')"
+            )
+            args += [like, like, like]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = _SORTS.get(sort)
+        if order is None:
+            raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
+        conn = self._r()
+        total = conn.execute(f"SELECT count(*) FROM devices{clause}", args).fetchone()[0]  # noqa: S608 - clauses are fixed strings
+        rows = conn.execute(
+            f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        ).fetchall()
+        return DevicePage(total=int(total), items=[_device_from(r) for r in rows])
+
+    def device(self, device: str) -> DeviceState | None:
+        row = self._r().execute("SELECT * FROM devices WHERE device = ?", (device,)).fetchone()
+        return _device_from(row) if row else None
+
+    def history(self, device: str, since: float, until: float) -> list[HistoryPoint]:
+        """Raw samples when ``since`` is within ``raw_days``, else 5-minute rollups."""
+        conn = self._r()
+        if since >= self.clock() - self.raw_days * DAY_S:
+            rows = conn.execute(
+                "SELECT ts, clients, cpu, mem, temp, disk FROM samples "
+                "WHERE device = ? AND ts >= ? AND ts < ? ORDER BY ts, seq",
+                (device, since, until),
+            )
+            return [
+                HistoryPoint(r["ts"], 1, r["clients"], r["clients"], r["cpu"], r["mem"],
+                             r["temp"], r["disk"])
+                for r in rows
+            ]  # fmt: skip
+        rows = conn.execute(
+            "SELECT * FROM rollups_5m WHERE device = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+            (device, since // BUCKET_S * BUCKET_S, until),
+        )
+        return [
+            HistoryPoint(
+                ts=float(r["bucket"]),
+                count=r["count"],
+                clients=r["sum_clients"] / r["n_clients"] if r["n_clients"] else None,
+                clients_max=r["max_clients"],
+                cpu=r["sum_cpu"] / r["n_cpu"] if r["n_cpu"] else None,
+                mem=r["sum_mem"] / r["n_mem"] if r["n_mem"] else None,
+                temp=r["max_temp"],
+                disk=r["sum_disk"] / r["n_disk"] if r["n_disk"] else None,
+            )
+            for r in rows
+        ]
+
+    def alerts(self, *, open_only: bool = True) -> list[Alert]:
+        sql = "SELECT kind, device, since, detail, closed FROM alerts"
+        if open_only:
+            sql += " WHERE closed IS NULL"
+        rows = self._r().execute(sql + " ORDER BY since, id")
+        return [Alert(r["kind"], r["device"], r["since"], r["detail"], r["closed"]) for r in rows]
+
+    def desired_docs(self) -> dict[str, DesiredDoc]:
+        rows = self._r().execute("SELECT * FROM config_desired")
+        return {
+            r["target"]: DesiredDoc(r["target"], r["version"], r["doc"], r["received"])
+            for r in rows
+        }
+
+    def reported_docs(self) -> dict[str, ReportedDoc]:
+        out = {}
+        for r in self._r().execute("SELECT * FROM config_reported"):
+            data = dict(r)
+            data["versions"] = json.loads(data["versions"])
+            out[r["device"]] = ReportedDoc(**data)
+        return out
+
+    def compliance(self) -> list[ComplianceRow]:
+        desired = self.desired_docs()
+        reported = self.reported_docs()
+        return [
+            compliance(d, desired, reported.get(d.device)) for d in _sorted(self.load_devices())
+        ]
+
+    def public_summary(self) -> list[RegionPublic]:
+        rows = self._r().execute(
+            "SELECT coalesce(region, '') AS region, count(*) AS aps, "
+            "sum(coalesce(clients, 0)) AS users FROM devices WHERE online GROUP BY 1 ORDER BY 1"
+        )
+        return [RegionPublic(r["region"], r["aps"], r["users"]) for r in rows]
+
+
+def _sorted(devices: Iterable[DeviceState]) -> list[DeviceState]:
+    return sorted(devices, key=lambda d: d.device)

@@ -1,0 +1,185 @@
+"""The SQLite store: de-duplication, rollups, retention in chunks, queries and filters."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from central.store.base import (
+    AlertChange,
+    DesiredDoc,
+    DeviceState,
+    ReportedDoc,
+    Sample,
+    WriteBatch,
+)
+from central.store.sqlite import SqliteStore
+
+NOW = 1_795_800_000.0  # a multiple of 300
+DAY = 86400.0
+
+
+def s(device: str, seq: int, ts: float, *, sid: str = "a", clients: int = 1, **kw: float) -> Sample:
+    return Sample(
+        device, sid, seq, ts, False, 1, clients,
+        kw.get("cpu", 10.0), kw.get("mem", 20.0), kw.get("temp", 40.0), kw.get("disk", 30.0),
+        "0.1", '{"x":1}',
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    st = SqliteStore(tmp_path / "t.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+    yield st
+    st.close()
+
+
+def count(store: SqliteStore, table: str) -> int:
+    return int(store._r().execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def test_wal_and_synchronous_normal(store: SqliteStore) -> None:
+    assert store._w.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_duplicates_are_ignored_but_a_new_sid_is_not(store: SqliteStore) -> None:
+    r1 = store.write(WriteBatch(samples=[s("d", 1, NOW), s("d", 2, NOW + 1)]))
+    r2 = store.write(
+        WriteBatch(samples=[s("d", 2, NOW + 1), s("d", 3, NOW + 2), s("d", 3, NOW + 2)])
+    )
+    r3 = store.write(WriteBatch(samples=[s("d", 1, NOW + 3, sid="wiped")]))
+    assert (r1.stored, r1.duplicates) == (2, 0)
+    assert (r2.stored, r2.duplicates) == (1, 2)
+    assert (r3.stored, r3.duplicates) == (1, 0)
+    assert count(store, "samples") == 4
+
+
+def test_rollups_count_each_sample_once(store: SqliteStore) -> None:
+    batch = [s("d", i, NOW + i * 60, clients=i, temp=40.0 + i, cpu=float(i)) for i in range(10)]
+    store.write(WriteBatch(samples=batch))
+    assert store.roll_up() == 10
+    store.write(WriteBatch(samples=batch[:3]))  # redelivered: not counted again
+    assert store.roll_up() == 0
+    rows = (
+        store._r()
+        .execute("SELECT bucket, count, max_clients, max_temp FROM rollups_5m ORDER BY bucket")
+        .fetchall()
+    )
+    assert [tuple(r) for r in rows] == [(NOW, 5, 4, 44.0), (NOW + 300, 5, 9, 49.0)]
+    old = store.history("d", NOW - 30 * DAY, NOW + 3600)  # older than raw_days: rollups
+    assert [(p.ts, p.count, p.clients, p.clients_max, p.cpu) for p in old] == [
+        (NOW, 5, 2.0, 4, 2.0),
+        (NOW + 300, 5, 7.0, 9, 7.0),
+    ]
+    raw = store.history("d", NOW - DAY, NOW + 3600)
+    assert [p.clients for p in raw] == list(range(10))
+
+
+def test_retention_deletes_in_chunks(tmp_path: Path) -> None:
+    st = SqliteStore(tmp_path / "r.db", raw_days=1, rollup_days=2)
+    old = [s("d", i, NOW - 3 * DAY + i) for i in range(25)]
+    new = [s("d", 100 + i, NOW + i) for i in range(5)]
+    st.write(WriteBatch(samples=old + new))
+    st.roll_up()
+    assert count(st, "rollups_5m") == 2
+    deleted = []
+    while n := st.prune(NOW, chunk=10):
+        deleted.append(n)
+    assert deleted == [11, 10, 5]  # 10 raw + 1 rollup, then 10 raw, then 5 raw
+    assert count(st, "samples") == 5 and count(st, "rollups_5m") == 1
+    st.close()
+
+
+def dev(name: str, **kw: object) -> DeviceState:
+    return DeviceState(device=name, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fleet_store(store: SqliteStore) -> SqliteStore:
+    store.write(
+        WriteBatch(
+            devices=[
+                dev("gw-a", region="North", site="Alpha park", groups=["jkt", "pilot"], online=True, clients=10, last_seen=3.0),
+                dev("gw-b", region="North", site="Beta mall", groups=["jkt"], online=True, clients=5, last_seen=1.0),
+                dev("gw-c", region="South", site="Gamma_station", groups=[], online=False, clients=7, last_seen=2.0),
+                dev("gw-d", region="South", site="Delta", groups=["pilot"], online=True, clients=None),
+            ]
+        )
+    )  # fmt: skip
+    return store
+
+
+def test_summary_and_public_summary(fleet_store: SqliteStore) -> None:
+    sm = fleet_store.summary()
+    assert (sm.online, sm.offline, sm.total, sm.clients) == (3, 1, 4, 15)
+    assert sm.clients_by_region == {"North": 15, "South": 0}  # offline clients don't count
+    pub = fleet_store.public_summary()
+    assert [(r.region, r.active_aps, r.users) for r in pub] == [("North", 2, 15), ("South", 1, 0)]
+
+
+def test_device_filters_sort_and_paging(fleet_store: SqliteStore) -> None:
+    def names(**kw: object) -> list[str]:
+        return [d.device for d in fleet_store.devices(**kw).items]  # type: ignore[arg-type]
+
+    assert names() == ["gw-a", "gw-b", "gw-c", "gw-d"]
+    assert names(region="South") == ["gw-c", "gw-d"]
+    assert names(group="pilot") == ["gw-a", "gw-d"]
+    assert names(status="offline") == ["gw-c"]
+    assert names(status="online", group="jkt") == ["gw-a", "gw-b"]
+    assert names(q="mall") == ["gw-b"]
+    assert names(q="_") == ["gw-c"]  # LIKE wildcards are literal
+    assert names(sort="-clients") == ["gw-a", "gw-c", "gw-b", "gw-d"]
+    assert names(sort="-last_seen") == ["gw-a", "gw-c", "gw-b", "gw-d"]
+    page = fleet_store.devices(limit=2, offset=1)
+    assert page.total == 4 and [d.device for d in page.items] == ["gw-b", "gw-c"]
+    with pytest.raises(ValueError, match="sort"):
+        fleet_store.devices(sort="bogus")  # type: ignore[arg-type]
+    a = fleet_store.device("gw-a")
+    assert a is not None and a.groups == ["jkt", "pilot"] and a.online is True
+    assert fleet_store.device("nope") is None
+
+
+def test_device_upsert_replaces_state(fleet_store: SqliteStore) -> None:
+    fleet_store.write(WriteBatch(devices=[dev("gw-a", region="East", online=False)]))
+    a = fleet_store.device("gw-a")
+    assert a is not None and a.region == "East" and not a.online and a.clients is None
+    assert len(fleet_store.load_devices()) == 4
+
+
+def test_alerts_open_once_and_close(store: SqliteStore) -> None:
+    store.write(
+        WriteBatch(
+            alerts=[AlertChange("temp", "d", 1.0, "hot"), AlertChange("temp", "d", 2.0, "hot")]
+        )
+    )
+    assert [(a.kind, a.since) for a in store.alerts()] == [("temp", 1.0)]
+    store.write(WriteBatch(alerts=[AlertChange("temp", "d", 3.0, close=True)]))
+    assert store.alerts() == []
+    (closed,) = store.alerts(open_only=False)
+    assert closed.closed == 3.0
+
+
+def test_compliance_from_stored_docs(fleet_store: SqliteStore) -> None:
+    fleet_store.write(
+        WriteBatch(
+            desired=[DesiredDoc("group/jkt", 3, '{"version":3}', 1.0)],
+            reported=[ReportedDoc("gw-a", 3, "group/jkt", {"group/jkt": 3}, "applied", None, "h", 1.0, "{}")],
+        )
+    )  # fmt: skip
+    rows = {r.device: r for r in fleet_store.compliance()}
+    assert rows["gw-a"].compliant and not rows["gw-b"].compliant and rows["gw-c"].compliant
+    assert rows["gw-b"].missing == ["group/jkt"]
+
+
+def test_a_failed_batch_writes_nothing(store: SqliteStore) -> None:
+    # state is NOT NULL: a statement after the samples fails.
+    report = ReportedDoc("d", 1, "gw", {}, None, None, None, None, "{}")  # type: ignore[arg-type]
+    bad = WriteBatch(samples=[s("d", 1, NOW)], reported=[report])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(bad)
+    assert count(store, "samples") == 0 and count(store, "rollups_5m") == 0
+    assert store.write(WriteBatch(samples=[s("d", 1, NOW)])).stored == 1
