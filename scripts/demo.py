@@ -1,4 +1,8 @@
-"""The demo: a throwaway Mosquitto, one agent, and a live view of what it publishes."""
+"""The demo: a throwaway Mosquitto, central with its dashboard, and a simulated fleet.
+
+Every gateway is a real agent (simulated platform) in this process; central runs as its own
+process, as in production. Ctrl-C stops everything.
+"""
 
 from __future__ import annotations
 
@@ -9,93 +13,101 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from central.localbroker import LocalBroker
+from central.localbroker import LocalBroker, free_port, wait_until
+from central.sim import Fleet, wait_connected
 
 
-def describe(topic: str, data: dict[str, Any], size: int) -> str:
-    kind = topic.rsplit("/", 1)[-1]
-    if kind == "status":
-        state = "ONLINE" if data.get("online") else f"OFFLINE ({data.get('reason') or 'will'})"
-        return f"status    {state}  boot={data.get('boot')}  platform={data.get('platform', '-')}"
-    h = data.get("health") or {}
-    c = data.get("clients") or {}
-    n = data.get("net") or {}
-    errs = f"  errors={list(data['errors'])}" if data.get("errors") else ""
-    return (
-        f"telemetry seq={data.get('seq')} cpu={h.get('cpu_pct')}% mem={h.get('mem_used_pct')}% "
-        f"disk={h.get('disk_used_pct')}% temp={h.get('temp_c')}C clients={c.get('total')} "
-        f"wan_up={n.get('wan_up')}  [{size} B]{errs}"
-    )
+def get_json(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own localhost URL
+            data = json.load(resp)
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description="Run a local broker and one Titik agent, and watch.")
-    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
-    ap.add_argument("--interval", type=float, default=2.0, help="telemetry interval (s)")
-    ap.add_argument(
-        "--platform",
-        default="auto",
-        choices=["auto", "linux", "openwrt", "raspberrypi", "simulated"],
-        help="platform.kind for the agent (auto = this machine)",
+    ap = argparse.ArgumentParser(
+        description="Run a local broker, central (API + dashboard) and a simulated fleet."
     )
+    ap.add_argument("--gateways", type=int, default=200, help="simulated gateways (default 200)")
+    ap.add_argument(
+        "--interval", type=float, default=10.0, help="telemetry interval, s (default 10)"
+    )
+    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    ap.add_argument("--http-port", type=int, default=0, help="dashboard port (default: a free one)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="titik-demo-"))
-    broker = LocalBroker(work)
+    (work / "broker").mkdir()
+    broker = LocalBroker(work / "broker")
     broker.start()
-    print(f"==> Mosquitto listening on {broker.host}:{broker.port} (files in {work})")
-    cfg = work / "agent.toml"
-    cfg.write_text(
-        f'[device]\nsite = "Demo site"\nregion = "Jakarta Pusat"\ngroups = ["demo"]\n\n'
+    print(f"==> Mosquitto on {broker.host}:{broker.port} (files in {work})", flush=True)
+
+    http_port = args.http_port or free_port()
+    conf = work / "central.toml"
+    conf.write_text(
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n\n'
-        f"[telemetry]\ninterval_s = {args.interval}\n\n"
-        f'[state]\ndir = "{work / "state"}"\n\n'
-        f'[platform]\nkind = "{args.platform}"\n'
+        f'[store]\npath = "{work / "titik.db"}"\n\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
     )
-    print(f"==> agent config: {cfg}\n==> agent log: {work / 'agent.log'}")
+    log = (work / "central.log").open("wb")
+    central = subprocess.Popen(
+        [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_until(lambda: get_json(f"{base}/healthz") is not None, 30, "central's HTTP API")
+    except AssertionError:
+        print(f"central did not start; see {work / 'central.log'}", file=sys.stderr)
+        central.terminate()
+        broker.stop()
+        return 1
+    print(f"==> central running (log: {work / 'central.log'})", flush=True)
+
+    print(f"==> starting {args.gateways} simulated gateways ...", flush=True)
+    fleet = Fleet(
+        args.gateways, broker.host, broker.port, work / "gateways", interval_s=args.interval
+    )
+    fleet.start()
+    print(f"==> {wait_connected(fleet)} gateways connected", flush=True)
+    print(f"\n    Dashboard:       {base}/")
+    print(f"    API docs:        {base}/docs")
+    print(f"    Public summary:  {base}/api/public/summary")
+    print(f"    Prometheus:      {base}/metrics\n", flush=True)
 
     stop = threading.Event()
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="titik-demo-viewer")
-
-    def on_message(c: paho.Client, u: object, m: paho.MQTTMessage) -> None:
-        try:
-            line = describe(m.topic, json.loads(m.payload), len(m.payload))
-        except (ValueError, AttributeError):
-            line = f"(not JSON, {len(m.payload)} B)"
-        print(f"{time.strftime('%H:%M:%S')}  {m.topic.split('/')[2]}  {line}", flush=True)
-
-    sub.on_message = on_message
-    sub.connect(broker.host, broker.port)
-    sub.subscribe("titik/#", qos=1)
-    sub.loop_start()
-
-    with (work / "agent.log").open("wb") as logfh:
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(cfg)],
-            stdout=logfh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        signal.signal(signal.SIGINT, lambda s, f: stop.set())
-        signal.signal(signal.SIGTERM, lambda s, f: stop.set())
-        print("==> watching titik/# (Ctrl-C to stop)\n", flush=True)
-        stop.wait(args.seconds or None)
-        agent.send_signal(signal.SIGTERM)  # the agent says goodbye: watch the OFFLINE line
-        code = agent.wait(10)
-    time.sleep(0.3)
-    sub.loop_stop()
+    signal.signal(signal.SIGINT, lambda s, f: stop.set())
+    signal.signal(signal.SIGTERM, lambda s, f: stop.set())
+    deadline_wait = args.seconds or None
+    waited = 0.0
+    while not stop.wait(5):
+        waited += 5
+        s = get_json(f"{base}/api/summary")
+        if s:
+            print(
+                f"    fleet: {s.get('online')}/{s.get('total')} online, "
+                f"{s.get('clients_total')} people connected, {s.get('alerts_open')} alerts open",
+                flush=True,
+            )
+        if deadline_wait and waited >= deadline_wait:
+            break
+    print("==> stopping ...", flush=True)
+    fleet.stop()
+    central.send_signal(signal.SIGTERM)
+    code = central.wait(20)
     broker.stop()
-    print(f"\n==> agent exited {code}; broker stopped")
+    print(f"==> stopped (central exited {code})")
     return 0 if code == 0 else 1
 
 

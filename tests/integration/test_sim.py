@@ -1,0 +1,38 @@
+"""The demo's simulated fleet: real agents on the simulated platform, one process, a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.protocol import Telemetry
+from central.sim import REGIONS, Fleet, gateway_plan, wait_connected
+from tests.broker import Broker, subscriber
+
+pytestmark = pytest.mark.broker
+
+
+def test_plan_is_deterministic_and_spread_over_jakarta() -> None:
+    plan = gateway_plan(300)
+    assert plan == gateway_plan(300)
+    assert len({d["id"] for d in plan}) == 300
+    assert {d["region"] for d in plan} == {r.name for r in REGIONS}
+    for d in plan:
+        assert -6.5 < float(d["lat"]) < -5.5  # type: ignore[arg-type]
+        assert 106.5 < float(d["lon"]) < 107.1  # type: ignore[arg-type]
+
+
+def test_fleet_connects_and_publishes(broker: Broker, tmp_path: Path) -> None:
+    fleet = Fleet(5, broker.host, broker.port, tmp_path, interval_s=0.5)
+    with subscriber(broker, "titik/gw/+/telemetry") as sub:
+        fleet.start()
+        try:
+            assert wait_connected(fleet, 20) == 5
+            seen = {
+                Telemetry.model_validate_json(sub.next(timeout=10).payload).device
+                for _ in range(15)
+            }
+        finally:
+            fleet.stop()
+    assert seen == {f"gw-sim-{i:05d}" for i in range(5)}
