@@ -1124,6 +1124,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", metavar="G", help="only gateways of group G")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+
+    from central import brokerkit
+
+    brokerkit.add_parser(sub)
     return ap
 
 
@@ -1137,6 +1141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             return cmd_keygen(args, out)
+        if args.command == "broker":
+            from central import brokerkit
+
+            return brokerkit.main_broker(args, out, sys.stderr)
         settings = settings_from(args, os.environ)
         run = {
             "devices": cmd_devices,
