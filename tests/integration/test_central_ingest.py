@@ -23,7 +23,7 @@ from central.config import CentralConfig, load_config
 from central.ingest import Consumer
 from central.store.sqlite import SqliteStore
 from tests.agentproc import AgentProcess, write_config
-from tests.broker import Broker, subscriber, wait_until
+from tests.broker import Broker, free_port, subscriber, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -46,6 +46,9 @@ batch_interval_s = 0.05
 
 [ingest]
 max_payload_bytes = 4096
+
+[http]
+port = {free_port()}
 {extra}
 """
     )

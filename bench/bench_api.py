@@ -1,0 +1,222 @@
+"""HTTP API latency over a store of 10,000 gateways.
+
+1. fills a throwaway SQLite store through its write API: ``--devices`` gateways in 40 regions
+   (each in one of 20 groups, with a config report), ``--history`` raw samples for each of
+   the first 500 gateways, a desired document per group and a few open alerts;
+2. serves ``central.api.create_app`` with uvicorn on a free loopback port in a subprocess
+   (one process, as ``titik-central run`` does, without ingest);
+3. one client (``http.client``, one keep-alive connection, sequential) sends each query
+   ``--n`` times after 20 warm-up requests and reports p50/p95/p99 in ms.
+
+Run: .venv/bin/python bench/bench_api.py [--devices 10000] [--n 500]
+Prints a markdown table, the machine and the command on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUERIES = [
+    ("summary", "/api/summary"),
+    ("devices, top 100 by clients", "/api/devices?limit=100&sort=-clients"),
+    (
+        "devices, region + status filter, sort by temp",
+        "/api/devices?region=Region%2007&status=online&sort=-temp_c&limit=100",
+    ),
+    ("devices, search id/site", "/api/devices?q=taman%2012&limit=100"),
+    ("device detail", "/api/devices/gw-00042"),
+    ("device history (24 h raw)", "/api/devices/gw-00042/history"),
+    ("public summary", "/api/public/summary"),
+    ("metrics", "/metrics"),
+]
+
+
+def fill(db: Path, devices: int, history: int) -> None:
+    from central.store.base import (
+        AlertChange,
+        DesiredDoc,
+        DeviceState,
+        ReportedDoc,
+        Sample,
+        WriteBatch,
+    )
+    from central.store.sqlite import SqliteStore
+
+    now = time.time()
+    store = SqliteStore(db)
+    states = [
+        DeviceState(
+            f"gw-{i:05d}",
+            site=f"Taman {i % 997} no. {i}",
+            region=f"Region {i % 40:02d}",
+            lat=-6.2 + (i % 100) / 1000,
+            lon=106.8 + (i // 100) / 1000,
+            groups=["all", f"g{i % 20}"],
+            online=i % 10 != 0,
+            boot=2,
+            last_seen=now - (i % 60),
+            clients=(i * 7) % 80,
+            cpu=float(i % 100),
+            mem=float((i * 3) % 100),
+            temp=40.0 + i % 30,
+            disk=float(i % 50),
+            version="0.1.0",
+            platform="openwrt",
+        )
+        for i in range(devices)
+    ]
+    reports = [
+        ReportedDoc(
+            d.device, 3, "group", {"group/all": 3}, "applied", None, "h", now,
+            '{"state":"applied"}',
+        )
+        for d in states
+    ]  # fmt: skip
+    desired = [DesiredDoc("group/all", 3, '{"ssid":"Titik"}', now)] + [
+        DesiredDoc(f"group/g{g}", 1, '{"channel":6}', now) for g in range(20)
+    ]
+    store.write(WriteBatch(devices=states, reported=reports, desired=desired))
+    samples = [
+        Sample(
+            f"gw-{d:05d}", "s", seq, now - 86000 + seq * 60, False, 2, seq % 50,
+            10.0, 40.0, 50.0, 20.0, "0.1.0", "{}",
+        )
+        for d in range(min(devices, 500))
+        for seq in range(history)
+    ]  # fmt: skip
+    for start in range(0, len(samples), 20000):
+        store.write(WriteBatch(samples=samples[start : start + 20000]))
+    store.write(
+        WriteBatch(alerts=[AlertChange("temp", f"gw-{i:05d}", now, "hot") for i in range(0, 50)])
+    )
+    store.roll_up()
+    store.close()
+
+
+def serve(db: Path, port: int) -> int:
+    import uvicorn
+
+    from central.api import create_app
+    from central.ingest import IngestStats
+    from central.store.sqlite import SqliteStore
+
+    app = create_app(SqliteStore(db), IngestStats())
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def measure(port: int, path: str, n: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    took = []
+    for i in range(n + 20):
+        t0 = time.perf_counter()
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        dt = time.perf_counter() - t0
+        if resp.status != 200:
+            raise SystemExit(f"{path}: HTTP {resp.status}: {body[:200]!r}")
+        if i >= 20:
+            took.append(dt * 1000)
+    conn.close()
+    return took
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=1440,
+        help="raw samples (one a minute) for each of the first 500 gateways",
+    )
+    parser.add_argument("--n", type=int, default=500, help="requests per query")
+    parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(Path(args.serve[0]), int(args.serve[1]))
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        db = Path(tmp) / "central.db"
+        t0 = time.monotonic()
+        fill(db, args.devices, args.history)
+        print(f"filled the store in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(db), str(port)], cwd=ROOT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise SystemExit("the server did not start") from None
+                    time.sleep(0.1)
+            rows = []
+            for name, path in QUERIES:
+                took = measure(port, path, args.n)
+                rows.append((name, path, took))
+                print(f"{name}: p50 {pct(took, 50):.1f} ms", file=sys.stderr)
+        finally:
+            server.terminate()
+            server.wait(10)
+    samples = min(args.devices, 500) * args.history
+    print(
+        f"### API latency ({args.devices:,} gateways, {samples:,} raw samples, "
+        f"{args.n} requests per query, one keep-alive client)\n"
+    )
+    print("| query | path | p50 ms | p95 ms | p99 ms | mean ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, path, took in rows:
+        print(
+            f"| {name} | `{path}` | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
+            f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
+        )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
+    )
+    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The HTTP API over a temp SQLite store filled through its write API (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from central.api import create_app
+from central.ingest import IngestStats
+from central.store.base import (
+    AlertChange,
+    DesiredDoc,
+    DeviceState,
+    ReportedDoc,
+    Sample,
+    WriteBatch,
+)
+from central.store.sqlite import SqliteStore
+
+NOW = 1_795_800_000.0  # a multiple of 300
+DAY = 86400.0
+
+
+def dev(device: str, **kw: Any) -> DeviceState:
+    base: dict[str, Any] = {
+        "site": f"Site {device}",
+        "region": "North",
+        "lat": -6.2,
+        "lon": 106.8,
+        "groups": ["all"],
+        "online": True,
+        "boot": 3,
+        "last_seen": NOW - 10,
+        "clients": 5,
+        "cpu": 10.0,
+        "mem": 40.0,
+        "temp": 50.0,
+        "disk": 20.0,
+        "version": "0.1.0",
+        "platform": "simulated",
+    }
+    base.update(kw)
+    return DeviceState(device, **base)
+
+
+def sample(device: str, seq: int, ts: float, clients: int) -> Sample:
+    return Sample(
+        device, "s", seq, ts, False, 1, clients, 10.0 + seq, 40.0, 50.0, 20.0, "0.1.0", "{}"
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    st = SqliteStore(tmp_path / "api.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+    st.write(
+        WriteBatch(
+            devices=[
+                dev("gw-a1", site="Taman Suropati", clients=12, cpu=55.0, temp=61.0),
+                dev("gw-a2", site="Monas", clients=3, cpu=5.0, temp=None, groups=["all", "east"]),
+                dev("gw-b1", region="South", site="Blok M", clients=7, mem=91.0),
+                dev("gw-b2", region="South", online=False, clients=None, offline_since=NOW - 900),
+                dev("gw-x", region=None, site=None, clients=1),
+            ],
+            samples=[sample("gw-a1", i, NOW - 3600 + i * 60, clients=i) for i in range(10)]
+            + [sample("gw-a1", 100 + i, NOW - 30 * DAY + i * 60, clients=4) for i in range(5)],
+            desired=[
+                DesiredDoc("group/all", 4, '{"v":4}', NOW - 100),
+                DesiredDoc("gw/gw-a2", 2, '{"ssid":"x"}', NOW - 50),
+            ],
+            reported=[
+                ReportedDoc("gw-a1", 4, "group", {"group/all": 4}, "applied", None, "h", NOW, "{}"),
+                ReportedDoc(
+                    "gw-a2",
+                    1,
+                    "gw",
+                    {"group/all": 4, "gw": 1},
+                    "rejected",
+                    "bad ssid",
+                    None,
+                    NOW,
+                    '{"state":"rejected"}',
+                ),
+            ],
+            alerts=[
+                AlertChange("offline", "gw-b2", NOW - 300, "offline for 10 min"),
+                AlertChange("mem", "gw-b1", NOW - 200, "mem 91% >= 90%"),
+                AlertChange("temp", "gw-a1", NOW - 5000, "temp 85°C >= 80°C"),
+            ],
+        )
+    )
+    st.write(WriteBatch(alerts=[AlertChange("temp", "gw-a1", NOW - 4000, close=True)]))
+    st.roll_up()
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def stats() -> IngestStats:
+    st = IngestStats(received=20, stored=15, duplicates=3, acked=20, batches=4)
+    st.bad["json"] = 2
+    st.commit_seconds_total = 0.04
+    return st
+
+
+@pytest.fixture
+def client(store: SqliteStore, stats: IngestStats, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(store, stats, web_dir=tmp_path / "no-web", clock=lambda: NOW))
+
+
+def ids(body: dict[str, Any]) -> list[str]:
+    return [i["id"] for i in body["items"]]
+
+
+def test_summary(client: TestClient) -> None:
+    body = client.get("/api/summary").json()
+    assert body["ts"] == NOW
+    assert (body["total"], body["online"], body["offline"]) == (5, 4, 1)
+    assert body["clients_total"] == 12 + 3 + 7 + 1
+    assert body["alerts_open"] == 2
+    assert body["by_region"] == [
+        {"region": "", "total": 1, "online": 1, "offline": 0, "clients": 1},
+        {"region": "North", "total": 2, "online": 2, "offline": 0, "clients": 15},
+        {"region": "South", "total": 2, "online": 1, "offline": 1, "clients": 7},
+    ]
+
+
+def test_device_items_carry_every_contract_field(client: TestClient) -> None:
+    body = client.get("/api/devices").json()
+    assert body["total"] == 5
+    assert ids(body) == ["gw-a1", "gw-a2", "gw-b1", "gw-b2", "gw-x"]
+    a1 = body["items"][0]
+    assert {
+        "id", "site", "region", "lat", "lon", "groups", "online", "last_seen", "clients",
+        "cpu_pct", "mem_used_pct", "temp_c", "disk_used_pct", "version", "compliant",
+    } <= set(a1)  # fmt: skip
+    assert (a1["site"], a1["clients"], a1["cpu_pct"], a1["temp_c"]) == (
+        "Taman Suropati", 12, 55.0, 61.0,
+    )  # fmt: skip
+    compliant = {i["id"]: i["compliant"] for i in body["items"]}
+    # group/all v4 applies to everyone: only gw-a1 reported it applied.
+    assert compliant == {
+        "gw-a1": True, "gw-a2": False, "gw-b1": False, "gw-b2": False, "gw-x": False,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("query", "want"),
+    [
+        ("region=South", ["gw-b1", "gw-b2"]),
+        ("group=east", ["gw-a2"]),
+        ("status=offline", ["gw-b2"]),
+        ("status=online&region=North", ["gw-a1", "gw-a2"]),
+        ("q=MONAS", ["gw-a2"]),  # site, case-insensitive
+        ("q=b", ["gw-b1", "gw-b2"]),  # id or site "Blok M"; not the region "North"
+        ("q=south", []),  # the region is not searched
+        ("q=gw-&status=online&sort=-clients", ["gw-a1", "gw-b1", "gw-a2", "gw-x"]),
+        ("sort=-id", ["gw-x", "gw-b2", "gw-b1", "gw-a2", "gw-a1"]),
+        ("sort=clients", ["gw-b2", "gw-x", "gw-a2", "gw-b1", "gw-a1"]),
+        ("sort=-clients", ["gw-a1", "gw-b1", "gw-a2", "gw-x", "gw-b2"]),
+        ("sort=region", ["gw-x", "gw-a1", "gw-a2", "gw-b1", "gw-b2"]),
+        ("sort=-region", ["gw-b1", "gw-b2", "gw-a1", "gw-a2", "gw-x"]),
+        ("sort=site", ["gw-x", "gw-b1", "gw-a2", "gw-b2", "gw-a1"]),
+        ("sort=online", ["gw-b2", "gw-a1", "gw-a2", "gw-b1", "gw-x"]),
+        ("sort=-cpu_pct", ["gw-a1", "gw-b1", "gw-b2", "gw-x", "gw-a2"]),
+        ("sort=mem_used_pct", ["gw-a1", "gw-a2", "gw-b2", "gw-x", "gw-b1"]),
+        ("sort=temp_c", ["gw-a2", "gw-b1", "gw-b2", "gw-x", "gw-a1"]),
+        ("sort=-temp_c", ["gw-a1", "gw-b1", "gw-b2", "gw-x", "gw-a2"]),
+        ("sort=last_seen&status=online", ["gw-a1", "gw-a2", "gw-b1", "gw-x"]),
+    ],
+)
+def test_device_filters_search_and_sort(client: TestClient, query: str, want: list[str]) -> None:
+    body = client.get(f"/api/devices?{query}").json()
+    assert ids(body) == want
+    assert body["total"] == len(want)
+
+
+@pytest.mark.parametrize("sort", ["id", "-clients", "temp_c"])
+def test_paging_counts_before_paging(client: TestClient, sort: str) -> None:
+    everything = ids(client.get(f"/api/devices?sort={sort}").json())
+    page = client.get(f"/api/devices?sort={sort}&limit=2&offset=2").json()
+    assert page["total"] == 5
+    assert ids(page) == everything[2:4]
+    assert ids(client.get(f"/api/devices?sort={sort}&limit=2&offset=4").json()) == everything[4:]
+
+
+@pytest.mark.parametrize(
+    "query", ["sort=model", "status=lost", "limit=-1", "offset=-2", "limit=100000"]
+)
+def test_bad_parameters_are_422(client: TestClient, query: str) -> None:
+    assert client.get(f"/api/devices?{query}").status_code == 422
+
+
+def test_device_detail_and_config(client: TestClient) -> None:
+    body = client.get("/api/devices/gw-a2").json()
+    assert (body["id"], body["platform"], body["boot"], body["compliant"]) == (
+        "gw-a2", "simulated", 3, False,
+    )  # fmt: skip
+    assert body["groups"] == ["all", "east"]
+    desired = body["config"]["desired"]
+    assert set(desired) == {"group/all", "gw/gw-a2"}
+    assert desired["gw/gw-a2"]["version"] == 2
+    assert desired["gw/gw-a2"]["document"] == {"ssid": "x"}
+    reported = body["config"]["reported"]
+    assert (reported["state"], reported["error"]) == ("rejected", "bad ssid")
+    assert reported["document"] == {"state": "rejected"}
+    assert body["config"]["missing"] == ["gw/gw-a2"]
+    assert client.get("/api/devices/gw-b1").json()["config"]["reported"] is None
+
+
+def test_unknown_device_is_404(client: TestClient) -> None:
+    for path in ("/api/devices/nope", "/api/devices/nope/history"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert r.json() == {"detail": "no device nope"}
+
+
+def test_history_raw_by_default_and_rollups_for_old_ranges(client: TestClient) -> None:
+    body = client.get("/api/devices/gw-a1/history").json()  # last 24 h
+    assert body["resolution"] == "raw"
+    assert [p["clients"] for p in body["points"]] == list(range(10))
+    assert set(body["points"][0]) >= {"ts", "clients", "cpu_pct", "mem_used_pct", "temp_c"}
+    window = client.get(f"/api/devices/gw-a1/history?since={NOW - 3600}&until={NOW - 3300}")
+    assert len(window.json()["points"]) == 5
+    old = client.get(
+        f"/api/devices/gw-a1/history?since={NOW - 31 * DAY}&until={NOW - 29 * DAY}"
+    ).json()
+    assert old["resolution"] == "5m"
+    assert [(p["count"], p["clients"], p["clients_max"]) for p in old["points"]] == [(5, 4.0, 4)]
+    assert client.get(f"/api/devices/gw-a1/history?since={NOW}&until={NOW - 1}").status_code == 422
+
+
+def test_alerts_open_closed_and_all(client: TestClient) -> None:
+    open_ = client.get("/api/alerts?open=true").json()["items"]
+    assert [(a["kind"], a["device"], a["until"]) for a in open_] == [
+        ("offline", "gw-b2", None),
+        ("mem", "gw-b1", None),
+    ]
+    assert set(open_[0]) >= {"id", "kind", "device", "since", "until", "detail"}
+    closed = client.get("/api/alerts?open=false").json()["items"]
+    assert [(a["kind"], a["until"]) for a in closed] == [("temp", NOW - 4000)]
+    every = client.get("/api/alerts").json()["items"]
+    assert len(every) == 3
+    assert len({a["id"] for a in every}) == 3
+
+
+def test_compliance(client: TestClient) -> None:
+    body = client.get("/api/compliance").json()
+    assert (body["total"], body["compliant"]) == (5, 1)
+    a2 = next(i for i in body["items"] if i["device"] == "gw-a2")
+    assert a2 == {
+        "device": "gw-a2",
+        "compliant": False,
+        "desired": {"group/all": 4, "gw/gw-a2": 2},
+        "reported": {"group/all": 4, "gw": 1},
+        "state": "rejected",
+        "error": "bad ssid",
+        "missing": ["gw/gw-a2"],
+    }
+
+
+def test_public_summary_headers_and_numbers(client: TestClient) -> None:
+    r = client.get("/api/public/summary", headers={"Origin": "https://city.example"})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["cache-control"] == "public, max-age=30"
+    body = r.json()
+    assert (body["ts"], body["active_aps"], body["connected_users"]) == (NOW, 4, 23)
+    assert body["by_region"] == [
+        {"region": "", "active_aps": 1, "connected_users": 1},
+        {"region": "North", "active_aps": 2, "connected_users": 15},
+        {"region": "South", "active_aps": 1, "connected_users": 7},
+    ]
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body["ok"] is True
+    assert body["ingest"]["stored"] == 15 and body["ingest"]["bad"]["json"] == 2
+
+
+def test_healthz_without_a_consumer(store: SqliteStore, tmp_path: Path) -> None:
+    body = TestClient(create_app(store, web_dir=tmp_path)).get("/healthz").json()
+    assert body == {"ok": True, "ingest": None}
+
+
+def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_parse_and_carry_fleet_and_ingest(client: TestClient) -> None:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    got = samples_of(r.text)
+    assert got[("titik_devices", (("status", "online"),))] == 4
+    assert got[("titik_devices", (("status", "offline"),))] == 1
+    assert got[("titik_clients", (("region", "North"),))] == 15
+    assert got[("titik_alerts_open", (("kind", "offline"),))] == 1
+    assert got[("titik_alerts_open", (("kind", "mem"),))] == 1
+    assert got[("titik_devices_noncompliant", ())] == 4
+    assert got[("titik_ingest_messages_total", (("result", "stored"),))] == 15
+    assert got[("titik_ingest_messages_total", (("result", "duplicate"),))] == 3
+    assert got[("titik_ingest_messages_total", (("result", "bad"),))] == 2
+    assert got[("titik_ingest_bad_total", (("reason", "json"),))] == 2
+    assert got[("titik_ingest_commit_seconds_count", ())] == 4
+    assert got[("titik_ingest_commit_seconds_sum", ())] == pytest.approx(0.04)
+
+
+def test_many_apps_have_their_own_registries(store: SqliteStore, tmp_path: Path) -> None:
+    a = TestClient(create_app(store, IngestStats(stored=1), web_dir=tmp_path))
+    b = TestClient(create_app(store, IngestStats(stored=2), web_dir=tmp_path))
+    key = ("titik_ingest_messages_total", (("result", "stored"),))
+    assert samples_of(a.get("/metrics").text)[key] == 1
+    assert samples_of(b.get("/metrics").text)[key] == 2
+    # Without a consumer: fleet gauges only.
+    c = TestClient(create_app(store, web_dir=tmp_path))
+    assert not any(n.startswith("titik_ingest") for n, _ in samples_of(c.get("/metrics").text))
+
+
+def test_openapi_lists_every_path_and_documents_fields(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) >= {
+        "/api/summary",
+        "/api/devices",
+        "/api/devices/{device}",
+        "/api/devices/{device}/history",
+        "/api/alerts",
+        "/api/compliance",
+        "/api/public/summary",
+        "/healthz",
+        "/metrics",
+    }
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["DeviceItem"]["properties"]) >= {"id", "cpu_pct", "compliant"}
+    assert set(schemas["DeviceDetail"]["properties"]) >= {"platform", "boot", "config"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_index_is_a_placeholder_until_the_dashboard_exists(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    assert "dashboard is not installed" in r.text
+    assert client.get("/static/app.js").status_code == 404
+
+
+def test_index_and_static_files_from_the_web_dir(store: SqliteStore, tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<h1>Titik</h1>")
+    (web / "app.js").write_text("console.log(1)")
+    client = TestClient(create_app(store, web_dir=web))
+    assert client.get("/").text == "<h1>Titik</h1>"
+    assert client.get("/static/app.js").text == "console.log(1)"
+
+
+def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_path: Path) -> None:
+    client = TestClient(create_app(store, web_dir=tmp_path, config_ttl_s=0))
+    assert client.get("/api/devices/gw-b1").json()["compliant"] is False
+    store.write(
+        WriteBatch(
+            reported=[
+                ReportedDoc("gw-b1", 4, "group", {"group/all": 4}, "applied", None, None, NOW, "{}")
+            ]
+        )
+    )
+    assert client.get("/api/devices?region=South").json()["items"][0]["compliant"] is True
+    assert client.get("/api/devices/gw-b1").json()["config"]["reported"]["state"] == "applied"
+    assert client.get("/api/compliance").json()["compliant"] == 2
