@@ -1,0 +1,67 @@
+"""Build every package once per test session (packaging/build into a temp dist/)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Ipk:
+    path: Path
+    members: dict[str, bytes]  # the outer tar's members: ./debian-binary, ...
+
+    @property
+    def arch(self) -> str:
+        return self.path.name.removesuffix(".ipk").split("_", 2)[2]
+
+    def tar(self, member: str) -> tarfile.TarFile:
+        return tarfile.open(fileobj=io.BytesIO(self.members[member]), mode="r:gz")
+
+    def read(self, member: str, name: str) -> bytes:
+        with self.tar(member) as tf:
+            fh = tf.extractfile(name)
+            assert fh is not None, f"{name} is not a file in {member}"
+            return fh.read()
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    res = subprocess.run(
+        [str(ROOT / "packaging" / "build"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert res.returncode == 0, f"packaging/build failed:\n{res.stdout}\n{res.stderr}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def ipks(dist: Path) -> list[Ipk]:
+    found = []
+    for path in sorted(dist.glob("*.ipk")):
+        with tarfile.open(path, "r:*") as tf:
+            members = {
+                m.name: (tf.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+                for m in tf
+            }
+        found.append(Ipk(path, members))
+    assert found, "packaging/build made no .ipk"
+    return found
+
+
+@pytest.fixture(scope="session")
+def debs(dist: Path) -> list[Path]:
+    found = sorted(dist.glob("*.deb"))
+    assert found, "packaging/build made no .deb"
+    return found
