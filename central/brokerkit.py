@@ -639,11 +639,12 @@ def render_uci(kit: Kit, ident: Identity, *, port: int, cert: bool, trusted: Seq
     ]
     if ident.password:
         lines.append(f"uci set titik.mqtt.username={q(ident.id)}")
-    lines.append(f"uci set titik.mqtt.tls_ca={q(inst + '/ca.pem')}")
+    # packaging/openwrt/titik.config: section "mqtt_tls" is [mqtt.tls] of agent.toml
+    lines += ["uci set titik.mqtt_tls=mqtt_tls", f"uci set titik.mqtt_tls.ca={q(inst + '/ca.pem')}"]
     if cert:
         lines += [
-            f"uci set titik.mqtt.tls_cert={q(inst + '/client.pem')}",
-            f"uci set titik.mqtt.tls_key={q(inst + '/client.key')}",
+            f"uci set titik.mqtt_tls.cert={q(inst + '/client.pem')}",
+            f"uci set titik.mqtt_tls.key={q(inst + '/client.key')}",
         ]
     if trusted:
         lines += [

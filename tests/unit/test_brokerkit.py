@@ -263,7 +263,7 @@ def test_bundle_agent_toml_is_a_valid_agent_config(kit: KitDir, tmp_path: Path) 
     assert "uci set titik.device.id='gw-1'" in uci
     assert "uci add_list titik.device.groups='g1'" in uci
     assert "uci set titik.mqtt.host='broker.example.net'" in uci
-    assert "uci set titik.mqtt.tls_cert='/etc/titik/client.pem'" in uci
+    assert "uci set titik.mqtt_tls.cert='/etc/titik/client.pem'" in uci  # packaging's section name
     assert f"uci add_list titik.security.trusted_keys='{cfg.security.trusted_keys[0]}'" in uci
     assert uci[-1] == "uci commit titik"
 
