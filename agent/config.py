@@ -237,17 +237,18 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
         # Lists come as comma-separated text; pydantic coerces the scalars.
         node[path[-1]] = (
             [v.strip() for v in value.split(",") if v.strip()]
-            if (path[-1] in {"groups", "collectors", "interfaces"})
+            if (path[-1] in {"groups", "collectors", "interfaces", "trusted_keys"})
             else value
         )
     return out, unknown
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` wins; objects merge key by key, anything else (lists too) is replaced whole."""
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -261,7 +262,7 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
             "\n".join(f"{var}: environment variable names no config key" for var in unknown)
         )
     try:
-        return AgentConfig.model_validate(_merge(dict(data), overrides))
+        return AgentConfig.model_validate(deep_merge(data, overrides))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
 

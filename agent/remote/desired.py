@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config import format_validation_error
+from agent.config import deep_merge, format_validation_error
 
 #: Sections a firmware hook applies; the agent applies the others to itself. (The schema
 #: module is loaded only when a document arrives: its models cost RAM on every gateway.)
@@ -48,18 +48,8 @@ def overlay(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Later configs win; objects merge key by key, anything else is replaced whole."""
     out: dict[str, Any] = {}
     for cfg in configs:
-        out = _merge(out, cfg)
+        out = deep_merge(out, cfg)
     return out
-
-
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def validate(effective: Mapping[str, Any]) -> dict[str, Any]:

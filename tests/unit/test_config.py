@@ -136,3 +136,9 @@ def test_bad_trusted_key_names_the_key() -> None:
         parse_config({"mqtt": {"host": "b"}, "security": {"trusted_keys": ["rsa:abc"]}})
     with pytest.raises(ConfigError, match="require_signature: needs at least one key"):
         parse_config({"mqtt": {"host": "b"}, "security": {"require_signature": True}})
+
+
+def test_trusted_keys_from_the_environment_are_a_list() -> None:
+    key = "ed25519:49OKRFL7LLJ1YYkIgmXwiqtpIfhheqXw0oFNEAGDCO0="
+    cfg = parse_config({"mqtt": {"host": "b"}}, {"TITIK_SECURITY_TRUSTED_KEYS": f"{key},{key}"})
+    assert cfg.security.trusted_keys == [key, key]
