@@ -69,7 +69,9 @@ port = {port}
     try:
         wait_until(lambda: up(port) or central.poll() is not None, 20, "the API")
         assert central.poll() is None, log.read_text()
-        assert f"dashboard: http://127.0.0.1:{port}/" in log.read_text()
+        # Logged by the ingest thread, which may come a moment after uvicorn is up.
+        url = f"dashboard: http://127.0.0.1:{port}/"
+        wait_until(lambda: url in log.read_text(), 10, "the dashboard URL in the log")
         # A bad probe is counted once central has subscribed (so no status is missed).
         probe = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
         probe.connect(broker.host, broker.port)
