@@ -46,8 +46,9 @@ class MqttConfig(Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     topic_prefix: TopicName = "titik"
     client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=64)
-    share_group: TopicName = Field(
-        default="titik-central", description="Shared-subscription group of all central instances"
+    share_group: TopicName | Literal[""] = Field(
+        default="titik-central",
+        description="Shared-subscription group of all central instances; '' = plain subscriptions",
     )
     session_expiry_s: int = Field(
         default=3600, ge=0, le=2**32 - 1, description="Broker keeps our queue this long offline"

@@ -115,7 +115,14 @@ def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
 
 
 def subscriptions(prefix: str, group: str) -> list[str]:
-    share = f"$share/{group}/"
+    """The consumer's topic filters; an empty ``group`` means plain (not shared) subscriptions.
+
+    Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after a
+    broker restart, messages published before central subscribes again are lost. Plain
+    subscriptions of a persistent session are restored, so a single instance loses nothing
+    (docs/central.md, "Known limits").
+    """
+    share = f"$share/{group}/" if group else ""
     return [
         share + f"{prefix}/gw/+/telemetry",
         share + f"{prefix}/gw/+/telemetry/batch",
