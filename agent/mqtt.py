@@ -146,14 +146,47 @@ class MqttLink:
         if not self._tcp_open and self._clock() >= self._next_attempt:
             self._attempt()
         if self._tcp_open:
-            rc = self._client.loop(timeout)
-            ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
-            if rc not in ok and self._tcp_open:  # on_disconnect may have handled it already
-                self._lost(f"connection lost ({paho.error_string(rc)})")
+            self._check(self._client.loop(timeout))
         else:
             wait = min(timeout, max(0.0, self._next_attempt - self._clock()))
             if self._wake.wait(wait):
                 self._wake.clear()
+
+    def _check(self, rc: MQTTErrorCode) -> None:
+        ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+        if rc not in ok and self._tcp_open:  # on_disconnect may have handled it already
+            self._lost(f"connection lost ({paho.error_string(rc)})")
+
+    # -- driving from a selector: many links in one thread (central/sim.py), instead of step()
+    def due(self) -> float | None:
+        """Clock time of the next connection attempt, or None while a connection is open."""
+        return None if self._tcp_open else self._next_attempt
+
+    def connect_if_due(self) -> bool:
+        """Start a connection attempt if one is due; True when a socket is open."""
+        if not self._tcp_open and self._clock() >= self._next_attempt:
+            self._attempt()
+        return self._tcp_open
+
+    def socket(self) -> Any:
+        """The open socket to select on, or None."""
+        return self._client.socket() if self._tcp_open else None
+
+    def want_write(self) -> bool:
+        return self._tcp_open and self._client.want_write()
+
+    def loop_read(self) -> None:
+        if self._tcp_open:
+            self._check(self._client.loop_read())
+
+    def loop_write(self) -> None:
+        if self._tcp_open:
+            self._check(self._client.loop_write())
+
+    def loop_misc(self) -> None:
+        """Keepalive: send PINGREQ when due, drop a connection whose PINGRESP never came."""
+        if self._tcp_open:
+            self._check(self._client.loop_misc())
 
     def kick(self) -> None:
         """Try to connect now, forgetting the backoff (e.g. the WAN just came up)."""

@@ -1,24 +1,42 @@
-"""A simulated fleet in one process, for the demo: many real agents on the simulated platform.
+"""titik-sim: a simulated fleet in one process, from the demo's handful to a city's 9,000.
 
 Each gateway is a real :class:`agent.core.Agent` (the same publishing, buffering and
-config code paths as a gateway), driven from one thread: every pass ticks each agent and
-runs one non-blocking step of its MQTT connection. Gateways are spread over Jakarta's
-administrative cities with plausible positions, sites and groups.
+config code paths as a gateway) on the simulated platform. One thread drives them all with
+an event loop: a heap of next-due times says which agents to tick, and a selector says which
+MQTT sockets are ready, so a pass costs what is due and ready, not one syscall per gateway.
+Gateways are spread over Jakarta's administrative cities with plausible positions, sites and
+groups. The scenarios (steady, outage, flap, canary) are in :mod:`central.scenarios`; ``main`` is
+the ``titik-sim`` command.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import heapq
 import logging
+import queue
 import random
+import resource
+import selectors
+import signal
+import socket
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.config import parse_config
 from agent.core import Agent, open_spool
 from agent.platforms.simulated import SimulatedPlatform
 from agent.state import AgentState
+
+if TYPE_CHECKING:
+    from central import scenarios
 
 log = logging.getLogger("titik.sim")
 
@@ -65,39 +83,174 @@ def gateway_plan(n: int, seed: int = 1) -> list[dict[str, object]]:
     return plan
 
 
+#: Longest the loop sleeps, so stop requests and queued calls are served promptly.
+MAX_WAIT_S = 0.2
+#: How often each connection's keepalive is checked (paho's ``loop_misc``).
+MISC_EVERY_S = 5.0
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft limit of open files to the hard limit: one socket per gateway."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+@dataclass
+class FleetStats:
+    """What the loop saw, for the scenarios' measurements (appended by the loop thread)."""
+
+    connects: list[float] = field(default_factory=list)  # wall time of each CONNACK seen
+    passes: int = 0
+
+
 class Fleet:
+    """``n`` real agents on the simulated platform, driven by one event-loop thread.
+
+    ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
+    random part of an interval after that, so samples are spread as in a real fleet.
+    """
+
     def __init__(
-        self, n: int, host: str, port: int, workdir: Path, *, interval_s: float = 10.0
+        self,
+        n: int,
+        host: str,
+        port: int,
+        workdir: Path,
+        *,
+        interval_s: float = 10.0,
+        ramp_s: float = 0.0,
+        reconnect_max_s: float = 30.0,
+        replay_jitter_s: float = 5.0,
+        seed: int = 1,
     ) -> None:
         self.agents: list[Agent] = []
-        for device in gateway_plan(n):
+        self.roots: list[Path] = []
+        rng = random.Random(seed)
+        now = time.monotonic()
+        self._start_at: list[float] = []
+        for device in gateway_plan(n, seed):
             state = workdir / str(device["id"])
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": {"host": host, "port": port, "reconnect_max_s": 30},
+                    "mqtt": {"host": host, "port": port, "reconnect_max_s": reconnect_max_s},
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
-                    "buffer": {"replay_jitter_s": 5},
+                    "buffer": {"replay_jitter_s": replay_jitter_s},
                 },
                 {},
             )
             platform = SimulatedPlatform(str(device["id"]))
-            self.agents.append(Agent(cfg, platform, AgentState(state), open_spool(cfg, state)))
+            agent = Agent(cfg, platform, AgentState(state), open_spool(cfg, state), rng=rng)
+            start = now + rng.uniform(0, ramp_s)
+            # Spread the first samples over an interval, as a real fleet's are; the agent
+            # otherwise samples at construction and every gateway would keep the same phase.
+            agent._next_sample = start + rng.uniform(0, interval_s)
+            self.agents.append(agent)
+            self.roots.append(state / "root")
+            self._start_at.append(start)
+        self.stats = FleetStats()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    # -- the event loop
     def run(self) -> None:
-        """Drive every agent until :meth:`stop`; a short sleep when nothing is due."""
-        while not self._stop.is_set():
-            soonest = 1.0
+        """Drive every agent until :meth:`stop`, then say goodbye like a gateway would."""
+        sel = selectors.DefaultSelector()
+        n = len(self.agents)
+        self._sel = sel
+        self._fd = [-1] * n
+        self._mask = [0] * n
+        self._up = [False] * n
+        self._misc_at = [0.0] * n
+        self._next_at = list(self._start_at)
+        heap = [(t, i) for i, t in enumerate(self._next_at)]
+        heapq.heapify(heap)
+        self._heap = heap
+        try:
+            while not self._stop.is_set():
+                self.stats.passes += 1
+                while not self._calls.empty():
+                    self._calls.get()()
+                now = time.monotonic()
+                while heap and heap[0][0] <= now:
+                    t, i = heapq.heappop(heap)
+                    if t == self._next_at[i]:  # else a stale entry, rescheduled since
+                        self._service(i, now)
+                wait = (
+                    min(MAX_WAIT_S, max(0.0, heap[0][0] - time.monotonic())) if heap else MAX_WAIT_S
+                )
+                for key, mask in sel.select(wait):
+                    i = key.data
+                    link = self.agents[i].link
+                    if mask & selectors.EVENT_READ:
+                        link.loop_read()
+                    if mask & selectors.EVENT_WRITE:
+                        link.loop_write()
+                    # Acks and messages may let the agent replay or apply something now.
+                    self._service(i, time.monotonic())
+        finally:
             for agent in self.agents:
-                soonest = min(soonest, agent.tick())
-                agent.link.step(0)
-            self._stop.wait(min(0.05, max(0.0, soonest)))
-        for agent in self.agents:
-            agent.shutdown("demo stopped")
+                agent.shutdown("simulation stopped")
+            sel.close()
+
+    def _service(self, i: int, now: float) -> None:
+        agent = self.agents[i]
+        link = agent.link
+        wait = agent.tick()
+        link.connect_if_due()
+        if now >= self._misc_at[i]:
+            link.loop_misc()
+            self._misc_at[i] = now + MISC_EVERY_S
+        if link.want_write():
+            link.loop_write()
+        self._sync(i)
+        due = link.due()
+        nxt = min(now + min(wait, 3600.0), self._misc_at[i], due if due is not None else now + 3600)
+        nxt = max(nxt, now + 0.001)
+        self._next_at[i] = nxt
+        heapq.heappush(self._heap, (nxt, i))
+
+    def _sync(self, i: int) -> None:
+        """Keep the selector's registration in step with the link's socket and write wish."""
+        link = self.agents[i].link
+        sock = link.socket()
+        fd = sock.fileno() if sock is not None else -1
+        mask = 0
+        if fd >= 0:
+            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if link.want_write() else 0)
+        old = self._fd[i]
+        if old != fd or mask == 0:
+            if old >= 0:
+                # By number: the old socket may be closed already (epoll dropped it then).
+                self._sel.unregister(old)
+            if mask:
+                self._sel.register(fd, mask, i)
+            self._fd[i], self._mask[i] = (fd, mask) if mask else (-1, 0)
+        elif mask != self._mask[i]:
+            self._sel.modify(fd, mask, i)
+            self._mask[i] = mask
+        if link.connected and not self._up[i]:
+            self.stats.connects.append(time.time())
+        self._up[i] = link.connected
+
+    # -- control from other threads
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop's thread (the agents are not thread-safe)."""
+        self._calls.put(fn)
+
+    def drop(self, i: int) -> None:
+        """Cut gateway ``i``'s connection as a failing backhaul would (no DISCONNECT, the
+        broker sends the Will); the agent notices, buffers and reconnects with backoff.
+        Call on the loop's thread (through :meth:`call_soon`)."""
+        sock = self.agents[i].link.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="titik-sim", daemon=True)
@@ -106,11 +259,20 @@ class Fleet:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=60)
 
     @property
     def connected(self) -> int:
         return sum(a.link.connected for a in self.agents)
+
+    @property
+    def buffered(self) -> int:
+        return sum(a.spool.buffered for a in self.agents)
+
+    @property
+    def sent(self) -> int:
+        """Samples handed to the broker live, plus records replayed."""
+        return sum(a.counts.published + a.counts.replayed for a in self.agents)
 
 
 def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
@@ -118,3 +280,157 @@ def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
     while fleet.connected < len(fleet.agents) and time.monotonic() < deadline:
         time.sleep(0.2)
     return fleet.connected
+
+
+# -- titik-sim ------------------------------------------------------------------------------
+
+
+def progress(fleet: Fleet, db: Path | None, stop: threading.Event, every_s: float = 5.0) -> None:
+    """One line every few seconds: connected, messages/s sent and ingested, buffered."""
+    from central.scenarios import stored_rows
+
+    sent, rows, t = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+    while not stop.wait(every_s):
+        now_sent, now_rows, now = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+        dt = now - t
+        ingest = f", central {(now_rows - rows) / dt:.0f} rows/s" if db else ""
+        log.info(
+            "connected %d/%d, sent %.0f msg/s%s, buffered %d",
+            fleet.connected,
+            len(fleet.agents),
+            (now_sent - sent) / dt,
+            ingest,
+            fleet.buffered,
+        )
+        sent, rows, t = now_sent, now_rows, now
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: write it as HOST:PORT")
+    return host, int(port)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux), 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_scenario(
+    args: argparse.Namespace, fleet: Fleet, stack: scenarios.Stack, run_dir: Path
+) -> scenarios.Result:
+    from central import scenarios
+
+    seconds = args.minutes * 60
+    if args.scenario == "steady":
+        return scenarios.steady(fleet, stack, seconds)
+    if args.scenario == "outage":
+        return scenarios.outage(fleet, stack, seconds)
+    if args.scenario == "flap":
+        return scenarios.flap(fleet, stack, seconds)
+    return scenarios.canary(
+        fleet, stack, args.group, run_dir, batch=args.canary, fail=args.fail_canary
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="titik-sim", description=__doc__)
+    ap.add_argument("--gateways", type=int, default=200, metavar="N")
+    ap.add_argument(
+        "--broker",
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="an existing broker (default: start Mosquitto and central in --workdir)",
+    )
+    ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
+    ap.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
+    ap.add_argument("--scenario", choices=("steady", "outage", "flap", "canary"), default="steady")
+    ap.add_argument("--minutes", type=float, default=2.0, help="steady/flap time, outage length")
+    ap.add_argument("--ramp", type=float, default=10.0, help="seconds to spread first connects")
+    ap.add_argument("--group", default="wave-1", help="canary: the group to push to")
+    ap.add_argument("--canary", default="2", help="canary: the batch (N or P%%)")
+    ap.add_argument("--fail-canary", action="store_true", help="canary: make the canaries fail")
+    ap.add_argument("--workdir", type=Path, default=Path("titik-sim-work"))
+    ap.add_argument("--report", type=Path, metavar="FILE", help="write the figures as markdown")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from central import scenarios
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    # Thousands of agents: only their errors; each agent sets the "titik" level itself.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda r: r.name == log.name or r.levelno >= logging.ERROR)
+    log.setLevel(logging.INFO)
+    soft, hard = raise_nofile()
+    log.info("open files limit raised to %d (hard limit %d)", soft, hard)
+    if args.gateways + 100 > soft:
+        log.warning("%d gateways need more open files than %d", args.gateways, soft)
+    run_dir = args.workdir.resolve() / time.strftime("run-%Y%m%dT%H%M%S")
+    report = scenarios.Report(
+        " ".join(["titik-sim", *(argv if argv is not None else sys.argv[1:])])
+    )
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    with contextlib.ExitStack() as stack_cm:
+        if args.broker:
+            host, port = args.broker
+            stack = scenarios.Stack(host, port, db=args.central_db)
+        else:
+            log.info("starting Mosquitto and central in %s", run_dir)
+            stack = stack_cm.enter_context(scenarios.local_stack(run_dir / "stack"))
+        rss0 = rss_bytes()
+        fleet = Fleet(
+            args.gateways,
+            stack.host,
+            stack.port,
+            run_dir / "gateways",
+            interval_s=args.interval,
+            ramp_s=args.ramp,
+        )
+        log.info("%d gateways built; event loop starting", args.gateways)
+        stop = threading.Event()
+        ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)
+        fleet.start()
+        ticker.start()
+        try:
+            wait_connected(fleet, max(60.0, args.ramp + 60))
+            log.info("%d/%d connected", fleet.connected, args.gateways)
+            mem = {
+                "rss_mb": round(rss_bytes() / 2**20),
+                "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
+            }
+            result = run_scenario(args, fleet, stack, run_dir)
+            result |= mem
+            report.sections.append((args.scenario, result))
+            for k, v in result.items():
+                if k != "output":
+                    log.info("%s: %s", k, v)
+            if "output" in result:
+                print(result["output"], end="")
+        except KeyboardInterrupt:
+            log.info("interrupted: stopping the gateways")
+            return 130
+        finally:
+            stop.set()
+            fleet.stop()
+            if args.report and report.sections:
+                args.report.write_text(report.markdown())
+                log.info("report written to %s", args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

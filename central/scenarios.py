@@ -1,0 +1,398 @@
+"""The fleet simulator's scenarios and the stack they run against (Mosquitto + central).
+
+Each scenario is a function of a running :class:`~central.sim.Fleet` and a :class:`Stack`
+that returns its figures as a :class:`Result`; ``titik-sim`` and the tests call the same
+functions. Records lost are counted from central's SQLite: for every gateway, the sequence
+numbers it drew (the run's state is fresh, so they are ``0 .. n-1`` under its ``sid``) that
+have no row in ``samples``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.protocol import AgentInfo, Telemetry, encode
+from central import ctl, rollout
+from central.localbroker import LocalBroker, free_port, wait_until
+from central.sim import Fleet
+
+log = logging.getLogger("titik.sim")
+
+Result = dict[str, object]
+
+
+@dataclass
+class Stack:
+    """Where the fleet publishes, and central's database if the sim can read it."""
+
+    host: str
+    port: int
+    db: Path | None = None
+    broker: LocalBroker | None = None  # set when the sim started it (outage needs it)
+    central: subprocess.Popen[bytes] | None = None
+
+
+@contextlib.contextmanager
+def local_stack(workdir: Path) -> Iterator[Stack]:
+    """A persistent Mosquitto (as production runs it: central's session and queue survive a
+    restart) and ``titik-central run`` as a subprocess, both stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(workdir, "max_connections -1\n", persistence=True)
+    broker.start()
+    db = workdir / "central.db"
+    conf = workdir / "central.toml"
+    conf.write_text(
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "titik-central-sim"\n'
+        # One instance on Mosquitto: plain subscriptions survive a broker restart, shared ones
+        # do not (docs/central.md, "Known limits").
+        'share_group = ""\n'
+        f'[store]\npath = "{db}"\n[http]\nport = {free_port()}\n'
+    )
+    with (workdir / "central.log").open("wb") as out:
+        central = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    stack = Stack(broker.host, broker.port, db, broker, central)
+    try:
+        wait_ingesting(stack, 30)
+        yield stack
+    finally:
+        central.terminate()
+        try:
+            central.wait(20)
+        except subprocess.TimeoutExpired:
+            central.kill()
+            central.wait()
+        broker.stop()
+
+
+def wait_ingesting(stack: Stack, timeout: float) -> None:
+    """Publish a probe sample until central has stored it: then its session is subscribed."""
+    if stack.db is None:
+        raise ValueError("waiting for central needs its database")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="titik-sim-probe")
+    client.connect(stack.host, stack.port)
+    client.loop_start()
+    probe = Telemetry(
+        device="gw-sim-probe",
+        seq=0,
+        boot=1,
+        sid="probe",
+        ts=time.time(),
+        agent=AgentInfo(version="sim"),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while stored_rows(stack.db, "gw-sim-probe") == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"central stored nothing within {timeout}s")
+            client.publish("titik/gw/gw-sim-probe/telemetry", encode(probe), qos=1)
+            time.sleep(0.5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _db(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def stored_rows(db: Path, device: str | None = None) -> int:
+    """Rows in central's ``samples`` (of one device); 0 while the database does not exist."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(_db(db)) as conn:
+            if device is None:
+                row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM samples WHERE device=?", (device,)
+                ).fetchone()
+            return int(row[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def missing(db: Path, expected: dict[tuple[str, str], int]) -> int:
+    """How many of the expected seqs (``0 .. n-1`` per device and sid) central has not stored."""
+    with contextlib.closing(_db(db)) as conn:
+        have = 0
+        for (device, sid), n in expected.items():
+            row = conn.execute(
+                "SELECT COUNT(*) FROM samples WHERE device=? AND sid=? AND seq<?", (device, sid, n)
+            ).fetchone()
+            have += int(row[0])
+    return sum(expected.values()) - have
+
+
+def expected_seqs(fleet: Fleet) -> dict[tuple[str, str], int]:
+    return {(a.device_id, a.state.sid): a.counts.samples for a in fleet.agents}
+
+
+def records_lost(fleet: Fleet, stack: Stack, timeout: float = 60.0) -> int:
+    """Samples drawn so far that central has not stored within ``timeout``."""
+    if stack.db is None:
+        raise ValueError("records lost needs central's database")
+    expected = expected_seqs(fleet)
+    deadline = time.monotonic() + timeout
+    lost = missing(stack.db, expected)
+    while lost and time.monotonic() < deadline:
+        time.sleep(0.5)
+        lost = missing(stack.db, expected)
+    return lost
+
+
+def pending(fleet: Fleet) -> int:
+    """Buffered records not yet handed to the broker."""
+    return sum(a.spool.pending for a in fleet.agents)
+
+
+def wait_drained(fleet: Fleet, timeout: float) -> float | None:
+    """Seconds until no gateway has a backlog left to send, or None at the timeout."""
+    t0 = time.monotonic()
+    while pending(fleet) or fleet.connected < len(fleet.agents):
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(0.2)
+    return round(time.monotonic() - t0, 1)
+
+
+class LagProbe:
+    """A plain subscriber to the live telemetry: lag = its receive time minus the sample's ts."""
+
+    def __init__(self, stack: Stack, prefix: str = "titik") -> None:
+        self.lags: list[float] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="titik-sim-lag")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/gw/+/telemetry", 0)
+        self.client.on_message = self._on_message
+        self.client.connect(stack.host, stack.port)
+        self.client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        now = time.time()
+        try:
+            ts = float(json.loads(msg.payload)["ts"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            self.lags.append(now - ts)
+
+    def take(self) -> list[float]:
+        with self._lock:
+            out, self.lags = self.lags, []
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 3)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1], 3)
+
+
+def storm(connects: list[float], since: float) -> Result:
+    """The reconnect storm from CONNACK times: how long it lasted and its peak rate."""
+    times = sorted(t for t in connects if t >= since)
+    if not times:
+        return {"reconnects": 0}
+    per_s: dict[int, int] = {}
+    for t in times:
+        per_s[int(t)] = per_s.get(int(t), 0) + 1
+    return {
+        "reconnects": len(times),
+        "storm_s": round(times[-1] - since, 1),
+        "storm_p95_s": round(times[int(0.95 * (len(times) - 1))] - since, 1),
+        "peak_connects_per_s": max(per_s.values()),
+    }
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+def steady(fleet: Fleet, stack: Stack, seconds: float) -> Result:
+    """Run as is: connections held, messages/s sent and ingested, lag p50/p95."""
+    probe = LagProbe(stack)
+    try:
+        sent0, rows0, t0 = fleet.sent, stored_rows(stack.db) if stack.db else 0, time.monotonic()
+        time.sleep(seconds)
+        dt = time.monotonic() - t0
+        lags = probe.take()
+        held = fleet.connected
+        rows = stored_rows(stack.db) if stack.db else 0
+        result: Result = {
+            "gateways": len(fleet.agents),
+            "connected": held,
+            "seconds": round(dt, 1),
+            "sent_per_s": round((fleet.sent - sent0) / dt, 1),
+            "lag_samples": len(lags),
+            "lag_p50_s": percentile(lags, 50),
+            "lag_p95_s": percentile(lags, 95),
+        }
+        if stack.db is not None:
+            result["ingested_per_s"] = round((rows - rows0) / dt, 1)
+            result["devices_stored"] = _devices_stored(stack.db, fleet)
+            result["records_lost"] = records_lost(fleet, stack)
+        return result
+    finally:
+        probe.close()
+
+
+def _devices_stored(db: Path, fleet: Fleet) -> int:
+    ids = {a.device_id for a in fleet.agents}
+    with contextlib.closing(_db(db)) as conn:
+        return sum(1 for (d,) in conn.execute("SELECT DISTINCT device FROM samples") if d in ids)
+
+
+def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300.0) -> Result:
+    """The broker down for ``down_s``, then back: every gateway buffers, reconnects with
+    jitter and replays. Needs a broker the sim started (it is stopped and started again)."""
+    if stack.broker is None:
+        raise ValueError("the outage scenario stops the broker: run without --broker")
+    stack.broker.stop()
+    t_down = time.monotonic()
+    wait_until(lambda: fleet.connected == 0, 60, "every gateway to notice the outage")
+    time.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
+    backlog = pending(fleet)
+    stack.broker.start()
+    back = time.time()
+    drain = wait_drained(fleet, drain_timeout)
+    result: Result = {
+        "gateways": len(fleet.agents),
+        "down_s": round(down_s, 1),
+        "backlog_records": backlog,
+        "drain_s": drain,
+        **storm(fleet.stats.connects, back),
+    }
+    if stack.db is not None:
+        result["records_lost"] = records_lost(fleet, stack)
+    return result
+
+
+def flap(fleet: Fleet, stack: Stack, seconds: float, share: float = 0.1, seed: int = 7) -> Result:
+    """A ``share`` of the gateways lose their connection at random moments for ``seconds``."""
+    rng = random.Random(seed)
+    n = len(fleet.agents)
+    flappers = rng.sample(range(n), max(1, int(n * share)))
+    drops = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for i in flappers:
+            if rng.random() < 0.2:
+                fleet.call_soon(lambda i=i: fleet.drop(i))  # type: ignore[misc]
+                drops += 1
+        time.sleep(1.0)
+    drain = wait_drained(fleet, 120)
+    result: Result = {
+        "gateways": n,
+        "flapping": len(flappers),
+        "drops": drops,
+        "drain_s": drain,
+    }
+    if stack.db is not None:
+        result["records_lost"] = records_lost(fleet, stack)
+    return result
+
+
+def canary(
+    fleet: Fleet,
+    stack: Stack,
+    group: str,
+    workdir: Path,
+    *,
+    batch: str = "2",
+    fail: bool = False,
+    timeout: float = 60.0,
+) -> Result:
+    """``titik-ctl config push --group G --canary BATCH`` of a Wi-Fi config; with ``fail`` the
+    canaries' simulated firmware refuses to apply it and the rollout must halt."""
+    members = [a.device_id for a in fleet.agents if group in a.cfg.device.groups]
+    canaries, _ = rollout.select_canaries(members, rollout.parse_batch(batch))
+    by_id = {a.device_id: root for a, root in zip(fleet.agents, fleet.roots, strict=True)}
+    markers = [by_id[d] / "etc/titik-sim/fail-apply" for d in canaries] if fail else []
+    for m in markers:
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.touch()
+    ssid = f"Titik {'never' if fail else 'canary'} {int(time.time())}"
+    cfg = workdir / f"canary-{group}.json"
+    cfg.write_text(
+        json.dumps({"wifi": {"ssids": {"public": {"ssid": ssid, "radios": ["radio0"]}}}})
+    )
+    out = io.StringIO()
+    t0 = time.monotonic()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = ctl.main(
+                [
+                    "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
+                    "config", "push", "--group", group, "--file", str(cfg), "--canary", batch,
+                ]
+            )  # fmt: skip
+    finally:
+        for m in markers:
+            m.unlink()
+    text = out.getvalue()
+    return {
+        "group": group,
+        "members": len(members),
+        "canaries": len(canaries),
+        "failing": fail,
+        "exit": code,
+        "halted": "HALTED" in text,
+        "seconds": round(time.monotonic() - t0, 1),
+        "applied": _applied(fleet, ssid),
+        "output": text,
+    }
+
+
+def _applied(fleet: Fleet, ssid: str) -> int:
+    """Gateways whose simulated firmware now has ``ssid``."""
+    n = 0
+    for root in fleet.roots:
+        state = root / "var/lib/titik-sim/wifi.json"
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(state.read_text()).get("ssids.public.ssid") == ssid:
+                n += 1
+    return n
+
+
+@dataclass
+class Report:
+    """Markdown of every scenario's figures, in the order they ran."""
+
+    command: str
+    sections: list[tuple[str, Result]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = ["# titik-sim report", "", f"`{self.command}`", ""]
+        for name, result in self.sections:
+            lines += [f"## {name}", "", "| measure | value |", "| --- | --- |"]
+            lines += [f"| {k} | {v} |" for k, v in result.items() if k != "output"]
+            if "output" in result:
+                lines += ["", "```", str(result["output"]).strip(), "```"]
+            lines.append("")
+        return "\n".join(lines)
