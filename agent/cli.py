@@ -14,7 +14,7 @@ from pathlib import Path
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.core import Agent, open_spool, resolve_device_id, run
-from agent.platforms import make_platform
+from agent.platforms import Platform, make_platform
 from agent.state import AgentState
 
 DEFAULT_CONFIG = Path(os.environ.get("TITIK_CONFIG", "/etc/titik/agent.toml"))
@@ -31,15 +31,19 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _load(path: Path) -> tuple[AgentConfig, Agent]:
-    cfg = load_config(path)
+def _platform(cfg: AgentConfig) -> tuple[AgentConfig, Platform]:
+    """The platform the config asks for (detected once), and the config with its device id."""
     platform = make_platform(
         cfg.platform.kind,
         cfg.platform.root,
         interfaces=list(cfg.telemetry.interfaces),
         seed=cfg.platform.seed if cfg.platform.seed is not None else (cfg.device.id or 0),
     )
-    cfg = resolve_device_id(cfg, platform)
+    return resolve_device_id(cfg, platform), platform
+
+
+def _load(path: Path) -> tuple[AgentConfig, Agent]:
+    cfg, platform = _platform(load_config(path))
     state_dir = cfg.state.dir or platform.state_dir()
     return cfg, Agent(cfg, platform, AgentState(state_dir), open_spool(cfg, state_dir))
 
@@ -70,19 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
     _setup_logging("warning")
-    platform = make_platform(
-        cfg.platform.kind,
-        cfg.platform.root,
-        interfaces=list(cfg.telemetry.interfaces),
-        seed=cfg.platform.seed if cfg.platform.seed is not None else (cfg.device.id or 0),
-    )
-    cfg = resolve_device_id(cfg, platform)
+    cfg, platform = _platform(load_config(args.config))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="titik-once-") as tmp:
-        # Touches neither the real state nor the real buffer: seq and boot stay 0.
+        # Touches neither the real state, nor the buffer, nor a remote-config journal (whose
+        # recovery would run the firmware hooks): seq and boot stay 0.
+        cfg = cfg.model_copy(update={"state": cfg.state.model_copy(update={"dir": Path(tmp)})})
         agent = Agent(cfg, platform, AgentState(None), open_spool(cfg, Path(tmp)))
         agent.sample(seq=0)  # rates and CPU need a previous reading
         time.sleep(args.warmup)
@@ -91,9 +90,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = load_config(args.file)
-    platform = make_platform(cfg.platform.kind, cfg.platform.root, seed=cfg.platform.seed or 0)
-    cfg = resolve_device_id(cfg, platform)
+    cfg, platform = _platform(load_config(args.file))
     effective = cfg.model_dump(mode="json")  # SecretStr prints as '**********'
     effective["platform"]["detected"] = platform.name
     effective["state"]["dir"] = str(cfg.state.dir or platform.state_dir())

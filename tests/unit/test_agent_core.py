@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from agent.cli import main
 from agent.config import parse_config
 from agent.core import Agent, open_spool
 from agent.platforms.simulated import SimulatedPlatform
@@ -58,3 +61,22 @@ def test_sigterm_path_keeps_everything_for_the_next_run(tmp_path: Path) -> None:
     assert batch.records[0].seq == 0
     assert again.sample().seq >= 1000  # a restart continues after the reserved block
     again.spool.close()
+
+
+def test_once_touches_no_state_and_runs_no_recovery(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`once` is for debugging on a live gateway: an apply journal there must stay untouched."""
+    state = tmp_path / "state"
+    (state / "remote").mkdir(parents=True)
+    journal = state / "remote" / "applying.json"
+    journal.write_text('{"sections": ["wifi"], "hooked": ["wifi"], "versions": {"gw": 3}}')
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[mqtt]\nhost = "x"\n[device]\nid = "gw-once"\n[state]\ndir = "{state}"\n'
+        '[platform]\nkind = "simulated"\n'
+    )
+    assert main(["once", "--config", str(cfg), "--warmup", "0"]) == 0
+    assert '"device": "gw-once"' in capsys.readouterr().out
+    assert journal.exists()
+    assert sorted(p.name for p in state.rglob("*")) == ["applying.json", "remote"]
