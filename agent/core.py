@@ -212,6 +212,12 @@ class Agent:
             errors=ctx.errors or None,
         )
 
+    @property
+    def messages_waiting(self) -> int:
+        """Config documents and commands received, for the next :meth:`tick` to handle
+        (which may run firmware hooks: seconds, not microseconds)."""
+        return len(self._inbox)
+
     def tick(self) -> float:
         """Do what is due; return how long the caller may wait before calling again."""
         now = self.clock()

@@ -1,8 +1,9 @@
 """The paho-mqtt adapter: connect with a Will, publish with ack tracking, reconnect with jitter.
 
 One :class:`MqttLink` per gateway and no module-level state, so thousands can live in one
-process. The loop is driven from outside through :meth:`MqttLink.step` (paho's ``loop()``
-external-loop mode); nothing here starts a thread.
+process. The loop is driven from outside, through :meth:`MqttLink.step` (one link) or a
+selector over many (``socket``/``loop_read``/``loop_write``/``loop_misc``); nothing here starts
+a thread.
 
 paho facts this relies on (see docs/architecture.md):
 - ``is_published()`` is unreliable for messages queued while offline, so delivery is
@@ -11,11 +12,16 @@ paho facts this relies on (see docs/architecture.md):
   spool must be the only queue, so every connection gets a fresh paho client, and whatever
   was in flight is handed back through ``on_disconnected`` to be replayed from the spool.
 - paho sets no Session Expiry; the agent uses a clean session and does its own buffering.
+- paho's own ``loop()`` opens a socket pair per client for thread wake-ups (two more file
+  descriptors, not closed with the connection) and waits in ``select()``, which fails for
+  descriptors above 1023. :meth:`MqttLink.step` waits in ``poll()`` on the one socket instead.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import select
 import ssl
 import threading
 import time
@@ -146,11 +152,35 @@ class MqttLink:
         if not self._tcp_open and self._clock() >= self._next_attempt:
             self._attempt()
         if self._tcp_open:
-            self._check(self._client.loop(timeout))
+            self._check(self._io(timeout))
         else:
             wait = min(timeout, max(0.0, self._next_attempt - self._clock()))
             if self._wake.wait(wait):
                 self._wake.clear()
+
+    def _io(self, timeout: float) -> MQTTErrorCode:
+        """paho's ``loop(timeout)`` without its socket pair and ``select()``: wait in
+        ``poll()`` for the socket, then read, write and do the keepalive."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        # Bytes TLS has decrypted already do not make the socket readable: don't wait then.
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | (select.POLLOUT if client.want_write() else 0))
+        events = 0
+        for _fd, ev in poller.poll(0 if pending else math.ceil(timeout * 1000)):
+            events |= ev
+        if pending or events & (select.POLLIN | select.POLLERR | select.POLLHUP):
+            rc = client.loop_read()
+            if rc or client.socket() is None:
+                return rc
+        if events & select.POLLOUT:
+            rc = client.loop_write()
+            if rc or client.socket() is None:
+                return rc
+        return client.loop_misc()
 
     def _check(self, rc: MQTTErrorCode) -> None:
         ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
@@ -339,5 +369,6 @@ class MqttLink:
         if self.connected:
             self.connected = False
             self._client.disconnect()
-            self._client.loop(0.1)  # flush the DISCONNECT packet
+            if self._client.socket() is not None:
+                self._io(0.1)  # flush the DISCONNECT packet
             self._on_disconnected()

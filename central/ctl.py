@@ -401,12 +401,19 @@ class Fleet:
 
 
 class Progress:
-    """One progress line: rewritten in place on a terminal, a new line per change otherwise."""
+    """One progress line: rewritten in place on a terminal; otherwise (a log, a pipe) a new
+    line at most every ``every_s`` seconds, and the last state at the end."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(
+        self, out: TextIO, every_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.out = out
         self.tty = out.isatty()
+        self.every_s = every_s
+        self.clock = clock
         self.last = ""
+        self.written = ""
+        self.at = -every_s
 
     def update(self, text: str) -> None:
         if text == self.last:
@@ -414,14 +421,21 @@ class Progress:
         self.last = text
         if self.tty:
             self.out.write("\r\033[K" + text)
-        else:
+        elif self.clock() - self.at >= self.every_s:
+            self.at = self.clock()
+            self.written = text
             self.out.write(text + "\n")
+        else:
+            return
         self.out.flush()
 
     def done(self) -> None:
         if self.tty and self.last:
             self.out.write("\n")
-            self.out.flush()
+        elif self.last != self.written:
+            self.out.write(self.last + "\n")
+        self.written = self.last
+        self.out.flush()
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

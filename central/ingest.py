@@ -12,6 +12,7 @@ drops what was already stored.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import queue
@@ -44,6 +45,11 @@ CHECK_EVERY_S = 1.0
 #: Device rows changed only by live samples are written this often (not per batch).
 FLUSH_EVERY_S = 1.0
 PRUNE_EVERY_S = 300.0
+#: Upper bounds (s) of the end-to-end lag histogram: a live sample's ``ts`` to its commit.
+LAG_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+)  # fmt: skip
 
 
 @dataclass
@@ -63,6 +69,13 @@ class IngestStats:
     commit_seconds_last: float = 0.0
     connected: bool = False
     pruned: int = 0
+    #: Live samples committed, by lag bucket (``LAG_BUCKETS``, then +Inf); not cumulative.
+    lag_counts: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
+    lag_sum: float = 0.0
+
+    def observe_lag(self, lag: float) -> None:
+        self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
+        self.lag_sum += lag
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +456,10 @@ class Consumer:
             s.commit_seconds_last = took
             s.commit_seconds_total += took
             s.commit_seconds_max = max(s.commit_seconds_max, took)
+            committed = self.clock()
+            for sample in batch.samples:
+                if not sample.historical:  # replayed records are late on purpose
+                    s.observe_lag(committed - sample.ts)
         with self._gen_lock:
             gen = self._generation
             for m in msgs:

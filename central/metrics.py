@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from central.ingest import IngestStats
+from central.ingest import LAG_BUCKETS, IngestStats
 from central.store.base import Store
 
 
@@ -100,6 +102,16 @@ class FleetCollector(Collector):
         )
         yield GaugeMetricFamily(
             "titik_ingest_commit_last_seconds", "Last batch commit", value=st.commit_seconds_last
+        )
+        cumulative, buckets = 0, []
+        for bound, n in zip((*LAG_BUCKETS, float("inf")), st.lag_counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            "titik_ingest_lag_seconds",
+            "Live samples: seconds from the gateway's measurement (ts) to central's commit",
+            buckets=buckets,
+            sum_value=st.lag_sum,
         )
         yield GaugeMetricFamily(
             "titik_ingest_connected", "1 while connected to the broker", value=int(st.connected)

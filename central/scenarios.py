@@ -10,25 +10,27 @@ have no row in ``samples``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import random
+import select
 import sqlite3
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.protocol import AgentInfo, Telemetry, encode
-from central import ctl, rollout
+from central import rollout
 from central.localbroker import LocalBroker, free_port, wait_until
 from central.sim import Fleet
 
@@ -46,6 +48,7 @@ class Stack:
     db: Path | None = None
     broker: LocalBroker | None = None  # set when the sim started it (outage needs it)
     central: subprocess.Popen[bytes] | None = None
+    api: str | None = None  # central's HTTP base URL, for its /metrics
 
 
 @contextlib.contextmanager
@@ -57,12 +60,13 @@ def local_stack(workdir: Path) -> Iterator[Stack]:
     broker.start()
     db = workdir / "central.db"
     conf = workdir / "central.toml"
+    http_port = free_port()
     conf.write_text(
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "titik-central-sim"\n'
         # One instance on Mosquitto: plain subscriptions survive a broker restart, shared ones
         # do not (docs/central.md, "Known limits").
         'share_group = ""\n'
-        f'[store]\npath = "{db}"\n[http]\nport = {free_port()}\n'
+        f'[store]\npath = "{db}"\n[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
     )
     with (workdir / "central.log").open("wb") as out:
         central = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -70,7 +74,7 @@ def local_stack(workdir: Path) -> Iterator[Stack]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    stack = Stack(broker.host, broker.port, db, broker, central)
+    stack = Stack(broker.host, broker.port, db, broker, central, f"http://127.0.0.1:{http_port}")
     try:
         wait_ingesting(stack, 30)
         yield stack
@@ -148,7 +152,7 @@ def expected_seqs(fleet: Fleet) -> dict[tuple[str, str], int]:
     return {(a.device_id, a.state.sid): a.counts.samples for a in fleet.agents}
 
 
-def records_lost(fleet: Fleet, stack: Stack, timeout: float = 60.0) -> int:
+def records_lost(fleet: Fleet, stack: Stack, timeout: float = 120.0) -> int:
     """Samples drawn so far that central has not stored within ``timeout``."""
     if stack.db is None:
         raise ValueError("records lost needs central's database")
@@ -167,26 +171,59 @@ def pending(fleet: Fleet) -> int:
 
 
 def wait_drained(fleet: Fleet, timeout: float) -> float | None:
-    """Seconds until no gateway has a backlog left to send, or None at the timeout."""
+    """Seconds until no gateway has a backlog left to send, or None at the timeout (then the
+    gateways still behind are logged, with what their links last said)."""
     t0 = time.monotonic()
     while pending(fleet) or fleet.connected < len(fleet.agents):
         if time.monotonic() - t0 > timeout:
+            behind = [a for a in fleet.agents if a.spool.pending or not a.link.connected]
+            for a in behind[:20]:
+                log.warning(
+                    "not drained after %.0fs: %s connected=%s pending=%d last error: %s",
+                    timeout,
+                    a.device_id,
+                    a.link.connected,
+                    a.spool.pending,
+                    a.link.last_error,
+                )
             return None
         time.sleep(0.2)
     return round(time.monotonic() - t0, 1)
 
 
 class LagProbe:
-    """A plain subscriber to the live telemetry: lag = its receive time minus the sample's ts."""
+    """A plain subscriber to the live telemetry: lag = its receive time minus the sample's ts.
+
+    Its client is driven by its own thread through ``poll()``, not paho's ``loop_start()``:
+    in a process holding thousands of sockets its descriptor is above 1023, where paho's
+    ``select()`` fails (that is why an earlier version saw no samples at 2,000 gateways)."""
 
     def __init__(self, stack: Stack, prefix: str = "titik") -> None:
         self.lags: list[float] = []
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="titik-sim-lag")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/gw/+/telemetry", 0)
         self.client.on_message = self._on_message
         self.client.connect(stack.host, stack.port)
-        self.client.loop_start()
+        self._thread = threading.Thread(target=self._drive, name="titik-sim-lag", daemon=True)
+        self._thread.start()
+
+    def _drive(self) -> None:
+        c = self.client
+        while not self._stop.is_set():
+            sock = c.socket()
+            if sock is None:
+                return  # the broker went away: a probe only measures what it saw
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | (select.POLLOUT if c.want_write() else 0))
+            for _fd, ev in poller.poll(200):
+                if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                    c.loop_read()
+                if ev & select.POLLOUT and c.socket() is not None:
+                    c.loop_write()
+            if c.socket() is not None:
+                c.loop_misc()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         now = time.time()
@@ -203,8 +240,43 @@ class LagProbe:
         return out
 
     def close(self) -> None:
-        self.client.loop_stop()
+        self._stop.set()
+        self._thread.join(5)
         self.client.disconnect()
+
+
+def lag_histogram(api: str) -> dict[float, float]:
+    """Central's ``titik_ingest_lag_seconds`` buckets: upper bound -> cumulative count."""
+    with urllib.request.urlopen(f"{api}/metrics", timeout=30) as resp:  # noqa: S310 - our URL
+        text = resp.read().decode()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "titik_ingest_lag_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def histogram_quantile(
+    q: float, before: dict[float, float], after: dict[float, float]
+) -> float | None:
+    """The q-quantile of what was observed between two scrapes, interpolated within its
+    bucket as Prometheus' ``histogram_quantile`` does (so it is at most the bucket's bound)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, cum in zip(bounds, counts, strict=True):
+        if cum >= rank and cum > 0:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bucket: all we can say is "above this"
+            inside = cum - below
+            return round(lower + (bound - lower) * ((rank - below) / inside if inside else 1), 3)
+        lower, below = bound, cum
+    return None
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -238,10 +310,12 @@ def steady(fleet: Fleet, stack: Stack, seconds: float) -> Result:
     """Run as is: connections held, messages/s sent and ingested, lag p50/p95."""
     probe = LagProbe(stack)
     try:
+        hist0 = lag_histogram(stack.api) if stack.api else {}
         sent0, rows0, t0 = fleet.sent, stored_rows(stack.db) if stack.db else 0, time.monotonic()
         time.sleep(seconds)
         dt = time.monotonic() - t0
         lags = probe.take()
+        hist1 = lag_histogram(stack.api) if stack.api else {}
         held = fleet.connected
         rows = stored_rows(stack.db) if stack.db else 0
         result: Result = {
@@ -249,10 +323,15 @@ def steady(fleet: Fleet, stack: Stack, seconds: float) -> Result:
             "connected": held,
             "seconds": round(dt, 1),
             "sent_per_s": round((fleet.sent - sent0) / dt, 1),
+            # ts to the broker's delivery to a plain subscriber
             "lag_samples": len(lags),
             "lag_p50_s": percentile(lags, 50),
             "lag_p95_s": percentile(lags, 95),
         }
+        if hist1:  # ts to central's commit (its titik_ingest_lag_seconds histogram)
+            result["central_lag_samples"] = int(hist1[float("inf")] - hist0.get(float("inf"), 0))
+            result["central_lag_p50_s"] = histogram_quantile(0.5, hist0, hist1)
+            result["central_lag_p95_s"] = histogram_quantile(0.95, hist0, hist1)
         if stack.db is not None:
             result["ingested_per_s"] = round((rows - rows0) / dt, 1)
             result["devices_stored"] = _devices_stored(stack.db, fleet)
@@ -342,20 +421,26 @@ def canary(
     cfg.write_text(
         json.dumps({"wifi": {"ssids": {"public": {"ssid": ssid, "radios": ["radio0"]}}}})
     )
-    out = io.StringIO()
     t0 = time.monotonic()
+    # titik-ctl in its own process, as an operator runs it (and since this one holds a socket
+    # per gateway, where paho's select() in titik-ctl's client would fail).
+    argv = [
+        sys.executable, "-m", "central.ctl",
+        "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
+        "config", "push", "--group", group, "--file", str(cfg), "--canary", batch,
+    ]  # fmt: skip
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = ctl.main(
-                [
-                    "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
-                    "config", "push", "--group", group, "--file", str(cfg), "--canary", batch,
-                ]
-            )  # fmt: skip
+        proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout * 4 + 60,
+            check=False,
+        )
     finally:
         for m in markers:
             m.unlink()
-    text = out.getvalue()
+    code, text = proc.returncode, proc.stdout + proc.stderr
     return {
         "group": group,
         "members": len(members),

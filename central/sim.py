@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -87,6 +88,10 @@ def gateway_plan(n: int, seed: int = 1) -> list[dict[str, object]]:
 MAX_WAIT_S = 0.2
 #: How often each connection's keepalive is checked (paho's ``loop_misc``).
 MISC_EVERY_S = 5.0
+#: Threads for ticks that handle config documents or commands. Those run firmware hooks as
+#: subprocesses (about 50 ms per apply on the simulated platform): on the loop's thread, a
+#: push to 1,000 gateways would stall the other 8,000 for most of a minute.
+HOOK_WORKERS = 8
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -153,6 +158,8 @@ class Fleet:
             self.roots.append(state / "root")
             self._start_at.append(start)
         self.stats = FleetStats()
+        self._busy = [False] * n  # ticking in a worker thread: the loop leaves it alone
+        self._pool: ThreadPoolExecutor | None = None
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,6 +178,7 @@ class Fleet:
         heap = [(t, i) for i, t in enumerate(self._next_at)]
         heapq.heapify(heap)
         self._heap = heap
+        self._pool = ThreadPoolExecutor(HOOK_WORKERS, thread_name_prefix="titik-sim-hooks")
         try:
             while not self._stop.is_set():
                 self.stats.passes += 1
@@ -194,14 +202,42 @@ class Fleet:
                     # Acks and messages may let the agent replay or apply something now.
                     self._service(i, time.monotonic())
         finally:
+            self._pool.shutdown(wait=True)
             for agent in self.agents:
                 agent.shutdown("simulation stopped")
             sel.close()
 
     def _service(self, i: int, now: float) -> None:
+        if self._busy[i]:
+            return  # a worker has it; _offloaded() schedules it again
         agent = self.agents[i]
-        link = agent.link
-        wait = agent.tick()
+        if agent.messages_waiting and self._pool is not None:
+            self._offload(i, self._pool)
+            return
+        self._after_tick(i, now, agent.tick())
+
+    def _offload(self, i: int, pool: ThreadPoolExecutor) -> None:
+        """Tick gateway ``i`` in a worker thread. Until it is done the loop neither ticks it
+        nor reads or writes its socket (its registration is dropped), so one thread at a
+        time touches the agent, as on a gateway."""
+        self._busy[i] = True
+        if self._fd[i] >= 0:
+            self._sel.unregister(self._fd[i])
+            self._fd[i], self._mask[i] = -1, 0
+        fut = pool.submit(self.agents[i].tick)
+        fut.add_done_callback(lambda f: self.call_soon(lambda: self._offloaded(i, f)))
+
+    def _offloaded(self, i: int, fut: Future[float]) -> None:
+        self._busy[i] = False
+        try:
+            wait = fut.result()
+        except Exception:  # as Agent.run would, keep the gateway going
+            log.exception("gateway %s: tick failed", self.agents[i].device_id)
+            wait = 1.0
+        self._after_tick(i, time.monotonic(), wait)
+
+    def _after_tick(self, i: int, now: float, wait: float) -> None:
+        link = self.agents[i].link
         link.connect_if_due()
         if now >= self._misc_at[i]:
             link.loop_misc()

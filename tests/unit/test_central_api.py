@@ -375,3 +375,32 @@ def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_
     assert client.get("/api/devices?region=South").json()["items"][0]["compliant"] is True
     assert client.get("/api/devices/gw-b1").json()["config"]["reported"]["state"] == "applied"
     assert client.get("/api/compliance").json()["compliant"] == 2
+
+
+def test_lag_histogram_is_exposed_and_its_quantiles_interpolate(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    from central.scenarios import histogram_quantile
+
+    st = IngestStats()
+    for lag in (0.004, 0.03, 0.03, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 3.5):
+        st.observe_lag(lag)
+    got = samples_of(TestClient(create_app(store, st, web_dir=tmp_path)).get("/metrics").text)
+    bucket = "titik_ingest_lag_seconds_bucket"
+    assert got[(bucket, (("le", "0.01"),))] == 1
+    assert got[(bucket, (("le", "0.05"),))] == 3
+    assert got[(bucket, (("le", "0.25"),))] == 9
+    assert got[(bucket, (("le", "4.0"),))] == 10
+    assert got[(bucket, (("le", "+Inf"),))] == 10
+    assert got[("titik_ingest_lag_seconds_count", ())] == 10
+    assert got[("titik_ingest_lag_seconds_sum", ())] == pytest.approx(4.764)
+    after = {float(dict(labels)["le"]): v for (n, labels), v in got.items() if n == bucket}
+    # 5 of 10 is the 2nd of the 6 in (0.1, 0.25]: 0.1 + 0.15 * 2/6
+    assert histogram_quantile(0.5, {}, after) == pytest.approx(0.15)
+    # 9.5 of 10 is half-way into (3, 4]
+    assert histogram_quantile(0.95, {}, after) == pytest.approx(3.5)
+    # only what was observed between two scrapes counts
+    assert histogram_quantile(0.5, after, after) is None
+    before = {b: (1.0 if b >= 0.01 else 0.0) for b in after}
+    # 0.9 of the 9 left is in (0.025, 0.05], which holds 2
+    assert histogram_quantile(0.1, before, after) == pytest.approx(0.036, abs=0.001)

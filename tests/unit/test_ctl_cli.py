@@ -134,3 +134,21 @@ def test_config_file_forms(tmp_path: Path) -> None:
     bad.write_text("[1]")
     with pytest.raises(ctl.CtlError, match="must be a JSON object"):
         ctl.read_config_file(str(bad))
+
+
+def test_progress_in_a_log_is_throttled_and_ends_with_the_last_state() -> None:
+    import io
+
+    from central.ctl import Progress
+
+    now = [0.0]
+    out = io.StringIO()
+    p = Progress(out, every_s=2.0, clock=lambda: now[0])
+    for i in range(1000):  # a rollout to 1,000 gateways: one change every 5 ms
+        now[0] = i * 0.005
+        p.update(f"applied {i + 1} of 1000")
+    p.done()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "applied 1 of 1000"
+    assert lines[-1] == "applied 1000 of 1000"
+    assert len(lines) <= 5  # 5 s of changes: one line per 2 s and the end
