@@ -84,7 +84,10 @@ class MqttConfig(Section):
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     topic_prefix: TopicName = "titik"
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
-    reconnect_max_s: float = Field(default=300.0, gt=0, le=86400)
+    # 60 s: after a city-wide outage 9,000 gateways come back within a minute (about 150
+    # connects/s, which one Mosquitto takes; docs/benchmarks.md) and their backlog drains
+    # within two. Longer spreads the load thinner but keeps the city dark longer.
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=86400)
 
 
 class TelemetryConfig(Section):

@@ -85,11 +85,14 @@ class LocalBroker:
             return True
         return False
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, as a service manager stops it. With persistence Mosquitto saves its
+        sessions and queues on the way out, which takes a while with thousands of
+        clients: it is killed (losing that) only after ``timeout``."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -287,6 +288,40 @@ def percentile(values: list[float], p: float) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1], 3)
 
 
+class LoadSampler:
+    """Once a second, the CPU use of the broker and central (when the sim started them):
+    the peak and the mean, in % of one core."""
+
+    def __init__(self, stack: Stack, every_s: float = 1.0) -> None:
+        self.procs: dict[str, psutil.Process] = {}
+        broker = stack.broker.proc if stack.broker is not None else None
+        for name, proc in (("broker", broker), ("central", stack.central)):
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    self.procs[name] = psutil.Process(proc.pid)
+                    self.procs[name].cpu_percent()  # the first call starts the count
+        self.samples: dict[str, list[float]] = {n: [] for n in self.procs}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            for name, proc in self.procs.items():
+                with contextlib.suppress(psutil.Error):
+                    self.samples[name].append(proc.cpu_percent())
+
+    def stop(self) -> Result:
+        self._stop.set()
+        self._thread.join(5)
+        out: Result = {}
+        for name, values in self.samples.items():
+            if values:
+                out[f"{name}_cpu_peak_pct"] = round(max(values))
+                out[f"{name}_cpu_mean_pct"] = round(statistics.fmean(values))
+        return out
+
+
 def storm(connects: list[float], since: float) -> Result:
     """The reconnect storm from CONNACK times: how long it lasted and its peak rate."""
     times = sorted(t for t in connects if t >= since)
@@ -349,7 +384,11 @@ def _devices_stored(db: Path, fleet: Fleet) -> int:
 
 def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300.0) -> Result:
     """The broker down for ``down_s``, then back: every gateway buffers, reconnects with
-    jitter and replays. Needs a broker the sim started (it is stopped and started again)."""
+    jitter and replays. Needs a broker the sim started (it is stopped and started again).
+
+    Measured from the restart: the reconnect storm (CONNACKs per second), the drain (until
+    no gateway has a record left to hand over), when central has stored every record, and
+    the broker's and central's CPU meanwhile."""
     if stack.broker is None:
         raise ValueError("the outage scenario stops the broker: run without --broker")
     stack.broker.stop()
@@ -358,8 +397,14 @@ def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300
     time.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
     backlog = pending(fleet)
     stack.broker.start()
-    back = time.time()
-    drain = wait_drained(fleet, drain_timeout)
+    back, back_mono = time.time(), time.monotonic()
+    load = LoadSampler(stack)
+    try:
+        drain = wait_drained(fleet, drain_timeout)
+        lost = records_lost(fleet, stack) if stack.db is not None else None
+        stored_all = round(time.monotonic() - back_mono, 1) if lost == 0 else None
+    finally:
+        cpu = load.stop()
     result: Result = {
         "gateways": len(fleet.agents),
         "down_s": round(down_s, 1),
@@ -367,9 +412,10 @@ def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300
         "drain_s": drain,
         **storm(fleet.stats.connects, back),
     }
-    if stack.db is not None:
-        result["records_lost"] = records_lost(fleet, stack)
-    return result
+    if lost is not None:
+        result["central_stored_all_s"] = stored_all
+        result["records_lost"] = lost
+    return result | cpu
 
 
 def flap(fleet: Fleet, stack: Stack, seconds: float, share: float = 0.1, seed: int = 7) -> Result:

@@ -78,7 +78,8 @@ def gateway_plan(n: int, seed: int = 1) -> list[dict[str, object]]:
                 "region": r.name,
                 "lat": round(r.lat + rng.uniform(-spread, spread), 5),
                 "lon": round(r.lon + rng.uniform(-spread, spread), 5),
-                "groups": [slug, f"wave-{i % 4 + 1}"],
+                # a region, a quarter of the fleet, and a cohort of 1,000 (the unit of a rollout)
+                "groups": [slug, f"wave-{i % 4 + 1}", f"cohort-{i // 1000 + 1}"],
             }
         )
     return plan
@@ -126,8 +127,8 @@ class Fleet:
         *,
         interval_s: float = 10.0,
         ramp_s: float = 0.0,
-        reconnect_max_s: float = 30.0,
-        replay_jitter_s: float = 5.0,
+        reconnect_max_s: float | None = None,
+        replay_jitter_s: float | None = None,
         seed: int = 1,
     ) -> None:
         self.agents: list[Agent] = []
@@ -135,16 +136,21 @@ class Fleet:
         rng = random.Random(seed)
         now = time.monotonic()
         self._start_at: list[float] = []
+        # A gateway's defaults (agent/config.py) unless a test asks for faster ones.
+        mqtt: dict[str, object] = {"host": host, "port": port}
+        if reconnect_max_s is not None:
+            mqtt["reconnect_max_s"] = reconnect_max_s
+        buffer = {} if replay_jitter_s is None else {"replay_jitter_s": replay_jitter_s}
         for device in gateway_plan(n, seed):
             state = workdir / str(device["id"])
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": {"host": host, "port": port, "reconnect_max_s": reconnect_max_s},
+                    "mqtt": mqtt,
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
-                    "buffer": {"replay_jitter_s": replay_jitter_s},
+                    "buffer": buffer,
                 },
                 {},
             )
@@ -359,20 +365,39 @@ def rss_bytes() -> int:
     return 0
 
 
+SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary")
+
+
+def parse_scenarios(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    wrong = [n for n in names if n not in SCENARIOS]
+    if wrong or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(wrong) or text!r}: choose from {', '.join(SCENARIOS)}"
+        )
+    return names
+
+
 def run_scenario(
-    args: argparse.Namespace, fleet: Fleet, stack: scenarios.Stack, run_dir: Path
+    name: str, args: argparse.Namespace, fleet: Fleet, stack: scenarios.Stack, run_dir: Path
 ) -> scenarios.Result:
     from central import scenarios
 
     seconds = args.minutes * 60
-    if args.scenario == "steady":
+    if name == "steady":
         return scenarios.steady(fleet, stack, seconds)
-    if args.scenario == "outage":
-        return scenarios.outage(fleet, stack, seconds)
-    if args.scenario == "flap":
+    if name == "outage":
+        return scenarios.outage(fleet, stack, args.outage_minutes * 60)
+    if name == "flap":
         return scenarios.flap(fleet, stack, seconds)
     return scenarios.canary(
-        fleet, stack, args.group, run_dir, batch=args.canary, fail=args.fail_canary
+        fleet,
+        stack,
+        args.group,
+        run_dir,
+        batch=args.canary,
+        fail=args.fail_canary or name == "failing-canary",
+        timeout=args.ctl_timeout,
     )
 
 
@@ -387,21 +412,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
     ap.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
-    ap.add_argument("--scenario", choices=("steady", "outage", "flap", "canary"), default="steady")
-    ap.add_argument("--minutes", type=float, default=2.0, help="steady/flap time, outage length")
+    ap.add_argument(
+        "--scenario",
+        type=parse_scenarios,
+        default=["steady"],
+        metavar="NAME[,NAME...]",
+        help=f"what to run, in order, on one fleet: {', '.join(SCENARIOS)} (default: steady)",
+    )
+    ap.add_argument("--minutes", type=float, default=2.0, help="how long steady and flap run")
+    ap.add_argument(
+        "--outage-minutes", type=float, help="how long the broker is down (default: --minutes)"
+    )
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds to spread first connects")
-    ap.add_argument("--group", default="wave-1", help="canary: the group to push to")
+    ap.add_argument(
+        "--group",
+        default="cohort-1",
+        help="canary: the group to push to (cohort-K holds 1,000 gateways, wave-K a quarter)",
+    )
     ap.add_argument("--canary", default="2", help="canary: the batch (N or P%%)")
-    ap.add_argument("--fail-canary", action="store_true", help="canary: make the canaries fail")
+    ap.add_argument(
+        "--fail-canary", action="store_true", help="canary: make the canaries fail (halts)"
+    )
+    ap.add_argument(
+        "--ctl-timeout", type=float, default=300.0, help="canary: titik-ctl's --timeout"
+    )
     ap.add_argument("--workdir", type=Path, default=Path("titik-sim-work"))
     ap.add_argument("--report", type=Path, metavar="FILE", help="write the figures as markdown")
     return ap
+
+
+def run_all(
+    args: argparse.Namespace,
+    fleet: Fleet,
+    stack: scenarios.Stack,
+    run_dir: Path,
+    report: scenarios.Report,
+    mem: dict[str, object],
+) -> None:
+    """The scenarios in order, each one's figures logged and (with --report) written."""
+    for name in args.scenario:
+        log.info("scenario %s", name)
+        result = run_scenario(name, args, fleet, stack, run_dir)
+        result |= mem
+        report.sections.append((name, result))
+        for k, v in result.items():
+            if k != "output":
+                log.info("%s: %s", k, v)
+        if "output" in result:
+            print(result["output"], end="")
+        if args.report:  # after each scenario: a long run keeps what it measured so far
+            args.report.write_text(report.markdown())
 
 
 def main(argv: list[str] | None = None) -> int:
     from central import scenarios
 
     args = build_parser().parse_args(argv)
+    if args.outage_minutes is None:
+        args.outage_minutes = args.minutes
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     # Thousands of agents: only their errors; each agent sets the "titik" level itself.
     for handler in logging.getLogger().handlers:
@@ -448,14 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb": round(rss_bytes() / 2**20),
                 "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
             }
-            result = run_scenario(args, fleet, stack, run_dir)
-            result |= mem
-            report.sections.append((args.scenario, result))
-            for k, v in result.items():
-                if k != "output":
-                    log.info("%s: %s", k, v)
-            if "output" in result:
-                print(result["output"], end="")
+            run_all(args, fleet, stack, run_dir, report, mem)
         except KeyboardInterrupt:
             log.info("interrupted: stopping the gateways")
             return 130

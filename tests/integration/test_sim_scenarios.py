@@ -77,6 +77,8 @@ def test_outage_buffers_reconnects_and_loses_nothing(fleet: Fleet, stack: Stack)
     assert result["reconnects"] >= N - 10  # a few reconnect before the restart is timed
     assert result["drain_s"] is not None
     assert result["records_lost"] == 0
+    assert result["central_stored_all_s"] is not None
+    assert isinstance(result["broker_cpu_peak_pct"], int)  # the storm's load was measured
 
 
 def test_canary_rollout_to_a_group_completes(fleet: Fleet, stack: Stack, tmp_path: Path) -> None:
