@@ -42,9 +42,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-#: How long to wait for retained messages when the broker does not echo our sync marker.
-SNAPSHOT_QUIET_S = 0.5
-SNAPSHOT_MAX_S = 2.0
+#: When the broker does not echo our sync marker (an ACL), this long without a message ends
+#: the collection of retained messages.
+SNAPSHOT_QUIET_S = 2.0
 
 
 class CtlError(Exception):
@@ -293,17 +293,24 @@ class Link:
         """Subscribe and collect the retained messages: topic -> payload (empty ones dropped).
 
         The end is known by a marker we publish to ourselves after the SUBACK: the broker
-        queues it behind the retained messages. If an ACL swallows the marker, a quiet period
-        (or a cap of a couple of seconds) ends the wait instead.
+        queues it behind the retained messages (a city's 9,000 statuses and as many config
+        reports take seconds to arrive). If an ACL swallows the marker, a quiet period ends
+        the wait instead. Still receiving at --timeout is an error, not a partial answer: a
+        rollout must not pick canaries from part of a group.
         """
         self.subscribe(*topics, self.sync_topic)
         marker = secrets.token_hex(8).encode()
         with contextlib.suppress(CtlError):
             self.publish(self.sync_topic, marker)
         found: dict[str, bytes] = {}
-        cap = time.monotonic() + SNAPSHOT_MAX_S
+        deadline = time.monotonic() + self.settings.timeout
         while True:
-            msg = self.next(min(cap, time.monotonic() + SNAPSHOT_QUIET_S))
+            msg = self.next(min(deadline, time.monotonic() + SNAPSHOT_QUIET_S))
+            if msg is None and time.monotonic() >= deadline:
+                raise CtlError(
+                    f"retained messages were still arriving after --timeout "
+                    f"{self.settings.timeout:g}s ({len(found)} so far); try a longer --timeout"
+                )
             if msg is None or (msg.topic == self.sync_topic and msg.payload == marker):
                 return found
             if msg.topic == self.sync_topic:
@@ -624,9 +631,16 @@ def await_outcomes(
     reports: dict[str, dict[str, Any]],
     on_change: Callable[[dict[str, Outcome | None]], None] | None = None,
 ) -> dict[str, Outcome]:
-    """Read reports until every device has an outcome for (source, version) or time is up."""
+    """Read reports until every device has an outcome for (source, version) or time is up.
+
+    Reports read earlier (``reports``) count first: waiting for one set of canaries reads the
+    others' reports too, and those do not come again. (Versions pushed are always new, so a
+    report from before the push cannot match.)"""
     p = link.settings.prefix
-    outcomes: dict[str, Outcome | None] = dict.fromkeys(sorted(devices))
+    outcomes: dict[str, Outcome | None] = {
+        d: rollout.outcome_of(reports[d], source, version) if d in reports else None
+        for d in sorted(devices)
+    }
     if on_change is not None:
         on_change(outcomes)
     while any(o is None for o in outcomes.values()):

@@ -347,6 +347,12 @@ def progress(fleet: Fleet, db: Path | None, stop: threading.Event, every_s: floa
         sent, rows, t = now_sent, now_rows, now
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number of 1 or more")
+    return int(text)
+
+
 def parse_hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -402,8 +408,33 @@ def run_scenario(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="titik-sim", description=__doc__)
-    ap.add_argument("--gateways", type=int, default=200, metavar="N")
+    ap = argparse.ArgumentParser(
+        prog="titik-sim",
+        description=(
+            "Run N simulated gateways (real agents on the simulated platform, spread over "
+            "Jakarta) against Mosquitto and central, play scenarios on them and report what "
+            "was measured. Without --broker it starts its own Mosquitto and titik-central in "
+            "--workdir and stops them at the end. Progress is logged every 5 s."
+        ),
+        epilog=(
+            "examples:\n"
+            "  titik-sim --gateways 200 --minutes 1\n"
+            "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
+            "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
+            "scenarios:\n"
+            "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
+            "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
+            "                  reconnect storm, drain time, broker/central CPU, records lost\n"
+            "  flap            a tenth of the gateways lose their connection at random\n"
+            "  canary          titik-ctl config push --group G --canary BATCH of a Wi-Fi config\n"
+            "  failing-canary  the same with the canaries' firmware failing: it must halt\n"
+            "docs/simulator.md explains each figure."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--gateways", type=positive_int, default=200, metavar="N", help="(default: 200)"
+    )
     ap.add_argument(
         "--broker",
         type=parse_hostport,
@@ -411,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing broker (default: start Mosquitto and central in --workdir)",
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
-    ap.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
+    ap.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between samples (default: 60)"
+    )
     ap.add_argument(
         "--scenario",
         type=parse_scenarios,
@@ -436,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--ctl-timeout", type=float, default=300.0, help="canary: titik-ctl's --timeout"
     )
-    ap.add_argument("--workdir", type=Path, default=Path("titik-sim-work"))
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("titik-sim-work"),
+        help="where each run's broker, central and gateway state go (default: ./titik-sim-work)",
+    )
     ap.add_argument("--report", type=Path, metavar="FILE", help="write the figures as markdown")
     return ap
 

@@ -144,3 +144,34 @@ def test_command_arguments() -> None:
     }
     with pytest.raises(ValueError, match="key=value"):
         rollout.parse_args_kv(["delay_s"])
+
+
+def test_canaries_at_different_versions_all_get_their_outcome() -> None:
+    """Canaries whose own documents were at different versions are awaited one version after
+    another; the reports of the later ones arrive while the first are awaited. An earlier
+    version waited for those again until --timeout (titik-sim, 9,000 gateways). A stand-in
+    link: only the order of messages matters here."""
+    import queue
+    import types
+
+    from central import ctl
+
+    inbox: queue.Queue[ctl.Msg] = queue.Queue()
+
+    def next_msg(deadline: float) -> ctl.Msg | None:
+        try:
+            return inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    link: Any = types.SimpleNamespace(settings=types.SimpleNamespace(prefix="titik"), next=next_msg)
+    for dev, version in (("gw-b", 3), ("gw-a", 1), ("gw-c", 3)):
+        report = {"version": version, "source": "gw", "versions": {"gw": version}}
+        report["state"] = "rolled_back"
+        inbox.put(ctl.Msg(f"titik/gw/{dev}/config/reported", json.dumps(report).encode(), False))
+    reports: dict[str, dict[str, Any]] = {}
+    first = ctl.await_outcomes(link, ["gw-a"], "gw", 1, 0.0, reports)
+    assert first == {"gw-a": Outcome("rolled_back")}
+    # gw-b's report was read while waiting for gw-a; gw-c's is still queued
+    later = ctl.await_outcomes(link, ["gw-b", "gw-c"], "gw", 3, 0.0, reports)
+    assert later == {"gw-b": Outcome("rolled_back"), "gw-c": Outcome("rolled_back")}
