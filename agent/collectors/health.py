@@ -84,7 +84,10 @@ def read_boot_id(proc_root: Path) -> str | None:
         return None
 
 
-def read_health(root: Path, disk_path: str, prev_cpu: CpuTimes | None) -> tuple[Health, CpuTimes]:
+def read_health(
+    sys_root: Path, uptime_file: Path, disk_path: str, prev_cpu: CpuTimes | None
+) -> tuple[Health, CpuTimes]:
+    """One health reading. The paths are the caller's, built once (see LinuxPlatform)."""
     cur = cpu_times()
     load1, load5, load15 = psutil.getloadavg()
     mem = psutil.virtual_memory()
@@ -100,7 +103,7 @@ def read_health(root: Path, disk_path: str, prev_cpu: CpuTimes | None) -> tuple[
         mem_used_pct=round(100.0 * (mem.total - mem.available) / mem.total, 1),
         mem_avail_b=mem.available,
         disk_used_pct=disk_pct,
-        temp_c=read_temperature(root / "sys"),
-        uptime_s=parse_uptime((root / "proc/uptime").read_text()),
+        temp_c=read_temperature(sys_root),
+        uptime_s=parse_uptime(uptime_file.read_text()),
     )
     return health, cur

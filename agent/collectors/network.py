@@ -93,8 +93,9 @@ def read_counters(wanted: list[str]) -> tuple[dict[str, Counters], dict[str, boo
     return counters, {n: s.isup for n, s in psutil.net_if_stats().items()}
 
 
-def read_default_route(proc_root: Path) -> str | None:
+def read_default_route(route_file: Path) -> str | None:
+    """The default route's interface from ``route_file`` (``/proc/net/route``)."""
     try:
-        return parse_default_route((proc_root / "net/route").read_text())
+        return parse_default_route(route_file.read_text())
     except OSError:
         return None

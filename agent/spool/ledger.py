@@ -12,8 +12,9 @@ record instead of the record (docs/spool.md, "Memory").
 
 Orders are heaps and deques cleaned lazily: an item is stale when its record is no
 longer where, or in the state, the structure expects. Stale items are skipped when they
-reach the front, and everything is rebuilt when stale items outnumber live ones, so each
-operation is O(log n) amortized and ``add`` is O(1) in the common in-order case.
+reach the front, and everything is rebuilt when stale items outnumber live ones (or dropped
+at once when nothing is buffered), so each operation is O(log n) amortized and ``add`` is
+O(1) in the common in-order case.
 """
 
 from __future__ import annotations
@@ -268,7 +269,10 @@ class Ledger:
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Forget acked records; unknown seqs are ignored. Returns how many were known."""
-        return sum(1 for seq in seqs if self._remove(seq))
+        n = sum(1 for seq in seqs if self._remove(seq))
+        if n and not self._mem and not self._disk:
+            self._clear_orders()
+        return n
 
     def release(self, seqs: Iterable[int]) -> int:
         """Put in-flight records back to pending; others are ignored."""
@@ -548,6 +552,21 @@ class Ledger:
                     break
                 dq.popleft()
         return first
+
+    def _clear_orders(self) -> None:
+        # Nothing is buffered, so every item left in the heaps and deques is stale. Online,
+        # each sample is acked within milliseconds and this runs every sample, so nothing
+        # the ledger allocates for a sample outlives it. Left to _maybe_compact(), the seq
+        # heap kept ~256 acked seq ints for minutes (at 1 s) among each sample's short-lived
+        # objects, and a cycle of that now and then spread onto a fresh pymalloc page: RSS
+        # grew 4 KiB at a time (docs/benchmarks.md, agent section).
+        self._by_seq.clear()
+        self._pending.clear()
+        self._by_age.clear()
+        self._due_offline.clear()
+        self._due_live.clear()
+        if not self._segments:
+            self._seg_age.clear()
 
     def _maybe_compact(self) -> None:
         # The memory-side structures are sized by the records in memory, so that the

@@ -319,6 +319,26 @@ def test_stale_index_items_do_not_grow_without_bound(inflight: bool) -> None:
     assert max(sizes) <= 2 * 1024 + 1
 
 
+def test_online_steady_state_holds_nothing_between_samples() -> None:
+    # Each sample is appended in flight and acked within milliseconds. The ledger then holds
+    # no stale heap or deque items at all, so nothing it allocated for one sample outlives
+    # that sample (medium-lived leftovers are what spread pymalloc's pages: RSS creep).
+    led = ledger(max_bytes=10**9)
+    for s in range(1000):
+        led.add(rec(s), inflight=True, now=s)
+        led.ack([s])
+        sizes = [len(led._by_seq), len(led._by_age), len(led._pending)]
+        sizes += [len(led._due_live), len(led._due_offline), len(led._seg_age)]
+        assert sizes == [0] * 6
+    # Something still buffered keeps its items: the stale ones go at compaction as before.
+    led.add(rec(2000), inflight=True, now=2000)
+    led.add(rec(2001), inflight=True, now=2000)
+    led.ack([2000])
+    assert led.buffered == 1
+    assert len(led._by_seq) == 2
+    assert seqs(led.due(2000 + 5.0)) == [2001]
+
+
 def test_last_seq_is_the_highest_seen() -> None:
     led = ledger()
     assert led.last_seq is None
