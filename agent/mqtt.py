@@ -114,7 +114,9 @@ class MqttLink:
         self.connects = 0
         # MQTT 5 topic aliases of this connection: after the first message a topic costs
         # 3 bytes instead of ~30 on every publish (flaky, metered backhaul).
-        self._aliases: dict[str, int] = {}
+        # topic -> the PUBLISH Properties carrying its alias, built once and reused (paho only
+        # reads it): no Properties object per message.
+        self._alias_props: dict[str, Properties] = {}
         self._alias_max = 0
         self.last_error: str | None = None
         self._client = self._make_client()
@@ -277,7 +279,7 @@ class MqttLink:
             return
         self.connected = True
         self.connects += 1
-        self._aliases = {}
+        self._alias_props = {}
         self._alias_max = int(getattr(props, "TopicAliasMaximum", 0) or 0) if props else 0
         self.last_error = None
         self._backoff.reset()
@@ -343,21 +345,28 @@ class MqttLink:
             reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             reply.CorrelationData = correlation
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=reply)
-            return None if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE else info.mid
-        props = None
-        alias = self._aliases.get(topic)
-        if alias is None and len(self._aliases) < self._alias_max:
-            alias = self._aliases[topic] = len(self._aliases) + 1
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.TopicAlias = alias
-        elif alias is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.TopicAlias = alias
+            return self._mid_of(info)
+        props = self._alias_props.get(topic)
+        if props is not None:
             topic = ""  # the broker maps the alias back to the topic
+        elif len(self._alias_props) < self._alias_max:
+            # The first message on a topic carries the topic and its new alias.
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.TopicAlias = len(self._alias_props) + 1
+            self._alias_props[topic] = props
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        return self._mid_of(info)
+
+    def _mid_of(self, info: paho.MQTTMessageInfo) -> int | None:
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return None
-        # MQTT_ERR_NO_CONN here means the socket died just now; paho keeps QoS 1 and resends.
+        if not self.connected:
+            # The write failed inside publish() and paho reported the loss from there: our
+            # on_disconnected has run already, handing back what was in flight. This message
+            # would be in flight on a dead connection, never acked nor handed back; None makes
+            # the caller keep it for the next connection (if it got out, that is a duplicate,
+            # which central drops).
+            return None
         return info.mid
 
     def pending_writes(self) -> bool:
