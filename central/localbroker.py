@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; a common default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_listen_port() -> int:
+    """A free port for a server that must get it back after a restart: below the ephemeral
+    range. Thousands of clients retrying against a stopped broker on an ephemeral port will,
+    sooner or later, be given that port as their own local port (a TCP self-connect even),
+    and the broker then cannot bind it again ("Address already in use")."""
+    low, _high = ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low) if low > 2048 else free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
     """Poll a condition until it holds or ``timeout`` passes (AssertionError then)."""
     deadline = time.monotonic() + timeout
@@ -45,7 +73,7 @@ class LocalBroker:
     def __init__(self, workdir: Path, extra_conf: str = "", *, persistence: bool = False) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = free_listen_port()
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         lines = [

@@ -93,6 +93,12 @@ MISC_EVERY_S = 5.0
 #: subprocesses (about 50 ms per apply on the simulated platform): on the loop's thread, a
 #: push to 1,000 gateways would stall the other 8,000 for most of a minute.
 HOOK_WORKERS = 8
+#: Threads for connection attempts. paho connects with a blocking ``connect()``: while a
+#: broker is shutting down or swamped, its accept queue is full, SYNs are dropped and each
+#: attempt blocks for seconds (up to paho's 5 s timeout). A gateway waits for its own; on
+#: the loop's thread one such wait stalls the whole fleet (found at 9,000: reconnects came
+#: in bursts with 15 s gaps, and the outage went unnoticed for a minute).
+CONNECT_WORKERS = 128
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -166,6 +172,7 @@ class Fleet:
         self.stats = FleetStats()
         self._busy = [False] * n  # ticking in a worker thread: the loop leaves it alone
         self._pool: ThreadPoolExecutor | None = None
+        self._connect_pool: ThreadPoolExecutor | None = None
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -185,6 +192,9 @@ class Fleet:
         heapq.heapify(heap)
         self._heap = heap
         self._pool = ThreadPoolExecutor(HOOK_WORKERS, thread_name_prefix="titik-sim-hooks")
+        self._connect_pool = ThreadPoolExecutor(
+            CONNECT_WORKERS, thread_name_prefix="titik-sim-connect"
+        )
         try:
             while not self._stop.is_set():
                 self.stats.passes += 1
@@ -209,6 +219,7 @@ class Fleet:
                     self._service(i, time.monotonic())
         finally:
             self._pool.shutdown(wait=True)
+            self._connect_pool.shutdown(wait=True)
             for agent in self.agents:
                 agent.shutdown("simulation stopped")
             sel.close()
@@ -217,20 +228,31 @@ class Fleet:
         if self._busy[i]:
             return  # a worker has it; _offloaded() schedules it again
         agent = self.agents[i]
+        due = agent.link.due()
+        if due is not None and now >= due and self._connect_pool is not None:
+            self._offload(i, self._connect_pool)
+            return
         if agent.messages_waiting and self._pool is not None:
             self._offload(i, self._pool)
             return
         self._after_tick(i, now, agent.tick())
 
+    def _work(self, i: int) -> float:
+        """What a worker does for gateway ``i``: a tick, and a connection attempt if due."""
+        agent = self.agents[i]
+        wait = agent.tick()
+        agent.link.connect_if_due()
+        return wait
+
     def _offload(self, i: int, pool: ThreadPoolExecutor) -> None:
-        """Tick gateway ``i`` in a worker thread. Until it is done the loop neither ticks it
-        nor reads or writes its socket (its registration is dropped), so one thread at a
-        time touches the agent, as on a gateway."""
+        """Tick gateway ``i`` (and connect it, if due) in a worker thread. Until that is done
+        the loop neither ticks it nor reads or writes its socket (its registration is
+        dropped), so one thread at a time touches the agent, as on a gateway."""
         self._busy[i] = True
         if self._fd[i] >= 0:
             self._sel.unregister(self._fd[i])
             self._fd[i], self._mask[i] = -1, 0
-        fut = pool.submit(self.agents[i].tick)
+        fut = pool.submit(self._work, i)
         fut.add_done_callback(lambda f: self.call_soon(lambda: self._offloaded(i, f)))
 
     def _offloaded(self, i: int, fut: Future[float]) -> None:
@@ -243,8 +265,7 @@ class Fleet:
         self._after_tick(i, time.monotonic(), wait)
 
     def _after_tick(self, i: int, now: float, wait: float) -> None:
-        link = self.agents[i].link
-        link.connect_if_due()
+        link = self.agents[i].link  # connection attempts are a worker's (see _service)
         if now >= self._misc_at[i]:
             link.loop_misc()
             self._misc_at[i] = now + MISC_EVERY_S
