@@ -322,6 +322,22 @@ class LoadSampler:
         return out
 
 
+def broker_connects(log: Path, since: float) -> Result:
+    """The broker's own view of the storm: clients it accepted per second since ``since``
+    (from Mosquitto's "New client connected" log lines, stamped in whole seconds)."""
+    per_s: dict[int, int] = {}
+    with contextlib.suppress(OSError), log.open(errors="replace") as f:
+        for line in f:
+            stamp, _, text = line.partition(": ")
+            if text.startswith("New client connected") and stamp.isdigit():
+                t = int(stamp)
+                if t >= int(since):
+                    per_s[t] = per_s.get(t, 0) + 1
+    if not per_s:
+        return {}
+    return {"broker_peak_connects_per_s": max(per_s.values())}
+
+
 def storm(connects: list[float], since: float) -> Result:
     """The reconnect storm from CONNACK times: how long it lasted and its peak rate."""
     times = sorted(t for t in connects if t >= since)
@@ -386,7 +402,8 @@ def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300
     """The broker down for ``down_s``, then back: every gateway buffers, reconnects with
     jitter and replays. Needs a broker the sim started (it is stopped and started again).
 
-    Measured from the restart: the reconnect storm (CONNACKs per second), the drain (until
+    Measured from the restart: the reconnect storm (CONNACKs per second as the gateways saw
+    them, and clients accepted per second in the broker's log), the drain (until
     no gateway has a record left to hand over), when central has stored every record, and
     the broker's and central's CPU meanwhile."""
     if stack.broker is None:
@@ -411,6 +428,7 @@ def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300
         "backlog_records": backlog,
         "drain_s": drain,
         **storm(fleet.stats.connects, back),
+        **broker_connects(stack.broker.log, back),
     }
     if lost is not None:
         result["central_stored_all_s"] = stored_all

@@ -79,6 +79,7 @@ def test_outage_buffers_reconnects_and_loses_nothing(fleet: Fleet, stack: Stack)
     assert result["records_lost"] == 0
     assert result["central_stored_all_s"] is not None
     assert isinstance(result["broker_cpu_peak_pct"], int)  # the storm's load was measured
+    assert isinstance(result["broker_peak_connects_per_s"], int)  # from Mosquitto's own log
 
 
 def test_canary_rollout_to_a_group_completes(fleet: Fleet, stack: Stack, tmp_path: Path) -> None:
