@@ -62,6 +62,30 @@ class Backoff:
         self.attempts = 0
 
 
+def poll_io(client: paho.Client, timeout: float) -> MQTTErrorCode:
+    """paho's ``loop(timeout)`` without its socket pair and ``select()``: wait in ``poll()``
+    for the client's socket, then read, write and do the keepalive."""
+    sock = client.socket()
+    if sock is None:
+        return MQTTErrorCode.MQTT_ERR_NO_CONN
+    # Bytes TLS has decrypted already do not make the socket readable: don't wait then.
+    pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | (select.POLLOUT if client.want_write() else 0))
+    events = 0
+    for _fd, ev in poller.poll(0 if pending else math.ceil(timeout * 1000)):
+        events |= ev
+    if pending or events & (select.POLLIN | select.POLLERR | select.POLLHUP):
+        rc = client.loop_read()
+        if rc or client.socket() is None:
+            return rc
+    if events & select.POLLOUT:
+        rc = client.loop_write()
+        if rc or client.socket() is None:
+            return rc
+    return client.loop_misc()
+
+
 @dataclass(frozen=True)
 class Will:
     topic: str
@@ -161,28 +185,7 @@ class MqttLink:
                 self._wake.clear()
 
     def _io(self, timeout: float) -> MQTTErrorCode:
-        """paho's ``loop(timeout)`` without its socket pair and ``select()``: wait in
-        ``poll()`` for the socket, then read, write and do the keepalive."""
-        client = self._client
-        sock = client.socket()
-        if sock is None:
-            return MQTTErrorCode.MQTT_ERR_NO_CONN
-        # Bytes TLS has decrypted already do not make the socket readable: don't wait then.
-        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | (select.POLLOUT if client.want_write() else 0))
-        events = 0
-        for _fd, ev in poller.poll(0 if pending else math.ceil(timeout * 1000)):
-            events |= ev
-        if pending or events & (select.POLLIN | select.POLLERR | select.POLLHUP):
-            rc = client.loop_read()
-            if rc or client.socket() is None:
-                return rc
-        if events & select.POLLOUT:
-            rc = client.loop_write()
-            if rc or client.socket() is None:
-                return rc
-        return client.loop_misc()
+        return poll_io(self._client, timeout)
 
     def _check(self, rc: MQTTErrorCode) -> None:
         ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import random
-import select
 import sqlite3
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.mqtt import poll_io
 from agent.protocol import AgentInfo, Telemetry, encode
 from central import rollout
 from central.localbroker import LocalBroker, free_port, wait_until
@@ -211,20 +211,9 @@ class LagProbe:
         self._thread.start()
 
     def _drive(self) -> None:
-        c = self.client
-        while not self._stop.is_set():
-            sock = c.socket()
-            if sock is None:
-                return  # the broker went away: a probe only measures what it saw
-            poller = select.poll()
-            poller.register(sock, select.POLLIN | (select.POLLOUT if c.want_write() else 0))
-            for _fd, ev in poller.poll(200):
-                if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
-                    c.loop_read()
-                if ev & select.POLLOUT and c.socket() is not None:
-                    c.loop_write()
-            if c.socket() is not None:
-                c.loop_misc()
+        """Until closed, or until the broker goes away (a probe only measures what it saw)."""
+        while not self._stop.is_set() and self.client.socket() is not None:
+            poll_io(self.client, 0.2)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         now = time.time()
