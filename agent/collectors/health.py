@@ -1,16 +1,23 @@
 """Health: CPU, load, memory, disk, temperature, uptime, kernel boot id.
 
-Readers take the filesystem root so tests can point them at fixture trees; the parsing is
-pure. psutil supplies CPU times, memory and disk usage.
+Readers take paths under the filesystem root so tests can point them at fixture trees; the
+parsing is pure. psutil supplies CPU times, load and disk usage. Memory is two fields of
+``/proc/meminfo``, read directly: ``psutil.virtual_memory()`` parses all ~55 fields into a dict
+every call (~360 allocations against ~15), and per-sample churn is what made the agent's RSS
+creep (see :mod:`agent.collectors.files`). psutil remains the fallback for kernels without
+``MemAvailable`` (before 3.14), where it estimates the figure.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import psutil
 
+from agent.collectors.files import list_dir, read_file
 from agent.protocol import Health
 
 #: Readings outside this range are broken sensors, not temperatures.
@@ -42,7 +49,7 @@ def cpu_pct(prev: CpuTimes | None, cur: CpuTimes) -> float | None:
     return round(min(100.0, 100.0 * d_busy / d_total), 1)
 
 
-def parse_uptime(text: str) -> int:
+def parse_uptime(text: str | bytes) -> int:
     """``/proc/uptime``: "350735.47 234388.90" -> 350735."""
     first = text.split()
     if not first:
@@ -50,7 +57,7 @@ def parse_uptime(text: str) -> int:
     return int(float(first[0]))
 
 
-def parse_millidegrees(text: str) -> float | None:
+def parse_millidegrees(text: str | bytes) -> float | None:
     """A sysfs temperature (millidegrees C) -> °C, or None when the sensor reports nonsense."""
     try:
         value = int(text.strip()) / 1000.0
@@ -60,21 +67,71 @@ def parse_millidegrees(text: str) -> float | None:
     return round(value, 1) if lo <= value <= hi else None
 
 
-def read_temperature(sys_root: Path) -> float | None:
-    """Hottest sensor among thermal zones and hwmon inputs; None when the board has none."""
-    candidates = [
-        *sys_root.glob("class/thermal/thermal_zone*/temp"),
-        *sys_root.glob("class/hwmon/hwmon*/temp*_input"),
+def find_sensors(sys_root: str | os.PathLike[str]) -> list[str]:
+    """The temperature inputs of thermal zones (``class/thermal/thermal_zone*/temp``) and hwmon
+    chips (``class/hwmon/hwmon*/temp*_input``) under ``sys_root``; none on many boards."""
+    thermal = f"{os.fspath(sys_root)}/class/thermal"
+    hwmon = f"{os.fspath(sys_root)}/class/hwmon"
+    found = [
+        f"{thermal}/{zone}/temp" for zone in list_dir(thermal) if zone.startswith("thermal_zone")
     ]
+    for chip in list_dir(hwmon):
+        if chip.startswith("hwmon"):
+            found += [
+                f"{hwmon}/{chip}/{name}"
+                for name in list_dir(f"{hwmon}/{chip}")
+                if name.startswith("temp") and name.endswith("_input")
+            ]
+    return sorted(path for path in found if os.path.exists(path))
+
+
+def read_temperature(sensors: Iterable[str]) -> float | None:
+    """Hottest of ``sensors`` (from :func:`find_sensors`); None when there is none or none reads."""
     best: float | None = None
-    for path in candidates:
+    for path in sensors:
         try:
-            value = parse_millidegrees(path.read_text())
+            value = parse_millidegrees(read_file(path))
         except OSError:
-            continue  # some zones return EIO/ENODATA when the sensor is off
+            continue  # some zones return EIO/ENODATA when the sensor is off; a gone hwmon too
         if value is not None and (best is None or value > best):
             best = value
     return best
+
+
+def _kib_field(data: bytes, key: bytes) -> int | None:
+    """``key`` (e.g. b"MemTotal:") at the start of a complete line of kB -> bytes."""
+    start = 0
+    while (i := data.find(key, start)) > 0 and data[i - 1] != 0x0A:  # not at a line start
+        start = i + 1
+    end = data.find(b"\n", i)
+    if i < 0 or end < 0:  # missing, or the last line was cut short
+        return None
+    fields = data[i + len(key) : end].split()
+    if len(fields) != 2 or fields[1] != b"kB" or not fields[0].isdigit():
+        return None
+    return int(fields[0]) * 1024
+
+
+def parse_meminfo(data: bytes) -> tuple[int, int] | None:
+    """``/proc/meminfo`` -> (MemTotal, MemAvailable) in bytes, or None when either is missing
+    (kernels before 3.14 have no MemAvailable) or unreadable."""
+    total = _kib_field(data, b"MemTotal:")
+    available = _kib_field(data, b"MemAvailable:")
+    if not total or available is None:
+        return None
+    return total, available
+
+
+def read_memory(meminfo_file: str) -> tuple[int, int]:
+    """(total, available) in bytes: from ``meminfo_file``, else psutil's estimate."""
+    try:
+        mem = parse_meminfo(read_file(meminfo_file))
+    except OSError:
+        mem = None
+    if mem is None:
+        vm = psutil.virtual_memory()
+        return vm.total, vm.available
+    return mem
 
 
 def read_boot_id(proc_root: Path) -> str | None:
@@ -85,12 +142,16 @@ def read_boot_id(proc_root: Path) -> str | None:
 
 
 def read_health(
-    sys_root: Path, uptime_file: Path, disk_path: str, prev_cpu: CpuTimes | None
+    meminfo_file: str,
+    uptime_file: str,
+    sensors: Iterable[str],
+    disk_path: str,
+    prev_cpu: CpuTimes | None,
 ) -> tuple[Health, CpuTimes]:
     """One health reading. The paths are the caller's, built once (see LinuxPlatform)."""
     cur = cpu_times()
     load1, load5, load15 = psutil.getloadavg()
-    mem = psutil.virtual_memory()
+    total, available = read_memory(meminfo_file)
     try:
         disk_pct: float | None = round(psutil.disk_usage(disk_path).percent, 1)
     except OSError:
@@ -100,10 +161,10 @@ def read_health(
         load1=round(load1, 2),
         load5=round(load5, 2),
         load15=round(load15, 2),
-        mem_used_pct=round(100.0 * (mem.total - mem.available) / mem.total, 1),
-        mem_avail_b=mem.available,
+        mem_used_pct=round(100.0 * (total - available) / total, 1),
+        mem_avail_b=available,
         disk_used_pct=disk_pct,
-        temp_c=read_temperature(sys_root),
-        uptime_s=parse_uptime(uptime_file.read_text()),
+        temp_c=read_temperature(sensors),
+        uptime_s=parse_uptime(read_file(uptime_file)),
     )
     return health, cur

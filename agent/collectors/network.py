@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 
+from agent.collectors.files import read_file
 from agent.protocol import Iface, Net
 
 RTF_UP = 0x0001
@@ -83,19 +83,54 @@ def build_net(
     return Net(wan_up=wan is not None and wan_link_up, wan=wan, ifaces=ifaces)
 
 
-def read_counters(wanted: list[str]) -> tuple[dict[str, Counters], dict[str, bool]]:
-    """Counters of the selected interfaces, and the link state of every interface."""
-    io = psutil.net_io_counters(pernic=True, nowrap=True)
-    counters = {
+def read_counters(wanted: list[str]) -> dict[str, Counters]:
+    """Byte and error counters of the interfaces to report (all but ``lo`` by default).
+
+    Without psutil's ``nowrap``: its bookkeeping costs allocations every call and keeps an
+    entry for every interface name ever seen (PPP and VPN links come and go). The kernel's
+    counters are 64-bit; one that goes back (a link re-created) gives a null rate.
+    """
+    io = psutil.net_io_counters(pernic=True)
+    return {
         n: Counters(io[n].bytes_recv, io[n].bytes_sent, io[n].errin + io[n].errout)
         for n in select_ifaces(io, wanted)
     }
-    return counters, {n: s.isup for n, s in psutil.net_if_stats().items()}
 
 
-def read_default_route(route_file: Path) -> str | None:
-    """The default route's interface from ``route_file`` (``/proc/net/route``)."""
+#: ``operstate`` values that mean the link passes traffic (the kernel's IFF_RUNNING, which is
+#: what psutil reports as ``isup``); "unknown" is what loopback, tun and many drivers say.
+RUNNING_STATES = (b"up", b"unknown")
+
+
+def parse_operstate(data: bytes) -> bool:
+    """``/sys/class/net/<if>/operstate`` ("up\n", "down\n", "dormant\n", ...) -> running."""
+    return data.strip() in RUNNING_STATES
+
+
+def read_link_up(net_class: str, names: Iterable[str]) -> dict[str, bool]:
+    """Link state of ``names`` from sysfs. An interface with no ``operstate`` (gone since it
+    was listed) is left out. One small read per interface, where ``psutil.net_if_stats()``
+    re-reads /proc/net/dev and makes four ioctls per interface."""
+    up: dict[str, bool] = {}
+    for name in names:
+        try:
+            up[name] = parse_operstate(read_file(f"{net_class}/{name}/operstate"))
+        except OSError:
+            continue
+    return up
+
+
+def read_default_route(route_file: str, memo: dict[str, Any]) -> str | None:
+    """The WAN interface from ``route_file``. The table rarely changes, so the text is parsed
+    only when it differs from the last reading (kept in ``memo``)."""
     try:
-        return parse_default_route(route_file.read_text())
+        raw = read_file(route_file)
     except OSError:
         return None
+    last = memo.get("route")
+    if last is not None and last[0] == raw:
+        wan: str | None = last[1]
+        return wan
+    wan = parse_default_route(raw.decode(errors="replace"))
+    memo["route"] = (raw, wan)
+    return wan

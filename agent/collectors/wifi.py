@@ -9,10 +9,11 @@ and error messages mask anything that looks like an address.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from agent.collectors.files import list_dir
 from agent.runner import CommandError, CommandRunner, run_checked
 
 __all__ = [
@@ -219,21 +220,15 @@ def count_clients(runner: CommandRunner, iface: str, sources: Sequence[str]) -> 
     raise CommandError(f"wifi clients on {iface}: {detail}")
 
 
-def list_wifi_ifaces(sys_class_net: Path) -> list[str]:
+def list_wifi_ifaces(sys_class_net: str | os.PathLike[str]) -> list[str]:
     """Sorted names of interfaces under a ``/sys/class/net``-like directory that are wireless.
 
     An interface is wireless when it has a ``wireless`` or ``phy80211`` entry
     (``phy80211`` is a symlink, so a dangling one still counts).
     """
-    try:
-        entries = list(sys_class_net.iterdir())
-    except FileNotFoundError:
-        return []
+    base = os.fspath(sys_class_net)
     return sorted(
-        entry.name
-        for entry in entries
-        if any(
-            (entry / marker).exists() or (entry / marker).is_symlink()
-            for marker in ("wireless", "phy80211")
-        )
+        name
+        for name in list_dir(base)
+        if any(os.path.lexists(f"{base}/{name}/{marker}") for marker in ("wireless", "phy80211"))
     )

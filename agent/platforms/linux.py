@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 #: Interfaces whose MAC names the box, best first; else the first physical-looking one.
 PREFERRED_MAC_IFACES = ("br-lan", "eth0", "end0", "wan", "lan", "wlan0")
-#: How long the list of AP interfaces is reused before it is looked up again.
-WIFI_IFACES_TTL_S = 300.0
+#: How long what was discovered (AP interfaces, lease files, temperature sensors) is reused
+#: before it is looked up again.
+DISCOVERY_TTL_S = 300.0
 
 
 def normalise_mac(text: str) -> str | None:
@@ -46,11 +47,14 @@ class LinuxPlatform(Platform):
         # new Path; a part that dies with its Path ("route" of proc/net/route) is interned
         # again on the next sample, and that churn fills CPython's table of interned strings
         # until it is rebuilt at twice the size: +0.5 MiB of RSS after ~1,300 samples.
+        # The files read every sample are kept as str, for files.read_file.
         self._sys = root / "sys"
         self._proc = root / "proc"
-        self._uptime = root / "proc/uptime"
-        self._route = root / "proc/net/route"
+        self._uptime = str(root / "proc/uptime")
+        self._meminfo = str(root / "proc/meminfo")
+        self._route = str(root / "proc/net/route")
         self._net_class = root / "sys/class/net"
+        self._net_class_s = str(self._net_class)
         self._lease_candidates = [root / p.lstrip("/") for p in self.lease_files]
 
     # -- what differs between Linux flavours
@@ -62,17 +66,23 @@ class LinuxPlatform(Platform):
 
     # -- collectors
     def health(self, ctx: Context) -> Health:
+        expires, sensors = ctx.memo.get("sensors", (0.0, []))
+        if ctx.mono >= expires:
+            sensors = health.find_sensors(self._sys)
+            ctx.memo["sensors"] = (ctx.mono + DISCOVERY_TTL_S, sensors)
         sample, cur = health.read_health(
-            self._sys, self._uptime, self.disk_path(), ctx.memo.get("cpu")
+            self._meminfo, self._uptime, sensors, self.disk_path(), ctx.memo.get("cpu")
         )
         ctx.memo["cpu"] = cur
         return sample
 
     def network(self, ctx: Context) -> Net:
-        counters, link_up = network.read_counters(self.interfaces)
+        counters = network.read_counters(self.interfaces)
         prev, prev_mono = ctx.memo.get("net", ({}, ctx.mono))
         ctx.memo["net"] = (counters, ctx.mono)
-        wan = network.read_default_route(self._route)
+        wan = network.read_default_route(self._route, ctx.memo)
+        names = [*counters, wan] if wan and wan not in counters else counters
+        link_up = network.read_link_up(self._net_class_s, names)
         return network.build_net(
             counters, link_up, prev, ctx.mono - prev_mono, wan, link_up.get(wan or "", False)
         )
@@ -87,7 +97,7 @@ class LinuxPlatform(Platform):
             except OSError as exc:
                 ctx.warn("clients.wifi", str(exc))
                 ifaces = []
-            ctx.memo["wifi_ifaces"] = (ctx.mono + WIFI_IFACES_TTL_S, ifaces)
+            ctx.memo["wifi_ifaces"] = (ctx.mono + DISCOVERY_TTL_S, ifaces)
         for iface in ifaces:
             try:
                 by_iface[iface] = wifi.count_clients(self.runner, iface, self.wifi_sources)
@@ -99,7 +109,7 @@ class LinuxPlatform(Platform):
         expires, lease_paths = ctx.memo.get("lease_paths", (0.0, []))
         if ctx.mono >= expires:
             lease_paths = [path for path in self._lease_candidates if path.exists()]
-            ctx.memo["lease_paths"] = (ctx.mono + WIFI_IFACES_TTL_S, lease_paths)
+            ctx.memo["lease_paths"] = (ctx.mono + DISCOVERY_TTL_S, lease_paths)
         try:
             leases = dhcp.count_leases(lease_paths, ctx.wall)
         except OSError as exc:
@@ -155,6 +165,7 @@ class LinuxPlatform(Platform):
         }
         if "http" in targets:
             out["http"] = d.http(targets["http"])
-        _, link_up = network.read_counters([])
-        out["radios"] = {i: link_up.get(i) for i in self.wifi_ifaces()}
+        radios = self.wifi_ifaces()
+        link_up = network.read_link_up(self._net_class_s, radios)
+        out["radios"] = {i: link_up.get(i) for i in radios}
         return out

@@ -4,22 +4,82 @@ from pathlib import Path
 
 import pytest
 
+from agent.collectors.files import read_file
 from agent.collectors.health import (
     CpuTimes,
     cpu_pct,
+    find_sensors,
+    parse_meminfo,
     parse_millidegrees,
     parse_uptime,
+    read_memory,
     read_temperature,
 )
-from agent.collectors.network import Counters, build_net, parse_default_route, rate, select_ifaces
+from agent.collectors.network import (
+    Counters,
+    build_net,
+    parse_default_route,
+    parse_operstate,
+    rate,
+    read_default_route,
+    read_link_up,
+    select_ifaces,
+)
 
 PROC = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
 
 
 def test_uptime() -> None:
     assert parse_uptime("350735.47 234388.90\n") == 350735
+    assert parse_uptime(b"350735.47 234388.90\n") == 350735
     with pytest.raises(ValueError, match="empty"):
-        parse_uptime("")
+        parse_uptime(b"")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("meminfo.this-machine", (24683656 * 1024, 24018764 * 1024)),
+        ("meminfo.32bit-highmem", (4103420 * 1024, 1149688 * 1024)),
+        ("meminfo.pre-3.14", None),  # no MemAvailable: psutil estimates it instead
+        ("meminfo.truncated", None),
+    ],
+)
+def test_meminfo(fixture: str, expected: tuple[int, int] | None) -> None:
+    assert parse_meminfo(read_file(str(PROC / fixture))) == expected
+
+
+def test_meminfo_odd_cases() -> None:
+    assert parse_meminfo(b"") is None
+    assert parse_meminfo(b"MemTotal: lots\nMemAvailable: 1 kB\n") is None
+    assert parse_meminfo(b"MemTotal: 0 kB\nMemAvailable: 0 kB\n") is None  # no division by 0
+    # A key must start its line: "XMemAvailable:" is not MemAvailable.
+    assert parse_meminfo(b"MemTotal: 8 kB\nXMemAvailable: 4 kB\n") is None
+    assert parse_meminfo(b"MemTotal: 8 kB\nXMemAvailable: 4 kB\nMemAvailable: 2 kB\n") == (
+        8192,
+        2048,
+    )
+
+
+def test_memory_falls_back_to_psutil_without_memavailable(tmp_path: Path) -> None:
+    import psutil
+
+    old = tmp_path / "meminfo"
+    old.write_bytes((PROC / "meminfo.pre-3.14").read_bytes())
+    vm = psutil.virtual_memory()
+    total, available = read_memory(str(old))
+    assert total == vm.total and available > 0
+    assert read_memory(str(tmp_path / "missing"))[0] == vm.total
+
+
+def test_read_file_reads_past_one_chunk(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(bytes(range(256)) * 200)  # 51,200 bytes: four reads of 16 KiB
+    assert read_file(str(big)) == big.read_bytes()
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_file(str(tmp_path / "empty")) == b""
+    with pytest.raises(FileNotFoundError):
+        read_file(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(
@@ -31,9 +91,10 @@ def test_uptime() -> None:
         ("-273000", None),
         ("", None),
         ("N/A", None),
+        (b"52500\n", 52.5),
     ],
 )
-def test_millidegrees(text: str, expected: float | None) -> None:
+def test_millidegrees(text: str | bytes, expected: float | None) -> None:
     assert parse_millidegrees(text) == expected
 
 
@@ -47,11 +108,17 @@ def test_temperature_picks_the_hottest_sensor_and_skips_broken_ones(tmp_path: Pa
         (tmp_path / "class/thermal" / name / "temp").write_text(value)
     (tmp_path / "class/hwmon/hwmon0").mkdir(parents=True)
     (tmp_path / "class/hwmon/hwmon0/temp1_input").write_text("52500\n")
-    assert read_temperature(tmp_path) == 52.5
+    sensors = find_sensors(tmp_path)
+    assert len(sensors) == 4
+    assert read_temperature(sensors) == 52.5
+    # A sensor that went away since it was found is skipped, like one that fails to read.
+    (tmp_path / "class/hwmon/hwmon0/temp1_input").unlink()
+    assert read_temperature(sensors) == 41.0
 
 
 def test_no_sensor_is_null(tmp_path: Path) -> None:
-    assert read_temperature(tmp_path) is None
+    assert find_sensors(tmp_path) == []
+    assert read_temperature([]) is None
 
 
 def test_cpu_pct() -> None:
@@ -71,6 +138,44 @@ def test_cpu_pct() -> None:
 )
 def test_default_route(fixture: str, expected: str | None) -> None:
     assert parse_default_route((PROC / fixture).read_text()) == expected
+
+
+def test_default_route_is_parsed_again_only_when_the_table_changes(tmp_path: Path) -> None:
+    route = tmp_path / "route"
+    route.write_bytes((PROC / "route.this-machine").read_bytes())
+    memo: dict[str, tuple[bytes, str | None]] = {}
+    assert read_default_route(str(route), memo) == "eth0"
+    memo["route"] = (memo["route"][0], "cached")  # the same text: the last answer is reused
+    assert read_default_route(str(route), memo) == "cached"
+    route.write_bytes((PROC / "route.two-defaults-truncated").read_bytes())
+    assert read_default_route(str(route), memo) == "wan"
+    assert read_default_route(str(tmp_path / "missing"), memo) is None
+
+
+@pytest.mark.parametrize(
+    ("state", "running"),
+    [
+        # The kernel's operstate names (Documentation/networking/operstates.rst).
+        (b"up\n", True),
+        (b"unknown\n", True),  # loopback, tun, and drivers that do not report it
+        (b"down\n", False),
+        (b"dormant\n", False),
+        (b"lowerlayerdown\n", False),
+        (b"notpresent\n", False),
+        (b"testing\n", False),
+        (b"", False),
+    ],
+)
+def test_operstate(state: bytes, running: bool) -> None:
+    assert parse_operstate(state) is running
+
+
+def test_link_state_from_sysfs_leaves_out_what_is_gone(tmp_path: Path) -> None:
+    for name, state in [("eth0", "up\n"), ("wlan0", "dormant\n")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "operstate").write_text(state)
+    up = read_link_up(str(tmp_path), ["eth0", "wlan0", "ppp0"])
+    assert up == {"eth0": True, "wlan0": False}
 
 
 def test_default_route_of_empty_or_garbage() -> None:
