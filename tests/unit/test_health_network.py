@@ -108,8 +108,15 @@ def test_temperature_picks_the_hottest_sensor_and_skips_broken_ones(tmp_path: Pa
         (tmp_path / "class/thermal" / name / "temp").write_text(value)
     (tmp_path / "class/hwmon/hwmon0").mkdir(parents=True)
     (tmp_path / "class/hwmon/hwmon0/temp1_input").write_text("52500\n")
+    (tmp_path / "class/thermal/thermal_zone3").mkdir()  # a zone without a temp file
+    (tmp_path / "class/hwmon/hwmon0/fan1_input").write_text("1200\n")  # not a temperature
     sensors = find_sensors(tmp_path)
-    assert len(sensors) == 4
+    assert [s.removeprefix(f"{tmp_path}/class/") for s in sensors] == [
+        "hwmon/hwmon0/temp1_input",
+        "thermal/thermal_zone0/temp",
+        "thermal/thermal_zone1/temp",
+        "thermal/thermal_zone2/temp",
+    ]
     assert read_temperature(sensors) == 52.5
     # A sensor that went away since it was found is skipped, like one that fails to read.
     (tmp_path / "class/hwmon/hwmon0/temp1_input").unlink()
