@@ -103,7 +103,7 @@ RUNNING_STATES = (b"up", b"unknown")
 
 
 def parse_operstate(data: bytes) -> bool:
-    """``/sys/class/net/<if>/operstate`` ("up\n", "down\n", "dormant\n", ...) -> running."""
+    """``/sys/class/net/<if>/operstate`` (up, down, dormant, ...) -> whether it is running."""
     return data.strip() in RUNNING_STATES
 
 
