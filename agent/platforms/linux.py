@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agent.collectors import dhcp, health, network, wifi
 from agent.platforms.base import Platform
@@ -20,6 +20,20 @@ PREFERRED_MAC_IFACES = ("br-lan", "eth0", "end0", "wan", "lan", "wlan0")
 #: How long what was discovered (AP interfaces, lease files, temperature sensors) is reused
 #: before it is looked up again.
 DISCOVERY_TTL_S = 300.0
+
+T = TypeVar("T")
+
+
+def recalled(ctx: Context, key: str) -> Any:
+    """What :func:`remember` kept under ``key``, or None once it is DISCOVERY_TTL_S old."""
+    expires, found = ctx.memo.get(key, (0.0, None))
+    return found if ctx.mono < expires else None
+
+
+def remember(ctx: Context, key: str, found: T) -> T:
+    """Keep what a discovery ``found`` (radios, sensors, lease files) for DISCOVERY_TTL_S."""
+    ctx.memo[key] = (ctx.mono + DISCOVERY_TTL_S, found)
+    return found
 
 
 def normalise_mac(text: str) -> str | None:
@@ -66,10 +80,9 @@ class LinuxPlatform(Platform):
 
     # -- collectors
     def health(self, ctx: Context) -> Health:
-        expires, sensors = ctx.memo.get("sensors", (0.0, []))
-        if ctx.mono >= expires:
-            sensors = health.find_sensors(self._sys)
-            ctx.memo["sensors"] = (ctx.mono + DISCOVERY_TTL_S, sensors)
+        sensors = recalled(ctx, "sensors")
+        if sensors is None:
+            sensors = remember(ctx, "sensors", health.find_sensors(self._sys))
         sample, cur = health.read_health(
             self._meminfo, self._uptime, sensors, self.disk_path(), ctx.memo.get("cpu")
         )
@@ -89,15 +102,14 @@ class LinuxPlatform(Platform):
 
     def clients(self, ctx: Context) -> Clients:
         by_iface: dict[str, int] = {}
-        expires, ifaces = ctx.memo.get("wifi_ifaces", (0.0, []))
-        if ctx.mono >= expires:
+        ifaces = recalled(ctx, "wifi_ifaces")
+        if ifaces is None:
             # Radios rarely change; scanning sysfs (or ubus) every sample costs more than the rest.
             try:
-                ifaces = self.wifi_ifaces()
+                ifaces = remember(ctx, "wifi_ifaces", self.wifi_ifaces())
             except OSError as exc:
                 ctx.warn("clients.wifi", str(exc))
-                ifaces = []
-            ctx.memo["wifi_ifaces"] = (ctx.mono + DISCOVERY_TTL_S, ifaces)
+                ifaces = remember(ctx, "wifi_ifaces", [])
         for iface in ifaces:
             try:
                 by_iface[iface] = wifi.count_clients(self.runner, iface, self.wifi_sources)
@@ -106,10 +118,10 @@ class LinuxPlatform(Platform):
         leases: int | None = None
         # Probe which lease files exist with the interfaces, not every sample: the probe is a
         # stat per candidate, and the files rarely come or go.
-        expires, lease_paths = ctx.memo.get("lease_paths", (0.0, []))
-        if ctx.mono >= expires:
-            lease_paths = [path for path in self._lease_candidates if path.exists()]
-            ctx.memo["lease_paths"] = (ctx.mono + DISCOVERY_TTL_S, lease_paths)
+        lease_paths = recalled(ctx, "lease_paths")
+        if lease_paths is None:
+            found = [path for path in self._lease_candidates if path.exists()]
+            lease_paths = remember(ctx, "lease_paths", found)
         try:
             leases = dhcp.count_leases(lease_paths, ctx.wall)
         except OSError as exc:
@@ -160,7 +172,7 @@ class LinuxPlatform(Platform):
             "ping": d.ping(self.runner, targets["ping"]),
             "dns": d.dns(targets["dns"]),
             "resolvers": d.read_resolvers(self.root),
-            "default_route": d.read_default_route(self.root),
+            "default_route": network.read_default_route(self._route, {}),
             "radios": {},
         }
         if "http" in targets:

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from agent.collectors.network import parse_default_route
 from agent.runner import CommandError, CommandRunner, run_checked
 
 RTT_RE = re.compile(r"time[=<]([0-9.]+) ?ms")
@@ -81,10 +80,3 @@ def read_resolvers(root: Path) -> list[str]:
         return parse_resolv_conf((root / "etc/resolv.conf").read_text())
     except OSError:
         return []
-
-
-def read_default_route(root: Path) -> str | None:
-    try:
-        return parse_default_route((root / "proc/net/route").read_text())
-    except OSError:
-        return None
