@@ -41,6 +41,29 @@ from agent.config import MqttConfig
 log = logging.getLogger("titik.mqtt")
 
 
+class AliasProperties(Properties):
+    """The PUBLISH properties that carry one topic alias, packed once.
+
+    paho packs a message's Properties each time it sends the message, and ``Properties.pack``
+    makes some 75 throwaway strings to do it (it strips the spaces from every property name it
+    knows, once per name and again per property set). On a gateway that is most of what a
+    publish allocates, in two of the small-object allocator's size classes, and it was where
+    nearly every page the agent touched after minute 2 was touched (docs/benchmarks.md,
+    "Agent"). An alias's properties never change, so they are packed here, once.
+    """
+
+    _packed: bytes
+
+    def __init__(self, alias: int) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.TopicAlias = alias
+        # Properties.__setattr__ accepts only MQTT property names.
+        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        return self._packed
+
+
 class Backoff:
     """Exponential backoff with full jitter (tenacity's ``wait_random_exponential``).
 
@@ -138,9 +161,9 @@ class MqttLink:
         self.connects = 0
         # MQTT 5 topic aliases of this connection: after the first message a topic costs
         # 3 bytes instead of ~30 on every publish (flaky, metered backhaul).
-        # topic -> the PUBLISH Properties carrying its alias, built once and reused (paho only
-        # reads it): no Properties object per message.
-        self._alias_props: dict[str, Properties] = {}
+        # topic -> the PUBLISH Properties carrying its alias, built and packed once, and
+        # reused (paho only reads them): no Properties object, nor packing, per message.
+        self._alias_props: dict[str, AliasProperties] = {}
         self._alias_max = 0
         self.last_error: str | None = None
         self._client = self._make_client()
@@ -354,8 +377,7 @@ class MqttLink:
             topic = ""  # the broker maps the alias back to the topic
         elif len(self._alias_props) < self._alias_max:
             # The first message on a topic carries the topic and its new alias.
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.TopicAlias = len(self._alias_props) + 1
+            props = AliasProperties(len(self._alias_props) + 1)
             self._alias_props[topic] = props
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         return self._mid_of(info)

@@ -67,6 +67,7 @@ class LinuxPlatform(Platform):
         self._uptime = str(root / "proc/uptime")
         self._meminfo = str(root / "proc/meminfo")
         self._route = str(root / "proc/net/route")
+        self._net_dev = str(root / "proc/net/dev")
         self._net_class = root / "sys/class/net"
         self._net_class_s = str(self._net_class)
         self._lease_candidates = [root / p.lstrip("/") for p in self.lease_files]
@@ -90,7 +91,7 @@ class LinuxPlatform(Platform):
         return sample
 
     def network(self, ctx: Context) -> Net:
-        counters = network.read_counters(self.interfaces)
+        counters = network.read_counters(self._net_dev, self.interfaces)
         prev, prev_mono = ctx.memo.get("net", ({}, ctx.mono))
         ctx.memo["net"] = (counters, ctx.mono)
         wan = network.read_default_route(self._route, ctx.memo)

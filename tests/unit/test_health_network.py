@@ -19,8 +19,10 @@ from agent.collectors.network import (
     Counters,
     build_net,
     parse_default_route,
+    parse_net_dev,
     parse_operstate,
     rate,
+    read_counters,
     read_default_route,
     read_link_up,
     select_ifaces,
@@ -195,6 +197,78 @@ def test_rates() -> None:
     assert rate(100, 300, 2) == 100
     assert rate(300, 100, 2) is None  # counter reset (interface re-created)
     assert rate(100, 100, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "netdev.this-machine",
+            {
+                "lo": Counters(3218411843, 3218411843, 0),
+                "ifb0": Counters(0, 0, 0),
+                "ifb1": Counters(0, 0, 0),
+                "eth0": Counters(3047832825, 5385298, 0),
+            },
+        ),
+        (
+            "netdev.openwrt-router",
+            {
+                "lo": Counters(1048576, 1048576, 0),
+                "eth0": Counters(98765432109, 12345678901, 0),
+                "lan1": Counters(0, 0, 0),
+                "lan2": Counters(2251799813, 6442450944, 0),
+                "wan": Counters(96513632768, 5893027840, 4),
+                "br-lan": Counters(5893027840, 96513632768, 0),
+                "phy0-ap0": Counters(3221225472, 51539607552, 0),
+                "phy1-ap0": Counters(2671771648, 45097156608, 0),
+                "pppoe-wan": Counters(96000000000, 5800000000, 6),
+            },
+        ),
+        (
+            "netdev.glued",
+            {
+                "lo": Counters(1234, 1234, 0),
+                "eth0": Counters(123456789, 98765, 3),
+                "wlan0": Counters(42, 0, 0),
+            },
+        ),
+        (
+            "netdev.truncated",  # the cut eth0 is left out, not misread
+            {
+                "lo": Counters(3218411843, 3218411843, 0),
+                "ifb0": Counters(0, 0, 0),
+                "ifb1": Counters(0, 0, 0),
+            },
+        ),
+    ],
+)
+def test_net_dev(fixture: str, expected: dict[str, Counters]) -> None:
+    assert parse_net_dev((PROC / fixture).read_bytes()) == expected
+
+
+def test_net_dev_odd_cases() -> None:
+    assert parse_net_dev(b"") == {}
+    assert parse_net_dev(b"Inter-|   Receive\n face |bytes    packets\n") == {}
+    # An entry cut short mid-text (the device went away between two reads): the next entry's
+    # name must not be read as one of its numbers.
+    text = (PROC / "netdev.this-machine").read_bytes()
+    lines = text.splitlines(keepends=True)
+    cut = lines[2][:40] + b"\n" + b"".join(lines[3:])
+    parsed = parse_net_dev(lines[0] + lines[1] + cut)
+    assert "lo" not in parsed
+    assert parsed["eth0"] == Counters(3047832825, 5385298, 0)
+    assert parse_net_dev(b"  eth0: 1 2 x 4 5 6 7 8 9 10 11 12 13 14 15 16\n") == {}
+
+
+def test_counters_of_the_interfaces_to_report() -> None:
+    path = str(PROC / "netdev.openwrt-router")
+    assert list(read_counters(path, [])) == [
+        "br-lan", "eth0", "lan1", "lan2", "phy0-ap0", "phy1-ap0", "pppoe-wan", "wan",
+    ]  # fmt: skip
+    assert read_counters(path, ["wan", "ghost"]) == {"wan": Counters(96513632768, 5893027840, 4)}
+    with pytest.raises(FileNotFoundError):
+        read_counters(str(PROC / "no-such-file"), [])
 
 
 def test_select_ifaces() -> None:
