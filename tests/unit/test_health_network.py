@@ -212,6 +212,15 @@ def test_rates() -> None:
             },
         ),
         (
+            "netdev.vpn-server",
+            {
+                "tun0": Counters(4468821252, 2089659707, 0),
+                "lo": Counters(18444634266, 18444634266, 0),
+                "ens10": Counters(2314024641, 6064828263, 0),
+                "eth0": Counters(8557466066, 7514729065, 0),
+            },
+        ),
+        (
             "netdev.openwrt-router",
             {
                 "lo": Counters(1048576, 1048576, 0),
