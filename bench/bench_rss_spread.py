@@ -11,7 +11,8 @@ between the warm mark and the end, and when.
 
 The agents are the same code and config as bench_agent.py's (``linux`` platform, 1 s). Ten
 agents use about 3 % of one core, so running them together does not slow them; CPU per sample
-is not measured here (bench_agent.py does that). Progress goes to stderr every 60 s; the report
+is not measured here (bench_agent.py does that). ``--where`` also names the memory mapping
+that grew (a pymalloc arena, glibc's heap, a library), from ``/proc/PID/smaps``. Progress goes to stderr every 60 s; the report
 (markdown) to stdout and, with ``--out``, to a file.
 """
 
@@ -40,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=10.0, help="run length (default 10)")
     p.add_argument("--interval", type=float, default=1.0, help="telemetry.interval_s (default 1)")
     p.add_argument("--warm", type=float, default=120.0, help="warm mark, s (default 120)")
+    p.add_argument(
+        "--where",
+        action="store_true",
+        help="also read each agent's /proc/PID/smaps every second and name the mapping that grew"
+        " (a pymalloc arena is an anonymous mapping of whole MiB; [heap] is glibc's malloc)",
+    )
     p.add_argument("--out", type=Path, help="also write the markdown report here")
     args = p.parse_args(argv)
     if args.minutes * 60 <= args.warm or args.agents < 1:
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     broker.start()
     agents: list[subprocess.Popen[bytes]] = []
     history: list[list[tuple[float, int]]] = []
+    maps: list[dict[str, int]] = []  # --where: each agent's last smaps (mapping -> Rss KiB)
+    grew_in: list[list[str]] = []  # --where: what grew after the warm mark, per agent
     try:
         for i in range(args.agents):
             cfg = work / f"agent{i}" / "agent.toml"
@@ -80,13 +89,24 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             history.append([])
+            maps.append({})
+            grew_in.append([])
         t0 = time.monotonic()
         next_progress = 60.0
         while (t := time.monotonic() - t0) < args.minutes * 60:
-            for proc, hist in zip(agents, history, strict=True):
+            for i, (proc, hist) in enumerate(zip(agents, history, strict=True)):
                 if proc.poll() is not None:
                     raise RuntimeError(f"an agent exited early (log in {work})")
                 hist.append((t, read_mem_kib(proc.pid)["VmRSS"]))
+                if args.where:
+                    now = read_smaps_rss(proc.pid)
+                    if t >= args.warm and maps[i]:
+                        grew_in[i] += [
+                            f"{t / 60:.1f} min {name} +{kib - maps[i].get(name, 0)} KiB"
+                            for name, kib in now.items()
+                            if kib > maps[i].get(name, 0)
+                        ]
+                    maps[i] = now
             if t >= next_progress:
                 grown = sum(1 for h in history if _growth(h, args.warm)[0] > 0)
                 print(
@@ -99,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in agents:
             stop_process(proc)
         broker.stop()
-    report = render(args, history)
+    report = render(args, history, grew_in)
     print(report)
     if args.out:
         args.out.write_text(report)
@@ -115,7 +135,25 @@ def _growth(hist: list[tuple[float, int]], warm: float) -> tuple[int, list[float
     return after[-1][1] - after[0][1], rises
 
 
-def render(args: argparse.Namespace, history: list[list[tuple[float, int]]]) -> str:
+def read_smaps_rss(pid: int) -> dict[str, int]:
+    """Rss (KiB) of each mapping of ``pid``, keyed ``start-end name`` (anonymous: ``[anon]``)."""
+    out: dict[str, int] = {}
+    key = ""
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split(maxsplit=6)
+            if "-" in head[0] and not head[0].endswith(":"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                name = head[5].strip() if len(head) > 5 else "[anon]"
+                key = f"{head[0]} {name} ({(end - start) // 1024:,} KiB)"
+            elif head[0] == "Rss:":
+                out[key] = int(head[1])
+    return out
+
+
+def render(
+    args: argparse.Namespace, history: list[list[tuple[float, int]]], grew_in: list[list[str]]
+) -> str:
     rows = []
     grown = 0
     for i, hist in enumerate(history):
@@ -124,6 +162,9 @@ def render(args: argparse.Namespace, history: list[list[tuple[float, int]]]) -> 
         at_warm = next(rss for t, rss in hist if t >= args.warm)
         when = ", ".join(f"{t / 60:.1f}" for t in rises) or "-"
         rows.append(f"| {i} | {at_warm:,} | {hist[-1][1]:,} | {kib:+d} | {when} |")
+    where = [f"- agent {i}: {g}" for i, grown_in in enumerate(grew_in) for g in grown_in]
+    if args.where:
+        where = ["", "Mappings that grew after the warm mark:", *(where or ["- none"])]
     return "\n".join(
         [
             f"{args.agents} agents side by side, {args.minutes:g} min at {args.interval:g} s,"
@@ -132,9 +173,11 @@ def render(args: argparse.Namespace, history: list[list[tuple[float, int]]]) -> 
             "| agent | VmRSS at warm mark (KiB) | at end (KiB) | growth (KiB) | rises at (min) |",
             "|---|---|---|---|---|",
             *rows,
+            *where,
             "",
             f"Reproduce: `.venv/bin/python bench/bench_rss_spread.py --agents {args.agents}"
-            f" --minutes {args.minutes:g} --interval {args.interval:g} --warm {args.warm:g}`",
+            f" --minutes {args.minutes:g} --interval {args.interval:g} --warm {args.warm:g}"
+            f"{' --where' if args.where else ''}`",
         ]
     )
 
