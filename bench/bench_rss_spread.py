@@ -12,8 +12,8 @@ between the warm mark and the end, and when.
 The agents are the same code and config as bench_agent.py's (``linux`` platform, 1 s). Ten
 agents use about 3 % of one core, so running them together does not slow them; CPU per sample
 is not measured here (bench_agent.py does that). ``--where`` also names the memory mapping
-that grew (a pymalloc arena, glibc's heap, a library), from ``/proc/PID/smaps``. Progress goes to stderr every 60 s; the report
-(markdown) to stdout and, with ``--out``, to a file.
+that grew (a pymalloc arena, glibc's heap, a library), from ``/proc/PID/smaps``. Progress goes
+to stderr every 60 s; the report (markdown) to stdout and, with ``--out``, to a file.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""MQTT 5 topic aliases against a real Mosquitto: after the first message on a topic, the agent
-sends only the alias, and each message still arrives on its full topic."""
+"""MQTT 5 topic aliases against a real Mosquitto: after the first message on a topic the agent
+sends an empty topic and the alias (``MqttLink.publish``), and each message still arrives on
+its full topic (Mosquitto would drop the connection on an alias it does not know)."""
 
 from __future__ import annotations
 
