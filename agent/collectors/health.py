@@ -150,6 +150,7 @@ def read_health(
 ) -> tuple[Health, CpuTimes]:
     """One health reading. The paths are the caller's, built once (see LinuxPlatform)."""
     cur = cpu_times()
+    pct = cpu_pct(prev_cpu, cur)
     load1, load5, load15 = psutil.getloadavg()
     total, available = read_memory(meminfo_file)
     try:
@@ -157,7 +158,7 @@ def read_health(
     except OSError:
         disk_pct = None
     health = Health(
-        cpu_pct=cpu_pct(prev_cpu, cur),
+        cpu_pct=pct,
         load1=round(load1, 2),
         load5=round(load5, 2),
         load15=round(load15, 2),
@@ -167,4 +168,6 @@ def read_health(
         temp_c=read_temperature(sensors),
         uptime_s=parse_uptime(read_file(uptime_file)),
     )
-    return health, cur
+    # A reading whose counters went back is not kept as the next sample's baseline: one odd
+    # read of /proc/stat then costs one sample its CPU figure, not two.
+    return health, cur if pct is not None or prev_cpu is None else prev_cpu

@@ -12,6 +12,7 @@ from agent.collectors.health import (
     parse_meminfo,
     parse_millidegrees,
     parse_uptime,
+    read_health,
     read_memory,
     read_temperature,
 )
@@ -135,6 +136,21 @@ def test_cpu_pct() -> None:
     assert cpu_pct(CpuTimes(1, 10), CpuTimes(3, 20)) == 20.0
     assert cpu_pct(CpuTimes(5, 10), CpuTimes(3, 20)) is None  # counters went back
     assert cpu_pct(CpuTimes(1, 10), CpuTimes(1, 10)) is None
+
+
+def test_a_reading_that_went_back_is_not_the_next_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readings = iter([CpuTimes(50, 100), CpuTimes(40, 90), CpuTimes(70, 200)])
+    monkeypatch.setattr("agent.collectors.health.cpu_times", lambda: next(readings))
+    (tmp_path / "uptime").write_text("350735.47 234388.90\n")
+    files = (str(PROC / "meminfo.this-machine"), str(tmp_path / "uptime"), [], str(tmp_path))
+    first, base = read_health(*files, None)
+    assert first.cpu_pct is None and base == CpuTimes(50, 100)
+    odd, base = read_health(*files, base)  # counters went back: no figure, baseline kept
+    assert odd.cpu_pct is None and base == CpuTimes(50, 100)
+    later, _ = read_health(*files, base)
+    assert later.cpu_pct == 20.0  # (70 - 50) / (200 - 100)
 
 
 @pytest.mark.parametrize(
