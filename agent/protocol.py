@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 #: Version of the telemetry and status payloads (``v``). Bump on incompatible change.
 SCHEMA_VERSION = 1
 
+#: The largest whole number the wire carries (seq, boot, config versions, counters): 2^53 - 1,
+#: the largest integer a JavaScript client reads exactly, and well inside the 64-bit integers
+#: of SQLite and PostgreSQL. Both sides refuse anything larger with a named error.
+WIRE_INT_MAX = 2**53 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
