@@ -25,7 +25,9 @@ BLOCK = re.compile(r"(<!-- schema:(\w+) -->\n)(.*?)(<!-- /schema -->)", re.DOTAL
 
 def schema_block(name: str) -> str:
     model = getattr(protocol, name)
-    schema = model.model_json_schema(mode="serialization")
+    # Validation mode: what a receiver accepts (bounds included). Serialization mode would
+    # lose Telemetry's fields behind its wrap serializer.
+    schema = model.model_json_schema(mode="validation")
     return "```json\n" + json.dumps(schema, indent=2, ensure_ascii=False) + "\n```\n"
 
 
