@@ -101,8 +101,9 @@ class Fleet:
         ``seq`` and an earlier ``ts``, or another ``sid`` with an earlier ``ts``. Otherwise it
         becomes current; ``new_session`` when its ``sid`` changed or its ``seq`` or ``boot``
         went back (state wiped or restored from a backup): its ``boot`` is the new reference.
-        A state that is not fresh takes any sample, so a gateway that publishes is never
-        held by an old or forged reference for longer than its staleness period.
+        A state that is not fresh takes any sample, and samples of a session a status ended
+        bring it back online once that status is older than the staleness period: a gateway
+        that publishes is never held back for longer than that by an old or forged message.
         """
         st = self._state(s.device)
         if s.ts > now + self.rules.future_s:
@@ -111,10 +112,7 @@ class Fleet:
             return FUTURE
         if st.sid == s.sid and st.seq == s.seq:
             return LATE  # the current sample again (a redelivery)
-        fresh = (
-            st.last_seen is not None
-            and now - st.last_seen <= self.rules.stale_factor * st.interval_s
-        )
+        fresh = not self._older_than_stale(st.last_seen, st, now)
         if fresh and st.last_ts is not None:
             if st.sid == s.sid:
                 late = st.seq is not None and s.seq < st.seq and s.ts <= st.last_ts
@@ -137,12 +135,17 @@ class Fleet:
         st.clients, st.cpu, st.mem, st.temp, st.disk = s.clients, s.cpu, s.mem, s.temp, s.disk
         st.version = s.version or st.version
         st.last_seen = now
+        ended = not st.online and st.offline_reason not in (None, STALE)
         if (
             new_session
             or s.boot > st.boot
-            or (s.boot == st.boot and (st.online or st.offline_reason in (None, STALE)))
+            or (
+                s.boot == st.boot
+                and (not ended or self._older_than_stale(st.offline_since, st, now))
+            )
         ):
-            # A new session, a newer one, or the same one not ended by a status: alive.
+            # A new session, a newer one, or the same one not ended by a status (a sample
+            # right after its Will is a straggler; samples long after it mean it lives).
             st.boot = s.boot
             self._set_online(st, now)
         self._thresholds(st, now)
@@ -230,6 +233,10 @@ class Fleet:
         return devices, changes
 
     # --- internals ----------------------------------------------------------------------
+
+    def _older_than_stale(self, at: float | None, st: DeviceState, now: float) -> bool:
+        """``at`` is unset or further back than the gateway's staleness period."""
+        return at is None or now - at > self.rules.stale_factor * st.interval_s
 
     def _set_online(self, st: DeviceState, now: float) -> None:
         st.online = True

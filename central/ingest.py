@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
+from agent.config import TOPIC_SAFE
 from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch
 from central.config import CentralConfig
 from central.fleet import LIVE_OUTCOMES, Fleet, Rules
@@ -141,9 +142,10 @@ ReportedWire = ConfigReported
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired."""
+    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired;
+    None unless the name is a device id or group name (``agent.config.TOPIC_SAFE``)."""
     parts = topic.split("/")
-    if len(parts) < 4 or parts[0] != prefix:
+    if len(parts) < 4 or parts[0] != prefix or not TOPIC_SAFE.fullmatch(parts[2]):
         return None
     tail = "/".join(parts[3:])
     if parts[1] == "gw":
@@ -300,7 +302,11 @@ class Processor:
             where = parse_topic(self.prefix, m.topic)
             try:
                 if where is None:
-                    raise BadInput("topic", "not a topic central subscribes to")
+                    raise BadInput(
+                        "topic",
+                        "not a topic central takes (or its device/group id is not 1-64 "
+                        "letters, digits, '.', '_' or '-')",
+                    )
                 if len(m.payload) > self.max_payload:
                     raise BadInput("oversized", f"{len(m.payload)} bytes > {self.max_payload}")
                 kind = self._one(where[0], where[1], m.payload, now, batch)
@@ -442,7 +448,13 @@ class Consumer:
         self.clock = clock
         self.stats = IngestStats()
         a = config.alerts
-        rules = Rules(a.offline_after_min * 60, a.temp_c, a.disk_pct, a.mem_pct)
+        rules = Rules(
+            a.offline_after_min * 60,
+            a.temp_c,
+            a.disk_pct,
+            a.mem_pct,
+            future_s=config.ingest.future_tolerance_s,
+        )
         self.fleet = Fleet.restore(rules, store.load_devices(), store.alerts(open_only=True))
         self.processor = Processor(config, self.fleet, self.stats, clock)
         self.inbox: queue.Queue[Incoming] = queue.Queue()
@@ -660,7 +672,9 @@ class Consumer:
                     raise _Stopped from None
         bad: dict[int, Exception] = {}
         stored = duplicates = 0
-        pending = [(0, len(built.msgs))] if built.msgs else []
+        n = len(built.msgs)
+        # The whole failed already (perhaps only through its device rows): start at halves.
+        pending = [(n // 2, n), (0, n // 2)] if n > 1 else [(0, n)] if n else []
         while pending:
             lo, hi = pending.pop()
             part = built.part(lo, hi)
