@@ -108,10 +108,13 @@ DEVICE_COLS = (
 _PLACEHOLDERS = ", ".join("?" * len(DEVICE_COLS))
 _UPDATES = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLS[1:])
 _UPSERT_DEVICE = f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) VALUES ({_PLACEHOLDERS}) ON CONFLICT (device) DO UPDATE SET {_UPDATES}"  # noqa: S608 - fixed column names
+# total() rather than sum(): sum() of integers raises "integer overflow" past 2^63, which
+# would fail every later roll-up; total() is a float and cannot. An integral total is kept
+# as an INTEGER by the column's affinity, so the usual rows are unchanged.
 _ROLLUP_NEW = f"""
 INSERT INTO rollups_5m
 SELECT device, CAST(ts / {BUCKET_S} AS INTEGER) * {BUCKET_S}, count(*),
-       CAST(total(clients) AS INTEGER), count(clients), max(clients),
+       total(clients), count(clients), max(clients),
        total(cpu), count(cpu), total(mem), count(mem), total(disk), count(disk), max(temp)
 FROM samples WHERE id > ? AND id <= ? GROUP BY 1, 2
 ON CONFLICT (device, bucket) DO UPDATE SET
@@ -125,8 +128,6 @@ ON CONFLICT (device, bucket) DO UPDATE SET
   sum_disk = sum_disk + excluded.sum_disk, n_disk = n_disk + excluded.n_disk,
   max_temp = max(coalesce(max_temp, excluded.max_temp), coalesce(excluded.max_temp, max_temp))
 """  # noqa: S608 - constants only
-# total() rather than sum(): sum() of integers raises "integer overflow" past 2^63 (which
-# would stop every later roll-up); total() is a float and cannot.
 #: No device id or config target can contain "/" (they are one topic level each).
 _PROBE = "/probe"
 _PROBE_SAMPLE = (_PROBE, _PROBE, 0, 0.0, False, None, None, None, None, None, "{}")
