@@ -520,7 +520,10 @@ class Consumer:
                 self._generation += 1
         self.stats.connected = True
         log.info("connected (session present: %s)", flags.session_present)
-        opts = SubscribeOptions(qos=1)
+        # Retained messages only with a new subscription: with the session present we have
+        # them already (and a retained message central quarantined would come again on every
+        # restart). Mosquitto 2.0.11 sends retained messages on shared subscriptions too.
+        opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         m = self.config.mqtt
         client.subscribe([(t, opts) for t in subscriptions(m.topic_prefix, m.share_group)])
 
