@@ -315,7 +315,7 @@ class Processor:
                 # Whatever the message appended goes; the message itself is quarantined.
                 s0, d0, r0, _ = ends[-1] if ends else (0, 0, 0, 0)
                 del batch.samples[s0:], batch.desired[d0:], batch.reported[r0:]
-                bad = exc if isinstance(exc, BadInput) else _internal(exc, m.topic)
+                bad = exc if isinstance(exc, BadInput) else self._internal(exc, m.topic)
                 self.quarantine(batch, m, where, bad, now)
                 kind = None
             kinds.append(kind)
@@ -419,18 +419,23 @@ class Processor:
             batch.desired.append(DesiredDoc(target, version, payload.decode(), now))
         return kind
 
+    def _internal(self, exc: Exception, topic: str) -> BadInput:
+        """An exception no rule names: a bug in central. Its traceback is logged (once a
+        minute per exception type) and the message quarantined, for a replay once fixed."""
+        key = f"internal:{type(exc).__name__}"
+        now = time.monotonic()
+        if now - self._last_log.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._last_log[key] = now
+            log.error("failed on a message on %s; quarantined", _clean(topic), exc_info=exc)
+        return BadInput("internal", f"{type(exc).__name__}: {exc}")
+
     def _log_bad(self, name: str, topic: str, bad: BadInput) -> None:
         now = time.monotonic()
+        if len(self._last_log) > 10_000:  # names come from the network: keep the map small
+            self._last_log = {k: t for k, t in self._last_log.items() if now - t < LOG_EVERY_S}
         if now - self._last_log.get(name, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._last_log[name] = now
             log.warning("quarantined a message on %s (%s): %s", _clean(topic), bad.reason, bad)
-
-
-def _internal(exc: Exception, topic: str) -> BadInput:
-    """An exception no rule names: a bug in central. Logged with its traceback and
-    quarantined, so the message can be replayed once the bug is fixed."""
-    log.error("failed on a message on %s; quarantined", _clean(topic), exc_info=exc)
-    return BadInput("internal", f"{type(exc).__name__}: {exc}")
 
 
 class _Stopped(Exception):
