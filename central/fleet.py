@@ -112,7 +112,8 @@ class Fleet:
             return FUTURE
         if st.sid == s.sid and st.seq == s.seq:
             return LATE  # the current sample again (a redelivery)
-        fresh = not self._older_than_stale(st.last_seen, st, now)
+        stale_s = self.rules.stale_factor * st.interval_s
+        fresh = st.last_seen is not None and now - st.last_seen <= stale_s
         if fresh and st.last_ts is not None:
             if st.sid == s.sid:
                 late = st.seq is not None and s.seq < st.seq and s.ts <= st.last_ts
@@ -135,13 +136,16 @@ class Fleet:
         st.clients, st.cpu, st.mem, st.temp, st.disk = s.clients, s.cpu, s.mem, s.temp, s.disk
         st.version = s.version or st.version
         st.last_seen = now
-        ended = not st.online and st.offline_reason not in (None, STALE)
         if (
             new_session
             or s.boot > st.boot
             or (
                 s.boot == st.boot
-                and (not ended or self._older_than_stale(st.offline_since, st, now))
+                and (
+                    st.online
+                    or st.offline_reason in (None, STALE)
+                    or self._older_than_stale(st.offline_since, st, now)
+                )
             )
         ):
             # A new session, a newer one, or the same one not ended by a status (a sample
@@ -149,7 +153,8 @@ class Fleet:
             st.boot = s.boot
             self._set_online(st, now)
         self._thresholds(st, now)
-        self._close(s.device, CLOCK, now)
+        if self.open_alerts:
+            self._close(s.device, CLOCK, now)
         self.dirty.add(s.device)
         return NEW_SESSION if new_session else CURRENT
 
