@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from agent.protocol import WIRE_INT_MAX
@@ -28,6 +29,8 @@ from agent.protocol import WIRE_INT_MAX
 MAX_DEPTH = 16
 #: Longest key path or key quoted back in an error.
 _MAX_NAME = 64
+#: Key paths quoted back as they are; anything else is JSON-quoted.
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-\[\]()]+")
 
 
 class BadInput(ValueError):
@@ -59,7 +62,8 @@ def check(value: Any, what: str = "(payload)") -> None:
             if depth >= MAX_DEPTH:
                 raise BadInput(f"{name(path or what)}: nested more than {MAX_DEPTH} levels deep")
             for key, sub in v.items():
-                sub_path = f"{path}.{key}" if path else key
+                part = key or '""'
+                sub_path = f"{path}.{part}" if path else part
                 if not _encodable(key):
                     raise BadInput(f"{name(path or what)}: a key is not valid Unicode")
                 stack.append((sub_path, sub, depth + 1))
@@ -81,9 +85,14 @@ def check(value: Any, what: str = "(payload)") -> None:
 
 
 def name(path: str) -> str:
-    """A key or key path fit to quote back: printable, and at most 64 characters."""
-    clean = "".join(c if c.isprintable() and _encodable(c) else "?" for c in path[: _MAX_NAME + 1])
-    return clean if len(clean) <= _MAX_NAME else clean[: _MAX_NAME - 3] + "..."
+    """A key or key path fit to quote back: as is when plain (``wifi.ssids.public``), else
+    JSON-quoted and escaped (``""``, ``"a b"``); cut at 64 characters, with ``...``."""
+    cut = len(path) > _MAX_NAME
+    head = path[:_MAX_NAME]
+    if _PLAIN.fullmatch(head):
+        return head + "..." if cut else head
+    quoted = json.dumps(head)  # ASCII: control characters and lone surrogates escaped
+    return quoted[:-1] + '..."' if cut else quoted
 
 
 def whole(value: Any, *, lo: int = 0) -> int | None:
