@@ -180,3 +180,18 @@ def test_a_bug_handling_one_message_costs_that_message_only(
     agent.tick()  # does not raise
     assert any("internal error handling a message" in r.getMessage() for r in caplog.records)
     agent.spool.close()
+
+
+def test_a_message_flood_drops_the_oldest_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = make_agent(tmp_path)
+    for i in range(300):
+        msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/cmd")
+        msg.payload = json.dumps({"id": f"c{i}"}).encode()
+        agent._on_message(msg)
+    assert agent.messages_waiting == 256
+    assert agent.inbox_dropped == 44
+    warnings = [r.getMessage() for r in caplog.records if "too many messages" in r.getMessage()]
+    assert len(warnings) == 1
+    agent.spool.close()
