@@ -162,6 +162,7 @@ class CommandProcessor:
         self.wall = wall
         self.harmless = harmless
         self.faults = faults or WriteFaults()
+        self._last_error = ""
         self.seen: dict[str, float] = {}
         #: The horizon on flash: every id remembered there expires at or before it.
         self.horizon = 0.0
@@ -246,15 +247,17 @@ class CommandProcessor:
         body: dict[str, float] = dict(self.seen)
         if self.refuse_until is not None:
             body[LOST_KEY] = self.refuse_until
+        what = HORIZON_FILE
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             if expires_at > self.horizon:
                 horizon = math.ceil(expires_at / HORIZON_STEP_S) * HORIZON_STEP_S
                 write_atomic(self.dir / HORIZON_FILE, self._horizon_body(horizon))
                 self.horizon = horizon
+            what = IDS_FILE
             write_atomic(self.dir / IDS_FILE, json.dumps(body).encode())
         except OSError as exc:
-            self._write_failed(IDS_FILE, exc)
+            self._write_failed(what, exc)
             return False
         failed = self.faults.ok("commands")
         if failed:
@@ -262,6 +265,7 @@ class CommandProcessor:
         return True
 
     def _write_failed(self, what: str, exc: OSError) -> None:
+        self._last_error = f"{describe(exc)}, {what}"
         if self.faults.failed("commands", what, exc):
             log.error(
                 "cannot write %s (%s); commands that change something are refused until it "
@@ -302,8 +306,8 @@ class CommandProcessor:
         if not self._remember(cmd.id, cmd.expires_at) and cmd.name not in self.harmless:
             del self.seen[cmd.id]  # it did not run: the same id may come again
             error = (
-                f"(state): cannot save the command id ({self.faults.entries.get('write.commands')}); "
-                "not run, so that a restart cannot run it twice"
+                f"(state): cannot save the command id ({self._last_error}); not run, so that "
+                "a restart cannot run it twice"
             )
             return _result(cmd.id, now, error=error)
         log.info("running command %s (%s)", cmd.id, cmd.name)
