@@ -46,7 +46,7 @@ from agent.remote.desired import (
     validate,
 )
 from agent.remote.hooks import HookError
-from agent.remote.inbound import whole
+from agent.remote.inbound import BadInput, check, whole
 from agent.remote.signing import SignatureError, Verifier
 
 log = logging.getLogger("titik.remote")
@@ -111,6 +111,7 @@ class ConfigController:
         self._postponed: str | None = None  # the trigger of an apply the disk refused
         self._retry_at: float | None = None
         self._retry_wait = RETRY_MIN_S
+        self._loaded = False  # remote.json was read: its applied config can be trusted
         self._load()
         self._recover()
 
@@ -136,6 +137,7 @@ class ConfigController:
             return
         for why in dropped:
             log.error("remote config state: %s; ignored", why)
+        self._loaded = True
 
     def _save(self) -> bool:
         body = {
@@ -220,7 +222,7 @@ class ConfigController:
         if journal is None:
             log.error("apply journal %s is damaged; restoring every hook section", path)
             journal = {"sections": list(HOOK_SECTIONS), "hooked": list(HOOK_SECTIONS)}
-        elif journal.get("target_hash") == config_hash(self.applied) and self.applied:
+        elif self._loaded and journal.get("target_hash") == config_hash(self.applied):
             # Committed (remote.json says so) but the journal could not be removed then.
             log.info("apply journal %s was left by a committed apply; removing it", path)
             self._drop_journal()
@@ -435,9 +437,9 @@ def parse_state(
 ]:
     """Pure: ``remote.json`` -> (docs, acted, applied, report, what was dropped and why).
 
-    ValueError or TypeError if it is not a JSON object at all. Entries that do not fit (a version beyond
-    the wire's limit, written by an agent before that limit, say) are dropped one by one,
-    so one bad entry does not cost the rest.
+    ValueError or TypeError if it is not a JSON object at all. Entries that do not fit (a
+    version beyond the wire's limit, kept by an agent from before that limit, say) are
+    dropped one by one, so one bad entry does not cost the rest.
     """
     try:
         data = json.loads(raw)
@@ -453,6 +455,7 @@ def parse_state(
             isinstance(doc, dict)
             and whole(doc.get("version")) is not None
             and isinstance(doc.get("config"), dict)
+            and _fits(doc["config"])
         ):
             docs[source] = {"version": doc["version"], "config": doc["config"]}
         else:
@@ -465,16 +468,26 @@ def parse_state(
         else:
             dropped.append(f"the version acted upon for {source!r} is not usable")
     applied = data.get("applied")
-    if not isinstance(applied, dict):
-        dropped.append("the applied config is not an object")
+    if not isinstance(applied, dict) or not _fits(applied):
+        dropped.append("the applied config is not usable")
         applied = {}
     report = data.get("report")
     if report is not None and not (
-        isinstance(report, dict) and whole(report.get("version", 0)) is not None
+        isinstance(report, dict)
+        and (report.get("version") is None or whole(report["version"]) is not None)
+        and _fits(report)
     ):
         dropped.append("the last report is not usable")
         report = None
     return docs, acted, applied, report, dropped
+
+
+def _fits(value: Any) -> bool:
+    try:
+        check(value)
+    except BadInput:
+        return False
+    return True
 
 
 def parse_journal(raw: bytes) -> dict[str, Any] | None:

@@ -388,3 +388,28 @@ def test_leftover_temp_files_are_swept_at_start(tmp_path: Path) -> None:
 def test_wire_limit_is_the_protocols() -> None:
     assert WIRE_INT_MAX == 2**53 - 1
     assert math.isfinite(float(WIRE_INT_MAX))
+
+
+def test_a_stored_report_of_a_refused_document_survives_a_restart(tmp_path: Path) -> None:
+    hooks, host = FakeHooks(), FakeHost()
+    c = make(tmp_path, hooks, host, Clock())
+    c.on_desired("gw", "t", b"{not json")
+    assert c.report is not None and c.report["version"] is None
+    again = make(tmp_path, FakeHooks(), FakeHost(), Clock())
+    assert again.report == c.report
+
+
+def test_a_committed_apply_that_cleared_every_section_is_not_rolled_back(tmp_path: Path) -> None:
+    """The journal of a committed apply whose target is {} (every section removed)."""
+    hooks, host, clock = FakeHooks(), FakeHost(), Clock()
+    c = make(tmp_path, hooks, host, clock)
+    c.on_desired("gw", "t", doc(1, WIFI))
+    c.on_ack(host.mid)
+    c.on_desired("gw", "t", doc(2, {}))
+    journal = (tmp_path / JOURNAL_FILE).read_bytes()
+    c.on_ack(host.mid)
+    assert c.applied == {}
+    (tmp_path / JOURNAL_FILE).write_bytes(journal)
+    hooks2 = FakeHooks()
+    make(tmp_path, hooks2, FakeHost(), clock)
+    assert hooks2.calls == []
