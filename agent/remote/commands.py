@@ -35,6 +35,8 @@ from agent.remote.signing import SignatureError, Verifier
 log = logging.getLogger("titik.commands")
 
 MAX_COMMAND_BYTES = 16 * 1024
+#: Largest refused payload still parsed for its id (or version), to name it in the answer.
+MAX_PEEK_BYTES = 1 << 20
 IDS_FILE = "command-ids.json"
 HORIZON_FILE = "command-horizon.json"
 #: Longest a command may be valid for; bounds how long its id must be remembered.
@@ -358,7 +360,8 @@ def _result(
 
 
 def _peek_id(payload: bytes) -> str | None:
-    if len(payload) > MAX_COMMAND_BYTES:
+    """The id of a command that was refused, to answer it by (even one too large to run)."""
+    if len(payload) > MAX_PEEK_BYTES:
         return None
     try:
         cid = json.loads(payload).get("id")

@@ -19,6 +19,8 @@ HOOK_SECTIONS = ("wifi", "hotspot")
 
 #: Largest desired-config document accepted, bytes.
 MAX_DOCUMENT_BYTES = 64 * 1024
+#: Largest refused document still parsed for its version, to name it in the report.
+MAX_PEEK_BYTES = 1 << 20
 
 
 class Rejected(Exception):
@@ -51,7 +53,7 @@ def parse_document(payload: bytes) -> dict[str, Any]:
 
 def peek_version(payload: bytes) -> int | None:
     """The version of a document that was refused, if it has a usable one (for its report)."""
-    if len(payload) > MAX_DOCUMENT_BYTES:
+    if len(payload) > MAX_PEEK_BYTES:
         return None
     try:
         doc = json.loads(payload)
