@@ -427,6 +427,8 @@ def render_conf(kit: Kit, kd: KitDir) -> str:
 
 
 def gateway_patterns(prefix: str) -> list[str]:
+    """A gateway's own topics, by its user name (``%u``: a password user or a certificate CN,
+    both authenticated). Never ``%c``: a client id is whatever the client says it is."""
     gw = f"{prefix}/gw/%u"
     return [
         *(
@@ -439,6 +441,19 @@ def gateway_patterns(prefix: str) -> list[str]:
 
 
 def role_topics(kit: Kit, ident: Identity) -> list[str]:
+    """The ``user`` block of one identity: exactly the topics its program uses.
+
+    Patterns apply to every user, so without the ``deny`` line an operator ``alice`` could
+    publish "gateway" telemetry as ``{prefix}/gw/alice/telemetry``. Mosquitto checks a user's
+    ``deny`` lines before anything else, patterns included (tests/integration/
+    test_broker_roles.py shows it on the real broker).
+
+    - operator (``titik-ctl``, central/ctl.py): publishes desired documents and commands and
+      reads them back (retained desired documents, to pick the next version); reads statuses,
+      reports and command results; its snapshot marker and MQTT 5 reply topic live under
+      ``{prefix}/ctl/{its user name}/`` (``Link.own_topic``), not under another operator's.
+    - central (central/ingest.py ``subscriptions``): reads what it stores, publishes nothing.
+    """
     p = kit.prefix
     if ident.role == "gateway":
         return [
@@ -449,8 +464,10 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
                 f"topic read {p}/group/{g}/cmd",
             )
         ]
+    own = f"topic deny {p}/gw/{ident.id}/#"
     if ident.role == "operator":
         return [
+            own,
             f"topic readwrite {p}/gw/+/config/desired",
             f"topic readwrite {p}/group/+/config/desired",
             f"topic write {p}/gw/+/cmd",
@@ -458,15 +475,15 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
             f"topic read {p}/gw/+/status",
             f"topic read {p}/gw/+/config/reported",
             f"topic read {p}/gw/+/cmd/result",
-            f"topic readwrite {p}/ctl/#",
+            f"topic readwrite {p}/ctl/{ident.id}/#",
         ]
     return [
+        own,
         f"topic read {p}/gw/+/telemetry",
         f"topic read {p}/gw/+/telemetry/batch",
         f"topic read {p}/gw/+/status",
         f"topic read {p}/gw/+/config/reported",
         f"topic read {p}/gw/+/config/desired",
-        f"topic read {p}/gw/+/cmd/result",
         f"topic read {p}/group/+/config/desired",
     ]
 
