@@ -1009,10 +1009,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"revoked {args.id}" + (f" (certificate serials {serials})" if serials else ""),
             file=out,
         )
-        print(
-            "reload the broker now: kill -HUP $(pidof mosquitto)  (or systemctl reload mosquitto)",
-            file=out,
-        )
+        print(RELOAD_HINT, file=out)
+        # Mosquitto reads passwd, acl and crlfile at start and on SIGHUP only
+        # (tests/integration/test_broker_tls.py): the reload is the step that revokes.
+        print(f"until it reloads, {args.id}'s password and certificate still work", file=out)
         return 0
     password: str | None = None
     if args.generate_password:
@@ -1033,10 +1033,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         trusted_keys=getattr(args, "trusted_key", []),
     )
     print(f"{args.role} {args.id}: bundle in {creds.bundle}", file=out)
-    print(
-        "reload the broker now: kill -HUP $(pidof mosquitto)  (or systemctl reload mosquitto)",
-        file=out,
-    )
+    print(RELOAD_HINT, file=out)
     return 0
 
 

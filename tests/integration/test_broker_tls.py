@@ -141,6 +141,7 @@ def test_a_revoked_certificate_is_refused_once_the_broker_reloads(
     out = capsys.readouterr().out
     assert "revoked gw-x (certificate serials [" in out
     assert "reload the broker now: kill -HUP $(pidof mosquitto)" in out
+    assert "until it reloads, gw-x's password and certificate still work" in out
 
     # Not yet reloaded: the broker still has the old CRL.
     assert probe(kit, TLS12, *x).accepted
