@@ -196,6 +196,7 @@ class Client:
 
     def subscribe(self, *topics: str) -> list[ReasonCode]:
         _, mid = self.client.subscribe([(t, 1) for t in topics])
+        assert mid is not None
         wait_until(lambda: mid in self.acks, 5, "SUBACK")
         return self.acks[mid]
 
