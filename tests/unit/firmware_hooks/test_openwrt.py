@@ -1,5 +1,9 @@
-"""openwrt/wifi and openwrt/hotspot, for real under busybox sh and dash, through UCI
-(uci is a stand-in: tests/hooks/uci_standin.py)."""
+"""openwrt/wifi and openwrt/hotspot, for real under busybox sh and dash, through UCI.
+
+uci is a STAND-IN (tests/hooks/uci_standin.py) that behaves as OpenWrt's does: changes are
+delta lines in the save dir, a commit truncates the delta file to zero bytes and leaves it,
+a changed option moves to the end of its section.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,12 @@ from tests.unit.firmware_hooks.harness import (
     expected,
     wifi,
 )
+
+
+def staged(gw: Gateway, package: str) -> str:
+    """What the hook has staged and not committed: `uci changes` on its own save dir."""
+    return gw.uci("-t", str(gw.root / "tmp/.titik-uci"), "changes", package).stdout
+
 
 # --- openwrt/wifi ----------------------------------------------------------------------------
 
@@ -79,8 +89,15 @@ def test_openwrt_wifi_apply_writes_uci_and_reloads(openwrt: Gateway) -> None:
         "openwrt/wireless.expected"
     )
     assert openwrt.calls() == ["uci commit wireless", "wifi reload"]
-    # nothing staged is left behind, and no temp file (one would hold the key)
-    assert list((openwrt.root / "tmp/.titik-uci").iterdir()) == []
+    # Nothing is left staged. The delta file is still there, as libuci leaves it after a
+    # commit, but empty; and no temp file is left anywhere (one would hold the key).
+    assert staged(openwrt, "wireless") == ""
+    delta = openwrt.root / "tmp/.titik-uci/wireless"
+    assert delta.stat().st_size == 0
+    assert sorted(p.name for p in (openwrt.root / "etc/config").iterdir()) == [
+        "opennds",
+        "wireless",
+    ]
     assert list(openwrt.tmpdir.iterdir()) == []
 
 
@@ -89,9 +106,12 @@ def test_openwrt_wifi_apply_twice_changes_nothing_the_second_time(openwrt: Gatew
     data = wifi(public={"ssid": "Titik"})
     assert runner.apply("wifi", data) is True
     first = (openwrt.root / "etc/config/wireless").read_bytes()
+    # the zero-byte delta file the commit left is no obstacle
+    assert (openwrt.root / "tmp/.titik-uci/wireless").stat().st_size == 0
     assert runner.apply("wifi", data) is False
     assert (openwrt.root / "etc/config/wireless").read_bytes() == first
     assert openwrt.calls() == ["uci commit wireless", "wifi reload"]
+    assert staged(openwrt, "wireless") == ""
 
 
 def test_openwrt_wifi_drops_only_its_own_stale_interfaces(openwrt: Gateway) -> None:
@@ -140,8 +160,6 @@ def test_openwrt_wifi_odd_ssids_survive(openwrt: Gateway) -> None:
                 str(STANDINS / "bin" / "uci"),
                 "-c",
                 str(openwrt.root / "etc/config"),
-                "-t",
-                str(openwrt.root / "tmp/.titik-uci"),
                 "get",
                 f"wireless.{name}_radio0.ssid",
             ],
@@ -164,6 +182,7 @@ def test_openwrt_hotspot_apply_sets_opennds_options_and_reloads(openwrt: Gateway
     assert openwrt.calls() == ["uci commit opennds", "/etc/init.d/opennds reload"]
     assert runner.apply("hotspot", HOTSPOT) is False
     assert len(openwrt.calls()) == 2
+    assert staged(openwrt, "opennds") == ""
 
 
 def test_openwrt_hotspot_snapshot_apply_restore(openwrt: Gateway) -> None:
@@ -188,6 +207,3 @@ def test_openwrt_hotspot_without_opennds(openwrt: Gateway) -> None:
     assert err.value.reason.startswith("download_kbps: needs openNDS")
     assert runner.apply("hotspot", HotspotSection(enabled=False).model_dump()) is False
     assert openwrt.calls() == []
-
-
-# --- raspberrypi/wifi ------------------------------------------------------------------------
