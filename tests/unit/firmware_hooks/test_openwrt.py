@@ -2,7 +2,9 @@
 
 uci is a STAND-IN (tests/hooks/uci_standin.py) that behaves as OpenWrt's does: changes are
 delta lines in the save dir, a commit truncates the delta file to zero bytes and leaves it,
-a changed option moves to the end of its section.
+the hook's private save dir (-t) does not hide changes staged in /tmp/.uci, anonymous
+sections get their cfgXXXXXX names. The fixtures are real-format UCI files; where each
+shape comes from is written at its top.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from tests.unit.firmware_hooks.harness import (
     expected,
     wifi,
 )
+
+PENDING = "uci: /etc/config/{} has uncommitted changes in /tmp/.uci"
 
 
 def staged(gw: Gateway, package: str) -> str:
@@ -168,6 +172,93 @@ def test_openwrt_wifi_odd_ssids_survive(openwrt: Gateway) -> None:
             check=True,
         )
         assert got.stdout == ssid.encode() + b"\n", name
+
+
+# --- anonymous sections ----------------------------------------------------------------------
+
+
+def test_openwrt_wifi_works_with_anonymous_wifi_ifaces(openwrt: Gateway) -> None:
+    """OpenWrt before LEDE wrote its default interfaces anonymous, and LuCI still adds them
+    so (fixture: tests/hooks/fixtures/openwrt/wireless-anonymous)."""
+    wireless = openwrt.put("etc/config/wireless", "openwrt/wireless-anonymous")
+    shown = openwrt.uci("show", "wireless").stdout
+    assert "wireless.@wifi-iface[0].ssid='OpenWrt'" in shown
+    assert "wireless.@wifi-iface[2].ssid='Cafe guests'" in shown
+    assert "wireless.@wifi-iface[3].titik='1'" in shown
+    runner = openwrt.runner()
+    runner.snapshot("wifi")
+    original = wireless.read_bytes()
+    assert runner.apply("wifi", dump_wifi(WIFI_FULL)) is True
+    # The firmware's and LuCI's anonymous interfaces stay as they were, still anonymous and in
+    # their place; the anonymous one that carries titik '1' goes, the SSIDs are added.
+    assert wireless.read_bytes() == expected("openwrt/wireless-anonymous.expected")
+    assert runner.apply("wifi", dump_wifi(WIFI_FULL)) is False
+    assert openwrt.calls() == ["uci commit wireless", "wifi reload"]
+    runner.restore("wifi")
+    assert wireless.read_bytes() == original
+
+
+def test_openwrt_wifi_drops_every_stale_anonymous_interface_it_marked(openwrt: Gateway) -> None:
+    # Two marked anonymous interfaces: deleting the first must not shift the name of the
+    # second (the hook deletes them by their cfgXXXXXX names, not by @wifi-iface[N]).
+    wireless = openwrt.put("etc/config/wireless", "openwrt/wireless-anonymous")
+    wireless.write_text(
+        wireless.read_text()
+        + "\nconfig wifi-iface\n\toption device 'radio1'\n\toption mode 'ap'\n"
+        + "\toption ssid 'Old Titik 5G'\n\toption titik '1'\n"
+    )
+    assert openwrt.runner().apply("wifi", wifi(public={"ssid": "Titik"})) is True
+    text = wireless.read_text()
+    assert "Old Titik" not in text
+    assert text.count("config wifi-iface\n") == 3  # the firmware's two and LuCI's one
+    assert "'public_radio0'" in text
+
+
+def test_openwrt_hotspot_works_with_an_anonymous_opennds_section(openwrt: Gateway) -> None:
+    """openNDS 9's /etc/config/opennds has one anonymous `config opennds` (fixture:
+    tests/hooks/fixtures/openwrt/opennds-anonymous)."""
+    opennds = openwrt.put("etc/config/opennds", "openwrt/opennds-anonymous")
+    runner = openwrt.runner()
+    runner.snapshot("hotspot")
+    assert runner.apply("hotspot", HOTSPOT) is True
+    assert opennds.read_bytes() == expected("openwrt/opennds-anonymous.expected")
+    assert runner.apply("hotspot", HOTSPOT) is False
+    runner.restore("hotspot")
+    assert opennds.read_bytes() == expected("openwrt/opennds-anonymous")
+
+
+# --- changes someone else staged --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "package", "change", "data"),
+    [
+        ("wifi", "wireless", "wireless.default_radio0.ssid=Half done", dump_wifi(WIFI_FULL)),
+        ("hotspot", "opennds", "opennds.setup.maxclients=10", HOTSPOT),
+    ],
+)
+def test_openwrt_refuses_while_changes_are_staged_in_tmp_uci(
+    openwrt: Gateway, section: str, package: str, change: str, data: dict[str, Any]
+) -> None:
+    """libuci reads /tmp/.uci even with -t, so a commit would also write what LuCI ("Save"
+    without "Apply") or a `uci set` staged there. The hook refuses, and touches nothing."""
+    config = openwrt.root / "etc/config" / package
+    before = config.read_bytes()
+    openwrt.uci("set", change)  # an admin's uncommitted edit, in uci's own /tmp/.uci
+    assert (openwrt.root / "tmp/.uci" / package).stat().st_size > 0
+    runner = openwrt.runner()
+    for action in (runner.validate, runner.apply):
+        with pytest.raises(HookError) as err:
+            action(section, data)
+        assert err.value.reason.startswith(PENDING.format(package)), err.value.reason
+        assert f"uci revert {package}" in err.value.reason
+    assert config.read_bytes() == before
+    assert openwrt.calls() == []
+    # Once the admin commits, uci leaves /tmp/.uci/<package> behind empty: no longer pending.
+    openwrt.uci("commit", package)
+    assert (openwrt.root / "tmp/.uci" / package).stat().st_size == 0
+    assert runner.apply(section, data) is True
+    assert change.split("=")[1] in config.read_text()  # the admin's edit stays
 
 
 # --- openwrt/hotspot -------------------------------------------------------------------------
