@@ -1,4 +1,5 @@
-# shellcheck shell=sh disable=SC2034,SC2086
+# shellcheck shell=sh disable=SC2034,SC2086,SC2154,SC2295
+# (variables set through eval, and list_contains matching as a pattern, are as in the original)
 # STAND-IN for OpenWrt's /lib/functions.sh, for tests only: this machine has no OpenWrt
 # userland. It is our own POSIX sh, written to behave as these do (read from openwrt/openwrt):
 #   package/base-files/files/lib/functions.sh   config_load, config, option, list, config_get,
