@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -65,3 +68,13 @@ def debs(dist: Path) -> list[Path]:
     found = sorted(dist.glob("*.deb"))
     assert found, "packaging/build made no .deb"
     return found
+
+
+def load_build() -> ModuleType:
+    """packaging/build.py as a module (its directory is not a package, and "packaging" is taken)."""
+    spec = importlib.util.spec_from_file_location("titik_build", ROOT / "packaging" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("titik_build", module)
+    spec.loader.exec_module(module)
+    return module

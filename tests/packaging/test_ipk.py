@@ -21,6 +21,8 @@ TRIPLES = {
     "arm": "arm-linux-musleabihf",
 }
 DEPENDS = {
+    "libc",
+    "python3-codecs",
     "python3-light",
     "python3-psutil",
     "python3-openssl",
