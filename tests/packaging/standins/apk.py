@@ -276,13 +276,14 @@ class Apk:
         self.script(pkg, "post-upgrade" if old else "post-install", args)
 
     def purge_file(self, rel: str, digest: str) -> None:
+        """A changed protected file stays; the file's .apk-new goes (apk_db_purge_pkg)."""
         target = self.root / rel
         mode = protect_mode(rel)
-        if mode == "+" and sha1(target) not in (None, digest):
-            return  # changed by the admin: apk keeps it
-        target.unlink(missing_ok=True)
         if mode != "-":
             (self.root / (rel + ".apk-new")).unlink(missing_ok=True)
+        if mode == "+" and sha1(target) not in (None, digest):
+            return
+        target.unlink(missing_ok=True)
 
     # ---- del -------------------------------------------------------------------------------
     def delete(self, name: str) -> None:
