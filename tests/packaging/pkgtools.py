@@ -190,3 +190,30 @@ def standin(
         env=env,
         check=False,
     )
+
+
+def unmet_needed(
+    data: tarfile.TarFile, depends: list[str], provided: dict[str, str], closure: set[str]
+) -> list[str]:
+    """NEEDED entries of the package's ELF files that neither the package nor its Depends provide.
+
+    A library is provided when the package ships it (auditwheel's pydantic_core.libs/) or when
+    `provided` maps it to a package in the Depends closure (libc.so: OpenWrt's libc).
+    """
+    import tempfile
+
+    shipped = {Path(m.name).name for m in data if m.isfile()}
+    unmet = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in data:
+            if not (m.isfile() and (m.name.endswith(".so") or ".so." in m.name)):
+                continue
+            path = Path(tmp) / Path(m.name).name
+            path.write_bytes(data.extractfile(m).read())  # type: ignore[union-attr]
+            out = subprocess.run(
+                ["readelf", "-d", str(path)], capture_output=True, text=True, check=True
+            ).stdout
+            for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out):
+                if lib not in shipped and provided.get(lib) not in closure:
+                    unmet.append(f"{m.name}: {lib}")
+    return unmet

@@ -74,7 +74,12 @@ def main() -> None:
         print(f"splitrun: loaded before the hook, outside the closure: {early}", file=sys.stderr)
         sys.exit(3)
     sys.path[:] = [p for p in sys.path if "-packages" not in p] + paths
-    print(f"splitrun: closure {' '.join(sorted(closure))}", file=sys.stderr, flush=True)
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    print(
+        f"splitrun: python {version}, closure {' '.join(sorted(closure))}",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.argv = [program, *args]
     import runpy
 

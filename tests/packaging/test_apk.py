@@ -20,7 +20,7 @@ import pytest
 
 from agent import __version__
 from tests.packaging.conftest import Apk, Ipk
-from tests.packaging.pkgtools import make_apk, make_ipk, reversion_apk, standin
+from tests.packaging.pkgtools import make_apk, make_ipk, reversion_apk, standin, unmet_needed
 from tests.packaging.pysplit import Split
 from tests.packaging.roots import OPENWRT_DIRS, openwrt_root, snapshot
 
@@ -111,6 +111,15 @@ def test_apk_vendors_the_cp313_musllinux_wheel(apks: list[Apk]) -> None:
         sos = [n for n in names if n.endswith(".so")]
         assert sos and all(f"cpython-313-{TRIPLES[fam]}" in n for n in sos), sos
         assert not [n for n in names if "site-packages" in n or "__pycache__" in n]
+
+
+def test_native_libraries_are_shipped_or_in_the_depends(apks: list[Apk]) -> None:
+    split = Split("openwrt-25.12")
+    provided = {lib: name for name, pkg in split.packages.items() for lib in pkg.get("libs", [])}  # type: ignore[attr-defined]
+    for pkg in apks:
+        depends = [v for k, v in pkg.info if k == "depend"]
+        with pkg.tar() as data:
+            assert unmet_needed(data, depends, provided, split.closure(depends)) == [], pkg.arch
 
 
 # ---- facts about apk-tools 3, checked against the stand-in --------------------------------

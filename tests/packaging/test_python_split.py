@@ -20,10 +20,13 @@ from the feed's; the closure check still applies to the stdlib modules they impo
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.remote.signing import public_key_text
 from tests.broker import Broker, subscriber
 from tests.integration.test_remote import BASE, DESIRED, SSID, Ops
-from tests.packaging.conftest import Ipk, load_build
+from tests.packaging.conftest import Apk, Ipk, load_build
 from tests.packaging.pysplit import Split, depends_field
+from tests.packaging.roots import overlay, python_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -95,7 +99,13 @@ def feed_site(split: Split, closure: set[str], dest: Path, prefix: str = "") -> 
     return [str(dest)]
 
 
-def agent_config(path: Path, broker_port: int, key: Ed25519PrivateKey, state: Path) -> Path:
+def agent_config(
+    path: Path,
+    broker_port: int,
+    key: Ed25519PrivateKey,
+    state: Path,
+    inside: Callable[[Path], str] = str,
+) -> Path:
     sim_root = path.parent / "simroot"
     sim_root.mkdir(exist_ok=True)
     path.write_text(
@@ -103,8 +113,8 @@ def agent_config(path: Path, broker_port: int, key: Ed25519PrivateKey, state: Pa
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
         "reconnect_min_s = 0.1\nreconnect_max_s = 0.5\n"
         "[telemetry]\ninterval_s = 0.5\n"
-        f'[state]\ndir = "{state}"\n'
-        f'[platform]\nkind = "simulated"\nseed = 7\nroot = "{sim_root}"\n'
+        f'[state]\ndir = "{inside(state)}"\n'
+        f'[platform]\nkind = "simulated"\nseed = 7\nroot = "{inside(sim_root)}"\n'
         "[security]\n"
         f'trusted_keys = ["{public_key_text(key.public_key())}"]\nrequire_signature = true\n'
     )
@@ -171,36 +181,38 @@ print("imported every agent module")
 
 def check_split(
     python: list[str],
-    policy: Path,
+    work: Path,
     lib: Path,
     launcher: Path,
     cfg: Path,
-    log: Path,
     broker: Broker,
     key: Ed25519PrivateKey,
-    cwd: Path | None = None,
+    inside: Callable[[Path], str] = str,
 ) -> None:
-    """Import every agent module, then run the agent, both under the split.
+    """Import every agent module, then run the agent, both under the split in `work`/policy.txt.
 
-    A refused import fails the test only where the agent cannot do without it: optional imports
-    that the libraries guard (paho's socks, lzma in zipfile ...) are refused on OpenWrt too, and
-    the code goes on without them. The refusals are listed when something fails.
+    `inside` gives a host path as the interpreter sees it (in a chroot). A refused import fails
+    the test only where the agent cannot do without it: optional imports that the libraries guard
+    (paho's socks, lzma in zipfile ...) are refused on OpenWrt too, and the code goes on without
+    them. The refusals are listed when something fails.
     """
-    script = log.with_name("import_all.py")
-    script.write_text(IMPORT_ALL)
+    shutil.copy(SPLITRUN, work / "splitrun.py")
+    (work / "import_all.py").write_text(IMPORT_ALL)
+    run = [*python, inside(work / "splitrun.py"), inside(work / "policy.txt")]
     res = subprocess.run(
-        [*python, str(SPLITRUN), str(policy), str(script), str(lib)],
+        [*run, inside(work / "import_all.py"), inside(lib)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert res.returncode == 0 and "imported every agent module" in res.stdout, res.stderr[-4000:]
+    log = work / "agent.log"
 
     def start() -> subprocess.Popen[bytes]:
         fh = log.open("ab")
         return subprocess.Popen(
-            [*python, str(SPLITRUN), str(policy), str(launcher), "run", "--config", str(cfg)],
+            [*run, inside(launcher), "run", "--config", inside(cfg)],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
@@ -227,19 +239,16 @@ def test_ipk_agent_on_openwrt_24_10_python_split(
         control_fields(ipk.read("./control.tar.gz", "./control").decode())["Depends"]
     )
     closure = split.closure(depends)
-    policy = tmp_path / "policy.txt"
-    policy.write_text(
+    (tmp_path / "policy.txt").write_text(
         split.policy(depends, own_modules(lib), feed_site(split, closure, tmp_path / "feed"))
     )
     key = Ed25519PrivateKey.generate()
-    cfg = agent_config(tmp_path / "agent.toml", broker.port, key, tmp_path / "state")
     check_split(
         [sys.executable, "-I", "-S"],
-        policy,
+        tmp_path,
         lib,
         root / "usr/bin/titik-agent",
-        cfg,
-        tmp_path / "agent.log",
+        agent_config(tmp_path / "agent.toml", broker.port, key, tmp_path / "state"),
         broker,
         key,
     )
@@ -277,3 +286,58 @@ def test_the_split_reproduces_the_idna_failure_without_python3_codecs(
             assert res.returncode != 0
             assert "LookupError: unknown encoding: idna" in res.stderr, res.stderr
             assert "refused import of unicodedata" in res.stderr
+
+
+def chroot_feed(split: Split, closure: set[str], root: Path, dest: Path) -> Path:
+    """A site directory in root linking Debian's copies of the feed packages in the closure."""
+    site = root / "usr/lib/python3/dist-packages"
+    dest.mkdir(parents=True)
+    for name in sorted(closure):
+        for dist in split.packages.get(name, {}).get("dists", []):  # type: ignore[attr-defined]
+            for found in [site / dist, site / f"{dist}.py", *site.glob(f"{dist}.*.so")]:
+                if found.exists():
+                    (dest / found.name).symlink_to("/" + str(found.relative_to(root)))
+    return dest
+
+
+def test_apk_agent_on_openwrt_25_12_python_split(
+    apks: list[Apk], broker: Broker, tmp_path: Path
+) -> None:
+    """The same on 25.12's split, with Debian 13's python3.13 in a chroot (tests/packaging/roots.py)
+    and Debian's python3-psutil and python3-cryptography in place of the feed's."""
+    if os.geteuid() != 0:
+        pytest.skip("chroot and overlay mounts need root")
+    pkg = next(a for a in apks if a.arch == "x86_64")
+    with overlay(python_root(), tmp_path / "ovl") as root:
+        with pkg.tar() as data:
+            data.extractall(root, filter="tar")
+        lib = root / "usr/lib/titik"
+        substitute_pydantic_core(lib / "vendor", "3.13")
+        work = root / "opt/split"
+        work.mkdir(parents=True)
+        split = Split("openwrt-25.12")
+        depends = [v for k, v in pkg.info if k == "depend"]
+        closure = split.closure(depends)
+
+        def inside(path: Path) -> str:
+            return "/" + str(path.relative_to(root))
+
+        feed = chroot_feed(split, closure, root, work / "feed")
+        (work / "policy.txt").write_text(split.policy(depends, own_modules(lib), [inside(feed)]))
+        key = Ed25519PrivateKey.generate()
+        cfg = agent_config(work / "agent.toml", broker.port, key, work / "state", inside)
+        subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+        try:
+            check_split(
+                ["chroot", str(root), "/usr/bin/python3", "-I", "-S"],
+                work,
+                lib,
+                root / "usr/bin/titik-agent",
+                cfg,
+                broker,
+                key,
+                inside,
+            )
+        finally:
+            subprocess.run(["umount", str(root / "proc")], check=False)
+        assert "splitrun: python 3.13," in (work / "agent.log").read_text()
