@@ -25,6 +25,12 @@ src/print.c error strings) and as seen running apk-tools 3.0.6
 - apk records directories too, with a count of the packages that own each: when the last owner
   goes, the directory is removed (rmdir: kept if something else is still in it).
 
+Around apk, OpenWrt's buildroot writes a package's scripts (include/package-pack.mk @004b949):
+post-install sources functions.sh and runs default_postinst (IPKG_NO_SCRIPT=1: nothing);
+post-upgrade is "export PKG_UPGRADE=1" followed by the post-install; pre-deinstall runs
+default_prerm; post-deinstall is the package's postrm. nfpm writes no such scripts, so
+packaging/build makes the .apk's post-upgrade the same way from packaging/openwrt/postinst.
+
 Not modelled: repositories and indexes, ADB v3 packages, signature verification, triggers,
 provides/conflicts, the arch check, and the real database's format (this keeps its own JSON
 in ROOT/lib/apk/db/standin.json).

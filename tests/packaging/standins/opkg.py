@@ -27,6 +27,20 @@ pkg.c pkg_run_script) and as seen running opkg-lede 38eccbb
   %s."), postrm remove, delete the maintainer scripts. The file list (info/NAME.list) holds files
   only, so the directories the package created stay.
 
+Around opkg, OpenWrt's own package scripts (which nfpm does not write; packaging/openwrt/postinst,
+prerm and postrm do their part, and the tests hold them to this):
+- The buildroot's postinst is "[ \"${IPKG_NO_SCRIPT}\" = 1 ] && exit 0", then sources
+  ${IPKG_INSTROOT}/lib/functions.sh and runs default_postinst; prerm runs default_prerm
+  (openwrt/openwrt include/package-pack.mk @004b949).
+- default_postinst (package/base-files/files/lib/functions.sh @01fa063): with IPKG_INSTROOT set
+  (an image being built) it runs "$root/etc/rc.common $root/etc/init.d/X enable" for every init
+  script of the package, and starts nothing; on a live system it enables each one only when
+  PKG_UPGRADE is not 1, then starts it. default_prerm: in an image, disable; live, disable
+  unless PKG_UPGRADE=1, then stop.
+- An image build (include/rootfs.mk @021b96d) installs with IPKG_NO_SCRIPT=1 IPKG_INSTROOT=ROOT
+  opkg --offline-root ROOT --force-postinstall, then runs every info/*.postinst with
+  IPKG_INSTROOT=ROOT, then enables every /etc/rc.common init script.
+
 What this stand-in adds for tests, which real opkg has no need of: --live-root ROOT treats ROOT as
 the / of a running device (files go under ROOT, scripts run chrooted into ROOT, PKG_ROOT=/).
 Not modelled: package feeds and downloads, Replaces/Conflicts/Provides, alternatives, arch checks.
