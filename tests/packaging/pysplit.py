@@ -106,7 +106,12 @@ class Split:
         """The package a claimed module is in (None: unclaimed, i.e. python3-light if stdlib)."""
         best = None
         for claim in self.claims():
-            hit = module == claim.name or (claim.subtree and module.startswith(claim.name + "."))
+            exact = (
+                module.startswith(claim.name[:-1])
+                if claim.name.endswith("*")
+                else module == claim.name
+            )
+            hit = exact or (claim.subtree and module.startswith(claim.name + "."))
             if hit and (best is None or len(claim.name) > len(best.name)):
                 best = claim
         return best.package if best else None

@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.remote.signing import public_key_text
 from tests.broker import Broker, subscriber
-from tests.integration.test_remote import BASE, DESIRED, SSID, Ops
+from tests.integration.test_remote import BASE, DESIRED, SSID, Ops, sim_state
 from tests.packaging.conftest import Apk, Ipk, load_build
-from tests.packaging.pysplit import Split, depends_field
+from tests.packaging.pysplit import NOWHERE, Split, depends_field
 from tests.packaging.roots import overlay, python_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
@@ -47,6 +47,24 @@ DEV = "gw-test01"  # the device id tests.integration.test_remote's topics are fo
 
 def control_fields(text: str) -> dict[str, str]:
     return dict(re.findall(r"(?m)^([A-Za-z-]+): (.*)$", text))
+
+
+@pytest.mark.parametrize("release", ["openwrt-24.10", "openwrt-25.12"])
+def test_the_split_data_reads_as_openwrt_builds_it(release: str) -> None:
+    split = Split(release)
+    assert split.package_of("unicodedata") == "python3-codecs"
+    assert split.package_of("_ssl") == "python3-openssl"
+    assert split.package_of("email.message") == "python3-email"
+    assert split.package_of("encodings.idna") == "python3-base"  # imports unicodedata, though
+    assert split.package_of("_sysconfigdata__linux_x86_64-linux-musl") == "python3-base"
+    assert split.package_of("tkinter") == NOWHERE
+    assert split.package_of("json") is None  # unclaimed: python3-light
+    assert split.package_of("cryptography.x509") == "python3-cryptography"
+    closure = split.closure(["python3-cryptography"])
+    assert {"python3-cffi", "python3-ctypes", "python3-email", "python3-urllib"} <= closure
+    assert "python3-codecs" not in closure  # so nothing but the .ipk's own Depends brings it
+    assert ("python3-distutils" in split.packages) == (release == "openwrt-24.10")
+    assert split.python == {"openwrt-24.10": "3.11", "openwrt-25.12": "3.13"}[release]
 
 
 def manylinux_extension(python: str) -> tuple[str, bytes]:
@@ -121,13 +139,19 @@ def agent_config(
     return path
 
 
-def exercise(broker: Broker, key: Ed25519PrivateKey, start: object, log: Path) -> None:
-    """Connect, telemetry, a signed desired config applied, signed commands answered."""
+def exercise(
+    broker: Broker,
+    key: Ed25519PrivateKey,
+    start: Callable[[], subprocess.Popen[bytes]],
+    log: Path,
+    sim_root: Path,
+) -> None:
+    """Connect, telemetry, a signed desired config applied, signed commands answered, a clean stop."""
     ops = Ops(broker, key)
     proc = None
     try:
         with subscriber(broker, f"{BASE}/telemetry", client_id="telemetry") as tele:
-            proc = start()  # type: ignore[operator]
+            proc = start()
             try:
                 online = ops.sub.next(
                     lambda m: m.topic.endswith("/status") and m.json()["online"], timeout=60
@@ -139,25 +163,26 @@ def exercise(broker: Broker, key: Ed25519PrivateKey, start: object, log: Path) -
         ops.desire(1, SSID)
         rep = ops.report(lambda r: r["version"] == 1, timeout=30)
         assert rep["state"] == "applied", rep
+        applied = sim_state(sim_root, "wifi")  # the packaged firmware hook ran
+        assert applied is not None
+        assert applied["ssids.public.ssid"] == SSID["wifi"]["ssids"]["public"]["ssid"]
         ops.send(DESIRED, {"version": 2, "config": SSID}, retain=True, signed=False)
         assert "signature: missing" in ops.report(lambda r: r["version"] == 2)["error"]
         assert ops.command("collect_now")["ok"]
         diag = ops.command("diagnostics", {"http": "http://127.0.0.1:9/"})
         assert diag["ok"], diag
-        cfg = ops.command("get_config")["result"]
-        assert (
-            cfg["applied"]["wifi"]["ssids"]["public"]["ssid"]
-            == SSID["wifi"]["ssids"]["public"]["ssid"]
-        )
+        applied_cfg = ops.command("get_config")["result"]["applied"]["wifi"]["ssids"]["public"]
+        assert applied_cfg["ssid"] == SSID["wifi"]["ssids"]["public"]["ssid"]
     finally:
         ops.close()
         if proc is not None:
-            proc.terminate()  # type: ignore[attr-defined]
+            proc.terminate()
             try:
-                proc.wait(20)  # type: ignore[attr-defined]
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                proc.kill()  # type: ignore[attr-defined]
-                proc.wait()  # type: ignore[attr-defined]
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, f"exit {proc.returncode} on SIGTERM:\n{log.read_text()[-3000:]}"
 
 
 def refusals(log: Path) -> list[str]:
@@ -218,7 +243,7 @@ def check_split(
         )
 
     try:
-        exercise(broker, key, start, log)
+        exercise(broker, key, start, log, cfg.parent / "simroot")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nrefused imports: {refusals(log)}") from exc
 
