@@ -73,9 +73,13 @@ def make_ipk(
 
 
 def reversion_ipk(
-    src: Path, dest: Path, version: str, replace: dict[str, bytes] | None = None
+    src: Path,
+    dest: Path,
+    version: str,
+    replace: dict[str, bytes] | None = None,
+    drop: str | None = None,
 ) -> Path:
-    """A copy of a built .ipk with another Version (and some data files replaced)."""
+    """A copy of a built .ipk with another Version (some data files replaced, a subtree dropped)."""
     with tarfile.open(src, "r:gz") as outer:
         members = [(m, outer.extractfile(m).read()) for m in outer]  # type: ignore[union-attr]
     parts = {m.name: body for m, body in members}
@@ -85,6 +89,8 @@ def reversion_ipk(
         tarfile.open(fileobj=data_out, mode="w:gz", format=tarfile.GNU_FORMAT) as new,
     ):
         for m in data:
+            if drop and m.name.removeprefix(".").startswith(drop):
+                continue
             body = data.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
             if m.isfile() and replace and m.name.removeprefix(".") in replace:
                 body = replace[m.name.removeprefix(".")]

@@ -268,6 +268,20 @@ def test_upgrade_of_an_enabled_service_keeps_it_enabled(
 
 
 @pytest.mark.parametrize("device", SHELLS, indirect=True)
+def test_upgrade_leaves_no_empty_directory_of_the_old_version(
+    device: Path, ipks: list[Ipk], tmp_path: Path
+) -> None:
+    """opkg deletes the old version's files, not its directories; postinst prunes them."""
+    gone = "/usr/lib/titik/firmware_hooks/simulated"
+    v2 = reversion_ipk(the_ipk(ipks), tmp_path / "v2.ipk", "0.1.0-2", drop=gone)
+    ok(opkg("--live-root", str(device), "install", str(the_ipk(ipks))))
+    assert (device / gone.lstrip("/")).is_dir()
+    ok(opkg("--live-root", str(device), "install", str(v2)))
+    assert not (device / gone.lstrip("/")).exists()
+    assert (device / "usr/lib/titik/firmware_hooks/openwrt").is_dir()
+
+
+@pytest.mark.parametrize("device", SHELLS, indirect=True)
 def test_remove_leaves_nothing_behind(device: Path, ipks: list[Ipk]) -> None:
     before = snapshot(device, IGNORE)
     ok(opkg("--live-root", str(device), "install", str(the_ipk(ipks))))
