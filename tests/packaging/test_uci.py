@@ -29,6 +29,7 @@ from tests.hooks.shells import Shell
 from tests.packaging.conftest import ROOT
 
 UCI2TOML = ROOT / "packaging/openwrt/uci2toml"
+INIT = ROOT / "packaging/openwrt/titik.init"
 STANDINS = ROOT / "tests/hooks"
 
 UCI = """
@@ -295,3 +296,61 @@ def test_the_agent_starts_and_publishes_with_a_uci_add_config(
         finally:
             agent.stop()
     assert sample.device == "gw-anon", agent.output()
+
+
+# The init script's start_service, sourced as rc.common does. procd is not here: its
+# procd_* calls, `logger` (logd) and `mkdir` of the gateway's absolute paths are recorded
+# by shell functions instead; config_load is the functions.sh stand-in's, uci2toml the real one.
+START = """
+. "$UCI2TOML_FUNCTIONS"
+. "$INIT"
+UCI2TOML="$RENDER"
+CONF="$OUT/agent.toml"
+mkdir() { :; }
+logger() { echo "logger $*" >>"$OUT/calls"; cat >>"$OUT/calls"; }
+procd_open_instance() { echo "procd_open_instance $*" >>"$OUT/calls"; }
+procd_set_param() { echo "procd_set_param $*" >>"$OUT/calls"; }
+procd_close_instance() { echo "procd_close_instance" >>"$OUT/calls"; }
+start_service
+"""
+
+
+def start_service(gw: Gateway, out: Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    render = out / "render"
+    render.write_text(f'#!/bin/sh\nexec {gw.shell.path} {UCI2TOML} "$@"\n')
+    render.chmod(0o755)
+    env = gw.env(INIT=str(INIT), RENDER=str(render), OUT=str(out))
+    res = subprocess.run(
+        [gw.shell.path, "-c", START], capture_output=True, text=True, env=env, check=False
+    )
+    calls = out / "calls"
+    return res, calls.read_text() if calls.exists() else ""
+
+
+def test_init_script_starts_the_agent_with_the_rendered_config(
+    gateway: Callable[[str], Gateway], tmp_path: Path
+) -> None:
+    res, calls = start_service(gateway(UCI), tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "procd_set_param command /usr/bin/titik-agent run" in calls
+    assert f"procd_set_param env TITIK_CONFIG={tmp_path}/agent.toml" in calls
+    cfg = parse_config(tomllib.loads((tmp_path / "agent.toml").read_text()), {})
+    assert cfg.device.id == "gw-test"
+    assert not (tmp_path / "agent.toml.err").exists()
+
+
+def test_init_script_logs_a_refused_config_to_logread_and_starts_nothing(
+    gateway: Callable[[str], Gateway], tmp_path: Path
+) -> None:
+    """procd keeps an init script's stderr nowhere an operator looks: the reason must be in
+    logread (logger -t titik), and no instance is started with an old or empty config."""
+    gw = gateway(shipped())
+    gw.uci("add", "titik", "telemetry")
+    gw.uci("commit", "titik")
+    res, calls = start_service(gw, tmp_path)
+    assert res.returncode == 1
+    assert "logger -t titik -p daemon.err" in calls
+    assert 'has two sections of type "telemetry"' in calls
+    assert "procd_open_instance" not in calls
+    assert not (tmp_path / "agent.toml").exists()
+    assert not (tmp_path / "agent.toml.tmp").exists()
