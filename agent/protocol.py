@@ -136,7 +136,9 @@ class AgentInfo(Wire):
     version: str
     buffered: Count = Field(default=0, description="Samples not yet acknowledged by the broker")
     dropped: Count = Field(
-        default=0, description="Samples dropped by the buffer's size or age cap since start"
+        default=0,
+        description="Samples dropped by the buffer's size or age cap, or lost with a damaged "
+        "buffer file, since start",
     )
 
 
