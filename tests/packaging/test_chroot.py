@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -214,17 +215,17 @@ class Roots:
 
 
 @pytest.fixture(scope="session")
-def roots(request: pytest.FixtureRequest, debs: list[Path]) -> Iterator[Roots]:
+def roots(request: pytest.FixtureRequest) -> Iterator[Roots]:
     targets = []
     for item in request.session.items:
         target = getattr(item, "callspec", None) and item.callspec.params.get("chroot")  # type: ignore[attr-defined]
         if isinstance(target, Target) and target not in targets:
             targets.append(target)
     # The emulated roots come with the package's Depends (see the module's docstring).
+    foreign = [t for t in targets if t.foreign]
+    debs: list[Path] = request.getfixturevalue("debs") if foreign else []
     include = {
-        t: deb_depends(next(d for d in debs if d.name.endswith(f"_{t.arch}.deb")))
-        for t in targets
-        if t.foreign
+        t: deb_depends(next(d for d in debs if d.name.endswith(f"_{t.arch}.deb"))) for t in foreign
     }
     pool = Roots(targets, include)
     yield pool
@@ -486,3 +487,74 @@ def test_arm_deb_installs_and_publishes(chroot: Chroot, debs: list[Path], tmp_pa
     # Nothing of the other Python version's or another machine's build was loaded.
     other = [f for f in files if "_pydantic_core" in f and not f.endswith(so)]
     assert not other, other
+
+
+# What a fresh clone holds: the sources, not this checkout's venv, caches or build output.
+NOT_IN_A_CLONE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def host_local_cas() -> list[str]:
+    """Certificates the host trusts beyond those Debian's ca-certificates ships."""
+    pem = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.exists():
+        return []
+    shipped = {
+        cert
+        for crt in Path("/usr/share/ca-certificates").rglob("*.crt")
+        for cert in pem.findall(crt.read_text(errors="replace"))
+    }
+    return [cert for cert in pem.findall(bundle.read_text()) if cert not in shipped]
+
+
+@pytest.mark.parametrize("chroot", [Target("bookworm")], indirect=True, ids=str)
+def test_setup_on_a_minbase_without_python(chroot: Chroot) -> None:
+    """scripts/setup on Debian 12 minbase, which has no python3: apt brings it, and the .venv
+    works (issue 15, point 6). As root, as in a fresh container; without --dev (the test tools
+    would add chromium and lintian, a few hundred MB that prove nothing more here)."""
+    assert chroot.sh("command -v python3").returncode != 0, "the minbase root has a python3"
+    # No service may start in the chroot: mosquitto's postinst would start a broker on the
+    # host's port 1883 (a chroot shares the network). What image builders do, see
+    # /usr/share/doc/init-system-helpers/README.policy-rc.d.gz.
+    policy = chroot.root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    # A machine on this network trusts what the host trusts: a TLS-intercepting proxy's CA,
+    # if any (none on a plain network), goes where an administrator puts a local CA.
+    local_cas = chroot.root / "usr/local/share/ca-certificates"
+    for i, pem in enumerate(host_local_cas()):
+        local_cas.mkdir(parents=True, exist_ok=True)
+        (local_cas / f"host-{i}.crt").write_text(pem + "\n")
+    shutil.copytree(REPO, chroot.root / "src/titik", ignore=NOT_IN_A_CLONE, symlinks=True)
+    res = chroot.sh("apt-get update -qq", timeout=180)
+    if res.returncode != 0:
+        pytest.skip(f"apt-get update in {chroot.target} failed (network?): {res.stderr[-500:]}")
+
+    res = chroot.sh("cd /src/titik && scripts/setup", timeout=900)
+    assert res.returncode == 0, (
+        f"scripts/setup exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+    )
+    assert "installing with apt: python3 python3-venv mosquitto ca-certificates" in res.stderr, (
+        res.stderr
+    )
+
+    venv = "/src/titik/.venv/bin"
+    version = chroot.ok(f"{venv}/python -c 'import sys; print(sys.version_info[:2])'")
+    assert version.strip() == "(3, 11)"
+    assert chroot.ok(f"{venv}/titik-agent --version").startswith("titik-agent ")
+    sample = json.loads(
+        chroot.ok(
+            f"{venv}/titik-agent once --warmup 0.1 --config /src/titik/agent/agent.example.toml"
+        )
+    )
+    assert sample
+    # setup installs the central extra: the central tools start.
+    for tool in ("titik-central", "titik-ctl", "titik-sim"):
+        assert chroot.ok(f"{venv}/{tool} --help").startswith(f"usage: {tool}")
+    # Run again: quick, and nothing more to install.
+    res = chroot.sh("cd /src/titik && scripts/setup", timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "installing with apt" not in res.stderr
