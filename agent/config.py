@@ -329,4 +329,11 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> AgentCo
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+        raw = exc.object[: exc.start]
+        line = raw.count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+            "TOML files must be UTF-8: save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     return parse_config(data, os.environ if environ is None else environ)

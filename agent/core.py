@@ -22,6 +22,7 @@ from typing import Any
 from paho.mqtt.client import MQTTMessage
 
 from agent import __version__
+from agent.atomicfile import WriteFaults
 from agent.collectors import Context, run_collectors
 from agent.config import AgentConfig, ConfigError, MqttConfig
 from agent.mqtt import MqttLink, Will
@@ -54,10 +55,28 @@ SHUTDOWN_ACK_TIMEOUT_S = 3.0
 MAX_STEP_S = 0.5
 #: Incoming configs and commands waiting to be handled (a flood drops the oldest).
 INBOX_MAX = 256
+#: At most one "inbox full" warning per this many seconds (a flood must not flood the log).
+INBOX_WARN_INTERVAL_S = 60.0
 #: Replay batches awaiting PUBACK at once; bounds paho's queue and the broker's inflight window.
 MAX_INFLIGHT_BATCHES = 4
 #: Most bytes of records in one replay message (Mosquitto's default limit is far above).
 BATCH_MAX_BYTES = 256 * 1024
+
+
+def bad_response_topic(topic: str) -> str | None:
+    """Why an MQTT 5 response topic cannot be published to, or None. paho raises ValueError
+    for wildcards and empty or oversized topics, which would stop the agent."""
+    if not isinstance(topic, str) or not topic:
+        return "empty"
+    if "+" in topic or "#" in topic:
+        return "it contains a wildcard"
+    if "\0" in topic:
+        return "it contains a NUL character"
+    try:
+        size = len(topic.encode())
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    return "longer than 65535 bytes" if size > 65535 else None
 
 
 def resolve_device_id(cfg: AgentConfig, platform: Platform) -> AgentConfig:
@@ -138,6 +157,11 @@ class Agent:
         # Messages are handled in tick(), outside paho's callbacks: handling may reconnect,
         # and paho's loop must not be re-entered from its own callback.
         self._inbox: deque[MQTTMessage] = deque(maxlen=INBOX_MAX)
+        self.inbox_dropped = 0
+        self._inbox_warned_at = float("-inf")
+        #: Failed writes of the remote config and the command ids (the state and the spool
+        #: keep their own); the sample's ``errors`` carries all three.
+        self.faults = WriteFaults()
         self._move_to: MqttConfig | None = None
         t = self.topics
         groups = list(cfg.device.groups)
@@ -175,6 +199,7 @@ class Agent:
             require_signature=cfg.security.require_signature,
             clock=clock,
             wall=wall,
+            faults=self.faults,
         )
         self.commands = CommandProcessor(
             remote_dir,
@@ -182,6 +207,8 @@ class Agent:
             verifier=verifier,
             require_signature=cfg.security.require_signature,
             wall=wall,
+            harmless=actions.HARMLESS,
+            faults=self.faults,
         )
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
@@ -197,6 +224,12 @@ class Agent:
             sections.get("network"),
             sections.get("clients"),
         )
+        sp = self.spool
+        if self.faults.entries or self.state.faults.entries or sp.faults.entries:
+            self._add_write_faults(ctx.errors)
+        dropped = sp.dropped
+        if sp.lost:  # records lost with a damaged buffer file count as dropped too
+            dropped += sp.lost
         return Telemetry(
             device=self.device_id,
             seq=self.state.next_seq() if seq is None else seq,
@@ -206,11 +239,14 @@ class Agent:
             health=health if isinstance(health, Health) else None,
             net=net if isinstance(net, Net) else None,
             clients=clients if isinstance(clients, Clients) else None,
-            agent=AgentInfo(
-                version=__version__, buffered=self.spool.buffered, dropped=self.spool.dropped
-            ),
+            agent=AgentInfo(version=__version__, buffered=sp.buffered, dropped=dropped),
             errors=ctx.errors or None,
         )
+
+    def _add_write_faults(self, errors: dict[str, str]) -> None:
+        """``write.<kind>`` entries: writes to flash that failed since start (docs/protocol.md)."""
+        for faults in (self.state.faults, self.spool.faults, self.faults):
+            errors.update(faults.entries)
 
     @property
     def messages_waiting(self) -> int:
@@ -235,6 +271,8 @@ class Agent:
         wait = self._replay(now)
         self.spool.tick()
         self.remote.tick()
+        if self.state.unsaved:  # a counters write failed: try again now and then
+            self.state.retry(now)
         if self._reboot_at is not None and now >= self._reboot_at:
             self._reboot_at = None
             self._reboot()
@@ -365,16 +403,29 @@ class Agent:
     # -- remote config and commands
     def _on_message(self, msg: MQTTMessage) -> None:
         if len(self._inbox) == self._inbox.maxlen:
-            log.warning("too many messages waiting; dropping the oldest (%s)", self._inbox[0].topic)
+            self.inbox_dropped += 1
+            now = self.clock()
+            if now - self._inbox_warned_at >= INBOX_WARN_INTERVAL_S:
+                self._inbox_warned_at = now
+                log.warning(
+                    "too many messages waiting; dropping the oldest (%s); %d dropped since start",
+                    self._inbox[0].topic,
+                    self.inbox_dropped,
+                )
         self._inbox.append(msg)
 
     def _handle(self, msg: MQTTMessage) -> None:
         source = self._desired_sources.get(msg.topic)
-        if source is not None:
-            if msg.payload:  # an empty retained message clears a document: nothing to apply
-                self.remote.on_desired(source, msg.topic, bytes(msg.payload))
-        elif msg.topic in self._cmd_topics:
-            self._on_command(msg)
+        try:
+            if source is not None:
+                if msg.payload:  # an empty retained message clears a document: nothing to apply
+                    self.remote.on_desired(source, msg.topic, bytes(msg.payload))
+            elif msg.topic in self._cmd_topics:
+                self._on_command(msg)
+        except Exception:  # a bug must cost this one message, not the agent and its buffer
+            log.exception(
+                "internal error handling a message on %s; the message is dropped", msg.topic
+            )
 
     def _on_command(self, msg: MQTTMessage) -> None:
         result = self.commands.handle(msg.topic, bytes(msg.payload))
@@ -383,6 +434,15 @@ class Agent:
         props = msg.properties
         response = getattr(props, "ResponseTopic", None) if props is not None else None
         if response:  # MQTT 5 request/response: answer where asked, with its correlation data
+            why = bad_response_topic(response)
+            if why is not None:
+                log.warning(
+                    "command %s: response topic refused (%s); answered on %s only",
+                    result.get("id"),
+                    why,
+                    self.topics.cmd_result,
+                )
+                return
             corr = getattr(props, "CorrelationData", None) or b""
             self.link.publish(response, payload, qos=1, correlation=bytes(corr))
 

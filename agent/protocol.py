@@ -118,7 +118,10 @@ class AgentInfo(Wire):
     version: str
     buffered: int = Field(default=0, ge=0, description="Samples not yet acknowledged by the broker")
     dropped: int = Field(
-        default=0, ge=0, description="Samples dropped by the buffer's size or age cap since start"
+        default=0,
+        ge=0,
+        description="Samples dropped by the buffer's size or age cap, or lost with a damaged "
+        "buffer file, since start",
     )
 
 

@@ -427,6 +427,8 @@ def render_conf(kit: Kit, kd: KitDir) -> str:
 
 
 def gateway_patterns(prefix: str) -> list[str]:
+    """A gateway's own topics, by its user name (``%u``: a password user or a certificate CN,
+    both authenticated). Never ``%c``: a client id is whatever the client says it is."""
     gw = f"{prefix}/gw/%u"
     return [
         *(
@@ -439,6 +441,19 @@ def gateway_patterns(prefix: str) -> list[str]:
 
 
 def role_topics(kit: Kit, ident: Identity) -> list[str]:
+    """The ``user`` block of one identity: exactly the topics its program uses.
+
+    Patterns apply to every user, so without the ``deny`` line an operator ``alice`` could
+    publish "gateway" telemetry as ``{prefix}/gw/alice/telemetry``. Mosquitto checks a user's
+    ``deny`` lines before anything else, patterns included (tests/integration/
+    test_broker_roles.py shows it on the real broker).
+
+    - operator (``titik-ctl``, central/ctl.py): publishes desired documents and commands and
+      reads them back (retained desired documents, to pick the next version); reads statuses,
+      reports and command results; its snapshot marker and MQTT 5 reply topic live under
+      ``{prefix}/ctl/{its user name}/`` (``Link.own_topic``), not under another operator's.
+    - central (central/ingest.py ``subscriptions``): reads what it stores, publishes nothing.
+    """
     p = kit.prefix
     if ident.role == "gateway":
         return [
@@ -449,8 +464,10 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
                 f"topic read {p}/group/{g}/cmd",
             )
         ]
+    own = f"topic deny {p}/gw/{ident.id}/#"
     if ident.role == "operator":
         return [
+            own,
             f"topic readwrite {p}/gw/+/config/desired",
             f"topic readwrite {p}/group/+/config/desired",
             f"topic write {p}/gw/+/cmd",
@@ -458,15 +475,15 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
             f"topic read {p}/gw/+/status",
             f"topic read {p}/gw/+/config/reported",
             f"topic read {p}/gw/+/cmd/result",
-            f"topic readwrite {p}/ctl/#",
+            f"topic readwrite {p}/ctl/{ident.id}/#",
         ]
     return [
+        own,
         f"topic read {p}/gw/+/telemetry",
         f"topic read {p}/gw/+/telemetry/batch",
         f"topic read {p}/gw/+/status",
         f"topic read {p}/gw/+/config/reported",
         f"topic read {p}/gw/+/config/desired",
-        f"topic read {p}/gw/+/cmd/result",
         f"topic read {p}/group/+/config/desired",
     ]
 
@@ -992,10 +1009,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"revoked {args.id}" + (f" (certificate serials {serials})" if serials else ""),
             file=out,
         )
-        print(
-            "reload the broker now: kill -HUP $(pidof mosquitto)  (or systemctl reload mosquitto)",
-            file=out,
-        )
+        print(RELOAD_HINT, file=out)
+        # Mosquitto reads passwd, acl and crlfile at start and on SIGHUP only
+        # (tests/integration/test_broker_tls.py): the reload is the step that revokes.
+        print(f"until it reloads, {args.id}'s password and certificate still work", file=out)
         return 0
     password: str | None = None
     if args.generate_password:
@@ -1016,10 +1033,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         trusted_keys=getattr(args, "trusted_key", []),
     )
     print(f"{args.role} {args.id}: bundle in {creds.bundle}", file=out)
-    print(
-        "reload the broker now: kill -HUP $(pidof mosquitto)  (or systemctl reload mosquitto)",
-        file=out,
-    )
+    print(RELOAD_HINT, file=out)
     return 0
 
 

@@ -189,12 +189,23 @@ class Link:
         self.client = c
 
     @property
+    def own_topic(self) -> str:
+        """``{prefix}/ctl/{user}/{client id}``: where this run talks to itself (the snapshot
+        marker, the MQTT 5 reply topic). The user level lets a broker ACL give each operator
+        ``{prefix}/ctl/{user}/#`` and nothing of another's (``titik-ctl broker`` does);
+        ``anonymous`` without --username, and + # / in a user name become _."""
+        user = self.settings.username or "anonymous"
+        for c in "+#/":
+            user = user.replace(c, "_")
+        return f"{self.settings.prefix}/ctl/{user}/{self.client_id}"
+
+    @property
     def sync_topic(self) -> str:
-        return f"{self.settings.prefix}/ctl/{self.client_id}/sync"
+        return f"{self.own_topic}/sync"
 
     @property
     def reply_topic(self) -> str:
-        return f"{self.settings.prefix}/ctl/{self.client_id}/reply"
+        return f"{self.own_topic}/reply"
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any

@@ -1,4 +1,4 @@
-"""Stage and build the titik-agent .deb and .ipk packages with nfpm (run via packaging/build).
+"""Stage and build the titik-agent .deb, .ipk and .apk packages with nfpm (packaging/build).
 
 Every package gets the agent, the firmware hooks and the vendored libraries under
 /usr/lib/titik; only the pydantic-core wheel differs per architecture. nfpm.yaml is the one
@@ -29,7 +29,7 @@ RELEASE = "1"
 
 @dataclass(frozen=True)
 class Target:
-    fmt: str  # "deb" or "ipk"
+    fmt: str  # "deb", "ipk" (OpenWrt 24.10) or "apk" (OpenWrt 25.12)
     arch: str  # the distribution's architecture name
     wheel_platforms: tuple[str, ...]  # pip --platform tags for pydantic-core
     pythons: tuple[str, ...]  # CPython versions the pydantic-core extension is built for
@@ -54,7 +54,11 @@ IPK = [
     Target("ipk", "arm_cortex-a9_vfpv3-d16", ("musllinux_1_1_armv7l",), ("3.11",)),
     Target("ipk", "arm_cortex-a15_neon-vfpv4", ("musllinux_1_1_armv7l",), ("3.11",)),
 ]
-TARGETS = DEB + IPK
+# OpenWrt 25.12 (Python 3.13, musl, apk-tools 3): the same CPU flavours, with the cp313 wheel.
+# nfpm's apk packager writes Alpine's v2 format, which apk-tools 3 installs with --allow-untrusted.
+APK = [Target("apk", t.arch, t.wheel_platforms, ("3.13",)) for t in IPK]
+TARGETS = DEB + IPK + APK
+FORMATS = ("deb", "ipk", "apk")
 
 
 def version() -> str:
@@ -138,6 +142,10 @@ def stage(target: Target, ver: str) -> Path:
     # The extension modules of two Python versions share one pydantic_core directory.
     for rec in (lib / "vendor").glob("*/*.dist-info/RECORD"):
         rec.unlink()
+    # The .apk's post-upgrade is the postinst with PKG_UPGRADE=1, as OpenWrt's buildroot writes
+    # it (include/package-pack.mk); apk itself exports no PKG_UPGRADE.
+    postinst = (PACKAGING / "openwrt" / "postinst").read_text()
+    (st / "post-upgrade").write_text(postinst.replace("\n", "\nexport PKG_UPGRADE=1\n", 1))
     doc = st / "doc"
     doc.mkdir(parents=True)
     (doc / "copyright").write_text(copyright_text(lib / "vendor"))
@@ -203,12 +211,15 @@ def build(target: Target, ver: str, out: Path) -> Path:
         "TITIK_ARCH": target.arch,
         "TITIK_IPK_ARCH": target.arch,
         "TITIK_STAGE": str(st.relative_to(ROOT)),
+        # The OpenWrt files go into the .ipk and the .apk alike (a .deb skips both packagers).
+        "TITIK_OPENWRT": "apk" if target.fmt == "apk" else "ipk",
     }
     config = st / "nfpm.yaml"
     config.write_text(string.Template((PACKAGING / "nfpm.yaml").read_text()).substitute(values))
     env = dict(os.environ)
     env.setdefault("SOURCE_DATE_EPOCH", _source_date())
-    dest = out / f"titik-agent_{ver}-{RELEASE}_{target.arch}.{target.fmt}"
+    release = f"r{RELEASE}" if target.fmt == "apk" else RELEASE  # apk versions end in -rN
+    dest = out / f"titik-agent_{ver}-{release}_{target.arch}.{target.fmt}"
     dest.unlink(missing_ok=True)
     subprocess.run(  # noqa: S603 - fixed argv
         [nfpm(), "package", "-f", str(config), "-p", target.fmt, "-t", str(dest)],
@@ -270,7 +281,7 @@ def _source_date() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="packaging/build", description=__doc__)
-    ap.add_argument("--only", choices=["deb", "ipk"], help="build just one format")
+    ap.add_argument("--only", choices=FORMATS, help="build just one format")
     ap.add_argument("--arch", action="append", help="build just this architecture (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "dist", help="output directory (dist/)")
     args = ap.parse_args()

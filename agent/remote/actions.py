@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from agent.core import Agent
 
 
+#: Commands that change nothing on the gateway: running one twice does no harm, so they run
+#: even when the id memory cannot be trusted or written (see agent.remote.commands).
+HARMLESS = frozenset({"collect_now", "diagnostics", "get_config"})
+
+
 def handlers(agent: Agent) -> dict[str, Handler]:
     def reboot(args: dict[str, Any]) -> dict[str, Any]:
         arg_unknown(args, {"delay_s"})

@@ -18,6 +18,11 @@ The life of a change:
    always in the last committed state or the new one, never between.
 
 A version that was rejected or rolled back is not tried again; a newer version is.
+
+Flash that is full or failing never stops the agent here: if the journal cannot be written,
+nothing is applied, the report says why (``rejected``, naming the file and the error), and
+the same documents are tried again later, by themselves (``RETRY_MIN_S``, then less often).
+If ``remote.json`` cannot be written, the state lives in memory and is written again later.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.atomicfile import write_atomic
+from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
 from agent.remote.desired import (
     HOOK_SECTIONS,
     Rejected,
@@ -37,15 +42,22 @@ from agent.remote.desired import (
     config_hash,
     overlay,
     parse_document,
+    peek_version,
     validate,
 )
 from agent.remote.hooks import HookError
+from agent.remote.inbound import BadInput, check, whole
 from agent.remote.signing import SignatureError, Verifier
 
 log = logging.getLogger("titik.remote")
 
 STATE_FILE = "remote.json"
 JOURNAL_FILE = "applying.json"
+#: After a write failed, the next try is this many seconds later, then twice as long...
+RETRY_MIN_S = 15.0
+RETRY_MAX_S = 600.0
+#: Longest error quoted in a report (a refusal may quote keys from the document).
+MAX_ERROR = 300
 
 
 class Hooks(Protocol):
@@ -76,6 +88,7 @@ class ConfigController:
         require_signature: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        faults: WriteFaults | None = None,
     ) -> None:
         self.dir = state_dir
         self.groups = groups
@@ -93,55 +106,130 @@ class ConfigController:
         self._probe_mid: int | None = None
         self._report: dict[str, Any] | None = None  # the latest report, until acked
         self._report_mid: int | None = None
+        self.faults = faults or WriteFaults()
+        self._unsaved = False  # remote.json is behind memory
+        self._postponed: str | None = None  # the trigger of an apply the disk refused
+        self._retry_at: float | None = None
+        self._retry_wait = RETRY_MIN_S
+        self._loaded = False  # remote.json was read: its applied config can be trusted
         self._load()
         self._recover()
 
     # -- persistence
     def _load(self) -> None:
+        for name in (STATE_FILE, JOURNAL_FILE):
+            if sweep_tmp(self.dir / name):
+                log.info("removed an unfinished write of %s", self.dir / name)
         try:
-            data = json.loads((self.dir / STATE_FILE).read_bytes())
-            self.docs = dict(data.get("docs", {}))
-            self.acted = {k: int(v) for k, v in data.get("acted", {}).items()}
-            self.applied = dict(data.get("applied", {}))
-            self._report = data.get("report")
+            raw = (self.dir / STATE_FILE).read_bytes()
         except FileNotFoundError:
             return
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+        except OSError as exc:
+            log.error(
+                "remote config state unreadable (%s); starting from the firmware as is",
+                describe(exc),
+            )
+            return
+        try:
+            self.docs, self.acted, self.applied, self._report, dropped = parse_state(raw)
+        except (ValueError, TypeError) as exc:
             log.error("remote config state unreadable (%s); starting from the firmware as is", exc)
+            return
+        for why in dropped:
+            log.error("remote config state: %s; ignored", why)
+        self._loaded = True
 
-    def _save(self) -> None:
+    def _save(self) -> bool:
         body = {
             "docs": self.docs,
             "acted": self.acted,
             "applied": self.applied,
             "report": self._report,
         }
+        path = self.dir / STATE_FILE
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.dir / STATE_FILE, json.dumps(body).encode())
+            write_atomic(path, json.dumps(body).encode())
         except OSError as exc:
-            log.error("cannot save remote config state: %s", exc.strerror or exc)
+            self._unsaved = True
+            self._write_failed(path, exc, "the remote config state lives in memory until then")
+            return False
+        self._unsaved = False
+        self._write_ok()
+        return True
 
-    def _write_journal(self, journal: Mapping[str, Any] | None) -> None:
+    def _write_journal(self, journal: Mapping[str, Any]) -> None:
+        """Raises OSError: without a journal on flash nothing may be applied."""
         path = self.dir / JOURNAL_FILE
-        if journal is None:
-            path.unlink(missing_ok=True)
-        else:
+        try:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(journal).encode())
+        except OSError as exc:
+            self._write_failed(path, exc, "nothing is applied until then")
+            raise
+        self._write_ok()
+
+    def _drop_journal(self) -> None:
+        try:
+            (self.dir / JOURNAL_FILE).unlink(missing_ok=True)
+        except OSError as exc:
+            # A stale journal is recognised at the next start: its target's hash is then
+            # the applied one (committed), or the snapshots are restored (not committed).
+            log.error("cannot remove %s: %s", self.dir / JOURNAL_FILE, describe(exc))
+
+    def _write_failed(self, path: Path, exc: OSError, consequence: str) -> None:
+        if self._retry_at is None:
+            self._retry_at = self.clock() + self._retry_wait
+        if self.faults.failed("remote", path.name, exc):
+            log.error(
+                "cannot write %s (%s); %s; trying again every %g-%gs",
+                path,
+                describe(exc),
+                consequence,
+                RETRY_MIN_S,
+                RETRY_MAX_S,
+            )
+
+    def _write_ok(self) -> None:
+        failed = self.faults.ok("remote")
+        if failed:
+            log.warning("writes to %s work again after %d failures", self.dir, failed)
+
+    def _retry(self) -> None:
+        """The disk refused a write earlier: try again (the state, then the apply)."""
+        self._retry_at = None
+        if self._unsaved:
+            self._save()
+        if self._postponed is not None:
+            self._reconcile(self._postponed)
+        if self._unsaved or self._postponed is not None:
+            self._retry_wait = min(RETRY_MAX_S, self._retry_wait * 2)
+            self._retry_at = self.clock() + self._retry_wait
+        else:
+            self._retry_wait = RETRY_MIN_S
 
     def _recover(self) -> None:
         """An apply was cut short by a restart: put the committed config back."""
+        path = self.dir / JOURNAL_FILE
         try:
-            journal = json.loads((self.dir / JOURNAL_FILE).read_bytes())
+            raw = path.read_bytes()
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            log.error("apply journal unreadable (%s); restoring every hook section", exc)
-            journal = {"sections": list(HOOK_SECTIONS), "versions": {}, "source": "gw"}
-        self._restore_hooks(journal.get("hooked", journal.get("sections", [])))
+        except OSError as exc:
+            log.error("apply journal unreadable (%s); restoring every hook section", describe(exc))
+            raw = b""
+        journal = parse_journal(raw)
+        if journal is None:
+            log.error("apply journal %s is damaged; restoring every hook section", path)
+            journal = {"sections": list(HOOK_SECTIONS), "hooked": list(HOOK_SECTIONS)}
+        elif self._loaded and journal.get("target_hash") == config_hash(self.applied):
+            # Committed (remote.json says so) but the journal could not be removed then.
+            log.info("apply journal %s was left by a committed apply; removing it", path)
+            self._drop_journal()
+            return
+        self._restore_hooks(journal["hooked"])
         self.acted.update(journal.get("versions", {}))
-        self._write_journal(None)
+        self._drop_journal()
         self._set_report(journal, "rolled_back", "the agent restarted while applying")
         log.warning("restored the last committed config after a restart during an apply")
 
@@ -152,7 +240,7 @@ class ConfigController:
             doc = parse_document(payload)
             self._check_signature(topic, doc)
         except (Rejected, SignatureError) as exc:
-            version = _peek_version(payload)
+            version = peek_version(payload)
             if version is not None and version <= self.acted.get(source, -1):
                 return  # an old retained document: it was dealt with already
             self._set_report({"source": source, "version": version}, "rejected", str(exc))
@@ -179,9 +267,14 @@ class ConfigController:
     def _reconcile(self, trigger: str) -> None:
         if self._verify is not None:
             return  # one change at a time; the newer one is applied after this one settles
+        self._postponed = None  # this covers whatever the disk refused before
         used = [s for s in self.sources() if s in self.docs]
         versions = {s: self.docs[s]["version"] for s in used}
-        meta = {"source": trigger, "version": versions.get(trigger), "versions": versions}
+        meta: dict[str, Any] = {
+            "source": trigger,
+            "version": versions.get(trigger),
+            "versions": versions,
+        }
         if all(self.acted.get(s, -1) >= v for s, v in versions.items()):
             return
         try:
@@ -196,6 +289,10 @@ class ConfigController:
             self.acted.update(versions)
             self._set_report(meta, "applied", None)
             return
+        self._apply(meta, target, sections)
+
+    def _apply(self, meta: dict[str, Any], target: dict[str, Any], sections: list[str]) -> None:
+        versions = meta["versions"]
         hooked = [s for s in sections if s in HOOK_SECTIONS and self.hooks.has(s)]
         try:
             for s in hooked:
@@ -206,8 +303,18 @@ class ConfigController:
             log.warning("desired config rejected by the firmware: %s", exc)
             return
         done: list[str] = []
-        journal = {**meta, "sections": sections, "hooked": done, "previous": self.applied}
-        self._write_journal(journal)
+        journal = {
+            **meta,
+            "sections": sections,
+            "hooked": done,
+            "previous": self.applied,
+            "target_hash": config_hash(target),
+        }
+        try:
+            self._write_journal(journal)
+        except OSError as exc:
+            self._postpone(meta, exc)
+            return
         log.info("applying config %s: sections %s", versions, ", ".join(sections))
         try:
             for s in hooked:
@@ -218,6 +325,11 @@ class ConfigController:
         except HookError as exc:
             self._rollback(journal, str(exc))
             return
+        except OSError as exc:  # the journal: undo the snapshot taken, apply nothing
+            self._restore_hooks(done)
+            self._drop_journal()
+            self._postpone(meta, exc)
+            return
         self.host.apply_runtime(target)
         self._verify = {
             **journal,
@@ -227,11 +339,23 @@ class ConfigController:
         self._set_report(meta, "applying", None)
         self._probe_mid = self._report_mid
 
+    def _postpone(self, meta: Mapping[str, Any], exc: OSError) -> None:
+        """The journal could not be written: nothing was changed; try again later."""
+        self._postponed = str(meta["source"])
+        if self._retry_at is None:
+            self._retry_at = self.clock() + self._retry_wait
+        self._set_report(
+            meta,
+            "rejected",
+            f"(state): cannot write {JOURNAL_FILE} ({describe(exc)}); nothing was changed, "
+            "and the agent tries again by itself",
+        )
+
     def _rollback(self, journal: dict[str, Any], reason: str) -> None:
         self._restore_hooks(journal["hooked"])
         self.host.apply_runtime(self.applied)
         self.acted.update(journal["versions"])
-        self._write_journal(None)
+        self._drop_journal()
         self._verify = None
         self._probe_mid = None
         self._set_report(journal, "rolled_back", reason)
@@ -250,10 +374,10 @@ class ConfigController:
             return
         self.applied = v["target"]
         self.acted.update(v["versions"])
-        self._write_journal(None)
         self._verify = None
         self._probe_mid = None
-        self._set_report(v, "applied", None)
+        self._set_report(v, "applied", None)  # saves remote.json: committed
+        self._drop_journal()
         log.info("config %s applied (hash %s)", v["versions"], config_hash(self.applied))
         self._reconcile(v["source"])  # a newer document may have arrived meanwhile
 
@@ -264,6 +388,8 @@ class ConfigController:
             self._rollback(
                 v, f"no contact with the broker within {self.rollback_timeout_s:g}s after applying"
             )
+        if self._retry_at is not None and self._verify is None and self.clock() >= self._retry_at:
+            self._retry()
 
     def on_connected(self) -> None:
         if self._report is not None:
@@ -288,7 +414,7 @@ class ConfigController:
             "hash": config_hash(self.applied),
         }
         if error:
-            report["error"] = error
+            report["error"] = error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 3] + "..."
         self._report = report
         self._save()
         self._publish_report()
@@ -304,9 +430,87 @@ class ConfigController:
         return self._report
 
 
-def _peek_version(payload: bytes) -> int | None:
+def parse_state(
+    raw: bytes,
+) -> tuple[
+    dict[str, dict[str, Any]], dict[str, int], dict[str, Any], dict[str, Any] | None, list[str]
+]:
+    """Pure: ``remote.json`` -> (docs, acted, applied, report, what was dropped and why).
+
+    ValueError or TypeError if it is not a JSON object at all. Entries that do not fit (a
+    version beyond the wire's limit, kept by an agent from before that limit, say) are
+    dropped one by one, so one bad entry does not cost the rest.
+    """
     try:
-        v = json.loads(payload).get("version")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    dropped: list[str] = []
+    docs: dict[str, dict[str, Any]] = {}
+    raw_docs = data.get("docs")
+    for source, doc in (raw_docs if isinstance(raw_docs, dict) else {}).items():
+        if (
+            isinstance(doc, dict)
+            and whole(doc.get("version")) is not None
+            and isinstance(doc.get("config"), dict)
+            and _fits(doc["config"])
+        ):
+            docs[source] = {"version": doc["version"], "config": doc["config"]}
+        else:
+            dropped.append(f"the stored document of {source!r} is not usable")
+    acted: dict[str, int] = {}
+    raw_acted = data.get("acted")
+    for source, version in (raw_acted if isinstance(raw_acted, dict) else {}).items():
+        if whole(version, lo=-1) is not None:
+            acted[source] = version
+        else:
+            dropped.append(f"the version acted upon for {source!r} is not usable")
+    applied = data.get("applied")
+    if not isinstance(applied, dict) or not _fits(applied):
+        dropped.append("the applied config is not usable")
+        applied = {}
+    report = data.get("report")
+    if report is not None and not (
+        isinstance(report, dict)
+        and (report.get("version") is None or whole(report["version"]) is not None)
+        and _fits(report)
+    ):
+        dropped.append("the last report is not usable")
+        report = None
+    return docs, acted, applied, report, dropped
+
+
+def _fits(value: Any) -> bool:
+    try:
+        check(value)
+    except BadInput:
+        return False
+    return True
+
+
+def parse_journal(raw: bytes) -> dict[str, Any] | None:
+    """Pure: the apply journal, or None if it is damaged (the caller then restores all)."""
+    try:
+        j = json.loads(raw)
+    except (ValueError, RecursionError):
         return None
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    if not isinstance(j, dict):
+        return None
+    hooked = j.get("hooked", j.get("sections"))
+    versions = j.get("versions", {})
+    if not (
+        isinstance(hooked, list)
+        and all(s in HOOK_SECTIONS for s in hooked)
+        and isinstance(versions, dict)
+        and all(whole(v, lo=-1) is not None for v in versions.values())
+    ):
+        return None
+    out = dict(j)
+    out["hooked"] = hooked
+    source = j.get("source")
+    out["source"] = source if isinstance(source, str) else "gw"
+    if whole(j.get("version")) is None:
+        out["version"] = None
+    return out

@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config import deep_merge, format_validation_error
+from agent.protocol import WIRE_INT_MAX
+from agent.remote.inbound import BadInput, load, name, whole
 
 #: Sections a firmware hook applies; the agent applies the others to itself. (The schema
 #: module is loaded only when a document arrives: its models cost RAM on every gateway.)
@@ -17,6 +19,8 @@ HOOK_SECTIONS = ("wifi", "hotspot")
 
 #: Largest desired-config document accepted, bytes.
 MAX_DOCUMENT_BYTES = 64 * 1024
+#: Largest refused document still parsed for its version, to name it in the report.
+MAX_PEEK_BYTES = 1 << 20
 
 
 class Rejected(Exception):
@@ -24,24 +28,38 @@ class Rejected(Exception):
 
 
 def parse_document(payload: bytes) -> dict[str, Any]:
-    """``{"version": N, "config": {...}, "sig"?: {...}}`` -> the dict; Rejected says why not."""
+    """``{"version": N, "config": {...}, "sig"?: {...}}`` -> the dict; Rejected says why not.
+
+    Every number in the document must be finite, and every whole number within the wire's
+    limit (agent.protocol.WIRE_INT_MAX), wherever it is: the refusal names its key path.
+    """
     if len(payload) > MAX_DOCUMENT_BYTES:
         raise Rejected(f"(document): {len(payload)} bytes, more than {MAX_DOCUMENT_BYTES}")
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected(f"(document): not JSON: {exc}") from None
+        doc = load(payload, "(document)")
+    except BadInput as exc:
+        raise Rejected(str(exc)) from None
     if not isinstance(doc, dict):
         raise Rejected("(document): must be a JSON object")
     extra = set(doc) - {"version", "config", "sig"}
     if extra:
-        raise Rejected(f"{sorted(extra)[0]}: unknown key")
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise Rejected("version: must be a whole number >= 0")
+        raise Rejected(f"{name(sorted(extra)[0])}: unknown key")
+    if whole(doc.get("version")) is None:
+        raise Rejected(f"version: must be a whole number from 0 to {WIRE_INT_MAX}")
     if not isinstance(doc.get("config"), dict):
         raise Rejected("config: must be an object")
     return doc
+
+
+def peek_version(payload: bytes) -> int | None:
+    """The version of a document that was refused, if it has a usable one (for its report)."""
+    if len(payload) > MAX_PEEK_BYTES:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return whole(doc.get("version")) if isinstance(doc, dict) else None
 
 
 def overlay(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -59,7 +77,8 @@ def validate(effective: Mapping[str, Any]) -> dict[str, Any]:
     try:
         model = RemoteConfig.model_validate(effective)
     except ValidationError as exc:
-        raise Rejected(format_validation_error(exc).splitlines()[0]) from None
+        path, _, reason = format_validation_error(exc).splitlines()[0].partition(": ")
+        raise Rejected(f"{name(path)}: {reason}") from None
     return model.model_dump(mode="json", exclude_none=True)
 
 

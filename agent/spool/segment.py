@@ -174,6 +174,10 @@ class SegmentScan:
 
     found: list[Located] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Records the file held that could not be read: a lower bound. A frame that fails its
+    #: checksum, or is cut off, where the scan knows a frame starts, is one; a block header
+    #: cut off, or with an unknown codec, where a block starts, is one more.
+    unreadable: int = 0
 
     @property
     def damaged(self) -> bool:
@@ -193,9 +197,13 @@ def scan_segment(buf: bytes) -> SegmentScan:
     off = len(SEGMENT_MAGIC)
     if off == len(buf):
         scan.problems.append("segment holds no block")
+    # Damage is counted only where the scan knows it is at a real block or frame: after a
+    # checksum failure, lengths cannot be trusted until a checksum passes again.
+    aligned = True
     while off < len(buf):
         if len(buf) - off < BLOCK_HEADER.size:
             scan.problems.append(f"truncated block header at byte {off}")
+            scan.unreadable += aligned  # a block holds at least one record
             break
         crc, codec, stored, raw_len = BLOCK_HEADER.unpack_from(buf, off)
         start = off + BLOCK_HEADER.size
@@ -212,15 +220,17 @@ def scan_segment(buf: bytes) -> SegmentScan:
             raw = payload
         else:
             scan.problems.append(f"unknown codec {codec} at byte {off}")
+            scan.unreadable += aligned
             break
         if intact and len(raw) != raw_len:
             scan.problems.append(f"block length mismatch at byte {off}")
-        _frames(raw, off, scan)
+        _frames(raw, off, scan, aligned)
         if not whole:
             break
         # A damaged header may announce the wrong length; the next block then fails its
         # own checks, so continuing costs nothing and may save later blocks.
         off = start + stored
+        aligned = intact
     return scan
 
 
@@ -242,25 +252,33 @@ def _inflate(payload: bytes, limit: int) -> bytes:
     return b"".join(out)
 
 
-def _frames(raw: bytes, block_off: int, scan: SegmentScan) -> None:
+def _frames(raw: bytes, block_off: int, scan: SegmentScan, aligned: bool) -> None:
+    """Scan the frames of one block. ``aligned``: ``raw`` is known to start at a frame; a
+    damaged frame is then counted in ``unreadable`` (until a checksum passes again, the
+    offsets that follow are guesses, and what fails there is not counted)."""
     off = 0
     view = memoryview(raw)
     while off < len(raw):
         if len(raw) - off < FRAME_HEADER.size:
             scan.problems.append(f"truncated frame in block at byte {block_off}")
+            scan.unreadable += aligned
             return
         crc, n, seq, ts = FRAME_HEADER.unpack_from(raw, off)
         end = off + FRAME_HEADER.size + n
         if end > len(raw):
             scan.problems.append(f"frame overruns block at byte {block_off}")
+            scan.unreadable += aligned
             return
         if zlib.crc32(view[off + 4 : end]) != crc:
             # The length may be the damaged field; stepping over it is still safe
             # because every later frame must pass its own checksum.
             scan.problems.append(f"frame checksum mismatch in block at byte {block_off}")
+            scan.unreadable += aligned
+            aligned = False
         else:
             rec = Record(seq, ts, bytes(view[off + FRAME_HEADER.size : end]))
             scan.found.append(Located(rec, block_off, off))
+            aligned = True
         off = end
 
 

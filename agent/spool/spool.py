@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.atomicfile import WriteFaults, describe
 from agent.spool.ledger import Entry, Ledger, OnDisk
 from agent.spool.record import Record
 from agent.spool.segment import (
@@ -30,7 +31,7 @@ from agent.spool.segment import (
     scan_segment,
     to_ranges,
 )
-from agent.spool.store import MAX_SET_ASIDE_PER_LOAD, Listing, SegmentStore, describe, prepare
+from agent.spool.store import MAX_SET_ASIDE_PER_LOAD, Listing, SegmentStore, prepare
 
 # A spill is split into segment files of about this much raw data, so one long-unacked
 # record pins at most this much disk, and a retry after a failed write stays small.
@@ -53,7 +54,7 @@ class SpoolStats:
     dropped: int  # records dropped by the byte cap or the age cap
     corrupt: int  # damaged or foreign files moved aside into corrupt/
     unstored: int  # records a spill could not write (each counted once)
-    lost: int  # spilled records whose file went bad before they were read back
+    lost: int  # records in spool files that went bad (a lower bound for files found damaged)
     rejected: int  # appends refused because their seq was already buffered
     persistent: bool  # False: no usable directory, memory only
     write_failing: bool  # the last spill failed; records are held in memory
@@ -74,6 +75,7 @@ class Spool:
         clock: Monotonic seconds, for grace and flush timing.
         wall: UNIX seconds, for the age cap.
         log: Where events go (one line each; record contents are never logged).
+        faults: Where failed writes are counted (``write.spool``), for the agent's sample.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Spool:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
+        faults: WriteFaults | None = None,
     ) -> None:
         if max_bytes <= 0 or max_age_s <= 0 or flush_interval_s < 0 or grace_s < 0:
             raise ValueError("spool: max_bytes and max_age_s must be > 0, intervals >= 0")
@@ -94,6 +97,7 @@ class Spool:
         self._clock = clock
         self._wall = wall
         self._log = log or logging.getLogger(__name__)
+        self.faults = faults or WriteFaults()
         self._lock = threading.Lock()
         self._ledger = Ledger(
             max_bytes=max_bytes,
@@ -293,7 +297,10 @@ class Spool:
             try:
                 buf = store.read(path, self._read_limit)
             except OSError as exc:
-                self._set_aside(store, path, f"unreadable ({describe(exc)})")
+                ledger.lost += 1  # we wrote it, so it held at least one record
+                self._set_aside(
+                    store, path, f"unreadable ({describe(exc)}), at least 1 record lost"
+                )
                 continue
             if buf is None:
                 self._set_aside(store, path, "too large to be a spool segment")
@@ -304,11 +311,14 @@ class Spool:
             if scan.damaged:
                 keep = [f.record for f in scan.found if f.record.seq not in acked]
                 salvaged.extend(keep)
+                # A file under our name held at least one record, even if none can be read.
+                lost = scan.unreadable or (0 if scan.found else 1)
+                ledger.lost += lost
                 self._set_aside(
                     store,
                     path,
                     f"{scan.problems[0]} ({len(scan.problems)} problems), "
-                    f"{len(keep)} readable records kept",
+                    f"{len(keep)} readable records kept, at least {lost} lost",
                 )
                 continue
             segments += 1
@@ -382,12 +392,14 @@ class Spool:
             try:
                 store.write_segment(self._next_seg, data)
             except OSError as exc:
+                self.faults.failed("spool", store.path(self._next_seg).name, exc)
                 self._write_failed(exc, [e for c in chunks[i:] for e in c])
                 break
             self._ledger.spilled(chunk, self._next_seg, where)
             self._next_seg += 1
             written += len(chunk)
         else:
+            self.faults.ok("spool")
             if self._failing is not None:
                 self._log.info(
                     "spool: writes to %s recovered; %d records written", self._dir, written
@@ -397,6 +409,7 @@ class Spool:
             try:
                 store.sync_dir()
             except OSError as exc:
+                self.faults.failed("spool", self._dir.name, exc)
                 self._log.warning(
                     "spool: fsync of %s failed (%s); the last spill may not survive a power cut",
                     self._dir,
@@ -486,6 +499,7 @@ class Spool:
             store.write_tombstone(encode_tombstone(t))
             store.sync_dir()
         except OSError as exc:
+            self.faults.failed("spool", "acked", exc)
             self._log.warning(
                 "spool: could not save acks (%s); %d acked records may be sent again",
                 describe(exc),

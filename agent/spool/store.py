@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.atomicfile import describe
 from agent.spool.segment import (
     BLOCK_HEADER,
     CORRUPT_DIR,
@@ -207,10 +208,3 @@ class SegmentStore:
             )
             return False
         return True
-
-
-def describe(exc: OSError) -> str:
-    """'ENOSPC: No space left on device' for an OSError."""
-    name = errno.errorcode.get(exc.errno or 0, "")
-    text = exc.strerror or str(exc)
-    return f"{name}: {text}" if name else text

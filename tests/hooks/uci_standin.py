@@ -1,321 +1,856 @@
-"""A STAND-IN for OpenWrt's `uci` command line tool, for the hook tests only.
+"""A STAND-IN for OpenWrt's `uci` command line tool, for tests only.
 
-This machine cannot have the real uci (it is libuci's CLI, built for an OpenWrt userland), so
-the tests put ``tests/hooks/bin/uci`` (which runs this file) first on PATH. It edits real
-UCI-format files the way uci does, for the subset the firmware hooks use:
+The real uci (libuci and its CLI, openwrt/uci) is built for an OpenWrt userland and is in no
+package registry this machine reaches, so the tests put ``tests/hooks/bin/uci`` (which runs
+this file) first on PATH. It is our own code, written to behave as the real one does. Each
+behaviour below was read from openwrt/uci (cli.c and delta.c at commit 5781664d, list.c and
+libuci.c at e4516d01, file.c at 3cda2512, util.c) and matches what
+../shared/reference/anchors-openwrt.md (last section) saw the real uci f3fc0b7 do:
 
-    uci [-q] [-c CONFDIR] [-t SAVEDIR] get|set|delete|show|commit|revert ...
+- Config files are parsed as file.c does: ``'...'`` is literal, ``"..."`` and bare words take
+  backslash escapes, a backslash at the end of a line continues it, ``#`` ends the line, a
+  quoted value may span lines, ``;`` separates commands. ``option x ''`` sets nothing.
+- **Anonymous sections** (``config TYPE`` with no name, or ``uci add PKG TYPE``) get a name
+  when they are created (list.c, uci_fixup_section): ``cfg`` + two hex digits of the
+  package's section counter + four hex digits of a djb hash of the type. The counter goes up
+  by one for every section and once more for every anonymous one, so on the shipped
+  /etc/config/titik without its ``telemetry`` section, ``uci add titik telemetry`` prints
+  ``cfg0832a0``. ``uci show PKG`` calls them ``@TYPE[N]`` (N counts every section of that
+  type); ``show PKG.SECTION``, ``show -X`` and ``export -n`` use the ``cfgXXXXXX`` name.
+- Changing an option's value re-creates it at the end of its section (list.c, uci_set), so
+  a committed file can list options in a different order than before.
+- **Changes are delta lines**, appended to ``SAVEDIR/PKG`` (``-t``; default /tmp/.uci) as
+  delta.c's uci_delta_save writes them: ``PKG.SEC='TYPE'`` or ``PKG.SEC.OPT='VALUE'`` for a
+  set, ``+PKG.cfgXXXXXX='TYPE'`` for an add, ``-PKG.SEC[.OPT]`` for a delete, ``|`` and
+  ``~`` for add_list and del_list, ``@`` rename, ``^`` reorder; values in single quotes,
+  ``'`` written as ``'\\''``. Setting an option to the value it has writes nothing; setting
+  a section's type always writes a line. The delta file has the mode of the config file.
+- Reading a package applies the delta files of every delta path, in order: the compiled-in
+  /tmp/.uci first, then the ``-t``/``-P`` directory (libuci.c adds /tmp/.uci;
+  uci_set_savedir appends). So with ``-t DIR``, changes staged in /tmp/.uci by LuCI or a
+  plain ``uci set`` are seen, and committed, too.
+- ``commit`` rewrites the file (a temp file ``.PKG.uci-XXXXXX`` beside it, the old mode,
+  then a rename) only if some delta line applied, and then **truncates SAVEDIR/PKG to zero
+  bytes and leaves it there** (delta.c, uci_load_delta). With ``-P`` it commits nothing.
+- ``revert PKG[.SEC[.OPT]]`` rewrites SAVEDIR/PKG without the matching lines (an empty file
+  if all matched); it creates no file.
+- ``get`` prints a list's items joined by spaces, quoting an item that holds whitespace;
+  ``changes`` prints ``PKG.SEC.OPT='v'``, ``+=`` for a list add, ``-=`` for a list delete and
+  ``-PKG.SEC`` for a delete, for the delta lines of every delta path.
+- Errors are ``uci: Entry not found``, ``uci: Invalid argument`` or ``uci: Parse error``
+  on stderr (nothing with ``-q``), exit 1; an unknown command prints the usage and exits 255.
 
-- ``get PKG.SEC[.OPT]``: an option's value (a list's items joined by spaces) or a section's
-  type; "uci: Entry not found" and exit 1 if missing (silent with -q).
-- ``set PKG.SEC=TYPE``: create the section, or change its type.
-- ``set PKG.SEC.OPT=VALUE``: set an option; VALUE is everything after the first "=",
-  verbatim. The section must exist.
-- ``delete PKG.SEC[.OPT]``: remove a section or an option.
-- ``show [PKG[.SEC]]``: ``PKG.SEC=TYPE`` and ``PKG.SEC.OPT='VALUE'`` lines, ``'`` written as
-  ``'\\''``; anonymous sections appear as ``@TYPE[N]``, which is also accepted as a name.
-- ``commit [PKG]`` / ``revert PKG``: write the staged changes to CONFDIR/PKG, or drop them.
-
-As with uci, changes are staged in SAVEDIR (default /tmp/.uci) until ``commit``, which rewrites
-the file in uci's export format (comments and the original quoting are not kept) through a
-temp file and a rename. The staged form here is a copy of the whole package (in export
-format), not uci's delta lines; the tests compare only results, never the save dir. Each commit is appended to
-$STANDIN_LOG as "uci commit PKG".
+Covered: ``get set delete add add_list del_list show changes export commit revert`` and the
+flags ``-q -c -t -p -P -n -N -s -S -X -d``. Not covered (exit 1, "not in this stand-in"):
+``batch import rename reorder`` and ``-f -m -L``. The paths uci has compiled in (/etc/config,
+/tmp/.uci) are taken under ``$STANDIN_ROOT``, so that a test's temp root stands for ``/``.
+Each ``commit`` is also appended to ``$STANDIN_LOG`` as "uci commit PKG".
 """
 
 from __future__ import annotations
 
-# Only os and sys: the hooks call uci dozens of times per test, and importing re, json or
-# typing would triple this script's start-up time.
+# Only os and sys (and collections.abc, about 3 ms): the hooks call uci dozens of times per
+# test, and importing re, json or typing would triple this script's start-up time.
 import os
 import sys
 from collections.abc import Callable
 
-# {"name": str, "type": str, "anon": bool, "opts": {name: str | list[str]}}
-Section = dict
+ROOT = os.environ.get("STANDIN_ROOT", "").rstrip("/")
+UCI_CONFDIR = ROOT + "/etc/config"
+UCI_SAVEDIR = ROOT + "/tmp/.uci"
+UCI_FILEMODE = 0o600
+UCI_DIRMODE = 0o700
 
-_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+NOT_FOUND = "Entry not found"
+INVALID = "Invalid argument"
+PARSE = "Parse error"
 
+# delta.c's uci_command_char; CHANGE has none.
+ADD, REMOVE, CHANGE, RENAME, REORDER, LIST_ADD, LIST_DEL = "+", "-", "", "@", "^", "|", "~"
+COMMAND_CHARS = "+-@^|~"
 
-class _Name:
-    def __init__(self, extra: str = "") -> None:
-        self.chars = _ALNUM | frozenset(extra)
-
-    def match(self, text: str) -> bool:
-        return bool(text) and all(c in self.chars for c in text)
-
-
-NAME = _Name()
-TYPE = _Name("-")
+ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class UciError(Exception):
     pass
 
 
-NOT_FOUND = "Entry not found"
-INVALID = "Invalid argument"
-
-
-def words_of(line: str) -> list[str]:
-    """uci's tokenizer: blanks separate words; '...' is literal; "..." and bare words take
-    backslash escapes; # starts a comment where a word could start."""
-    words: list[str] = []
-    i, n = 0, len(line)
-    while i < n:
-        if line[i] in " \t\r":
-            i += 1
+def valid(text: str, name: bool = False, package: bool = False) -> bool:
+    """util.c uci_validate_str: names are [A-Za-z0-9_]; types and packages any printable
+    ASCII but blanks (packages may also have '-')."""
+    if not text:
+        return False
+    for c in text:
+        if c in ALNUM or (c == "-" and package):
             continue
-        if line[i] == "#":
-            break
-        word = []
-        while i < n and line[i] not in " \t\r":
-            c = line[i]
-            if c in "'\"":
-                end = i + 1
-                while end < n and line[end] != c:
-                    if c == '"' and line[end] == "\\":
-                        end += 1
-                    word.append(line[end] if end < n else "")
-                    end += 1
-                if end >= n:
-                    raise UciError("Parse error (unterminated quote)")
-                i = end + 1
-            elif c == "\\" and i + 1 < n:
-                word.append(line[i + 1])
-                i += 2
-            else:
-                word.append(c)
-                i += 1
-        words.append("".join(word))
-    return words
+        if name or not 33 <= ord(c) <= 126:
+            return False
+    return True
 
 
-def parse(text: str) -> list[Section]:
-    sections: list[Section] = []
-    for raw in text.splitlines():
-        words = words_of(raw)
-        if not words or words[0] == "package":
-            continue
-        if words[0] == "config" and len(words) in (2, 3):
-            anon = len(words) == 2
-            name = f"cfg{len(sections):06x}" if anon else words[2]
-            sections.append({"name": name, "type": words[1], "anon": anon, "opts": {}})
-        elif words[0] in ("option", "list") and len(words) == 3 and sections:
-            opts = sections[-1]["opts"]
-            if words[0] == "option":
-                opts[words[1]] = words[2]
-            else:
-                cur = opts.get(words[1])
-                opts[words[1]] = [*(cur if isinstance(cur, list) else []), words[2]]
-        else:
-            raise UciError("Parse error")
-    return sections
+def valid_text(value: str) -> bool:
+    """util.c uci_validate_text: no control characters but tab, CR and LF."""
+    return all(ord(c) >= 32 or c in "\t\r\n" for c in value)
+
+
+def djbhash(h: int, text: str) -> int:
+    """list.c djbhash: h is -1 for the first call."""
+    if h == -1:
+        h = 5381
+    for b in text.encode():
+        h = (h * 33 + (b - 256 if b > 127 else b)) & 0xFFFFFFFF  # char is signed on x86/MIPS
+    return h & 0x7FFFFFFF
 
 
 def quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def export(sections: list[Section]) -> str:
-    """libuci's uci_export(): a blank line before each section, one tab-indented line per
-    option, values in single quotes, and a final newline."""
-    out = []
-    for s in sections:
-        name = "" if s["anon"] else f" {quote(s['name'])}"
-        out.append(f"\nconfig {s['type']}{name}\n")
-        for opt, val in s["opts"].items():
-            if isinstance(val, list):
-                out.extend(f"\tlist {opt} {quote(v)}\n" for v in val)
-            else:
-                out.append(f"\toption {opt} {quote(val)}\n")
-    out.append("\n")
-    return "".join(out)
+# --- parsing (file.c) -------------------------------------------------------------------------
 
 
-class Store:
-    def __init__(self, confdir: str, savedir: str) -> None:
-        self.confdir = confdir
-        self.savedir = savedir
+def commands(text: str) -> list[list[str]]:
+    """Split text into commands (lists of words) the way file.c's parse_str/next_arg do."""
+    cmds: list[list[str]] = []
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\n;":
+            if words:
+                cmds.append(words)
+                words = []
+            i += 1
+        elif c in " \t\r\v\f":
+            i += 1
+        elif c == "#":
+            i = line_end(text, i)
+        else:
+            word, i = read_word(text, i)
+            words.append(word)
+    if words:
+        cmds.append(words)
+    return cmds
 
-    def load(self, pkg: str) -> list[Section]:
-        if not NAME.match(pkg):
+
+def line_end(text: str, i: int) -> int:
+    end = text.find("\n", i)
+    return len(text) if end < 0 else end
+
+
+def read_word(text: str, i: int) -> tuple[str, int]:
+    """One word from text[i]: quotes, backslashes, '#' ends the line, a blank or ';' the word."""
+    word: list[str] = []
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise UciError(PARSE)
+            word.append(text[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            i = read_double_quoted(text, i + 1, word)
+        elif c == "\\" and i + 1 < n:
+            if text[i + 1] != "\n":  # a backslash at the end of a line continues it
+                word.append(text[i + 1])
+            i += 2
+        elif c == "#":
+            return "".join(word), line_end(text, i)
+        elif c in " \t\r\v\f\n;":
+            break
+        else:
+            word.append(c)
+            i += 1
+    return "".join(word), i
+
+
+def read_double_quoted(text: str, i: int, word: list[str]) -> int:
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            return i + 1
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] != "\n":
+                word.append(text[i + 1])
+            i += 2
+        else:
+            word.append(c)
+            i += 1
+    raise UciError(PARSE)
+
+
+class Section:
+    __slots__ = ("anon", "name", "opts", "type")
+
+    def __init__(self, name: str, type_: str, anon: bool) -> None:
+        self.name = name
+        self.type = type_
+        self.anon = anon
+        self.opts: dict[str, str | list[str]] = {}
+
+
+class Package:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sections: list[Section] = []
+        self.n_section = 0
+        self.saved: list[tuple[str, str, str | None, str | None]] = []  # for `changes`
+        self.pending: list[str] = []  # delta lines of this run, for uci_save
+
+    # list.c
+    def lookup(self, name: str) -> Section | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+    def alloc(self, type_: str, name: str | None) -> Section:
+        self.n_section += 1
+        s = Section(name or "", type_, name is None)
+        self.sections.append(s)
+        return s
+
+    def add_section(self, type_: str) -> Section:
+        s = self.alloc(type_, None)
+        h = djbhash(-1, s.type)
+        for opt, val in s.opts.items():  # always empty here: fixup runs as the section opens
+            h = djbhash(h, opt)
+            if isinstance(val, str):
+                h = djbhash(h, val)
+        self.n_section += 1
+        s.name = f"cfg{self.n_section:02x}{h % 65536:04x}"
+        return s
+
+    def set(self, sec: str, opt: str | None, value: str) -> bool:
+        """uci_set; returns whether a delta is recorded."""
+        s = self.lookup(sec)
+        if opt is not None and s is None:
             raise UciError(INVALID)
-        for path in (os.path.join(self.savedir, pkg), os.path.join(self.confdir, pkg)):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    return parse(f.read())
-            except FileNotFoundError:
-                pass
-        raise UciError(NOT_FOUND)
+        if opt is None and value and not valid(value):
+            raise UciError(INVALID)
+        if not value:
+            if s is None or (opt is not None and opt not in s.opts):
+                return False
+            self.delete(sec, opt)
+            return True
+        if opt is None:
+            if s is None:
+                self.alloc(value, sec)
+            else:
+                s.type = value
+            return True
+        assert s is not None
+        if s.opts.get(opt) == value:
+            return False
+        s.opts.pop(opt, None)  # re-created at the end, as uci_free_option + uci_alloc_option
+        s.opts[opt] = value
+        return True
 
-    def stage(self, pkg: str, sections: list[Section]) -> None:
-        os.makedirs(self.savedir, exist_ok=True)
-        with open(os.path.join(self.savedir, pkg), "w", encoding="utf-8") as f:
-            f.write(export(sections))
-
-    def commit(self, pkg: str) -> None:
-        staged = os.path.join(self.savedir, pkg)
-        if not os.path.exists(staged):
+    def delete(self, sec: str, opt: str | None, index: str | None = None) -> None:
+        s = self.lookup(sec)
+        if s is None or (opt is not None and opt not in s.opts):
+            raise UciError(NOT_FOUND)
+        if opt is None:
+            self.sections.remove(s)
             return
-        text = export(self.load(pkg))
-        tmp = os.path.join(self.confdir, f".{pkg}.uci-standin")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(self.confdir, pkg))
-        os.unlink(staged)
+        cur = s.opts[opt]
+        if index is not None and isinstance(cur, list):
+            if index.lstrip("-").isdigit() and 0 <= int(index) < len(cur):
+                del cur[int(index)]
+            return
+        del s.opts[opt]
+
+    def add_list(self, sec: str, opt: str, value: str) -> None:
+        s = self.lookup(sec)
+        if s is None:
+            raise UciError(INVALID)
+        cur = s.opts.get(opt)
+        if isinstance(cur, list):
+            cur.append(value)
+            return
+        s.opts.pop(opt, None)
+        s.opts[opt] = [cur, value] if cur is not None else [value]
+
+    def del_list(self, sec: str, opt: str, value: str) -> None:
+        s = self.lookup(sec)
+        if s is None:
+            raise UciError(INVALID)
+        cur = s.opts.get(opt)
+        if isinstance(cur, list):
+            cur[:] = [v for v in cur if v != value]
+
+    def rename(self, sec: str, opt: str | None, value: str) -> None:
+        s = self.lookup(sec)
+        if s is None or (opt is not None and opt not in s.opts):
+            raise UciError(NOT_FOUND)
+        if opt is None:
+            s.name, s.anon = value, False
+        else:
+            s.opts = {(value if k == opt else k): v for k, v in s.opts.items()}
+
+    def reorder(self, sec: str, pos: int) -> None:
+        s = self.lookup(sec)
+        if s is None:
+            raise UciError(NOT_FOUND)
+        self.sections.remove(s)
+        self.sections.insert(max(pos, 0), s)
+
+    def shown(self, s: Section) -> str:
+        """cli.c uci_lookup_section_ref: @TYPE[N] for an anonymous section."""
+        if not s.anon:
+            return s.name
+        same = [t for t in self.sections if t.type == s.type]
+        return f"@{s.type}[{same.index(s)}]"
+
+
+def parse_config(pkg: Package, text: str, strict: bool) -> None:
+    """file.c uci_import of one package: config, option, list; package lines are skipped."""
+    cur: Section | None = None
+    for words in commands(text):
+        try:
+            cur = parse_line(pkg, cur, words, strict)
+        except UciError:
+            if strict:
+                raise
+
+
+def parse_line(pkg: Package, cur: Section | None, words: list[str], strict: bool) -> Section | None:
+    """file.c uci_parse_line; returns the section that following options go to."""
+    kw, args = words[0], words[1:]
+    if kw in ("package", "p"):
+        return cur
+    if kw in ("config", "c"):
+        return parse_section(pkg, args, strict)
+    if kw not in ("option", "o", "list", "l"):
+        raise UciError(PARSE)
+    if cur is None or not args or not valid(args[0], name=True):
+        raise UciError(PARSE)
+    if len(args) > 2 and strict:
+        raise UciError(PARSE)
+    value = args[1] if len(args) > 1 else ""
+    if kw in ("list", "l"):
+        pkg.add_list(cur.name, args[0], value)
+    else:
+        pkg.set(cur.name, args[0], value)
+    return cur
+
+
+def parse_section(pkg: Package, args: list[str], strict: bool) -> Section | None:
+    """file.c uci_parse_config: an anonymous section is named as it opens."""
+    if not args or not valid(args[0]):
+        raise UciError(PARSE)
+    name = args[1] if len(args) > 1 else ""
+    if (name and not valid(name, name=True)) or (len(args) > 2 and strict):
+        raise UciError(PARSE)
+    if not name:
+        return pkg.add_section(args[0])
+    old = pkg.lookup(name)
+    if old is not None and strict and old.type != args[0]:
+        raise UciError(PARSE)
+    pkg.set(name, None, args[0])
+    return pkg.lookup(name)
+
+
+# --- pointers (util.c uci_parse_ptr) and delta lines (delta.c) ----------------------------
+
+
+class Ptr:
+    __slots__ = ("extended", "option", "package", "section", "value")
+
+    def __init__(self, text: str) -> None:
+        path, eq, value = text.partition("=")
+        self.value: str | None = value if eq else None
+        parts = path.split(".")
+        if len(parts) > 3 or not valid(parts[0], package=True):
+            raise UciError(PARSE)
+        self.package = parts[0]
+        self.section = parts[1] if len(parts) > 1 else None
+        self.option = parts[2] if len(parts) > 2 else None
+        self.extended = self.section is not None and not valid(self.section, name=True)
+        if self.option is not None and not valid(self.option, name=True):
+            raise UciError(PARSE)
+        if self.value is not None and not valid_text(self.value):
+            raise UciError(PARSE)
+
+
+def delta_line(cmd: str, pkg: str, sec: str, opt: str | None, value: str | None) -> str:
+    """delta.c uci_delta_save."""
+    line = f"{cmd}{pkg}.{sec}" + (f".{opt}" if opt is not None else "")
+    if cmd == REMOVE and value is None:
+        return line + "\n"
+    return f"{line}={quote(value or '')}\n"
+
+
+def parse_delta(words: list[str]) -> tuple[str, Ptr]:
+    """delta.c uci_parse_delta_tuple: one argument, a command character, a pointer."""
+    if len(words) != 1:
+        raise UciError(INVALID)
+    arg = words[0]
+    cmd = arg[0] if arg and arg[0] in COMMAND_CHARS else CHANGE
+    ptr = Ptr(arg[len(cmd) :])
+    if ptr.section is None or ptr.extended or (cmd != REMOVE and ptr.value is None):
+        raise UciError(INVALID)
+    if cmd == REORDER and ptr.option is not None:
+        raise UciError(INVALID)
+    if cmd == RENAME and not valid(ptr.value or "", name=True):
+        raise UciError(INVALID)
+    if cmd in (LIST_ADD, LIST_DEL) and ptr.option is None:
+        raise UciError(INVALID)
+    return cmd, ptr
+
+
+def apply_delta(pkg: Package, cmd: str, ptr: Ptr) -> None:
+    """delta.c uci_parse_delta_line, after the line parsed."""
+    sec, opt, value = ptr.section, ptr.option, ptr.value
+    assert sec is not None
+    if cmd == REORDER:
+        pkg.reorder(sec, int(value) if value and value.isdigit() else 0)
+    elif cmd == RENAME:
+        pkg.rename(sec, opt, value or "")
+    elif cmd == REMOVE:
+        pkg.delete(sec, opt, value)
+    elif cmd == LIST_ADD:
+        pkg.add_list(sec, opt or "", value or "")
+    elif cmd == LIST_DEL:
+        pkg.del_list(sec, opt or "", value or "")
+    else:
+        pkg.set(sec, opt, value or "")
+        s = pkg.lookup(sec)
+        if cmd == ADD and opt is None and s is not None:
+            s.anon = True
+
+
+# --- the context: files and directories -----------------------------------------------------
+
+
+class Uci:
+    def __init__(self) -> None:
+        self.confdir = UCI_CONFDIR
+        self.savedir = UCI_SAVEDIR
+        self.delta_path = [UCI_SAVEDIR]  # libuci.c uci_alloc_context
+        self.strict = True
+        self.export_names = False
+        self.show_ext = True
+        self.nocommit = False
+        self.delimiter = " "
+
+    def set_savedir(self, d: str) -> None:
+        """delta.c uci_set_savedir: the save dir goes (or moves) to the end of the path."""
+        if d in self.delta_path:
+            self.delta_path.remove(d)
+        self.delta_path.append(d)
+        self.savedir = d
+
+    def config_path(self, name: str) -> str:
+        return os.path.join(self.confdir, name)
+
+    def load(self, name: str) -> tuple[Package, int]:
+        """file.c uci_file_load + delta.c uci_load_delta: (package, delta lines applied)."""
+        if not valid(name, package=True):
+            raise UciError(PARSE)
+        try:
+            with open(self.config_path(name), encoding="utf-8") as f:
+                text = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise UciError(NOT_FOUND) from None
+        pkg = Package(name)
+        parse_config(pkg, text, self.strict)
+        changes = 0
+        for d in self.delta_path:
+            try:
+                with open(os.path.join(d, name), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for words in commands(text):
+                try:
+                    cmd, ptr = parse_delta(words)
+                    if ptr.package != name:
+                        raise UciError(PARSE)
+                    pkg.saved.append((cmd, ptr.section or "", ptr.option, ptr.value))
+                    apply_delta(pkg, cmd, ptr)
+                    changes += 1
+                except (UciError, ValueError):
+                    continue  # "ignore parse errors in single lines"
+        return pkg, changes
+
+    def lookup(self, ptr: Ptr) -> tuple[Package, Section | None, bool]:
+        """list.c uci_lookup_ptr: (package, section, complete)."""
+        pkg, _ = self.load(ptr.package)
+        if ptr.section is None:
+            return pkg, None, True
+        if ptr.extended:
+            s = self.lookup_ext(pkg, ptr.section)
+            if s is not None:
+                ptr.section = s.name
+        else:
+            s = pkg.lookup(ptr.section)
+        complete = s is not None and (ptr.option is None or ptr.option in s.opts)
+        return pkg, s, complete
+
+    @staticmethod
+    def lookup_ext(pkg: Package, ref: str) -> Section | None:
+        """list.c uci_lookup_ext_section: @TYPE[N], @[N], negative N from the end."""
+        if not (ref.startswith("@") and ref.endswith("]") and "[" in ref):
+            raise UciError(INVALID)
+        kind, _, idx = ref[1:-1].partition("[")
+        if kind and not valid(kind):
+            raise UciError(INVALID)
+        try:
+            n = int(idx)
+        except ValueError:
+            raise UciError(INVALID) from None
+        typed = [s for s in pkg.sections if not kind or s.type == kind]
+        if n < 0:
+            n += len(typed)
+        return typed[n] if 0 <= n < len(typed) else None
+
+    def save(self, pkg: Package) -> None:
+        """delta.c uci_save: append this run's delta lines to SAVEDIR/PKG."""
+        if not pkg.pending:
+            return
+        try:
+            if not os.path.isdir(self.savedir):  # one level, with the config dir's mode
+                try:
+                    mode = os.stat(self.confdir).st_mode & 0o7777
+                except OSError:
+                    mode = UCI_DIRMODE
+                os.mkdir(self.savedir, mode)
+            try:
+                mode = os.stat(self.config_path(pkg.name)).st_mode & 0o7777
+            except OSError:
+                mode = UCI_FILEMODE
+            fd = os.open(os.path.join(self.savedir, pkg.name), os.O_WRONLY | os.O_CREAT, mode)
+        except OSError:
+            raise UciError("I/O error") from None
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write("".join(pkg.pending))
+
+    def export(self, pkg: Package, header: bool) -> str:
+        """file.c uci_export_package."""
+        out = [f"package {pkg.name}\n"] if header else []
+        for s in pkg.sections:
+            name = f" {quote(s.name)}" if not s.anon or self.export_names else ""
+            out.append(f"\nconfig {s.type}{name}\n")
+            for opt, val in s.opts.items():
+                if isinstance(val, list):
+                    out.extend(f"\tlist {opt} {quote(v)}\n" for v in val)
+                else:
+                    out.append(f"\toption {opt} {quote(val)}\n")
+        out.append("\n")
+        return "".join(out)
+
+    def commit(self, name: str) -> None:
+        """file.c uci_file_commit + delta.c uci_load_delta(flush)."""
         log = os.environ.get("STANDIN_LOG")
         if log:
             with open(log, "a", encoding="utf-8") as f:
-                f.write(f"uci commit {pkg}\n")
+                f.write(f"uci commit {name}\n")
+        if self.nocommit:
+            return
+        pkg, changes = self.load(name)
+        if not changes:
+            return
+        path = self.config_path(name)
+        mode = os.stat(path).st_mode & 0o7777
+        tmp = os.path.join(self.confdir, f".{name}.uci-{os.getpid():06d}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.export(pkg, header=False))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, os.path.realpath(path))
+        try:  # opened for writing without O_CREAT: no delta file, nothing to truncate
+            fd = os.open(os.path.join(self.savedir, name), os.O_WRONLY)
+        except OSError:
+            return
+        os.ftruncate(fd, 0)
+        os.close(fd)
 
-    def revert(self, pkg: str) -> None:
-        staged = os.path.join(self.savedir, pkg)
-        if os.path.exists(staged):
-            os.unlink(staged)
-
-
-def find(sections: list[Section], ref: str) -> Section | None:
-    if ref.startswith("@") and ref.endswith("]") and "[" in ref:
-        kind, _, idx = ref[1:-1].partition("[")
-        typed = [s for s in sections if s["type"] == kind]
+    def revert(self, name: str, sec: str | None, opt: str | None) -> None:
+        """delta.c uci_filter_delta: rewrite SAVEDIR/PKG without the matching lines."""
+        path = os.path.join(self.savedir, name)
         try:
-            return typed[int(idx)]
-        except (IndexError, ValueError):
-            return None
-    return next((s for s in sections if s["name"] == ref), None)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            return
+        keep = []
+        for words in commands(text):
+            try:
+                cmd, ptr = parse_delta(words)
+            except UciError:
+                continue
+            match = (sec is None or ptr.section == sec) and (opt is None or ptr.option == opt)
+            if not match:
+                keep.append(delta_line(cmd, name, ptr.section or "", ptr.option, ptr.value))
+        with open(path, "r+", encoding="utf-8") as f:
+            f.truncate(0)
+            f.write("".join(keep))
+
+    def configs(self) -> list[str]:
+        """file.c uci_list_config_files."""
+        try:
+            names = sorted(os.listdir(self.confdir))
+        except OSError:
+            raise UciError(NOT_FOUND) from None
+        return [
+            n
+            for n in names
+            if "." not in n and valid(n, package=True) and os.path.isfile(self.config_path(n))
+        ]
 
 
-def shown_name(sections: list[Section], s: Section) -> str:
-    if not s["anon"]:
-        return str(s["name"])
-    typed = [t for t in sections if t["type"] == s["type"]]
-    return f"@{s['type']}[{typed.index(s)}]"
+# --- commands (cli.c) -----------------------------------------------------------------------
 
 
-def split_path(path: str) -> tuple[str, str, str | None]:
-    parts = path.split(".", 2)
-    if len(parts) < 2 or (len(parts) == 3 and not NAME.match(parts[2])):
-        raise UciError(INVALID)
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+def show_value(val: str | list[str], quoted: bool, delimiter: str) -> str:
+    """cli.c uci_show_value."""
+    if isinstance(val, str):
+        return quote(val) if quoted else val
+    items = [quote(v) if quoted or any(c in v for c in " \t\r\n") else v for v in val]
+    return delimiter.join(items)
 
 
-def cmd_get(store: Store, arg: str) -> str:
-    pkg, sec, opt = split_path(arg)
-    s = find(store.load(pkg), sec)
-    if s is None or (opt is not None and opt not in s["opts"]):
-        raise UciError(NOT_FOUND)
-    if opt is None:
-        return f"{s['type']}\n"
-    val = s["opts"][opt]
-    return (" ".join(val) if isinstance(val, list) else val) + "\n"
-
-
-def cmd_set(store: Store, arg: str) -> str:
-    target, sep, value = arg.partition("=")
-    if not sep:
-        raise UciError(INVALID)
-    pkg, sec, opt = split_path(target)
-    sections = store.load(pkg)
-    s = find(sections, sec)
-    if opt is not None:
-        if s is None:
-            raise UciError(NOT_FOUND)
-        s["opts"][opt] = value
-    elif not TYPE.match(value):
-        raise UciError(INVALID)
-    elif s is not None:
-        s["type"] = value
-    elif NAME.match(sec):
-        sections.append({"name": sec, "type": value, "anon": False, "opts": {}})
-    else:
-        raise UciError(INVALID)
-    store.stage(pkg, sections)
-    return ""
-
-
-def cmd_delete(store: Store, arg: str) -> str:
-    pkg, sec, opt = split_path(arg)
-    sections = store.load(pkg)
-    s = find(sections, sec)
-    if s is None or (opt is not None and opt not in s["opts"]):
-        raise UciError(NOT_FOUND)
-    if opt is None:
-        sections.remove(s)
-    else:
-        del s["opts"][opt]
-    store.stage(pkg, sections)
-    return ""
-
-
-def cmd_show(store: Store, arg: str | None) -> str:
-    if arg is None:
-        pkgs = sorted(p for p in os.listdir(store.confdir) if not p.startswith("."))
-        return "".join(cmd_show(store, p) for p in pkgs)
-    pkg, _, rest = arg.partition(".")
-    sections = store.load(pkg)
-    only = find(sections, rest.split(".", 1)[0]) if rest else None
-    if rest and only is None:
-        raise UciError(NOT_FOUND)
-    out = []
-    for s in sections if only is None else [only]:
-        shown = f"{pkg}.{shown_name(sections, s)}"
-        out.append(f"{shown}={s['type']}\n")
-        for opt, val in s["opts"].items():
-            text = " ".join(quote(v) for v in val) if isinstance(val, list) else quote(val)
-            out.append(f"{shown}.{opt}={text}\n")
+def show_section(uci: Uci, pkg: Package, s: Section, ref: str) -> str:
+    out = [f"{pkg.name}.{ref}={s.type}\n"]
+    for opt, val in s.opts.items():
+        out.append(f"{pkg.name}.{ref}.{opt}={show_value(val, True, uci.delimiter)}\n")
     return "".join(out)
 
 
-def cmd_commit(store: Store, arg: str | None) -> str:
-    if arg is not None:
-        store.commit(arg)
-    elif os.path.isdir(store.savedir):
-        for pkg in sorted(os.listdir(store.savedir)):
-            store.commit(pkg)
+def cmd_show(uci: Uci, ptr: Ptr) -> str:
+    pkg, s, complete = uci.lookup(ptr)
+    if not complete:
+        raise UciError(NOT_FOUND)
+    if s is None:
+        refs = [(t, pkg.shown(t) if uci.show_ext else t.name) for t in pkg.sections]
+        return "".join(show_section(uci, pkg, t, ref) for t, ref in refs)
+    if ptr.option is None:
+        return show_section(uci, pkg, s, s.name)
+    val = show_value(s.opts[ptr.option], True, uci.delimiter)
+    return f"{pkg.name}.{s.name}.{ptr.option}={val}\n"
+
+
+def cmd_get(uci: Uci, ptr: Ptr) -> str:
+    _, s, complete = uci.lookup(ptr)
+    if not complete:
+        raise UciError(NOT_FOUND)
+    if s is None:
+        return ""
+    if ptr.option is None:
+        return f"{s.type}\n"
+    return show_value(s.opts[ptr.option], False, uci.delimiter) + "\n"
+
+
+def cmd_changes(uci: Uci, ptr: Ptr) -> str:
+    pkg, _, _ = uci.lookup(ptr)
+    out = []
+    for cmd, sec, opt, value in pkg.saved:
+        line = f"{'-' if cmd == REMOVE else ''}{pkg.name}.{sec}" + (f".{opt}" if opt else "")
+        if cmd != REMOVE:
+            op = {LIST_ADD: "+=", LIST_DEL: "-="}.get(cmd, "=")
+            line += op + quote(value or "")
+        out.append(line + "\n")
+    return "".join(out)
+
+
+def cmd_export(uci: Uci, ptr: Ptr) -> str:
+    pkg, _, _ = uci.lookup(ptr)
+    return uci.export(pkg, header=True)
+
+
+def cmd_commit(uci: Uci, ptr: Ptr) -> str:
+    uci.lookup(ptr)
+    uci.commit(ptr.package)
     return ""
 
 
-def cmd_revert(store: Store, arg: str) -> str:
-    store.revert(arg.split(".", 1)[0])
-    return ""
-
-
-NEEDS_ARG: dict[str, Callable[[Store, str], str]] = {
-    "get": cmd_get,
-    "set": cmd_set,
-    "delete": cmd_delete,
-    "revert": cmd_revert,
-}
-OPTIONAL_ARG: dict[str, Callable[[Store, str | None], str]] = {
+PACKAGE_CMDS: dict[str, Callable[[Uci, Ptr], str]] = {
     "show": cmd_show,
+    "changes": cmd_changes,
+    "export": cmd_export,
     "commit": cmd_commit,
 }
 
 
-def main(argv: list[str]) -> int:
+def section_cmd(uci: Uci, cmd: str, arg: str) -> str:
+    """cli.c uci_do_section_cmd: get, set, delete, add_list, del_list, revert."""
+    ptr = Ptr(arg)
+    if cmd in ("get", "revert") and ptr.value is not None:
+        raise UciError("")  # cli.c returns 1 without a message
+    if cmd == "get":
+        return cmd_get(uci, ptr)
+    pkg, s, complete = uci.lookup(ptr)
+    if cmd == "revert":
+        uci.revert(pkg.name, ptr.section, ptr.option)
+        return ""
+    if ptr.section is None:
+        raise UciError(INVALID)
+    if ptr.extended and s is None:
+        raise UciError(NOT_FOUND if cmd == "delete" else INVALID)
+    EDITS[cmd](pkg, ptr, s, complete)
+    uci.save(pkg)
+    return ""
+
+
+def edit_set(pkg: Package, ptr: Ptr, s: Section | None, complete: bool) -> None:
+    sec, value = ptr.section or "", ptr.value
+    if value is None:
+        raise UciError(INVALID)
+    if pkg.set(sec, ptr.option, value):
+        cmd = CHANGE if value else REMOVE
+        pkg.pending.append(delta_line(cmd, pkg.name, sec, ptr.option, value or None))
+
+
+def edit_delete(pkg: Package, ptr: Ptr, s: Section | None, complete: bool) -> None:
+    sec, value = ptr.section or "", ptr.value
+    if value is not None and not value.lstrip("-").isdigit():
+        raise UciError("")
+    if not complete:
+        raise UciError(NOT_FOUND)
+    pkg.delete(sec, ptr.option, value)
+    pkg.pending.append(delta_line(REMOVE, pkg.name, sec, ptr.option, value))
+
+
+def edit_add_list(pkg: Package, ptr: Ptr, s: Section | None, complete: bool) -> None:
+    sec, opt, value = ptr.section or "", ptr.option, ptr.value
+    if value is None or opt is None or s is None:
+        raise UciError(INVALID)
+    pkg.add_list(sec, opt, value)
+    pkg.pending.append(delta_line(LIST_ADD, pkg.name, sec, opt, value))
+
+
+def edit_del_list(pkg: Package, ptr: Ptr, s: Section | None, complete: bool) -> None:
+    sec, opt, value = ptr.section or "", ptr.option, ptr.value
+    if value is None or opt is None or s is None:
+        raise UciError(INVALID)
+    if isinstance(s.opts.get(opt), list):
+        pkg.del_list(sec, opt, value)
+        pkg.pending.append(delta_line(LIST_DEL, pkg.name, sec, opt, value))
+
+
+EDITS: dict[str, Callable[[Package, Ptr, Section | None, bool], None]] = {
+    "set": edit_set,
+    "delete": edit_delete,
+    "add_list": edit_add_list,
+    "del_list": edit_del_list,
+}
+
+
+def cmd_add(uci: Uci, name: str, type_: str) -> str:
+    """cli.c uci_do_add: the new anonymous section's name on stdout."""
+    pkg, _ = uci.load(name)
+    s = pkg.add_section(type_)
+    pkg.pending.append(delta_line(ADD, pkg.name, s.name, None, type_))
+    uci.save(pkg)
+    return f"{s.name}\n"
+
+
+USAGE = "Usage: uci [<options>] <command> [<arguments>]\n"
+NOT_HERE = ("batch", "import", "rename", "ren", "reorder")
+
+
+def run(uci: Uci, argv: list[str]) -> str:
+    cmd = argv[0].lower()
+    args = argv[1:]
+    if cmd in ("get", "set", "delete", "del", "add_list", "del_list", "revert"):
+        if len(args) != 1:
+            raise Usage()
+        return section_cmd(uci, "delete" if cmd == "del" else cmd, args[0])
+    if cmd in PACKAGE_CMDS:
+        if len(args) > 1:
+            raise Usage()
+        if args:
+            return PACKAGE_CMDS[cmd](uci, Ptr(args[0]))
+        out = []
+        for name in uci.configs():
+            try:
+                out.append(PACKAGE_CMDS[cmd](uci, Ptr(name)))
+            except UciError:
+                continue
+        return "".join(out)
+    if cmd == "add":
+        if len(args) != 2:
+            raise Usage()
+        return cmd_add(uci, args[0], args[1])
+    if cmd == "help":
+        sys.stderr.write(USAGE)
+        return ""
+    if cmd in NOT_HERE:
+        raise NotHere(f"command {cmd}")
+    raise Usage()
+
+
+class Usage(Exception):
+    pass
+
+
+class NotHere(Exception):
+    pass
+
+
+def parse_flags(uci: Uci, argv: list[str]) -> bool | None:
+    """cli.c main's getopt loop; returns quiet, or None where uci prints its usage."""
     quiet = False
-    dirs = {"-c": "/etc/config", "-t": "/tmp/.uci"}
-    while argv and argv[0].startswith("-"):
-        flag = argv.pop(0)
-        if flag == "-q":
-            quiet = True
-        elif flag in dirs and argv:
-            dirs[flag] = argv.pop(0)
-        else:
-            print(f"uci stand-in: unsupported flag {flag}", file=sys.stderr)
-            return 1
-    store = Store(dirs["-c"], dirs["-t"])
+    while argv and argv[0].startswith("-") and argv[0] != "-":
+        flags = argv.pop(0)[1:]
+        while flags:
+            f, flags = flags[0], flags[1:]
+            if f in "cdfpPt":
+                if not flags and not argv:
+                    return None
+                set_dir_flag(uci, f, flags or argv.pop(0))
+                flags = ""
+            elif f == "q":
+                quiet = True
+            elif f in "sS":
+                uci.strict = f == "s"
+            elif f in "nN":
+                uci.export_names = f == "n"
+            elif f == "X":
+                uci.show_ext = False
+            elif f in "mL":
+                raise NotHere(f"-{f}")
+            else:  # getopt's '?': cli.c prints the usage and returns 0
+                return None
+    return quiet
+
+
+def set_dir_flag(uci: Uci, flag: str, val: str) -> None:
+    if flag == "c":
+        uci.confdir = val
+    elif flag == "d":
+        uci.delimiter = val
+    elif flag == "p":  # delta.c uci_add_delta_path: before the save dir, which stays last
+        uci.delta_path.insert(len(uci.delta_path) - 1, val)
+    elif flag in "Pt":
+        uci.set_savedir(val)
+        uci.nocommit = uci.nocommit or flag == "P"
+    else:
+        raise NotHere("-f")
+
+
+def main(argv: list[str]) -> int:
+    uci = Uci()
+    quiet = False
     try:
-        if argv and argv[0] in NEEDS_ARG and len(argv) == 2:
-            out = NEEDS_ARG[argv[0]](store, argv[1])
-        elif argv and argv[0] in OPTIONAL_ARG and len(argv) <= 2:
-            out = OPTIONAL_ARG[argv[0]](store, argv[1] if len(argv) == 2 else None)
-        else:
-            print(f"uci stand-in: unsupported command line {argv!r}", file=sys.stderr)
-            return 1
+        flags = parse_flags(uci, argv)
+        if flags is None or not argv:
+            sys.stderr.write(USAGE)
+            return 0
+        quiet = flags
+        out = run(uci, argv)
+    except Usage:
+        sys.stderr.write(USAGE)
+        return 255
+    except NotHere as exc:
+        print(f"uci stand-in: {exc} is not in this stand-in", file=sys.stderr)
+        return 1
     except UciError as exc:
-        if not quiet:
+        if not quiet and str(exc):
             print(f"uci: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(out)

@@ -2,109 +2,45 @@
 
 One broker for the module (TLS on two free loopback ports: client certificates and
 passwords); every identity is made with ``titik-ctl broker`` exactly as an admin would.
+Each role's full topic matrix is in test_broker_roles.py, TLS and the CRL in
+test_broker_tls.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import json
-import os
-import queue
-import signal
-import socket
 import ssl
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
 from agent.mqtt import MqttLink, Will
 from central import ctl
 from central.brokerkit import KitDir
-from central.localbroker import find_mosquitto, free_port, wait_until
+from central.localbroker import wait_until
 from tests.agentproc import AgentProcess
+from tests.kitbroker import (
+    PREFIX,
+    Client,
+    Kit,
+    cert_refused,
+    connected,
+    gw,
+    init_kit,
+    refused,
+    running,
+    titik_ctl,
+)
 
 pytestmark = pytest.mark.broker
-
-PREFIX = "titik"
-
-
-@dataclass
-class Kit:
-    dir: Path
-    cert_port: int
-    password_port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def bundle(self, ident: str) -> Path:
-        return self.dir / "bundles" / ident
-
-    def password(self, ident: str) -> str:
-        line = (self.bundle(ident) / "mqtt.env").read_text().strip()
-        return line.split("=", 1)[1]
-
-    def reload(self) -> None:
-        """SIGHUP, then wait for Mosquitto to log the reload (next connects see new files)."""
-        before = self.log.read_text(errors="replace").count("Reloading config")
-        self.proc.send_signal(signal.SIGHUP)
-        wait_until(
-            lambda: self.log.read_text(errors="replace").count("Reloading config") > before,
-            5,
-            "mosquitto to reload",
-        )
-
-
-def titik_ctl(*argv: str) -> None:
-    assert ctl.main(list(argv)) == 0, argv
-
-
-def _accepting(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
-    root = tmp_path_factory.mktemp("kit")
-    d = root / "kit"
-    cert_port, password_port = free_port(), free_port()
-    log = root / "mosquitto.log"
-    # As root, Mosquitto drops to `user`; "root" keeps it able to read the temp dir.
-    # As anyone else `user` is ignored.
-    run_as = "root" if os.geteuid() == 0 else getpass.getuser()
-    titik_ctl(
-        "broker",
-        "init",
-        "--dir",
-        str(d),
-        "--hostname",
-        "localhost",
-        "--port",
-        str(cert_port),
-        "--password-port",
-        str(password_port),
-        "--bind",
-        "127.0.0.1",
-        "--run-as",
-        run_as,
-        "--log-file",
-        str(log),
-        "--persistence-dir",
-        str(root / "persist"),
-    )
-    (root / "persist").mkdir()
+    d, cert_port, password_port, log = init_kit(tmp_path_factory.mktemp("kit"))
     b = ["broker"]
     titik_ctl(*b, "add-gateway", "--dir", str(d), "gw-a", "--group", "g1", "--cert")
     titik_ctl(*b, "add-gateway", "--dir", str(d), "gw-b", "--group", "g2", "--generate-password")
@@ -112,152 +48,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
     titik_ctl(*b, "add-gateway", "--dir", str(d), "gw-d", "--cert")
     titik_ctl(*b, "add-operator", "--dir", str(d), "ops", "--generate-password")
     titik_ctl(*b, "add-central", "--dir", str(d), "central", "--cert")
-    proc = subprocess.Popen(
-        [find_mosquitto(), "-c", str(d / "mosquitto.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited {proc.returncode}: {log.read_text()}")
-            return _accepting(cert_port) and _accepting(password_port)
-
-        wait_until(up, 10, "mosquitto with the generated config")
-        yield Kit(d, cert_port, password_port, proc, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# -- a small recording client ------------------------------------------------------------
-
-
-class Client:
-    """A paho MQTT 5 client over TLS that records CONNACK, SUBACK, PUBACK and messages."""
-
-    def __init__(
-        self,
-        kit: Kit,
-        ident: str | None,
-        *,
-        cert: bool = False,
-        password: str | None = None,
-        ca: Path | None = None,
-        certfile: Path | None = None,
-        keyfile: Path | None = None,
-        clean: bool = True,
-    ) -> None:
-        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.connack: ReasonCode | None = None
-        self.disconnected = threading.Event()
-        self.acks: dict[int, list[ReasonCode]] = {}
-        self.pubacks: dict[int, ReasonCode] = {}
-        self._lock = threading.Lock()
-        self.connected = threading.Event()
-        c = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{ident or 'anon'}-{time.monotonic_ns()}",
-            protocol=paho.MQTTv5,
-        )
-        bundle = kit.bundle(ident) if ident else None
-        if cert and bundle is not None:
-            certfile, keyfile = bundle / "client.pem", bundle / "client.key"
-        c.tls_set(
-            ca_certs=str(ca or kit.dir / "ca" / "ca.pem"),
-            certfile=str(certfile) if certfile else None,
-            keyfile=str(keyfile) if keyfile else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        if password is not None and ident:
-            c.username_pw_set(ident, password)
-        c.on_connect = self._on_connect
-        c.on_subscribe = self._on_subscribe
-        c.on_publish = self._on_publish
-        c.on_message = lambda cl, u, m: self.messages.put(m)
-        c.on_disconnect = lambda *a: self.disconnected.set()
-        self.client = c
-        self.port = kit.cert_port if (cert or certfile) else kit.password_port
-        self._clean = clean
-
-    def _on_connect(self, c: paho.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
-        self.connack = rc
-        self.connected.set()
-
-    def _on_subscribe(
-        self, c: paho.Client, u: Any, mid: int, rcs: list[ReasonCode], p: Any
-    ) -> None:
-        with self._lock:
-            self.acks[mid] = rcs
-
-    def _on_publish(self, c: paho.Client, u: Any, mid: int, rc: ReasonCode, p: Any) -> None:
-        with self._lock:
-            self.pubacks[mid] = rc
-
-    def connect(self) -> ReasonCode:
-        self.client.connect("localhost", self.port, keepalive=30, clean_start=self._clean)
-        self.client.loop_start()
-        wait_until(lambda: self.connected.is_set() or self.disconnected.is_set(), 5, "CONNACK")
-        assert self.connack is not None, "connection dropped before CONNACK"
-        return self.connack
-
-    def subscribe(self, *topics: str) -> list[ReasonCode]:
-        _, mid = self.client.subscribe([(t, 1) for t in topics])
-        wait_until(lambda: mid in self.acks, 5, "SUBACK")
-        return self.acks[mid]
-
-    def publish(self, topic: str, payload: str, retain: bool = False) -> ReasonCode:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        wait_until(lambda: info.mid in self.pubacks, 5, "PUBACK")
-        return self.pubacks[info.mid]
-
-    def expect(self, topic: str, payload: str, timeout: float = 5) -> None:
-        """Wait for ``payload`` on ``topic``; anything else that arrives first fails."""
-        msg = self.messages.get(timeout=timeout)
-        assert (msg.topic, msg.payload.decode()) == (topic, payload)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@contextlib.contextmanager
-def connected(kit: Kit, ident: str, **kw: Any) -> Iterator[Client]:
-    c = Client(kit, ident, **kw)
-    try:
-        rc = c.connect()
-        assert not rc.is_failure, f"{ident}: {rc}"
-        yield c
-    finally:
-        c.close()
-
-
-def gw(device: str, leaf: str) -> str:
-    return f"{PREFIX}/gw/{device}/{leaf}"
-
-
-def cert_refused(c: Client, port: int) -> bool:
-    """The broker refuses this client certificate: during the handshake (TLS 1.2) or, as
-    TLS 1.3 reports it, with an alert right after it; either way there is no CONNACK."""
-    try:
-        c.client.connect("localhost", port)
-    except (ssl.SSLError, OSError):
-        return True
-    c.client.loop_start()
-    try:
-        wait_until(lambda: c.connected.is_set() or c.disconnected.is_set(), 5, "an outcome")
-    finally:
-        c.client.loop_stop()
-    return c.connack is None or c.connack.is_failure
-
-
-def refused(rc: ReasonCode) -> bool:
-    return rc.value in (0x80, 0x87)  # unspecified error / not authorized
+    with running(d, cert_port, password_port, log) as k:
+        yield k
 
 
 # -- tests --------------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import subprocess
+import sys
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -60,8 +64,71 @@ def ipks(dist: Path) -> list[Ipk]:
     return found
 
 
+@dataclass
+class Apk:
+    """An Alpine-v2 .apk: gzip members [signature,] control (.PKGINFO, .post-install ...), data."""
+
+    path: Path
+    control: dict[str, bytes]  # .PKGINFO and the scripts
+    data: bytes  # the data tar
+
+    @property
+    def arch(self) -> str:
+        return self.path.name.removesuffix(".apk").split("_", 2)[2]
+
+    @property
+    def info(self) -> list[tuple[str, str]]:
+        text = self.control[".PKGINFO"].decode()
+        return [
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition("=") for line in text.splitlines())
+            if v and not k.startswith("#")
+        ]
+
+    def tar(self) -> tarfile.TarFile:
+        return tarfile.open(fileobj=io.BytesIO(self.data), mode="r:")
+
+
+def gzip_members(blob: bytes) -> list[bytes]:
+    """The decompressed members of concatenated gzip streams (apk's container)."""
+    out = []
+    while blob:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out.append(d.decompress(blob))
+        blob = d.unused_data
+    return out
+
+
+def read_apk(path: Path) -> Apk:
+    members = gzip_members(path.read_bytes())
+    control: dict[str, bytes] = {}
+    for member in members[:-1]:
+        with tarfile.open(fileobj=io.BytesIO(member), mode="r:") as tf:
+            for m in tf:
+                if m.isfile():
+                    control[m.name] = tf.extractfile(m).read()  # type: ignore[union-attr]
+    return Apk(path, control, members[-1])
+
+
+@pytest.fixture(scope="session")
+def apks(dist: Path) -> list[Apk]:
+    found = [read_apk(p) for p in sorted(dist.glob("*.apk"))]
+    assert found, "packaging/build made no .apk"
+    return found
+
+
 @pytest.fixture(scope="session")
 def debs(dist: Path) -> list[Path]:
     found = sorted(dist.glob("*.deb"))
     assert found, "packaging/build made no .deb"
     return found
+
+
+def load_build() -> ModuleType:
+    """packaging/build.py as a module (its directory is not a package, and "packaging" is taken)."""
+    spec = importlib.util.spec_from_file_location("titik_build", ROOT / "packaging" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("titik_build", module)
+    spec.loader.exec_module(module)
+    return module

@@ -10,6 +10,8 @@ import pytest
 
 from agent import __version__
 from tests.packaging.conftest import Ipk
+from tests.packaging.pkgtools import unmet_needed
+from tests.packaging.pysplit import Split
 
 pytestmark = pytest.mark.slow  # the session builds every package first (~20 s)
 
@@ -21,6 +23,8 @@ TRIPLES = {
     "arm": "arm-linux-musleabihf",
 }
 DEPENDS = {
+    "libc",
+    "python3-codecs",
     "python3-light",
     "python3-psutil",
     "python3-openssl",
@@ -61,6 +65,8 @@ def test_control_fields(ipks: list[Ipk]) -> None:
         assert fields["Version"] == f"{__version__}-1"
         assert fields["Architecture"] == ipk.arch
         assert set(fields["Depends"].split(", ")) == DEPENDS
+        # each a package of 24.10's split (packaging/openwrt/python3-split/openwrt-24.10.toml)
+        assert set(Split("openwrt-24.10").packages) >= DEPENDS
         with ipk.tar("./data.tar.gz") as data:
             size = sum(m.size for m in data if m.isfile())
         # OpenWrt counts bytes (ipkg-build), not KiB as Debian does.
@@ -151,3 +157,14 @@ def test_vendored_wheels_match_the_arch(ipks: list[Ipk]) -> None:
         sos = [n for n in names if n.endswith(".so")]
         assert sos
         assert all(TRIPLES[fam] in n for n in sos), sos
+
+
+def test_native_libraries_are_shipped_or_in_the_depends(ipks: list[Ipk]) -> None:
+    """readelf -d: the musllinux extension NEEDs its bundled libgcc_s and musl's libc.so."""
+    split = Split("openwrt-24.10")
+    provided = {lib: name for name, pkg in split.packages.items() for lib in pkg.get("libs", [])}  # type: ignore[attr-defined]
+    assert provided["libc.so"] == "libc"
+    for ipk in ipks:
+        depends = [d.strip() for d in control_fields(ipk)["Depends"].split(",")]
+        with ipk.tar("./data.tar.gz") as data:
+            assert unmet_needed(data, depends, provided, split.closure(depends)) == [], ipk.arch

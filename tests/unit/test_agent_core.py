@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.cli import main
 from agent.config import parse_config
-from agent.core import Agent, open_spool
+from agent.core import Agent, bad_response_topic, open_spool
 from agent.platforms.simulated import SimulatedPlatform
 from agent.protocol import TelemetryBatch, batch_payload
 from agent.state import AgentState
@@ -80,3 +87,111 @@ def test_once_touches_no_state_and_runs_no_recovery(
     assert '"device": "gw-once"' in capsys.readouterr().out
     assert journal.exists()
     assert sorted(p.name for p in state.rglob("*")) == ["applying.json", "remote"]
+
+
+def test_a_sample_reports_failed_writes_by_kind_and_nothing_when_all_is_well(
+    tmp_path: Path,
+) -> None:
+    agent = make_agent(tmp_path)
+    assert agent.sample().errors is None
+    enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    agent.state.faults.failed("state", "counters.json", enospc)
+    agent.faults.failed("remote", "applying.json", enospc)
+    agent.faults.ok("remote")
+    errors = agent.sample().errors
+    assert errors == {
+        "write.state": "1 failed since start, still failing; last: ENOSPC: No space left on "
+        "device (counters.json)",
+        "write.remote": "1 failed since start, writing again; last: ENOSPC: No space left on "
+        "device (applying.json)",
+    }
+    agent.spool.close()
+
+
+def test_records_lost_with_a_damaged_buffer_file_count_as_dropped(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, max_bytes=1 << 20)
+    for _ in range(20):
+        agent._publish_sample(agent.sample())
+    agent.shutdown("test")
+    (seg,) = (tmp_path / "state" / "buffer").glob("*.seg")
+    os.truncate(seg, seg.stat().st_size - 40)  # cut inside the last record
+    again = make_agent(tmp_path, max_bytes=1 << 20)
+    assert again.spool.lost >= 1 and again.spool.corrupt == 1
+    assert again.sample().agent.dropped == again.spool.dropped + again.spool.lost
+    again.spool.close()
+
+
+@pytest.mark.parametrize(
+    ("topic", "why"),
+    [
+        ("ops/replies/#", "it contains a wildcard"),
+        ("ops/+/x", "it contains a wildcard"),
+        ("", "empty"),
+        ("a\0b", "it contains a NUL character"),
+        ("x" * 70000, "longer than 65535 bytes"),
+        ("ops/\ud800", "not valid UTF-8"),
+        ("ops/replies/42", None),
+    ],
+)
+def test_response_topics_paho_would_raise_on_are_refused(topic: str, why: str | None) -> None:
+    """paho raises ValueError publishing to these: the agent would have stopped."""
+    assert bad_response_topic(topic) == why
+
+
+def test_a_command_with_a_wildcard_response_topic_is_answered_on_cmd_result(
+    tmp_path: Path,
+) -> None:
+    agent = make_agent(tmp_path)
+    sent: list[str] = []
+
+    def publish(topic: str, payload: bytes, **kw: object) -> int:
+        paho_check = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        paho_check.publish(topic, payload)  # the real paho call: raises on a bad topic
+        sent.append(topic)
+        return len(sent)
+
+    agent.link.publish = publish  # type: ignore[method-assign]
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = "ops/replies/#"
+    msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/cmd")
+    msg.payload = json.dumps(
+        {"id": "c1", "name": "collect_now", "expires_at": time.time() + 60}
+    ).encode()
+    msg.properties = props
+    agent._on_message(msg)
+    agent.tick()
+    assert "titik/gw/gw-unit/cmd/result" in sent
+    assert "ops/replies/#" not in sent
+    agent.spool.close()
+
+
+def test_a_bug_handling_one_message_costs_that_message_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = make_agent(tmp_path)
+
+    def boom(*a: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(agent.remote, "on_desired", boom)
+    msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/config/desired")
+    msg.payload = b'{"version": 1, "config": {}}'
+    agent._on_message(msg)
+    agent.tick()  # does not raise
+    assert any("internal error handling a message" in r.getMessage() for r in caplog.records)
+    agent.spool.close()
+
+
+def test_a_message_flood_drops_the_oldest_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = make_agent(tmp_path)
+    for i in range(300):
+        msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/cmd")
+        msg.payload = json.dumps({"id": f"c{i}"}).encode()
+        agent._on_message(msg)
+    assert agent.messages_waiting == 256
+    assert agent.inbox_dropped == 44
+    warnings = [r.getMessage() for r in caplog.records if "too many messages" in r.getMessage()]
+    assert len(warnings) == 1
+    agent.spool.close()

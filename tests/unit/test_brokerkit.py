@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from agent.config import parse_config
 from central import ctl
 from central.brokerkit import KitDir
+from central.ingest import subscriptions
 
 needs_passwd = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None and not Path("/usr/bin/mosquitto_passwd").exists(),
@@ -206,9 +207,48 @@ def test_acl_patterns_groups_and_roles(kit: KitDir) -> None:
     ]
     assert "user gw-2" not in rules  # no groups: the patterns are all it needs
     ops = rules[rules.index("user ops") + 1 : rules.index("user central")]
-    assert "topic write titik/gw/+/cmd" in ops and "topic write titik/group/+/cmd" in ops
+    assert ops == [
+        "topic deny titik/gw/ops/#",  # the patterns would let it write gw/ops/telemetry
+        "topic readwrite titik/gw/+/config/desired",
+        "topic readwrite titik/group/+/config/desired",
+        "topic write titik/gw/+/cmd",
+        "topic write titik/group/+/cmd",
+        "topic read titik/gw/+/status",
+        "topic read titik/gw/+/config/reported",
+        "topic read titik/gw/+/cmd/result",
+        "topic readwrite titik/ctl/ops/#",
+    ]
     central = rules[rules.index("user central") + 1 :]
-    assert central and all(ln.startswith("topic read ") for ln in central)
+    assert central[0] == "topic deny titik/gw/central/#"
+    assert all(ln.startswith("topic read ") for ln in central[1:])
+
+
+def test_central_reads_exactly_what_ingest_subscribes_to(kit: KitDir) -> None:
+    """The central block is ingest's subscription list, read-only: a topic ingest adds
+    without the kit granting it (or one the kit grants that nothing uses) fails here."""
+    assert run("add-central", "--dir", str(kit.root), "central", "--cert") == 0
+    rules = [ln for ln in kit.acl.read_text().splitlines() if ln and not ln.startswith("#")]
+    block = rules[rules.index("user central") + 1 :]
+    assert block == [
+        "topic deny titik/gw/central/#",
+        *(f"topic read {t}" for t in subscriptions("titik", "")),
+    ]
+
+
+def test_operator_ctl_topics_are_its_own(kit: KitDir) -> None:
+    """titik-ctl's marker and reply topics sit under the operator's own ctl/ subtree."""
+    assert run("add-operator", "--dir", str(kit.root), "ops", "--cert") == 0
+    acl = kit.acl.read_text().splitlines()
+    args = ctl.build_parser().parse_args(["--username", "ops", "devices"])
+    link = ctl.Link(ctl.settings_from(args, {}))
+    assert link.sync_topic.startswith("titik/ctl/ops/") and link.sync_topic.endswith("/sync")
+    assert link.reply_topic == link.sync_topic.removesuffix("sync") + "reply"
+    assert "topic readwrite titik/ctl/ops/#" in acl
+    assert not any(ln.startswith("topic") and "titik/ctl/#" in ln for ln in acl)
+    anon = ctl.Link(ctl.settings_from(ctl.build_parser().parse_args(["devices"]), {}))
+    assert anon.sync_topic.startswith("titik/ctl/anonymous/")
+    odd = ctl.build_parser().parse_args(["--username", "a/b+#", "devices"])
+    assert ctl.Link(ctl.settings_from(odd, {})).sync_topic.startswith("titik/ctl/a_b__/")
 
 
 def test_prefix_is_used_everywhere(tmp_path: Path) -> None:

@@ -412,6 +412,7 @@ def test_truncated_tail_keeps_the_whole_records_and_sets_the_file_aside(rig: Rig
     assert 0 < len(got) < 10
     assert got == recs[: len(got)]
     assert again.corrupt == 1
+    assert again.lost == 1  # the frame the cut went through; counted in agent.dropped
     assert rig.segments() == []
     assert rig.files("corrupt") == [f"000001-{name}"]
     rig.advance(again, 11)  # the salvaged records are written to a new segment
@@ -573,6 +574,67 @@ def test_never_raises_on_garbage(tmp_path: Path, files: list[tuple[str, bytes]])
     spool = Spool(d, clock=Clock(0.0), wall=Clock(WALL0))
     drain(spool)
     spool.close()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    raw=st.booleans(),
+    edits=st.lists(
+        st.tuples(st.integers(0, 10**5), st.binary(max_size=24), st.integers(0, 24)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_a_damaged_segment_is_set_aside_with_a_reason_and_its_losses_counted(
+    tmp_path: Path, raw: bool, edits: list[tuple[int, bytes, int]]
+) -> None:
+    """Arbitrary damage to a real spilled segment: the spool opens, says which file and why,
+    moves it to corrupt/, keeps only original records, and counts at most what is missing
+    in ``lost`` (which the sample reports in ``agent.dropped``)."""
+    d = tmp_path / "fuzz"
+    shutil.rmtree(d, ignore_errors=True)
+    clock, wall = Clock(0.0), Clock(WALL0)
+    rng = random.Random(7)
+    recs = [
+        Record(
+            s, WALL0, rng.randbytes(200) if raw else json.dumps({"s": s, "p": "ab" * 99}).encode()
+        )
+        for s in range(1, 21)
+    ]
+    spool = Spool(d, clock=clock, wall=wall)
+    for r in recs:
+        spool.append(r)
+    clock.t += 11
+    spool.tick()
+    (seg,) = [p for p in d.iterdir() if p.suffix == ".seg"]
+    buf = bytearray(seg.read_bytes())
+    for at, data, delete in edits:
+        pos = at % (len(buf) + 1)
+        buf[pos : pos + delete] = data
+    seg.write_bytes(bytes(buf))
+    log = logging.getLogger(f"test.spool.fuzz.{tmp_path.name}")
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    try:
+        again = Spool(d, clock=clock, wall=wall, log=log)
+    finally:
+        log.removeHandler(handler)
+    got = peek(again)
+    assert set(got) <= set(recs)
+    assert again.lost <= len(recs) - len(got)
+    if len(got) < len(recs) or again.corrupt:
+        assert again.corrupt == 1
+        assert not seg.exists() and len(os.listdir(d / "corrupt")) == 1
+        (warning,) = [r.getMessage() for r in seen if r.levelno == logging.WARNING]
+        assert warning.startswith(f"spool: {seg.name}: ")
+        assert f"at least {again.lost} lost" in warning
 
 
 # -- failing disks ---------------------------------------------------------------------
