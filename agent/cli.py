@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from agent import __version__
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, env_overrides, load_config
 from agent.core import Agent, open_spool, resolve_device_id, run
 from agent.platforms import Platform, make_platform
 from agent.state import AgentState
@@ -57,6 +57,9 @@ def state_dir_of(cfg: AgentConfig) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, agent = _load(args.config)
     _setup_logging(cfg.log.level)
+    ignored = env_overrides(os.environ).ignored
+    if ignored:
+        log.debug("environment: %s are not config keys (ignored)", ", ".join(ignored))
     pid_path = state_dir_of(cfg) / PID_FILE
     try:
         pid_path.write_text(f"{os.getpid()}\n")
@@ -115,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="titik-agent",
         description="Titik gateway agent: reports health and Wi-Fi client counts over MQTT.",
         epilog="Config keys can be overridden with TITIK_<SECTION>_<KEY> variables, "
-        "e.g. TITIK_MQTT_PASSWORD. Exit status 2 means the config is invalid.",
+        "e.g. TITIK_MQTT_PASSWORD; one that names a section but no key of it is an error. "
+        "Other TITIK_ variables (TITIK_CONFIG, TITIK_VENDOR, TITIK_BROKER ...) are not "
+        "config and are ignored. Exit status 2 means the config is invalid.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,8 +1,17 @@
 """agent.toml: one pydantic model per section, every key defaulted except the broker host.
 
-Loading order: defaults < TOML file < ``TITIK_*`` environment variables (how secrets are
-passed, e.g. ``TITIK_MQTT_PASSWORD``). Every failure is a :class:`ConfigError` whose
+Loading order: defaults < TOML file < ``TITIK_<SECTION>_<KEY>`` environment variables (how
+secrets are passed, e.g. ``TITIK_MQTT_PASSWORD``). Every failure is a :class:`ConfigError` whose
 message names the key path, e.g. ``mqtt.port: Input should be less than or equal to 65535``.
+
+Which ``TITIK_*`` variables are config (:func:`env_overrides`): those whose first word after
+``TITIK_`` is a section of agent.toml (``device``, ``mqtt``, ``telemetry`` ...). Such a variable
+must name a key of that section, or the config is invalid, so that a typo such as
+``TITIK_MQTT_PASSWROD`` never passes silently. Every other ``TITIK_*`` variable belongs to
+another program and is ignored: the launcher's ``TITIK_VENDOR`` and ``TITIK_LAUNCHER_DEBUG``,
+titik-ctl's ``TITIK_BROKER`` and ``TITIK_SIGNING_KEY``, ``TITIK_CONFIG`` (the config file's
+path), the hooks' ``TITIK_ROOT``. titik-ctl also reads ``TITIK_MQTT_USERNAME`` and
+``TITIK_MQTT_PASSWORD``: they are the agent's keys too, with the same meaning.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,7 +53,8 @@ CollectorName = Literal["health", "network", "clients"]
 COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
 
 ENV_PREFIX = "TITIK_"
-#: Environment variables that are not config keys.
+#: Variables that start with a section's name but are not config keys: the config file's path
+#: (TITIK_CONFIG, read by agent.cli; "config" is also the section of remote-config settings).
 ENV_NOT_KEYS = frozenset({"TITIK_CONFIG"})
 
 
@@ -223,16 +234,55 @@ def _env_path(name: str, model: type[BaseModel]) -> list[str] | None:
     return None
 
 
-def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    """Nested overrides from ``TITIK_*`` variables, and the names that matched no key."""
+def _section_of(name: str) -> str | None:
+    """The section of agent.toml that ``name`` (lower case, without TITIK_) starts with."""
+    for section in AgentConfig.model_fields:
+        if name == section or name.startswith(section + "_"):
+            return section
+    return None
+
+
+def _is_table(path: list[str]) -> bool:
+    model: type[BaseModel] = AgentConfig
+    for part in path:
+        sub = model.model_fields[part].annotation
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return False
+        model = sub
+    return True
+
+
+@dataclass(frozen=True)
+class EnvOverrides:
+    """What the environment says about the config (see the module's docstring for the rule)."""
+
+    values: dict[str, Any]  # nested, as in agent.toml
+    errors: list[str]  # one line per bad variable, naming it and what to do
+    ignored: list[str]  # TITIK_* variables of other programs
+
+
+def env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
+    """Nested overrides from ``TITIK_<SECTION>_<KEY>`` variables; errors; the ones ignored."""
     out: dict[str, Any] = {}
-    unknown: list[str] = []
+    errors: list[str] = []
+    ignored: list[str] = []
     for var, value in sorted(environ.items()):
-        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_KEYS:
+        if not var.startswith(ENV_PREFIX):
             continue
-        path = _env_path(var[len(ENV_PREFIX) :].lower(), AgentConfig)
+        name = var[len(ENV_PREFIX) :].lower()
+        section = _section_of(name)
+        if section is None or var in ENV_NOT_KEYS:
+            ignored.append(var)
+            continue
+        path = _env_path(name, AgentConfig)
         if path is None:
-            unknown.append(var)
+            errors.append(f"{var}: environment variable names no key of [{section}]")
+            continue
+        if _is_table(path):
+            table = ".".join(path)
+            errors.append(
+                f"{var}: environment variable names the table [{table}], not a key; use {var}_<KEY>"
+            )
             continue
         node = out
         for part in path[:-1]:
@@ -243,7 +293,7 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
             if (path[-1] in {"groups", "collectors", "interfaces", "trusted_keys"})
             else value
         )
-    return out, unknown
+    return EnvOverrides(out, errors, ignored)
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,13 +309,11 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> AgentConfig:
     """Validate a config mapping, overlaid by ``TITIK_*`` variables; raises ConfigError."""
-    overrides, unknown = env_overrides(environ or {})
-    if unknown:
-        raise ConfigError(
-            "\n".join(f"{var}: environment variable names no config key" for var in unknown)
-        )
+    env = env_overrides(environ or {})
+    if env.errors:
+        raise ConfigError("\n".join(env.errors))
     try:
-        return AgentConfig.model_validate(deep_merge(data, overrides))
+        return AgentConfig.model_validate(deep_merge(data, env.values))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
 

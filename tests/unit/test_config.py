@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -75,11 +78,117 @@ def test_environment_overrides_file_including_nested_and_lists() -> None:
 
 
 def test_unknown_environment_key_is_named() -> None:
-    overrides, unknown = env_overrides({"TITIK_MQTT_PASWORD": "x"})
-    assert unknown == ["TITIK_MQTT_PASWORD"]
-    assert overrides == {}
+    env = env_overrides({"TITIK_MQTT_PASWORD": "x"})
+    assert env.errors == ["TITIK_MQTT_PASWORD: environment variable names no key of [mqtt]"]
+    assert env.values == {}
     with pytest.raises(ConfigError, match="TITIK_MQTT_PASWORD"):
         parse_config({"mqtt": {"host": "b"}}, {"TITIK_MQTT_PASWORD": "x"})
+
+
+@pytest.mark.parametrize(
+    "var",
+    [
+        "TITIK_MQTT_PASSWROD",  # the typo the rule exists for
+        "TITIK_TELEMETRY_INTERVAL",
+        "TITIK_LOG_LEVL",
+        "TITIK_CONFIG_ROLLBACK",  # [config] is a section too (remote-config settings)
+        "TITIK_MQTT_TLS_CAFILE",
+    ],
+)
+def test_a_section_with_an_unknown_key_is_an_error(var: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{var}: environment variable names no key of \["):
+        parse_config({"mqtt": {"host": "b"}}, {var: "x"})
+
+
+@pytest.mark.parametrize(("var", "table"), [("TITIK_MQTT", "mqtt"), ("TITIK_MQTT_TLS", "mqtt.tls")])
+def test_a_table_is_not_a_key(var: str, table: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{var}: .*names the table \[{table}\], not a key"):
+        parse_config({"mqtt": {"host": "b"}}, {var: "x"})
+
+
+# Variables other programs read, with values they would really have: the launcher's switches,
+# titik-ctl's connection and signing key, the config file's path, what the hooks are given.
+OTHER_PROGRAMS = {
+    "TITIK_VENDOR": "always",
+    "TITIK_LAUNCHER_DEBUG": "1",
+    "TITIK_BROKER": "broker.example.net:8883",
+    "TITIK_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nMC4CAQ...\n-----END PRIVATE KEY-----",
+    "TITIK_CONFIG": "/etc/titik/agent.toml",
+    "TITIK_ROOT": "/",
+    "TITIK_SNAPSHOT_DIR": "/var/lib/titik/snapshots",
+    "TITIK_TEST_ROOTS": "/var/cache/titik-test-roots",
+}
+
+
+@pytest.mark.parametrize("var", sorted(OTHER_PROGRAMS))
+def test_other_programs_variables_are_ignored(var: str) -> None:
+    env = env_overrides({var: OTHER_PROGRAMS[var]})
+    assert env.errors == []
+    assert env.values == {}
+    assert env.ignored == [var]
+    assert parse_config({"mqtt": {"host": "b"}}, {var: OTHER_PROGRAMS[var]}) == parse_config(
+        {"mqtt": {"host": "b"}}, {}
+    )
+
+
+def test_exported_titik_broker_leaves_the_agents_broker_alone() -> None:
+    env = {"TITIK_BROKER": "ops.example.net:1884", "TITIK_MQTT_PASSWORD": "s3cret"}
+    cfg = parse_config({"mqtt": {"host": "b", "port": 1883}}, env)
+    assert (cfg.mqtt.host, cfg.mqtt.port) == ("b", 1883)
+    # The password is shared with titik-ctl on purpose: the same key, the same meaning.
+    assert cfg.mqtt.password is not None
+    assert cfg.mqtt.password.get_secret_value() == "s3cret"
+
+
+ROOT = EXAMPLE.parents[1]
+TITIK_VAR = re.compile(r"\bTITIK_[A-Z0-9_]*[A-Z0-9]\b")
+
+
+def variables_read_by_the_tools() -> set[str]:
+    """Every TITIK_ name in titik-ctl, titik-central, titik-sim, the launcher and the hooks."""
+    sources = [
+        *sorted((ROOT / "central").rglob("*.py")),
+        ROOT / "packaging" / "launcher" / "titik-agent",
+        ROOT / "agent" / "cli.py",
+        ROOT / "agent" / "remote" / "hooks.py",
+        *sorted((ROOT / "firmware_hooks").rglob("*.sh")),
+    ]
+    return {m for path in sources for m in TITIK_VAR.findall(path.read_text())}
+
+
+def test_no_variable_of_the_tools_stops_the_agent() -> None:
+    found = variables_read_by_the_tools()
+    # The scan works: the launcher's and titik-ctl's switches are among what it finds.
+    assert {"TITIK_VENDOR", "TITIK_LAUNCHER_DEBUG", "TITIK_BROKER", "TITIK_SIGNING_KEY"} <= found
+    env = env_overrides(dict.fromkeys(found, "1"))
+    assert env.errors == [], env.errors
+    # The only ones read as config are real keys (shared with titik-ctl on purpose).
+    config_vars = sorted(set(found) - set(env.ignored))
+    assert config_vars == ["TITIK_MQTT_PASSWORD", "TITIK_MQTT_USERNAME"]
+
+
+def test_the_agent_starts_with_the_switches_and_refuses_a_typo(tmp_path: Path) -> None:
+    """Through the command line, as systemd starts it: exit 0, or 2 naming the variable."""
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[mqtt]\nhost = "b"\n')
+    base = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+
+    def check(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent", "check-config", str(toml)],
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    res = check(OTHER_PROGRAMS)
+    assert res.returncode == 0, res.stderr
+    res = check({**OTHER_PROGRAMS, "TITIK_MQTT_PASSWROD": "s3cret"})
+    assert res.returncode == 2
+    assert "TITIK_MQTT_PASSWROD: environment variable names no key of [mqtt]" in res.stderr
+    assert "s3cret" not in res.stderr
 
 
 def test_secrets_never_print() -> None:
