@@ -5,7 +5,7 @@ config code paths as a gateway) on the simulated platform. One thread drives the
 an event loop: a heap of next-due times says which agents to tick, and a selector says which
 MQTT sockets are ready, so a pass costs what is due and ready, not one syscall per gateway.
 Gateways are spread over Jakarta's administrative cities with plausible positions, sites and
-groups. The scenarios (steady, outage, flap, canary) are in :mod:`central.scenarios`; ``main`` is
+groups. The scenarios (steady, outage, flap, canary, chaos) are in :mod:`central.scenarios`; ``main`` is
 the ``titik-sim`` command.
 """
 
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  flap            a tenth of the gateways lose their connection at random\n"
             "  canary          titik-ctl config push --group G --canary BATCH of a Wi-Fi config\n"
             "  failing-canary  the same with the canaries' firmware failing: it must halt\n"
-            "  chaos           for --minutes: 5%% of the gateways' state disks full and 5%%\n"
+            "  chaos           for --minutes: 5% of the gateways' state disks full and 5%\n"
             "                  of their clocks a day off, 3 extra clients sending poison\n"
             "                  messages, the broker restarted, central killed (SIGKILL) and\n"
             "                  restarted; then every record of every gateway must be stored\n"
