@@ -7,7 +7,7 @@ models, and a test fails when the two drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -18,6 +18,20 @@ SCHEMA_VERSION = 1
 #: the largest integer a JavaScript client reads exactly, and well inside the 64-bit integers
 #: of SQLite and PostgreSQL. Both sides refuse anything larger with a named error.
 WIRE_INT_MAX = 2**53 - 1
+#: The latest timestamp the wire carries: 9999-12-31T23:59:59Z, the last second Python's
+#: ``datetime`` (and so every tool built on it) can represent.
+WIRE_TS_MAX = 253402300799.0
+
+#: A whole number on the wire: 0 to WIRE_INT_MAX, a JSON integer (``"5"``, ``5.0`` and ``true``
+#: are refused, not converted). Counters, ``seq``, ``boot``, config versions.
+Count = Annotated[int, Field(strict=True, ge=0, le=WIRE_INT_MAX)]
+#: A measurement: a JSON number (a string is refused); finite (``NaN`` and ``Infinity`` are
+#: refused by every wire model, see :class:`Wire`).
+Number = Annotated[float, Field(strict=True)]
+#: A percentage, 0 to 100.
+Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
+#: UNIX seconds, 0 to WIRE_TS_MAX.
+Timestamp = Annotated[float, Field(strict=True, ge=0, le=WIRE_TS_MAX)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,30 +82,34 @@ class Topics:
 
 class Wire(BaseModel):
     # Unknown keys are kept, not refused: a newer agent may add fields an older consumer ignores.
-    model_config = ConfigDict(extra="allow")
+    # NaN and Infinity are refused in every number field: SQLite stores NaN as NULL (so a
+    # NOT NULL column fails) and JSON has no spelling for either.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class Health(Wire):
-    cpu_pct: float | None = Field(description="CPU busy since the last sample, percent")
-    load1: float | None = Field(description="1-minute load average")
-    load5: float | None = None
-    load15: float | None = None
-    mem_used_pct: float | None = Field(description="Memory in use (total - available), percent")
-    mem_avail_b: int | None = Field(default=None, description="Memory available, bytes")
-    disk_used_pct: float | None = Field(description="Root or overlay filesystem used, percent")
-    temp_c: float | None = Field(description="Hottest thermal zone/hwmon sensor, °C; null if none")
-    uptime_s: int | None = Field(description="Seconds since the kernel booted")
+    cpu_pct: Percent | None = Field(description="CPU busy since the last sample, percent")
+    load1: Number | None = Field(ge=0, description="1-minute load average")
+    load5: Number | None = Field(default=None, ge=0)
+    load15: Number | None = Field(default=None, ge=0)
+    mem_used_pct: Percent | None = Field(description="Memory in use (total - available), percent")
+    mem_avail_b: Count | None = Field(default=None, description="Memory available, bytes")
+    disk_used_pct: Percent | None = Field(description="Root or overlay filesystem used, percent")
+    temp_c: Number | None = Field(description="Hottest thermal zone/hwmon sensor, °C; null if none")
+    uptime_s: Count | None = Field(description="Seconds since the kernel booted")
 
 
 class Iface(Wire):
     up: bool | None = Field(description="Operational link state")
-    rx: int = Field(description="Bytes received since the interface came up")
-    tx: int = Field(description="Bytes sent since the interface came up")
-    rx_bps: int | None = Field(
+    rx: Count = Field(description="Bytes received since the interface came up")
+    tx: Count = Field(description="Bytes sent since the interface came up")
+    rx_bps: Count | None = Field(
         default=None, description="Receive rate since the last sample, bytes/s"
     )
-    tx_bps: int | None = Field(default=None, description="Send rate since the last sample, bytes/s")
-    err: int = Field(
+    tx_bps: Count | None = Field(
+        default=None, description="Send rate since the last sample, bytes/s"
+    )
+    err: Count = Field(
         default=0, description="Receive plus transmit errors since the interface came up"
     )
 
@@ -105,21 +123,20 @@ class Net(Wire):
 
 
 class Clients(Wire):
-    total: int = Field(
-        ge=0, description="Connected Wi-Fi stations over all access-point interfaces"
+    total: Count = Field(description="Connected Wi-Fi stations over all access-point interfaces")
+    by_iface: dict[str, Count] = Field(
+        default_factory=dict, description="Stations per AP interface"
     )
-    by_iface: dict[str, int] = Field(default_factory=dict, description="Stations per AP interface")
-    leases: int | None = Field(
-        default=None, ge=0, description="Active DHCP leases; null if no lease file"
+    leases: Count | None = Field(
+        default=None, description="Active DHCP leases; null if no lease file"
     )
 
 
 class AgentInfo(Wire):
     version: str
-    buffered: int = Field(default=0, ge=0, description="Samples not yet acknowledged by the broker")
-    dropped: int = Field(
+    buffered: Count = Field(default=0, description="Samples not yet acknowledged by the broker")
+    dropped: Count = Field(
         default=0,
-        ge=0,
         description="Samples dropped by the buffer's size or age cap, or lost with a damaged "
         "buffer file, since start",
     )
@@ -128,14 +145,14 @@ class AgentInfo(Wire):
 class Telemetry(Wire):
     """``{prefix}/gw/{id}/telemetry``, QoS 1, not retained: one sample."""
 
-    v: int = SCHEMA_VERSION
+    v: Count = SCHEMA_VERSION
     device: str
-    seq: int = Field(ge=0, description="Grows by one per sample; survives restarts")
-    boot: int = Field(ge=0, description="MQTT session counter at sampling time; grows per connect")
+    seq: Count = Field(description="Grows by one per sample; survives restarts")
+    boot: Count = Field(description="MQTT session counter at sampling time; grows per connect")
     sid: str = Field(
         description="Identifies the agent's state lifetime; changes if its state is wiped"
     )
-    ts: float = Field(description="UNIX seconds of the measurement")
+    ts: Timestamp = Field(description="UNIX seconds of the measurement")
     health: Health | None = None
     net: Net | None = None
     clients: Clients | None = None
@@ -158,11 +175,11 @@ class Status(Wire):
     """``{prefix}/gw/{id}/status``, QoS 1, retained. The MQTT Will is ``{"online": false, "boot": N}``."""
 
     online: bool
-    boot: int = Field(
-        ge=0, description="Session counter; a consumer ignores a status older than the last"
+    boot: Count = Field(
+        description="Session counter; a consumer ignores a Will older than the last"
     )
-    v: int = SCHEMA_VERSION
-    ts: float | None = None
+    v: Count = SCHEMA_VERSION
+    ts: Timestamp | None = None
     version: str | None = None
     platform: str | None = None
     model: str | None = Field(
@@ -170,8 +187,8 @@ class Status(Wire):
     )
     site: str | None = None
     region: str | None = None
-    lat: float | None = None
-    lon: float | None = None
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
     groups: list[str] | None = None
     boot_id: str | None = Field(default=None, description="Kernel boot id; changes on every reboot")
     reason: str | None = Field(
@@ -187,10 +204,37 @@ class TelemetryBatch(Wire):
     ``is_historical``). Records are oldest first within a batch.
     """
 
-    v: int = SCHEMA_VERSION
+    v: Count = SCHEMA_VERSION
     device: str
     historical: bool = True
     records: list[Telemetry]
+
+
+class ConfigDesired(Wire):
+    """``{prefix}/gw/{id}/config/desired`` and ``{prefix}/group/{group}/config/desired``,
+    retained: what any consumer may rely on. The gateway checks the whole document
+    (``agent/remote/desired.py``, docs/remote-config.md); central keeps it and reads ``version``."""
+
+    version: Count = Field(description="Grows with every change of this document (per topic)")
+    config: dict[str, Any] | None = Field(default=None, description="The settings to apply")
+
+
+class ConfigReported(Wire):
+    """``{prefix}/gw/{id}/config/reported``, retained: what the gateway applied, or why not."""
+
+    version: Count | None = Field(
+        default=None, description="Version of the document that caused this report"
+    )
+    source: str | None = Field(default=None, description="That document: gw, or group/<name>")
+    versions: dict[str, Count] = Field(
+        default_factory=dict, description="Version of every document in the effective config"
+    )
+    state: str = Field(description="applying, applied, rejected or rolled_back")
+    error: str | None = Field(default=None, description='"<key path>: <reason>" when not applied')
+    hash: str | None = Field(
+        default=None, description="First 16 hex digits of SHA-256 of the applied config"
+    )
+    ts: Timestamp | None = None
 
 
 def batch_payload(device: str, records: list[bytes]) -> bytes:

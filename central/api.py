@@ -14,22 +14,31 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 from agent import __version__
+from agent.config import TOPIC_SAFE
+from agent.protocol import WIRE_TS_MAX
 from central.fleet import compliance as compliance_of
-from central.ingest import IngestStats
+from central.ingest import BAD_REASONS, IngestStats
 from central.metrics import FleetCollector
-from central.store.base import ComplianceRow, DesiredDoc, DeviceState, ReportedDoc, Store
+from central.store.base import (
+    ComplianceRow,
+    DesiredDoc,
+    DeviceState,
+    QuarantinePage,
+    ReportedDoc,
+    Store,
+)
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_DIR = FsPath(__file__).resolve().parent / "web"
 DAY_S = 86400.0
 PLACEHOLDER = "<!doctype html><title>Titik</title><p>Titik central: the dashboard is not installed; see <a href=/docs>/docs</a>.</p>\n"
 
@@ -61,6 +70,14 @@ Sort = Literal[
     "mem_used_pct", "-mem_used_pct", "temp_c", "-temp_c",
 ]  # fmt: skip
 MAX_LIMIT = 10_000
+#: Every query parameter is bounded; anything outside is a 422 that names it. Paging past a
+#: city's fleet returns nothing, so the offset's bound is generous; text filters are names of
+#: at most 128 characters (agent.toml's site; a region is at most 64).
+MAX_OFFSET = 1_000_000
+MAX_TEXT = 128
+MAX_QUARANTINE_LIMIT = 1000
+#: A device id or group name: what goes into one MQTT topic level (agent.config.TOPIC_SAFE).
+NAME_PATTERN = f"^{TOPIC_SAFE.pattern}$"
 
 
 @runtime_checkable
@@ -209,6 +226,24 @@ class PublicSummaryOut(BaseModel):
     active_aps: int
     connected_users: int
     by_region: list[PublicRegion]
+
+
+class QuarantineItem(BaseModel):
+    id: int
+    at: float = Field(description="When central set it aside (Unix seconds)")
+    reason: str = Field(description="Why: " + ", ".join(BAD_REASONS))
+    topic: str = Field(description='The MQTT topic ("" for a row central derived itself)')
+    device: str | None = Field(description="The gateway the topic names, if any")
+    detail: str = Field(description="The error, naming the key or the limit")
+    size: int = Field(description="The payload's size in bytes")
+    truncated: bool = Field(description="Only the first ingest.quarantine_payload_bytes are kept")
+    payload: str = Field(description="The kept bytes as UTF-8, other bytes as \\xNN escapes")
+
+
+class QuarantineOut(BaseModel):
+    total: int = Field(description="Kept messages matching the filters, before paging")
+    by_reason: dict[str, int] = Field(description="Every kept message, counted by reason")
+    items: list[QuarantineItem] = Field(description="Newest first")
 
 
 class HealthOut(BaseModel):
@@ -487,6 +522,31 @@ class Api:
             ],
         )
 
+    def quarantine(
+        self, *, reason: str | None, device: str | None, limit: int, offset: int
+    ) -> QuarantineOut:
+        page: QuarantinePage = self.store.quarantine(
+            reason=reason, device=device, limit=limit, offset=offset
+        )
+        return QuarantineOut(
+            total=page.total,
+            by_reason=page.by_reason,
+            items=[
+                QuarantineItem(
+                    id=q.id,
+                    at=q.at,
+                    reason=q.reason,
+                    topic=q.topic,
+                    device=q.device,
+                    detail=q.detail,
+                    size=q.size,
+                    truncated=len(q.payload) < q.size,
+                    payload=q.payload.decode("utf-8", "backslashreplace"),
+                )
+                for q in page.items
+            ],
+        )
+
     def public_summary(self) -> PublicSummaryOut:
         regions = [
             PublicRegion(region=r.region, active_aps=r.active_aps, connected_users=r.users)
@@ -506,12 +566,22 @@ def health(stats: IngestStats | None) -> HealthOut:
 
 # --- the app --------------------------------------------------------------------------------
 
+DeviceId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="Device id: 1-64 letters, digits, '.', '_' or '-'",
+    ),
+]
+
 
 def create_app(
     store: Store,
     stats: IngestStats | None = None,
     *,
-    web_dir: Path = WEB_DIR,
+    web_dir: FsPath = WEB_DIR,
     clock: Any = time.time,
     config_ttl_s: float = 5.0,
 ) -> FastAPI:
@@ -536,15 +606,16 @@ def create_app(
 
     @app.get("/api/devices", tags=["fleet"])
     def get_devices(
-        region: str | None = None,
-        group: str | None = None,
+        region: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
+        group: Annotated[str | None, Query(max_length=64)] = None,
         status: Literal["online", "offline"] | None = None,
         q: Annotated[
-            str | None, Query(description="Case-insensitive substring of id or site")
+            str | None,
+            Query(max_length=MAX_TEXT, description="Case-insensitive substring of id or site"),
         ] = None,
         sort: Annotated[Sort, Query(description="A field, or -field for descending")] = "id",
         limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> DevicesOut:
         """Devices matching the filters, sorted and paged; ``total`` counts before paging."""
         return api.devices(
@@ -552,17 +623,28 @@ def create_app(
         )
 
     @app.get("/api/devices/{device}", tags=["fleet"], responses=not_found)
-    def get_device(device: str) -> DeviceDetail:
+    def get_device(device: DeviceId) -> DeviceDetail:
         """One device with its platform, session and desired/reported config."""
         return api.device(device)
 
     @app.get("/api/devices/{device}/history", tags=["fleet"], responses=not_found)
     def get_history(
-        device: str,
+        device: DeviceId,
         since: Annotated[
-            float | None, Query(description="Unix seconds; default until - 24 h")
+            float | None,
+            Query(
+                ge=0,
+                le=WIRE_TS_MAX,
+                allow_inf_nan=False,
+                description="Unix seconds; default until - 24 h",
+            ),
         ] = None,
-        until: Annotated[float | None, Query(description="Unix seconds; default now")] = None,
+        until: Annotated[
+            float | None,
+            Query(
+                ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="Unix seconds; default now"
+            ),
+        ] = None,
     ) -> HistoryOut:
         """Raw samples when ``since`` is within store.raw_days, else 5-minute rollups."""
         return api.history(device, since, until)
@@ -581,6 +663,18 @@ def create_app(
     def get_compliance() -> ComplianceOut:
         """Config compliance of every device."""
         return api.compliance()
+
+    @app.get("/api/quarantine", tags=["ops"])
+    def get_quarantine(
+        reason: Annotated[
+            str | None, Query(max_length=32, description="One of " + ", ".join(BAD_REASONS))
+        ] = None,
+        device: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=0, le=MAX_QUARANTINE_LIMIT)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> QuarantineOut:
+        """Messages central could not take, kept with their reason, newest first."""
+        return api.quarantine(reason=reason, device=device, limit=limit, offset=offset)
 
     @app.get("/api/public/summary", tags=["public"])
     def get_public_summary(response: Response) -> PublicSummaryOut:

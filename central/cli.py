@@ -33,7 +33,10 @@ log = logging.getLogger("titik.central")
 def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
     """The store and the (not yet connected) consumer for ``config``."""
     store = SqliteStore(
-        config.store.path, raw_days=config.store.raw_days, rollup_days=config.store.rollup_days
+        config.store.path,
+        raw_days=config.store.raw_days,
+        rollup_days=config.store.rollup_days,
+        quarantine_rows=config.ingest.quarantine_rows,
     )
     return store, Consumer(config, store)
 

@@ -74,6 +74,28 @@ class AlertsConfig(Section):
 
 class IngestConfig(Section):
     max_payload_bytes: int = Field(default=262144, ge=1024)
+    future_tolerance_s: float = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Live samples stamped further ahead of central's clock are stored, "
+        "never current state",
+    )
+    quarantine_payload_bytes: int = Field(
+        default=4096, ge=0, le=262144, description="Bytes of each quarantined payload kept"
+    )
+    quarantine_rows: int = Field(
+        default=10_000,
+        ge=100,
+        le=10_000_000,
+        description="The quarantine keeps the newest this many",
+    )
+    quarantine_per_minute: int = Field(
+        default=600,
+        ge=1,
+        le=1_000_000,
+        description="Quarantine rows written per minute, in all; beyond it, counted only",
+    )
 
 
 class HttpConfig(Section):

@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from agent.config import TOPIC_SAFE
 from agent.protocol import Status
 from agent.remote.signing import public_key_text, sign
 from central import rollout
@@ -160,10 +161,16 @@ class Msg:
     retain: bool
 
     def json(self) -> Any:
-        try:
-            return json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError):
-            return None
+        """The payload as JSON, or None: a gateway may publish anything on its topics."""
+        return loads(self.payload)
+
+
+def loads(payload: bytes) -> Any:
+    """JSON or None; deep nesting (RecursionError) is "not JSON" too, not a crash."""
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 class Link:
@@ -391,10 +398,7 @@ class Fleet:
         found = link.snapshot(*topics, *extra)
         fleet = cls()
         for topic, payload in found.items():
-            try:
-                body = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                body = None
+            body = loads(payload)
             if (d := device_of(topic, p, "status")) is not None and isinstance(body, dict):
                 fleet.statuses[d] = body
             elif (d := device_of(topic, p, "config/reported")) is not None and isinstance(
@@ -410,7 +414,9 @@ class Fleet:
         seen = [
             v
             for d in devices
-            if isinstance(v := (self.reports.get(d, {}).get("versions") or {}).get(source), int)
+            if isinstance(vs := self.reports.get(d, {}).get("versions"), dict)
+            and isinstance(v := vs.get(source), int)
+            and not isinstance(v, bool)
         ]
         return max(seen) if seen else None
 
@@ -473,7 +479,10 @@ def describe(device: str, outcome: Outcome, report: Mapping[str, Any] | None) ->
 
 
 def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    except RecursionError:
+        return "(nested too deeply to show)"
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -571,7 +580,12 @@ def cmd_config_show(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
         )
         status = Msg("", found.get(gw_topic(p, device, "status"), b""), True).json()
         status = status if isinstance(status, dict) else {}
-        groups = [g for g in status.get("groups") or [] if isinstance(g, str)]
+        listed = status.get("groups")
+        groups = [
+            g
+            for g in (listed if isinstance(listed, list) else [])
+            if isinstance(g, str) and TOPIC_SAFE.fullmatch(g)
+        ]
         group_docs = (
             link.snapshot(*(group_topic(p, g, "config/desired") for g in groups)) if groups else {}
         )
@@ -600,9 +614,8 @@ def _show(payload: bytes | None) -> str:
 def _show_doc(payload: bytes | None) -> str:
     if not payload:
         return "(none)"
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    doc = loads(payload)
+    if doc is None:
         return "(not JSON)"
     if isinstance(doc, dict) and "sig" in doc:
         doc["sig"] = (
@@ -950,10 +963,16 @@ def cmd_watch(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
                 body = msg.json()
                 if group is not None and isinstance(body, dict):
                     d = device_of(msg.topic, p, "status")
-                    if d is not None and body.get("groups") is not None:
-                        (members.add if group in body["groups"] else members.discard)(d)
+                    groups = body.get("groups")
+                    if d is not None and isinstance(groups, list):
+                        (members.add if group in groups else members.discard)(d)
                     d = device_of(msg.topic, p, "config/reported")
-                    if d is not None and f"group/{group}" in (body.get("versions") or {}):
+                    versions = body.get("versions")
+                    if (
+                        d is not None
+                        and isinstance(versions, dict)
+                        and f"group/{group}" in versions
+                    ):
                         members.add(d)
                     dev = msg.topic.split("/")[len(p.split("/")) + 1]
                     if dev not in members:

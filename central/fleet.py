@@ -1,9 +1,14 @@
 """Fleet state rules, pure: no I/O, the clock is passed in.
 
-- A live sample updates a gateway's current state (unless it is older than what we have).
+- A live sample becomes a gateway's current state unless it is stamped more than
+  ``Rules.future_s`` ahead of central's clock, or it is *late*: older than the current state
+  while that state is fresh (see :meth:`Fleet.apply_live`; docs/protocol.md, "Ordering").
+- A seq or boot that went backwards, or a new ``sid``, starts a new session; it never makes
+  the gateway's later samples count as older.
 - A historical sample (from a replayed batch) is stored but never touches current state.
 - A status sets online/offline by its session counter ``boot``: an ``online: false`` whose
-  ``boot`` is lower than the last ``online: true`` is a stale Will and is ignored.
+  ``boot`` is lower than the last is a stale Will and is ignored; an ``online: true`` with a
+  lower ``boot`` is a gateway whose counters went back (a new session).
 - A gateway with no live telemetry for 3x its interval (inferred from consecutive samples,
   default 60 s) is offline ("stale").
 - Alerts: offline longer than N minutes; temperature, disk and memory over thresholds;
@@ -31,6 +36,17 @@ STALE_FACTOR = 3.0
 #: Closer samples are a burst (e.g. collect_now), not the interval.
 MIN_INTERVAL_S = 0.1
 STALE = "stale"
+#: A live sample stamped this far ahead of central's clock never becomes current state.
+FUTURE_S = 300.0
+
+#: What :meth:`Fleet.apply_live` did with a sample (counted in ``IngestStats.live``).
+CURRENT = "current"
+NEW_SESSION = "new_session"
+LATE = "late"
+FUTURE = "future"
+LIVE_OUTCOMES = (CURRENT, NEW_SESSION, LATE, FUTURE)
+#: Alert kind: a live sample was stamped beyond ``Rules.future_s`` ahead of central's clock.
+CLOCK = "clock"
 
 #: Config report states that raise an alert, and the alert kind.
 CONFIG_ALERTS = {"rejected": "config_rejected", "rolled_back": "config_rolled_back"}
@@ -43,6 +59,7 @@ class Rules:
     disk_pct: float = 90.0
     mem_pct: float = 90.0
     stale_factor: float = STALE_FACTOR
+    future_s: float = FUTURE_S
 
 
 @dataclass
@@ -74,10 +91,39 @@ class Fleet:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def apply_live(self, s: Sample, now: float) -> None:
+    def apply_live(self, s: Sample, now: float) -> str:
+        """Take a live sample as current state, or not; return which (``LIVE_OUTCOMES``).
+
+        ``future``: stamped more than ``future_s`` ahead of ``now``; stored by the caller,
+        never current (it would make every later real sample look older), and a ``clock``
+        alert opens. ``late``: the current sample again, or older than it, while the current
+        state is fresh (taken within ``stale_factor`` x interval): same ``sid`` with a lower
+        ``seq`` and an earlier ``ts``, or another ``sid`` with an earlier ``ts``. Otherwise it
+        becomes current; ``new_session`` when its ``sid`` changed or its ``seq`` or ``boot``
+        went back (state wiped or restored from a backup): its ``boot`` is the new reference.
+        A state that is not fresh takes any sample, and samples of a session a status ended
+        bring it back online once that status is older than the staleness period: a gateway
+        that publishes is never held back for longer than that by an old or forged message.
+        """
         st = self._state(s.device)
-        if st.last_ts is not None and s.ts < st.last_ts:
-            return  # an older sample delivered late (e.g. redelivered): not the present
+        if s.ts > now + self.rules.future_s:
+            ahead = s.ts - now
+            self._open(s.device, CLOCK, now, f"sample stamped {ahead:.0f} s ahead of central")
+            return FUTURE
+        if st.sid == s.sid and st.seq == s.seq:
+            return LATE  # the current sample again (a redelivery)
+        stale_s = self.rules.stale_factor * st.interval_s
+        fresh = st.last_seen is not None and now - st.last_seen <= stale_s
+        if fresh and st.last_ts is not None:
+            if st.sid == s.sid:
+                late = st.seq is not None and s.seq < st.seq and s.ts <= st.last_ts
+            else:
+                late = s.ts < st.last_ts
+            if late:
+                return LATE
+        new_session = st.sid is not None and (
+            s.sid != st.sid or (st.seq is not None and s.seq < st.seq) or s.boot < st.boot
+        )
         if (
             st.sid == s.sid
             and st.seq is not None
@@ -90,14 +136,27 @@ class Fleet:
         st.clients, st.cpu, st.mem, st.temp, st.disk = s.clients, s.cpu, s.mem, s.temp, s.disk
         st.version = s.version or st.version
         st.last_seen = now
-        if s.boot > st.boot or (
-            s.boot == st.boot and (st.online or st.offline_reason in (None, STALE))
+        if (
+            new_session
+            or s.boot > st.boot
+            or (
+                s.boot == st.boot
+                and (
+                    st.online
+                    or st.offline_reason in (None, STALE)
+                    or self._older_than_stale(st.offline_since, st, now)
+                )
+            )
         ):
-            # Same session and not ended by a status: the gateway is alive.
+            # A new session, a newer one, or the same one not ended by a status (a sample
+            # right after its Will is a straggler; samples long after it mean it lives).
             st.boot = s.boot
             self._set_online(st, now)
         self._thresholds(st, now)
+        if self.open_alerts:
+            self._close(s.device, CLOCK, now)
         self.dirty.add(s.device)
+        return NEW_SESSION if new_session else CURRENT
 
     def apply_historical(self, s: Sample) -> None:
         # Stored by the caller; current state is left alone (Sparkplug's is_historical).
@@ -106,8 +165,10 @@ class Fleet:
     def apply_status(self, device: str, status: Status, now: float) -> bool:
         """Apply a status; False when it is stale (an older session's) and was ignored."""
         st = self._state(device)
-        if status.boot < st.boot:
-            return False
+        if status.boot < st.boot and not status.online:
+            return False  # a Will (or shutdown) of an older session, arriving late
+        # online: true with a lower boot cannot be an old Will: the gateway's counters went
+        # back (state wiped or restored), and this is its session now.
         st.boot = status.boot
         for name in ("site", "region", "lat", "lon", "version", "platform", "model"):
             value = getattr(status, name)
@@ -153,6 +214,21 @@ class Fleet:
                 mins = (now - st.offline_since) / 60
                 self._open(st.device, "offline", now, f"offline for {mins:.0f} min")
 
+    def reset(self, device: str, stored: DeviceState | None) -> None:
+        """Put a gateway's state back to what the store holds (its new row could not be
+        written); ``None`` forgets it until its next message."""
+        if stored is None:
+            self.states.pop(device, None)
+        else:
+            self.states[device] = stored
+        self.dirty.discard(device)
+
+    def forget_alert(self, change: AlertChange) -> None:
+        """An alert change could not be written: let the rules raise or close it again."""
+        if change.close:
+            return
+        self.open_alerts.pop((change.device, change.kind), None)
+
     def take(self) -> tuple[list[DeviceState], list[AlertChange]]:
         """What changed since the last call: device rows to write and alert changes."""
         devices = [self.states[d] for d in sorted(self.dirty)]
@@ -162,6 +238,10 @@ class Fleet:
         return devices, changes
 
     # --- internals ----------------------------------------------------------------------
+
+    def _older_than_stale(self, at: float | None, st: DeviceState, now: float) -> bool:
+        """``at`` is unset or further back than the gateway's staleness period."""
+        return at is None or now - at > self.rules.stale_factor * st.interval_s
 
     def _set_online(self, st: DeviceState, now: float) -> None:
         st.online = True

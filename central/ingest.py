@@ -8,11 +8,18 @@ client's outgoing deque and wakes the network thread through its socket pair
 thread (the same path ``publish`` takes). A crash before the commit loses nothing: the broker
 redelivers unacked QoS 1 messages to the persistent session, and ``UNIQUE(device, sid, seq)``
 drops what was already stored.
+
+No message holds up another: one that cannot be taken is quarantined (kept in the store with
+its reason, counted, acked). The wire models refuse what they can name (reasons ``json``,
+``schema``, ...); if a batch that passed them still fails to commit, it is written again in
+halves down to the one message the store refuses (reason ``store``). Only a store that takes
+no row at all (disk full, I/O error: :class:`StoreUnavailable`) makes the writer wait.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import queue
@@ -20,7 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
@@ -29,22 +36,43 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from agent.protocol import Status, Telemetry, TelemetryBatch
+from agent.config import TOPIC_SAFE
+from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch
 from central.config import CentralConfig
-from central.fleet import Fleet, Rules
-from central.store.base import DesiredDoc, ReportedDoc, Sample, Store, WriteBatch
+from central.fleet import LIVE_OUTCOMES, Fleet, Rules
+from central.store.base import (
+    AlertChange,
+    DesiredDoc,
+    DeviceState,
+    Quarantined,
+    ReportedDoc,
+    Sample,
+    Store,
+    StoreUnavailable,
+    WriteBatch,
+    WriteResult,
+)
 
 log = logging.getLogger("titik.central.ingest")
 
-#: Bad input reasons, each counted in :attr:`IngestStats.bad`.
-BAD_REASONS = ("oversized", "json", "schema", "device_mismatch", "topic")
+#: Why a message was quarantined, each counted in :attr:`IngestStats.bad`: larger than
+#: ``ingest.max_payload_bytes``; not JSON (or not UTF-8); not valid against its wire model
+#: (a missing field, a string where a number belongs, a number out of range, NaN); the
+#: payload names another gateway than its topic; a topic central does not take; the store
+#: refused it although it passed the model; central failed on it (a bug, kept for replay).
+BAD_REASONS = ("oversized", "json", "schema", "device_mismatch", "topic", "store", "internal")
+#: Messages taken, by kind (``cleared``: an empty retained payload).
+KINDS = ("telemetry", "batch", "status", "reported", "desired", "group_desired", "cleared")
+#: Quarantine rows kept per gateway (or topic) per minute; the rest are counted only.
+QUARANTINE_PER_SOURCE = 10
 LOG_EVERY_S = 60.0
 CHECK_EVERY_S = 1.0
 #: Device rows changed only by live samples are written this often (not per batch).
 FLUSH_EVERY_S = 1.0
 PRUNE_EVERY_S = 300.0
+RETRY_S = 1.0
 #: Upper bounds (s) of the end-to-end lag histogram: a live sample's ``ts`` to its commit.
 LAG_BUCKETS = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
@@ -54,7 +82,11 @@ LAG_BUCKETS = (
 
 @dataclass
 class IngestStats:
-    """Counters for /metrics (plain numbers; the API turns them into Prometheus metrics)."""
+    """Counters for /metrics (plain numbers; the API turns them into Prometheus metrics).
+
+    Every message received is either taken (``accepted``, by kind) or quarantined (``bad``,
+    by reason): ``received == sum(accepted) + sum(bad)`` once the writer is idle.
+    """
 
     received: int = 0
     stored: int = 0
@@ -72,6 +104,17 @@ class IngestStats:
     #: Live samples committed, by lag bucket (``LAG_BUCKETS``, then +Inf); not cumulative.
     lag_counts: list[int] = field(default_factory=lambda: [0] * (len(LAG_BUCKETS) + 1))
     lag_sum: float = 0.0
+    #: Messages taken, by kind (``KINDS``).
+    accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    #: Live samples by what they did to current state (``fleet.LIVE_OUTCOMES``).
+    live: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIVE_OUTCOMES, 0))
+    #: Bad messages kept in the quarantine, and those only counted (over the rate limit).
+    quarantined: int = 0
+    quarantine_skipped: int = 0
+    #: Batches that failed as a whole and were written again in parts.
+    split_batches: int = 0
+    #: Roll-up, retention or staleness rounds that failed (logged; tried again next round).
+    maintenance_errors: int = 0
 
     def observe_lag(self, lag: float) -> None:
         self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
@@ -93,23 +136,23 @@ class BadInput(Exception):
         self.reason = reason
 
 
-class ReportedWire(BaseModel):
-    """``config/reported`` as documented in docs/remote-config.md (unknown keys kept)."""
+#: The wire model of ``config/reported`` (central's name for it before it moved to
+#: agent/protocol.py).
+ReportedWire = ConfigReported
 
-    model_config = ConfigDict(extra="allow")
-    version: int | None = None
-    source: str | None = None
-    versions: dict[str, int] = {}
-    state: str
-    error: str | None = None
-    hash: str | None = None
-    ts: float | None = None
+
+@functools.lru_cache(maxsize=65536)
+def _topic_safe(name: str) -> bool:
+    # Cached: the same few thousand gateway ids come again and again (a regex match per
+    # message cost ~0.4 us, a cache hit ~0.1 us); bounded, as names come from the network.
+    return TOPIC_SAFE.fullmatch(name) is not None
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired."""
+    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired;
+    None unless the name is a device id or group name (``agent.config.TOPIC_SAFE``)."""
     parts = topic.split("/")
-    if len(parts) < 4 or parts[0] != prefix:
+    if len(parts) < 4 or parts[0] != prefix or not _topic_safe(parts[2]):
         return None
     tail = "/".join(parts[3:])
     if parts[1] == "gw":
@@ -181,6 +224,73 @@ def _validate(model: type[M], payload: bytes) -> M:
         raise BadInput("schema", f"{loc}: {errs[0]['msg']}") from None
 
 
+def _clean(text: str, limit: int = 1000) -> str:
+    """Text the store can hold: no lone surrogates, at most ``limit`` characters."""
+    return text.encode("utf-8", "backslashreplace").decode()[:limit]
+
+
+@dataclass(slots=True)
+class Built:
+    """A batch and which message each of its rows came from.
+
+    Messages' samples follow one another: ``ends[i]`` is the end of message ``i``'s in
+    ``batch.samples``. Desired documents, reports and quarantine rows are rare, so each is
+    tagged with its message (``desired_of`` and so on). Only a failed batch looks at these.
+    """
+
+    batch: WriteBatch
+    msgs: Sequence[Incoming]
+    ends: list[int] = field(default_factory=list)
+    desired_of: list[int] = field(default_factory=list)
+    reported_of: list[int] = field(default_factory=list)
+    quarantined_of: list[int] = field(default_factory=list)
+
+    def part(self, lo: int, hi: int) -> WriteBatch:
+        """The rows of messages ``lo`` to ``hi - 1`` (no device rows or alert changes)."""
+        b = self.batch
+        return WriteBatch(
+            samples=b.samples[self.ends[lo - 1] if lo else 0 : self.ends[hi - 1]],
+            desired=[r for r, i in zip(b.desired, self.desired_of, strict=True) if lo <= i < hi],
+            reported=[r for r, i in zip(b.reported, self.reported_of, strict=True) if lo <= i < hi],
+            quarantined=[
+                r for r, i in zip(b.quarantined, self.quarantined_of, strict=True) if lo <= i < hi
+            ],
+        )
+
+    def kind(self, i: int, prefix: str) -> str | None:
+        """What message ``i`` was taken as (``KINDS``); None if it was quarantined."""
+        if i in self.quarantined_of:
+            return None
+        m = self.msgs[i]
+        where = parse_topic(prefix, m.topic)
+        if where is None:
+            return None
+        return where[0] if m.payload or where[0] in ("telemetry", "batch") else "cleared"
+
+
+class QuarantineLimit:
+    """At most ``per_minute`` rows in all and ``QUARANTINE_PER_SOURCE`` per source in each
+    minute (a fixed window): a gateway that sends nothing but garbage can neither fill the
+    disk nor crowd out the others' rows. Every bad message is counted either way."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._window = -1
+        self._total = 0
+        self._by_source: dict[str, int] = {}
+
+    def allow(self, source: str, now: float) -> bool:
+        window = int(now // 60)
+        if window != self._window:
+            self._window, self._total, self._by_source = window, 0, {}
+        n = self._by_source.get(source, 0)
+        if self._total >= self.per_minute or n >= QUARANTINE_PER_SOURCE:
+            return False
+        self._by_source[source] = n + 1
+        self._total += 1
+        return True
+
+
 class Processor:
     """Turns messages into a :class:`WriteBatch` and fleet changes; no I/O."""
 
@@ -189,6 +299,8 @@ class Processor:
     ) -> None:
         self.prefix = config.mqtt.topic_prefix
         self.max_payload = config.ingest.max_payload_bytes
+        self.keep_bytes = config.ingest.quarantine_payload_bytes
+        self.limit = QuarantineLimit(config.ingest.quarantine_per_minute)
         self.fleet = fleet
         self.stats = stats
         self.clock = clock
@@ -196,40 +308,85 @@ class Processor:
         #: A status or config report was applied: its device row goes in this batch.
         self.urgent = False
 
-    def build(self, msgs: Sequence[Incoming], *, flush_devices: bool = True) -> WriteBatch:
+    def build(self, msgs: Sequence[Incoming], *, flush_devices: bool = True) -> Built:
         """The batch for ``msgs``. Device rows changed by live samples only are written when
         ``flush_devices`` (the caller throttles that); status, config and alert changes
         always go with their messages, since those are acked after this commit."""
         batch = WriteBatch()
+        built = Built(batch, msgs)
+        ends, accepted = built.ends, self.stats.accepted
         now = self.clock()
-        for m in msgs:
+        for i, m in enumerate(msgs):
             self.stats.received += 1
             where = parse_topic(self.prefix, m.topic)
-            name = where[1] if where else m.topic
             try:
                 if where is None:
-                    raise BadInput("topic", "not a topic central subscribes to")
+                    raise BadInput(
+                        "topic",
+                        "not a topic central takes (or its device/group id is not 1-64 "
+                        "letters, digits, '.', '_' or '-')",
+                    )
                 if len(m.payload) > self.max_payload:
                     raise BadInput("oversized", f"{len(m.payload)} bytes > {self.max_payload}")
-                self._one(where[0], name, m.payload, now, batch)
-            except BadInput as bad:
-                self.stats.bad[bad.reason] = self.stats.bad.get(bad.reason, 0) + 1
-                self._log_bad(name, m.topic, bad)
+                accepted[self._one(where[0], where[1], m.payload, now, built, i)] += 1
+            except Exception as exc:
+                # Whatever the message appended goes; the message itself is quarantined.
+                del batch.samples[ends[-1] if ends else 0 :]
+                for rows, of in ((batch.desired, built.desired_of), (batch.reported, built.reported_of)):  # fmt: skip
+                    if of and of[-1] == i:
+                        del rows[-1], of[-1]
+                bad = exc if isinstance(exc, BadInput) else self._internal(exc, m.topic)
+                self.quarantine(built, i, where, bad, now)
+            ends.append(len(batch.samples))
         if flush_devices or self.urgent or self.fleet.changes:
             devices, alerts = self.fleet.take()
             batch.devices += devices
             batch.alerts += alerts
             self.urgent = False
-        return batch
+        return built
 
-    def _one(self, kind: str, name: str, payload: bytes, now: float, batch: WriteBatch) -> None:
+    def quarantine(
+        self, built: Built, i: int, where: tuple[str, str] | None, bad: BadInput, now: float
+    ) -> None:
+        """Count message ``i`` as bad, log it (once a minute per source) and, within the rate
+        limit, keep it in the batch's quarantine rows."""
+        m = built.msgs[i]
+        self.stats.bad[bad.reason] = self.stats.bad.get(bad.reason, 0) + 1
+        source = where[1] if where else m.topic
+        self._log_bad(source, m.topic, bad)
+        if not self.limit.allow(source, now):
+            self.stats.quarantine_skipped += 1
+            return
+        device = where[1] if where and where[0] != "group_desired" else None
+        built.batch.quarantined.append(
+            self.row(m.topic, device, bad.reason, str(bad), m.payload, now)
+        )
+        built.quarantined_of.append(i)
+        self.stats.quarantined += 1
+
+    def row(
+        self, topic: str, device: str | None, reason: str, detail: str, payload: bytes, now: float
+    ) -> Quarantined:
+        return Quarantined(
+            at=now,
+            reason=reason,
+            topic=_clean(topic, 2000),
+            device=_clean(device, 200) if device is not None else None,
+            detail=_clean(detail),
+            payload=payload[: self.keep_bytes],
+            size=len(payload),
+        )
+
+    def _one(self, kind: str, name: str, payload: bytes, now: float, built: Built, i: int) -> str:
+        """Validate and apply message ``i``; return what it was taken as (``KINDS``)."""
+        batch = built.batch
         if kind == "telemetry":
             t = _validate(Telemetry, payload)
             if t.device != name:
                 raise BadInput("device_mismatch", f"device {t.device!r} in payload")
             s = to_sample(t, payload.decode(), historical=False)
             batch.samples.append(s)
-            self.fleet.apply_live(s, now)
+            self.stats.live[self.fleet.apply_live(s, now)] += 1
         elif kind == "batch":
             b = _validate(TelemetryBatch, payload)
             wrong = [r.device for r in b.records if r.device != name]
@@ -241,15 +398,15 @@ class Processor:
                 self.fleet.apply_historical(s)
         elif kind == "status":
             if not payload:
-                return  # a cleared retained status
+                return "cleared"  # a cleared retained status
             st = _validate(Status, payload)
             if not self.fleet.apply_status(name, st, now):
                 self.stats.stale_status += 1
             self.urgent = True
         elif kind == "reported":
             if not payload:
-                return
-            r = _validate(ReportedWire, payload)
+                return "cleared"
+            r = _validate(ConfigReported, payload)
             doc = ReportedDoc(
                 device=name,
                 version=r.version,
@@ -262,32 +419,41 @@ class Processor:
                 doc=payload.decode(),
             )
             batch.reported.append(doc)
+            built.reported_of.append(i)
             self.fleet.apply_reported(doc, now)
             self.urgent = True
         else:  # desired, group_desired
             target = f"gw/{name}" if kind == "desired" else f"group/{name}"
-            batch.desired.append(
-                DesiredDoc(target, _desired_version(payload), payload.decode(), now)
-            )
+            if not payload:  # the retained document was cleared
+                batch.desired.append(DesiredDoc(target, None, "", now))
+                built.desired_of.append(i)
+                return "cleared"
+            version = _validate(ConfigDesired, payload).version
+            batch.desired.append(DesiredDoc(target, version, payload.decode(), now))
+            built.desired_of.append(i)
+        return kind
+
+    def _internal(self, exc: Exception, topic: str) -> BadInput:
+        """An exception no rule names: a bug in central. Its traceback is logged (once a
+        minute per exception type) and the message quarantined, for a replay once fixed."""
+        key = f"internal:{type(exc).__name__}"
+        now = time.monotonic()
+        if now - self._last_log.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._last_log[key] = now
+            log.error("failed on a message on %s; quarantined", _clean(topic), exc_info=exc)
+        return BadInput("internal", f"{type(exc).__name__}: {exc}")
 
     def _log_bad(self, name: str, topic: str, bad: BadInput) -> None:
         now = time.monotonic()
+        if len(self._last_log) > 10_000:  # names come from the network: keep the map small
+            self._last_log = {k: t for k, t in self._last_log.items() if now - t < LOG_EVERY_S}
         if now - self._last_log.get(name, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._last_log[name] = now
-            log.warning("dropped message on %s (%s): %s", topic, bad.reason, bad)
+            log.warning("quarantined a message on %s (%s): %s", _clean(topic), bad.reason, bad)
 
 
-def _desired_version(payload: bytes) -> int | None:
-    if not payload:
-        return None  # the retained document was cleared
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput("json", f"not JSON: {exc}") from None
-    version = doc.get("version") if isinstance(doc, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise BadInput("schema", "version: must be a whole number")
-    return version
+class _Stopped(Exception):
+    """Stop was asked for while waiting on the store: nothing more is written or acked."""
 
 
 class Consumer:
@@ -301,7 +467,13 @@ class Consumer:
         self.clock = clock
         self.stats = IngestStats()
         a = config.alerts
-        rules = Rules(a.offline_after_min * 60, a.temp_c, a.disk_pct, a.mem_pct)
+        rules = Rules(
+            a.offline_after_min * 60,
+            a.temp_c,
+            a.disk_pct,
+            a.mem_pct,
+            future_s=config.ingest.future_tolerance_s,
+        )
         self.fleet = Fleet.restore(rules, store.load_devices(), store.alerts(open_only=True))
         self.processor = Processor(config, self.fleet, self.stats, clock)
         self.inbox: queue.Queue[Incoming] = queue.Queue()
@@ -367,7 +539,10 @@ class Consumer:
                 self._generation += 1
         self.stats.connected = True
         log.info("connected (session present: %s)", flags.session_present)
-        opts = SubscribeOptions(qos=1)
+        # Retained messages only with a new subscription: with the session present we have
+        # them already (and a retained message central quarantined would come again on every
+        # restart). Mosquitto 2.0.11 sends retained messages on shared subscriptions too.
+        opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         m = self.config.mqtt
         client.subscribe([(t, opts) for t in subscriptions(m.topic_prefix, m.share_group)])
 
@@ -375,7 +550,11 @@ class Consumer:
         self.stats.connected = False
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.inbox.put(Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers check topics are UTF-8; this one did not
+            topic = msg._topic.decode("utf-8", "backslashreplace")
+        self.inbox.put(Incoming(topic, bytes(msg.payload), msg.mid, msg.qos, self._generation))
 
     # --- writer thread ------------------------------------------------------------------
 
@@ -391,16 +570,26 @@ class Consumer:
                 next_check = now + CHECK_EVERY_S
                 self.fleet.check(now)
                 self._commit([], stop, flush=True)
-                self.store.roll_up()
+                self._maintain("roll-up", self.store.roll_up)
             if pruning or now >= next_prune:
                 # One small chunk per round, so ingest never waits long on retention.
-                n = self.store.prune(now)
+                n = self._maintain("retention", functools.partial(self.store.prune, now))
                 self.stats.pruned += n
                 pruning = n > 0
                 if not pruning:
                     next_prune = now + PRUNE_EVERY_S
         self._commit(self._drain(), stop, flush=True)
-        self.store.roll_up()
+        self._maintain("roll-up", self.store.roll_up)
+
+    def _maintain(self, what: str, job: Callable[[], int]) -> int:
+        """Run a roll-up or retention round; a failure is logged and the round tried again
+        later, never allowed to stop ingest."""
+        try:
+            return job()
+        except Exception:
+            self.stats.maintenance_errors += 1
+            log.exception("%s failed; trying again next round", what)
+            return 0
 
     def stop(self) -> None:
         """Disconnect cleanly (call after :meth:`run` returned)."""
@@ -435,19 +624,22 @@ class Consumer:
         flush = flush or time.monotonic() >= self._next_flush
         if flush:
             self._next_flush = time.monotonic() + FLUSH_EVERY_S
-        batch = self.processor.build(msgs, flush_devices=flush)
+        built = self.processor.build(msgs, flush_devices=flush)
+        batch = built.batch
         if batch:
-            while True:
-                t0 = time.perf_counter()
+            t0 = time.perf_counter()
+            try:
                 try:
-                    result = self.store.write(batch)
-                    break
-                except Exception:
-                    # Not acked, so not lost: retry, or let the broker redeliver after a restart.
-                    self.stats.commit_errors += 1
-                    log.exception("commit failed; retrying")
-                    if stop.wait(1.0):
-                        return
+                    result = self._write(batch, stop)
+                    bad: set[int] = set()
+                except _Stopped:
+                    raise
+                except Exception as exc:
+                    # Something in the batch cannot be stored (the wire models let it through):
+                    # find it, set it aside, store the rest.
+                    result, bad = self._write_apart(built, exc, stop)
+            except _Stopped:
+                return  # not acked, so not lost: the broker sends them again
             took = time.perf_counter() - t0
             s = self.stats
             s.batches += 1
@@ -457,8 +649,11 @@ class Consumer:
             s.commit_seconds_total += took
             s.commit_seconds_max = max(s.commit_seconds_max, took)
             committed = self.clock()
-            for sample in batch.samples:
-                if not sample.historical:  # replayed records are late on purpose
+            horizon = committed + self.fleet.rules.future_s
+            samples = batch.samples if not bad else self._samples_except(built, bad)
+            for sample in samples:
+                # Replayed records are late on purpose; future-stamped ones are not live.
+                if not sample.historical and sample.ts <= horizon:
                     s.observe_lag(committed - sample.ts)
         with self._gen_lock:
             gen = self._generation
@@ -466,3 +661,140 @@ class Consumer:
                 if m.qos > 0 and m.generation == gen:
                     self.client.ack(m.mid, m.qos)
                     self.stats.acked += 1
+
+    def _write(self, batch: WriteBatch, stop: threading.Event) -> WriteResult:
+        """``store.write``, again every second while the store cannot write at all (not acked,
+        so not lost); :class:`_Stopped` if ``stop`` is set meanwhile. Any other exception (a
+        row the store refuses) goes to the caller."""
+        while True:
+            try:
+                return self.store.write(batch)
+            except StoreUnavailable:
+                self.stats.commit_errors += 1
+                log.exception("the store cannot write; trying again in %.0f s", RETRY_S)
+                if stop.wait(RETRY_S):
+                    raise _Stopped from None
+
+    def _write_apart(
+        self, built: Built, exc: Exception, stop: threading.Event
+    ) -> tuple[WriteResult, set[int]]:
+        """Write a failed batch in halves, down to the messages the store refuses; those are
+        quarantined (reason ``store``). Device rows and alert changes go one by one if they
+        fail together. Returns what was stored and the indexes of the messages set aside."""
+        self.stats.split_batches += 1
+        log.warning("a batch failed (%s: %s); writing it in parts", type(exc).__name__, exc)
+        while True:  # a store that refuses known-good rows is down, not fed a bad row
+            try:
+                self.store.probe()
+                break
+            except StoreUnavailable:
+                self.stats.commit_errors += 1
+                log.exception("the store cannot write; trying again in %.0f s", RETRY_S)
+                if stop.wait(RETRY_S):
+                    raise _Stopped from None
+        bad: dict[int, Exception] = {}
+        stored = duplicates = 0
+        n = len(built.msgs)
+        # The whole failed already (perhaps only through its device rows): start at halves.
+        pending = [(n // 2, n), (0, n // 2)] if n > 1 else [(0, n)] if n else []
+        while pending:
+            lo, hi = pending.pop()
+            part = built.part(lo, hi)
+            if not part:
+                continue
+            try:
+                r = self._write(part, stop)
+            except _Stopped:
+                raise
+            except Exception as err:
+                if hi - lo == 1:
+                    bad[lo] = err
+                else:
+                    mid = (lo + hi) // 2
+                    pending += [(mid, hi), (lo, mid)]
+                continue
+            stored += r.stored
+            duplicates += r.duplicates
+        if bad:
+            self._set_aside(built, bad, stop)
+        self._write_fleet_rows(built.batch, stop)
+        return WriteResult(stored, duplicates), set(bad)
+
+    def _set_aside(self, built: Built, bad: dict[int, Exception], stop: threading.Event) -> None:
+        now = self.clock()
+        rows = []
+        for i, err in sorted(bad.items()):
+            m = built.msgs[i]
+            kind = built.kind(i, self.processor.prefix)
+            if kind is not None:
+                self.stats.accepted[kind] -= 1
+            self.stats.bad["store"] += 1
+            detail = f"{type(err).__name__}: {err}"
+            log.error("the store refused a message on %s; quarantined: %s", _clean(m.topic), detail)
+            where = parse_topic(self.processor.prefix, m.topic)
+            device = where[1] if where and where[0] != "group_desired" else None
+            rows.append(self.processor.row(m.topic, device, "store", detail, m.payload, now))
+        try:
+            self._write(WriteBatch(quarantined=rows), stop)
+            self.stats.quarantined += len(rows)
+        except _Stopped:
+            raise
+        except Exception:
+            self.stats.quarantine_skipped += len(rows)
+            log.exception("could not keep %d quarantined messages; counted only", len(rows))
+
+    def _write_fleet_rows(self, batch: WriteBatch, stop: threading.Event) -> None:
+        """Device rows and alert changes of a failed batch: together, else one by one; a row
+        the store refuses is quarantined and the fleet's memory of it put back."""
+        if not (batch.devices or batch.alerts):
+            return
+        try:
+            self._write(WriteBatch(devices=batch.devices, alerts=batch.alerts), stop)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            log.warning("device rows or alerts failed together (%s); one by one now", exc)
+        else:
+            return
+        now = self.clock()
+        refused: list[Quarantined] = []
+        rows: list[DeviceState | AlertChange] = [*batch.devices, *batch.alerts]
+        for row in rows:
+            one = (
+                WriteBatch(devices=[row])
+                if isinstance(row, DeviceState)
+                else WriteBatch(alerts=[row])
+            )
+            try:
+                self._write(one, stop)
+                continue
+            except _Stopped:
+                raise
+            except Exception as err:
+                detail = f"{type(err).__name__}: {err}"
+            what = "device row" if isinstance(row, DeviceState) else "alert"
+            log.error("the store refused the %s of %s; quarantined: %s", what, row.device, detail)
+            if isinstance(row, DeviceState):
+                self.fleet.reset(row.device, self.store.device(row.device))
+            else:
+                self.fleet.forget_alert(row)
+            payload = json.dumps(asdict(row), default=repr).encode("utf-8", "backslashreplace")
+            refused.append(self.processor.row("", row.device, "store", detail, payload, now))
+            self.stats.bad["store"] += 1
+        if refused:
+            try:
+                self._write(WriteBatch(quarantined=refused), stop)
+                self.stats.quarantined += len(refused)
+            except _Stopped:
+                raise
+            except Exception:
+                self.stats.quarantine_skipped += len(refused)
+                log.exception("could not keep %d quarantined rows; counted only", len(refused))
+
+    @staticmethod
+    def _samples_except(built: Built, bad: set[int]) -> list[Sample]:
+        out: list[Sample] = []
+        for i in range(len(built.msgs)):
+            if i not in bad:
+                out += built.part(i, i + 1).samples
+        return out

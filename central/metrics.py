@@ -67,6 +67,12 @@ class FleetCollector(Collector):
             "Gateways whose desired config versions are not all applied",
             value=self._noncompliant(),
         )
+        held = GaugeMetricFamily(
+            "titik_quarantine_rows", "Messages kept in the quarantine, by reason", labels=["reason"]
+        )
+        for reason, n in self.store.quarantine(limit=0).by_reason.items():
+            held.add_metric([reason], n)
+        yield held
 
     def _ingest(self, st: IngestStats) -> Iterator[Metric]:
         bad = dict(st.bad)
@@ -78,17 +84,51 @@ class FleetCollector(Collector):
         messages.add_metric(["bad"], sum(bad.values()))
         yield messages
         bad_total = CounterMetricFamily(
-            "titik_ingest_bad", "Bad messages dropped, by reason", labels=["reason"]
+            "titik_ingest_bad",
+            "Messages central could not take (quarantined and acked), by reason",
+            labels=["reason"],
         )
         for reason, n in sorted(bad.items()):
             bad_total.add_metric([reason], n)
         yield bad_total
+        accepted = CounterMetricFamily(
+            "titik_ingest_accepted", "Messages taken, by kind", labels=["kind"]
+        )
+        for kind, n in sorted(st.accepted.items()):
+            accepted.add_metric([kind], n)
+        yield accepted
+        live = CounterMetricFamily(
+            "titik_ingest_live_samples",
+            "Live samples by what they did to current state: current, new_session (seq, "
+            "boot or sid went back), late (older than the current state), future (stamped "
+            "beyond ingest.future_tolerance_s ahead: stored, not current)",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(st.live.items()):
+            live.add_metric([outcome], n)
+        yield live
         for name, doc, value in (
             ("received", "Messages received from the broker", st.received),
             ("acked", "Messages acknowledged after their commit", st.acked),
             ("stale_status", "Status messages of an older session, ignored", st.stale_status),
-            ("commit_errors", "Failed commits (retried)", st.commit_errors),
+            ("commit_errors", "Commits the store could not take (retried)", st.commit_errors),
             ("pruned", "Expired rows deleted by retention", st.pruned),
+            ("quarantined", "Bad messages kept in the quarantine", st.quarantined),
+            (
+                "quarantine_skipped",
+                "Bad messages only counted (over the quarantine's rate limit)",
+                st.quarantine_skipped,
+            ),
+            (
+                "split_batches",
+                "Batches that failed whole and were written again in parts",
+                st.split_batches,
+            ),
+            (
+                "maintenance_errors",
+                "Roll-up, retention or staleness rounds that failed (retried)",
+                st.maintenance_errors,
+            ),
         ):
             yield CounterMetricFamily(f"titik_ingest_{name}", doc, value=value)
         yield SummaryMetricFamily(

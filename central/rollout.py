@@ -104,7 +104,7 @@ def outcome_of(report: Mapping[str, Any], source: str, version: int) -> Outcome 
     the gateway has moved past this one.
     """
     state = report.get("state")
-    if state not in {"applied", "rejected", "rolled_back"}:
+    if not isinstance(state, str) or state not in {"applied", "rejected", "rolled_back"}:
         return None
     versions = report.get("versions")
     seen = versions.get(source) if isinstance(versions, Mapping) else None
@@ -156,7 +156,7 @@ def document_version(payload: bytes | None) -> int | None:
         return None
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     v = doc.get("version") if isinstance(doc, dict) else None
     return v if isinstance(v, int) and not isinstance(v, bool) else None
@@ -168,7 +168,7 @@ def document_config(payload: bytes | None) -> dict[str, Any]:
         return {}
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     cfg = doc.get("config") if isinstance(doc, dict) else None
     return dict(cfg) if isinstance(cfg, dict) else {}
@@ -200,7 +200,10 @@ def members(
 ) -> list[str]:
     """Sorted ids of the group's gateways: a status listing the group, or (for a gateway whose
     last word was its Will, which carries no groups) a report that used the group's document."""
-    found = {d for d, s in statuses.items() if group in (s.get("groups") or [])}
+    # A status is whatever its gateway published: "groups" may be anything.
+    found = {
+        d for d, s in statuses.items() if isinstance(g := s.get("groups"), list) and group in g
+    }
     for d, r in (reports or {}).items():
         versions = r.get("versions")
         if isinstance(versions, Mapping) and f"group/{group}" in versions:

@@ -5,7 +5,7 @@ config code paths as a gateway) on the simulated platform. One thread drives the
 an event loop: a heap of next-due times says which agents to tick, and a selector says which
 MQTT sockets are ready, so a pass costs what is due and ready, not one syscall per gateway.
 Gateways are spread over Jakarta's administrative cities with plausible positions, sites and
-groups. The scenarios (steady, outage, flap, canary) are in :mod:`central.scenarios`; ``main`` is
+groups. The scenarios (steady, outage, flap, canary, chaos) are in :mod:`central.scenarios`; ``main`` is
 the ``titik-sim`` command.
 """
 
@@ -31,11 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.config import parse_config
 from agent.core import Agent, open_spool
 from agent.platforms.simulated import SimulatedPlatform
+from agent.protocol import Telemetry
 from agent.state import AgentState
 
 if TYPE_CHECKING:
@@ -121,11 +122,34 @@ class FleetStats:
     passes: int = 0
 
 
+class TrackedAgent(Agent):
+    """An agent that remembers which sequence numbers it drew, under which ``sid``, so the
+    scenarios can say which of them central stored. Within one process seqs are drawn in
+    order, but a ``sid`` changes when the state cannot be written (a full disk): per sid the
+    first and last seq and how many were drawn (a sample whose collection raised after its
+    seq was drawn leaves a gap that is not counted)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drawn: dict[str, list[int]] = {}  # sid -> [first seq, last seq, count]
+
+    def sample(self, seq: int | None = None) -> Telemetry:
+        t = super().sample(seq)
+        if seq is None:
+            r = self.drawn.get(t.sid)
+            if r is None:
+                self.drawn[t.sid] = [t.seq, t.seq, 1]
+            else:
+                r[1], r[2] = t.seq, r[2] + 1
+        return t
+
+
 class Fleet:
     """``n`` real agents on the simulated platform, driven by one event-loop thread.
 
     ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
     random part of an interval after that, so samples are spread as in a real fleet.
+    ``skew[i]`` is added to gateway ``i``'s wall clock (a clock jump, for the chaos scenario).
     """
 
     def __init__(
@@ -141,8 +165,10 @@ class Fleet:
         replay_jitter_s: float | None = None,
         seed: int = 1,
     ) -> None:
-        self.agents: list[Agent] = []
+        self.agents: list[TrackedAgent] = []
         self.roots: list[Path] = []
+        self.skew = [0.0] * n
+        self.interval_s = interval_s
         rng = random.Random(seed)
         now = time.monotonic()
         self._start_at: list[float] = []
@@ -165,7 +191,15 @@ class Fleet:
                 {},
             )
             platform = SimulatedPlatform(str(device["id"]))
-            agent = Agent(cfg, platform, AgentState(state), open_spool(cfg, state), rng=rng)
+            wall = self._wall(len(self.agents))
+            agent = TrackedAgent(
+                cfg,
+                platform,
+                AgentState(state),
+                open_spool(cfg, state, wall=wall),
+                wall=wall,
+                rng=rng,
+            )
             start = now + rng.uniform(0, ramp_s)
             # Spread the first samples over an interval, as a real fleet's are; the agent
             # otherwise samples at construction and every gateway would keep the same phase.
@@ -180,6 +214,10 @@ class Fleet:
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _wall(self, i: int) -> Callable[[], float]:
+        skew = self.skew
+        return lambda: time.time() + skew[i]
 
     # -- the event loop
     def run(self) -> None:
@@ -396,7 +434,7 @@ def rss_bytes() -> int:
     return 0
 
 
-SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary")
+SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "chaos")
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -410,11 +448,19 @@ def parse_scenarios(text: str) -> list[str]:
 
 
 def run_scenario(
-    name: str, args: argparse.Namespace, fleet: Fleet, stack: scenarios.Stack, run_dir: Path
+    name: str,
+    args: argparse.Namespace,
+    fleet: Fleet,
+    stack: scenarios.Stack,
+    run_dir: Path,
+    plan: scenarios.ChaosPlan | None = None,
 ) -> scenarios.Result:
     from central import scenarios
 
     seconds = args.minutes * 60
+    if name == "chaos":
+        assert plan is not None  # noqa: S101 - main() makes it when chaos is asked for
+        return scenarios.chaos(fleet, stack, seconds, plan)
     if name == "steady":
         return scenarios.steady(fleet, stack, seconds)
     if name == "outage":
@@ -453,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  flap            a tenth of the gateways lose their connection at random\n"
             "  canary          titik-ctl config push --group G --canary BATCH of a Wi-Fi config\n"
             "  failing-canary  the same with the canaries' firmware failing: it must halt\n"
+            "  chaos           for --minutes: 5% of the gateways' state disks full and 5%\n"
+            "                  of their clocks a day off, 3 extra clients sending poison\n"
+            "                  messages, the broker restarted, central killed (SIGKILL) and\n"
+            "                  restarted; then every record of every gateway must be stored\n"
+            "                  once (full disks need root: a small tmpfs per gateway)\n"
             "docs/simulator.md explains each figure."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -524,6 +575,20 @@ def gateway_state(args: argparse.Namespace, run_dir: Path, stack: contextlib.Exi
     return where
 
 
+def chaos_setup(
+    args: argparse.Namespace, state: Path, stack: contextlib.ExitStack
+) -> scenarios.ChaosPlan | None:
+    """With the chaos scenario: who it hits, and the disk-full gateways' own small state
+    filesystems, mounted before the fleet is built (unmounted when the run ends)."""
+    from central import scenarios
+
+    if "chaos" not in args.scenario:
+        return None
+    ids = [str(d["id"]) for d in gateway_plan(args.gateways)]
+    plan = scenarios.chaos_plan(args.gateways)
+    return stack.enter_context(scenarios.small_disks(plan, [state / i for i in ids]))
+
+
 def run_all(
     args: argparse.Namespace,
     fleet: Fleet,
@@ -531,11 +596,12 @@ def run_all(
     run_dir: Path,
     report: scenarios.Report,
     mem: dict[str, object],
+    plan: scenarios.ChaosPlan | None = None,
 ) -> None:
     """The scenarios in order, each one's figures logged and (with --report) written."""
     for name in args.scenario:
         log.info("scenario %s", name)
-        result = run_scenario(name, args, fleet, stack, run_dir)
+        result = run_scenario(name, args, fleet, stack, run_dir, plan)
         result |= mem
         report.sections.append((name, result))
         for k, v in result.items():
@@ -547,17 +613,24 @@ def run_all(
             args.report.write_text(report.markdown())
 
 
-def main(argv: list[str] | None = None) -> int:
-    from central import scenarios
-
-    args = build_parser().parse_args(argv)
-    if args.outage_minutes is None:
-        args.outage_minutes = args.minutes
+def setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     # Thousands of agents: only their errors; each agent sets the "titik" level itself.
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda r: r.name == log.name or r.levelno >= logging.ERROR)
     log.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from central import scenarios
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "chaos" in args.scenario and args.broker:
+        parser.error("the chaos scenario restarts the broker and central: run it without --broker")
+    if args.outage_minutes is None:
+        args.outage_minutes = args.minutes
+    setup_logging()
     soft, hard = raise_nofile()
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
     if args.gateways + 100 > soft:
@@ -579,11 +652,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("starting Mosquitto and central in %s", run_dir)
             stack = stack_cm.enter_context(scenarios.local_stack(run_dir / "stack"))
         rss0 = rss_bytes()
+        state = gateway_state(args, run_dir, stack_cm)
+        plan = chaos_setup(args, state, stack_cm)
         fleet = Fleet(
             args.gateways,
             stack.host,
             stack.port,
-            gateway_state(args, run_dir, stack_cm),
+            state,
             interval_s=args.interval,
             ramp_s=args.ramp,
         )
@@ -599,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb": round(rss_bytes() / 2**20),
                 "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
             }
-            run_all(args, fleet, stack, run_dir, report, mem)
+            run_all(args, fleet, stack, run_dir, report, mem, plan)
         except KeyboardInterrupt:
             log.info("interrupted: stopping the gateways")
             return 130

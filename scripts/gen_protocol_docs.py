@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python scripts/gen_protocol_docs.py [--check]
 A block is ``<!-- schema:Name -->`` ... ``<!-- /schema -->``; Name is a model in agent.protocol.
+``<!-- bounds -->`` ... ``<!-- /bounds -->`` is a table of every number the models accept.
 tests/unit/test_protocol_docs.py fails when the docs drift from the models.
 """
 
@@ -12,6 +13,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,7 +27,9 @@ BLOCK = re.compile(r"(<!-- schema:(\w+) -->\n)(.*?)(<!-- /schema -->)", re.DOTAL
 
 def schema_block(name: str) -> str:
     model = getattr(protocol, name)
-    schema = model.model_json_schema(mode="serialization")
+    # Validation mode: what a receiver accepts (bounds included). Serialization mode would
+    # lose Telemetry's fields behind its wrap serializer.
+    schema = model.model_json_schema(mode="validation")
     return "```json\n" + json.dumps(schema, indent=2, ensure_ascii=False) + "\n```\n"
 
 
@@ -38,8 +42,66 @@ def remote_schema() -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+#: The models whose numbers the bounds table lists, in the order of the page.
+BOUNDED = ("Telemetry", "TelemetryBatch", "Status", "ConfigDesired", "ConfigReported")
+BOUNDS = re.compile(r"(<!-- bounds -->\n)(.*?)(<!-- /bounds -->)", re.DOTALL)
+
+
+def _numbers(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """``(path, range)`` of every number and integer under ``schema``."""
+    if "$ref" in schema:
+        return _numbers(defs[schema["$ref"].split("/")[-1]], defs, path)
+    out: list[tuple[str, str]] = []
+    for alt in schema.get("anyOf", []):
+        out += _numbers(alt, defs, path)
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        word = "JSON integer" if kind == "integer" else "finite number"
+        if lo is not None and hi is not None:
+            span = f", {_num(lo)} to {_num(hi)}"
+        elif lo is not None:
+            span = f", {_num(lo)} or more"
+        else:
+            span = ""
+        out.append((path, word + span))
+    for name, sub in schema.get("properties", {}).items():
+        out += _numbers(sub, defs, f"{path}.{name}" if path else name)
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        out += _numbers(schema["additionalProperties"], defs, f"{path}.<name>")
+    if kind == "array" and isinstance(schema.get("items"), dict):
+        out += _numbers(schema["items"], defs, f"{path}[]")
+    return out
+
+
+def _num(x: float) -> str:
+    if x == protocol.WIRE_INT_MAX:
+        return "2^53 - 1"
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
+def bounds_block() -> str:
+    rows = ["| model | field | accepted |", "| --- | --- | --- |"]
+    for name in BOUNDED:
+        schema = getattr(protocol, name).model_json_schema(mode="validation")
+        if name == "TelemetryBatch":  # its records are Telemetry, listed above
+            schema = {
+                **schema,
+                "properties": {k: v for k, v in schema["properties"].items() if k != "records"},
+            }
+        seen: set[str] = set()
+        for path, span in _numbers(schema, schema.get("$defs", {}), ""):
+            if path not in seen:
+                seen.add(path)
+                rows.append(f"| {name} | `{path}` | {span} |")
+    return "\n".join(rows) + "\n"
+
+
 def render(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + schema_block(m.group(2)) + m.group(4), text)
+    text = BLOCK.sub(lambda m: m.group(1) + schema_block(m.group(2)) + m.group(4), text)
+    return BOUNDS.sub(lambda m: m.group(1) + bounds_block() + m.group(3), text)
 
 
 def main() -> int:

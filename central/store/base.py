@@ -107,6 +107,42 @@ class AlertChange:
     close: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A message (or a row derived from one) central could not take, kept with its reason.
+
+    ``payload`` is capped (``size`` is the original length); ``device`` is the gateway the
+    topic names, when it names one.
+    """
+
+    at: float
+    reason: str
+    topic: str
+    device: str | None
+    detail: str
+    payload: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    id: int
+    at: float
+    reason: str
+    topic: str
+    device: str | None
+    detail: str
+    payload: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinePage:
+    total: int
+    by_reason: dict[str, int]
+    items: list[QuarantineRow]
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Everything one transaction writes."""
@@ -116,9 +152,25 @@ class WriteBatch:
     desired: list[DesiredDoc] = field(default_factory=list)
     reported: list[ReportedDoc] = field(default_factory=list)
     alerts: list[AlertChange] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.samples or self.devices or self.desired or self.reported or self.alerts)
+        return bool(
+            self.samples
+            or self.devices
+            or self.desired
+            or self.reported
+            or self.alerts
+            or self.quarantined
+        )
+
+
+class StoreUnavailable(Exception):
+    """The store cannot write at all right now (disk full, I/O error, locked, corrupt).
+
+    Nothing about the batch is wrong: the caller keeps it and tries again later. Any other
+    exception from :meth:`Store.write` means something in the batch could not be stored.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +231,16 @@ class Store(Protocol):
     """A place for central's data. Writes happen on one thread; queries may come from any."""
 
     def write(self, batch: WriteBatch) -> WriteResult:
-        """Write everything in one transaction; samples already stored are counted as duplicates."""
+        """Write everything in one transaction; samples already stored are counted as duplicates.
+
+        Raises :class:`StoreUnavailable` when the store cannot write at all; any other
+        exception means a row of the batch could not be stored (nothing was written).
+        """
+        ...
+
+    def probe(self) -> None:
+        """Write a known-good row of every kind and undo it; :class:`StoreUnavailable` if
+        that fails (so a failed batch is the store's fault, not one of its rows')."""
         ...
 
     def roll_up(self) -> int:
@@ -215,5 +276,16 @@ class Store(Protocol):
     def compliance(self) -> list[ComplianceRow]: ...
 
     def public_summary(self) -> list[RegionPublic]: ...
+
+    def quarantine(
+        self,
+        *,
+        reason: str | None = None,
+        device: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> QuarantinePage:
+        """Quarantined messages, newest first; ``total`` and ``by_reason`` count all kept."""
+        ...
 
     def close(self) -> None: ...

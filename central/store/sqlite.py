@@ -24,9 +24,12 @@ from central.store.base import (
     DeviceState,
     DeviceStatus,
     HistoryPoint,
+    QuarantinePage,
+    QuarantineRow,
     RegionPublic,
     ReportedDoc,
     SortKey,
+    StoreUnavailable,
     Summary,
     WriteBatch,
     WriteResult,
@@ -73,7 +76,29 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts (device, kind) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, reason TEXT NOT NULL,
+    topic TEXT NOT NULL, device TEXT, detail TEXT NOT NULL, size INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
+CREATE INDEX IF NOT EXISTS quarantine_device ON quarantine (device);
 """
+
+#: SQLite primary result codes that mean "the database cannot write now", not "this row is
+#: wrong": BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL,
+#: NOTADB (https://sqlite.org/rescode.html). Anything else (CONSTRAINT, MISMATCH, TOOBIG, a
+#: Python value SQLite cannot bind) is about the data.
+UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot write at all (so no row is to blame)."""
+    if isinstance(exc, OSError | MemoryError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in UNAVAILABLE_CODES
+
 
 DEVICE_COLS = (
     "device", "site", "region", "lat", "lon", "groups", "online", "boot", "last_seen",
@@ -83,12 +108,14 @@ DEVICE_COLS = (
 _PLACEHOLDERS = ", ".join("?" * len(DEVICE_COLS))
 _UPDATES = ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLS[1:])
 _UPSERT_DEVICE = f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) VALUES ({_PLACEHOLDERS}) ON CONFLICT (device) DO UPDATE SET {_UPDATES}"  # noqa: S608 - fixed column names
+# total() rather than sum(): sum() of integers raises "integer overflow" past 2^63, which
+# would fail every later roll-up; total() is a float and cannot. An integral total is kept
+# as an INTEGER by the column's affinity, so the usual rows are unchanged.
 _ROLLUP_NEW = f"""
 INSERT INTO rollups_5m
 SELECT device, CAST(ts / {BUCKET_S} AS INTEGER) * {BUCKET_S}, count(*),
-       coalesce(sum(clients), 0), count(clients), max(clients),
-       coalesce(sum(cpu), 0), count(cpu), coalesce(sum(mem), 0), count(mem),
-       coalesce(sum(disk), 0), count(disk), max(temp)
+       total(clients), count(clients), max(clients),
+       total(cpu), count(cpu), total(mem), count(mem), total(disk), count(disk), max(temp)
 FROM samples WHERE id > ? AND id <= ? GROUP BY 1, 2
 ON CONFLICT (device, bucket) DO UPDATE SET
   count = count + excluded.count,
@@ -101,6 +128,9 @@ ON CONFLICT (device, bucket) DO UPDATE SET
   sum_disk = sum_disk + excluded.sum_disk, n_disk = n_disk + excluded.n_disk,
   max_temp = max(coalesce(max_temp, excluded.max_temp), coalesce(excluded.max_temp, max_temp))
 """  # noqa: S608 - constants only
+#: No device id or config target can contain "/" (they are one topic level each).
+_PROBE = "/probe"
+_PROBE_SAMPLE = (_PROBE, _PROBE, 0, 0.0, False, None, None, None, None, None, "{}")
 
 _SORTS: dict[str, str] = {
     "device": "device",
@@ -137,11 +167,14 @@ class SqliteStore:
         *,
         raw_days: float = 7,
         rollup_days: float = 90,
+        quarantine_rows: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self.raw_days = raw_days
         self.rollup_days = rollup_days
+        #: The quarantine keeps the newest this many rows (and none older than raw_days).
+        self.quarantine_rows = quarantine_rows
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -176,6 +209,14 @@ class SqliteStore:
     # --- writes -------------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> WriteResult:
+        try:
+            return self._write(batch)
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def _write(self, batch: WriteBatch) -> WriteResult:
         w = self._w
         stored = 0
         w.execute("BEGIN IMMEDIATE")
@@ -214,11 +255,59 @@ class SqliteStore:
                         "INSERT OR IGNORE INTO alerts (kind, device, since, detail) VALUES (?,?,?,?)",
                         (a.kind, a.device, a.at, a.detail),
                     )
+            if batch.quarantined:
+                w.executemany(
+                    "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (q.at, q.reason, q.topic, q.device, q.detail, q.size, q.payload)
+                        for q in batch.quarantined
+                    ],
+                )
             w.execute("COMMIT")
         except BaseException:
-            w.execute("ROLLBACK")
+            # SQLite rolls back by itself after some errors (FULL, IOERR, NOMEM, BUSY); a
+            # second ROLLBACK would raise and hide the cause.
+            if w.in_transaction:
+                w.execute("ROLLBACK")
             raise
         return WriteResult(stored=stored, duplicates=len(batch.samples) - stored)
+
+    def probe(self) -> None:
+        """Write one known-good row of every kind and roll it back.
+
+        Tells "this batch holds a row the store cannot take" from "the store takes no row":
+        raises :class:`StoreUnavailable` in the second case.
+        """
+        w = self._w
+        try:
+            w.execute("BEGIN IMMEDIATE")
+            try:
+                w.execute(
+                    "INSERT INTO samples (device, sid, seq, ts, historical, clients, cpu, mem, "
+                    "temp, disk, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    _PROBE_SAMPLE,
+                )
+                w.execute(_UPSERT_DEVICE, _device_row(DeviceState(device=_PROBE)))
+                w.execute("INSERT INTO config_desired VALUES (?, 1, '{}', 0)", (_PROBE,))
+                w.execute(
+                    "INSERT INTO config_reported VALUES (?, 1, 'gw', '{}', 'applied', NULL, "
+                    "NULL, 0, '{}')",
+                    (_PROBE,),
+                )
+                w.execute(
+                    "INSERT INTO alerts (kind, device, since, detail) VALUES ('probe', ?, 0, '')",
+                    (_PROBE,),
+                )
+                w.execute(
+                    "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
+                    "VALUES (0, 'probe', '', NULL, '', 0, x'')"
+                )
+            finally:
+                if w.in_transaction:
+                    w.execute("ROLLBACK")
+        except Exception as exc:
+            raise StoreUnavailable(f"the store refuses known-good rows: {exc}") from exc
 
     def roll_up(self) -> int:
         """Fold samples stored since the last call into ``rollups_5m``; return how many.
@@ -255,6 +344,13 @@ class SqliteStore:
             "DELETE FROM rollups_5m WHERE rowid IN "
             "(SELECT rowid FROM rollups_5m WHERE bucket < ? LIMIT ?)",
             (roll_cut, chunk),
+        ).rowcount
+        # The quarantine: the newest quarantine_rows rows, none older than raw_days (ids grow
+        # with time: AUTOINCREMENT).
+        n += self._w.execute(
+            "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE at < ? OR "
+            "id <= (SELECT coalesce(max(id), 0) FROM quarantine) - ? ORDER BY id LIMIT ?)",
+            (raw_cut, self.quarantine_rows, chunk),
         ).rowcount
         return n
 
@@ -397,6 +493,53 @@ class SqliteStore:
             "sum(coalesce(clients, 0)) AS users FROM devices WHERE online GROUP BY 1 ORDER BY 1"
         )
         return [RegionPublic(r["region"], r["aps"], r["users"]) for r in rows]
+
+    def quarantine(
+        self,
+        *,
+        reason: str | None = None,
+        device: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> QuarantinePage:
+        conn = self._r()
+        by_reason = {
+            r[0]: r[1]
+            for r in conn.execute(
+                "SELECT reason, count(*) FROM quarantine GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        }
+        where: list[str] = []
+        args: list[Any] = []
+        if reason is not None:
+            where.append("reason = ?")
+            args.append(reason)
+        if device is not None:
+            where.append("device = ?")
+            args.append(device)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = conn.execute(f"SELECT count(*) FROM quarantine{clause}", args).fetchone()[0]  # noqa: S608 - fixed clauses
+        rows = conn.execute(
+            f"SELECT * FROM quarantine{clause} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        ).fetchall()
+        return QuarantinePage(
+            total=int(total),
+            by_reason=by_reason,
+            items=[
+                QuarantineRow(
+                    id=r["id"],
+                    at=r["at"],
+                    reason=r["reason"],
+                    topic=r["topic"],
+                    device=r["device"],
+                    detail=r["detail"],
+                    payload=bytes(r["payload"]),
+                    size=r["size"],
+                )
+                for r in rows
+            ],
+        )
 
 
 def _sorted(devices: Iterable[DeviceState]) -> list[DeviceState]:

@@ -271,7 +271,7 @@ def test_two_instances_share_the_load_and_store_each_message_once(
     assert len(rows(dbs[0])) > 0 and len(rows(dbs[1])) > 0
 
 
-def test_bad_payloads_are_counted_and_dropped_while_ingest_goes_on(
+def test_bad_payloads_are_counted_and_quarantined_while_ingest_goes_on(
     broker: Broker, tmp_path: Path
 ) -> None:
     db = tmp_path / "central.db"
@@ -302,7 +302,20 @@ def test_bad_payloads_are_counted_and_dropped_while_ingest_goes_on(
             "schema": 4,
             "device_mismatch": 2,
             "topic": 0,
+            "store": 0,
+            "internal": 0,
         }
+        # Each one is kept in the quarantine with its reason, topic and (capped) payload.
+        page = store.quarantine(limit=100)
+        assert page.total == len(bad) and page.by_reason == {
+            "oversized": 1,
+            "json": 2,
+            "schema": 4,
+            "device_mismatch": 2,
+        }
+        kept = sorted((q.topic, q.payload, q.size) for q in page.items)
+        assert kept == sorted((t, p[:4096], len(p)) for t, p in bad)
+        assert {q.device for q in page.items} == {"gw-bad"}
         assert sorted(r[2] for r in rows(db)) == list(range(len(bad)))
         assert {r[0] for r in rows(db)} == {"gw-good"}
         good_dev = store.device("gw-good")

@@ -16,6 +16,7 @@ from central.store.base import (
     AlertChange,
     DesiredDoc,
     DeviceState,
+    Quarantined,
     ReportedDoc,
     Sample,
     WriteBatch,
@@ -94,6 +95,22 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
         )
     )
     st.write(WriteBatch(alerts=[AlertChange("temp", "gw-a1", NOW - 4000, close=True)]))
+    st.write(
+        WriteBatch(
+            quarantined=[
+                Quarantined(NOW - 9, "json", "titik/group/g1/config/desired", None, "x", b"{", 1),
+                Quarantined(
+                    NOW - 5,
+                    "json",
+                    "titik/gw/gw-b1/telemetry",
+                    "gw-b1",
+                    "not JSON: Invalid JSON: EOF while parsing a value at line 1 column 1",
+                    b"\xff" + b"{" * 4095,
+                    5000,
+                ),
+            ]
+        )
+    )
     st.roll_up()
     yield st
     st.close()
@@ -101,8 +118,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def stats() -> IngestStats:
-    st = IngestStats(received=20, stored=15, duplicates=3, acked=20, batches=4)
+    st = IngestStats(received=20, stored=15, duplicates=3, acked=20, batches=4, quarantined=2)
     st.bad["json"] = 2
+    st.accepted["telemetry"] = 18
+    st.live["future"] = 1
     st.commit_seconds_total = 0.04
     return st
 
@@ -193,6 +212,45 @@ def test_paging_counts_before_paging(client: TestClient, sort: str) -> None:
 )
 def test_bad_parameters_are_422(client: TestClient, query: str) -> None:
     assert client.get(f"/api/devices?{query}").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        # Issue 16: these answered 500 (SQLite's OFFSET overflows; LIKE patterns over 50,000
+        # bytes are "too complex").
+        ("/api/devices?offset=9223372036854775808", "offset"),
+        ("/api/devices?offset=1000001", "offset"),
+        ("/api/devices?q=" + "a" * 60_000, "q"),
+        ("/api/devices?q=" + "a" * 129, "q"),
+        ("/api/devices?region=" + "R" * 129, "region"),
+        ("/api/devices?group=" + "g" * 65, "group"),
+        ("/api/devices/" + "d" * 65, "device"),
+        ("/api/devices/gw%20a1", "device"),
+        ("/api/devices/gw-a1/history?since=nan", "since"),
+        ("/api/devices/gw-a1/history?until=inf", "until"),
+        ("/api/devices/gw-a1/history?since=-1", "since"),
+        ("/api/devices/gw-a1/history?until=1e300", "until"),
+        ("/api/quarantine?limit=1001", "limit"),
+        ("/api/quarantine?offset=-1", "offset"),
+        ("/api/quarantine?reason=" + "x" * 33, "reason"),
+    ],
+)
+def test_every_parameter_is_bounded_and_the_422_names_it(
+    client: TestClient, url: str, field: str
+) -> None:
+    r = client.get(url)
+    assert r.status_code == 422, r.text
+    assert [e["loc"][-1] for e in r.json()["detail"]] == [field]
+
+
+def test_the_bounds_themselves_are_accepted(client: TestClient) -> None:
+    assert client.get("/api/devices?offset=1000000&q=" + "a" * 128).json() == {
+        "total": 0,
+        "items": [],
+    }
+    assert client.get("/api/devices/" + "d" * 64).status_code == 404
+    assert client.get("/api/devices/gw-a1/history?since=0&until=253402300799").status_code == 200
 
 
 def test_device_detail_and_config(client: TestClient) -> None:
@@ -313,6 +371,35 @@ def test_metrics_parse_and_carry_fleet_and_ingest(client: TestClient) -> None:
     assert got[("titik_ingest_bad_total", (("reason", "json"),))] == 2
     assert got[("titik_ingest_commit_seconds_count", ())] == 4
     assert got[("titik_ingest_commit_seconds_sum", ())] == pytest.approx(0.04)
+    assert got[("titik_ingest_bad_total", (("reason", "store"),))] == 0
+    assert got[("titik_ingest_accepted_total", (("kind", "telemetry"),))] == 18
+    assert got[("titik_ingest_live_samples_total", (("outcome", "future"),))] == 1
+    assert got[("titik_ingest_quarantined_total", ())] == 2
+    assert got[("titik_quarantine_rows", (("reason", "json"),))] == 2
+
+
+def test_quarantine_listing(client: TestClient, store: SqliteStore) -> None:
+    body = client.get("/api/quarantine").json()
+    assert body["total"] == 2 and body["by_reason"] == {"json": 2}
+    newest, oldest = body["items"]
+    assert newest == {
+        "id": 2,
+        "at": NOW - 5,
+        "reason": "json",
+        "topic": "titik/gw/gw-b1/telemetry",
+        "device": "gw-b1",
+        "detail": "not JSON: Invalid JSON: EOF while parsing a value at line 1 column 1",
+        "size": 5000,
+        "truncated": True,
+        "payload": "\\xff" + "{" * 4095,
+    }
+    assert oldest["device"] is None and oldest["topic"] == "titik/group/g1/config/desired"
+    assert client.get("/api/quarantine?device=gw-b1&limit=0").json() == {
+        "total": 1,
+        "by_reason": {"json": 2},
+        "items": [],
+    }
+    assert client.get("/api/quarantine?reason=schema").json()["total"] == 0
 
 
 def test_many_apps_have_their_own_registries(store: SqliteStore, tmp_path: Path) -> None:
@@ -336,6 +423,7 @@ def test_openapi_lists_every_path_and_documents_fields(client: TestClient) -> No
         "/api/alerts",
         "/api/compliance",
         "/api/public/summary",
+        "/api/quarantine",
         "/healthz",
         "/metrics",
     }

@@ -168,3 +168,131 @@ def test_compliance() -> None:
     assert compliance(DeviceState(device="gw-none"), {}, None).compliant
     cleared = {f"gw/{DEV}": DesiredDoc(f"gw/{DEV}", None, "", 0)}
     assert compliance(DeviceState(device=DEV), cleared, None).compliant
+
+
+# --- ordering: what becomes current state (docs/protocol.md, "Ordering") ----------------------
+
+
+def test_a_future_stamped_sample_is_never_current_and_opens_a_clock_alert() -> None:
+    f = fleet()
+    assert f.apply_live(sample(1, 1000.0, clients=4), now=1000) == "current"
+    # A forged or mis-stamped sample: seq far ahead, ts a year ahead.
+    assert f.apply_live(sample(10**9, 1000.0 + 365 * 86400, clients=99), now=1001) == "future"
+    st = f.states[DEV]
+    assert (st.seq, st.clients, st.last_ts) == (1, 4, 1000.0)
+    assert [(c.kind, c.close) for c in f.take()[1]] == [("clock", False)]
+    # Every later real sample is current: the device does not freeze.
+    for i in range(2, 6):
+        assert f.apply_live(sample(i, 1000.0 + 10 * i, clients=i), now=1000 + 10 * i) == "current"
+    assert (st.seq, st.clients, st.online) == (5, 5, True)
+    assert [(c.kind, c.close) for c in f.take()[1]] == [("clock", True)]
+
+
+def test_the_tolerance_is_a_rule() -> None:
+    f = Fleet(Rules(future_s=60))
+    assert f.apply_live(sample(1, 1060.0), now=1000) == "current"  # exactly at the edge
+    assert f.apply_live(sample(2, 1060.5), now=1000) == "future"
+
+
+def test_a_seq_jump_with_a_plausible_ts_holds_current_state_at_most_until_stale() -> None:
+    f = fleet()
+    for i in range(1, 4):
+        f.apply_live(sample(i, 1000.0 + 10 * i), now=1000 + 10 * i)
+    assert f.states[DEV].interval_s == 10
+    # A forged sample within the tolerance: seq far ahead, ts 4 minutes ahead.
+    assert f.apply_live(sample(10**9, 1030.0 + 240, clients=99), now=1031) == "current"
+    # Real samples now look older (lower seq, earlier ts) while that state is fresh...
+    assert f.apply_live(sample(4, 1040.0), now=1040) == "late"
+    assert f.apply_live(sample(5, 1050.0), now=1050) == "late"
+    # ...but never for longer than 3 x interval: then any sample takes over.
+    assert f.apply_live(sample(6, 1062.0), now=1062) == "new_session"
+    assert f.apply_live(sample(7, 1072.0, clients=7), now=1072) == "current"
+    st = f.states[DEV]
+    assert (st.seq, st.clients, st.online) == (7, 7, True)
+
+
+def test_counters_restored_from_a_backup_start_a_new_session() -> None:
+    """Same sid, seq and boot back (state restored from a backup), clock right: at once."""
+    f = fleet()
+    f.apply_status(DEV, Status(online=True, boot=40), now=1000)
+    for i in range(500, 503):
+        f.apply_live(sample(i, 1000.0 + 10 * (i - 500), boot=40), now=1000 + 10 * (i - 500))
+    assert f.apply_status(DEV, Status(online=True, boot=31), now=1030)  # not a stale Will
+    assert f.apply_live(sample(120, 1031.0, boot=31, clients=3), now=1031) == "new_session"
+    st = f.states[DEV]
+    assert (st.seq, st.boot, st.clients, st.online) == (120, 31, 3, True)
+    assert f.apply_live(sample(121, 1041.0, boot=31), now=1041) == "current"
+    # The new session's Will counts; the old session's boot is no reference any more.
+    assert f.apply_status(DEV, Status(online=False, boot=31), now=1050)
+    assert not st.online and st.offline_reason == "will"
+
+
+def test_a_wiped_gateway_with_its_clock_behind_recovers_within_its_staleness() -> None:
+    """New sid, boot and seq back to the start, and no real-time clock yet (ts behind)."""
+    f = fleet()
+    f.apply_live(sample(900, 5000.0, boot=77, sid="old"), now=5000)
+    f.apply_live(sample(901, 5060.0, boot=77, sid="old"), now=5060)
+    # Fresh state, earlier ts in another sid: could be a straggler of an older lifetime.
+    assert f.apply_live(sample(0, 100.0, boot=1, sid="new"), now=5070) == "late"
+    # Once the old state is past its staleness (3 x 60 s), the new lifetime takes over.
+    assert f.apply_live(sample(3, 280.0, boot=1, sid="new", clients=2), now=5250) == "new_session"
+    st = f.states[DEV]
+    assert (st.sid, st.seq, st.boot, st.online, st.clients) == ("new", 3, 1, True, 2)
+    assert f.apply_live(sample(4, 340.0, boot=1, sid="new"), now=5310) == "current"
+
+
+def test_a_new_sid_with_a_newer_ts_is_a_new_session_at_once() -> None:
+    f = fleet()
+    f.apply_live(sample(900, 5000.0, boot=77, sid="old"), now=5000)
+    assert f.apply_live(sample(0, 5010.0, boot=1, sid="new"), now=5010) == "new_session"
+    assert f.states[DEV].boot == 1 and f.states[DEV].online
+
+
+def test_the_current_sample_again_is_late_and_changes_nothing() -> None:
+    f = fleet()
+    f.apply_live(sample(5, 1000.0, clients=5), now=1000)
+    f.take()
+    assert f.apply_live(sample(5, 1000.0, clients=5), now=5000) == "late"  # even when stale
+    assert f.take() == ([], [])
+
+
+def test_a_gateway_that_publishes_is_never_held_longer_than_its_staleness() -> None:
+    """Property of the rules: after any history, some of it hostile, a gateway that keeps
+    publishing (seq + 1, ts + 60 s, within the tolerance) is current again within 3 x the
+    interval central had for it (its staleness period) plus one sample."""
+    import math
+    import random
+
+    rng = random.Random(16)
+    for _ in range(500):
+        f = fleet()
+        now = 10_000.0
+        for _ in range(rng.randint(0, 6)):
+            now += rng.uniform(0, 100)
+            f.apply_live(
+                sample(
+                    rng.choice([0, 1, 2, 10**6, 10**15]),
+                    rng.choice([0.0, now - 5000, now, now + 299, now + 10**6]),
+                    boot=rng.choice([0, 5, 10**12]),
+                    sid=rng.choice(["a", "b"]),
+                ),
+                now=now,
+            )
+            if rng.random() < 0.3:
+                f.apply_status(DEV, Status(online=rng.random() < 0.5, boot=rng.randint(0, 9)), now)
+        held = 3 * f.states[DEV].interval_s if DEV in f.states else 0.0
+        seq, ts = rng.randint(0, 50), now - rng.uniform(-200, 5000)
+        current = online = None
+        for k in range(1, math.ceil(max(held, 180) / 60) + 3):
+            outcome = f.apply_live(sample(seq + k, ts + 60 * k, sid="c"), now=now + 60 * k)
+            f.check(now + 60 * k)
+            if current is None and outcome in ("current", "new_session"):
+                current = k
+            if current is not None and f.states[DEV].online:
+                online = k
+                break
+        # Current again within its staleness; online again within that or, when a status
+        # ended its session just before, within the staleness after that status.
+        assert current is not None and 60 * current <= held + 60, (current, held)
+        assert online is not None and 60 * online <= max(held, 180) + 60, (online, held)
+        assert f.states[DEV].sid == "c"

@@ -12,6 +12,7 @@ from central.store.base import (
     AlertChange,
     DesiredDoc,
     DeviceState,
+    Quarantined,
     ReportedDoc,
     Sample,
     WriteBatch,
@@ -183,3 +184,49 @@ def test_a_failed_batch_writes_nothing(store: SqliteStore) -> None:
         store.write(bad)
     assert count(store, "samples") == 0 and count(store, "rollups_5m") == 0
     assert store.write(WriteBatch(samples=[s("d", 1, NOW)])).stored == 1
+
+
+def q(at: float, reason: str = "json", device: str | None = "d") -> Quarantined:
+    return Quarantined(at, reason, f"titik/gw/{device}/telemetry", device, "why", b"{", 1)
+
+
+def test_the_quarantine_keeps_the_newest_rows_and_none_past_raw_days(tmp_path: Path) -> None:
+    st = SqliteStore(tmp_path / "q.db", raw_days=1, quarantine_rows=100)
+    st.write(WriteBatch(quarantined=[q(NOW - 2 * DAY)] * 5 + [q(NOW + i) for i in range(150)]))
+    while st.prune(NOW, chunk=40):
+        pass
+    page = st.quarantine(limit=1000)
+    assert page.total == 100 and page.by_reason == {"json": 100}
+    assert [r.at for r in page.items] == [NOW + i for i in range(149, 49, -1)]  # newest first
+    st.close()
+
+
+def test_the_quarantine_filters_and_pages(store: SqliteStore) -> None:
+    store.write(WriteBatch(quarantined=[q(NOW), q(NOW + 1, "schema"), q(NOW + 2, device="e")]))
+    assert store.quarantine(reason="schema").total == 1
+    page = store.quarantine(device="d", limit=1, offset=1)
+    assert page.total == 2 and [r.at for r in page.items] == [NOW]
+    assert page.by_reason == {"json": 2, "schema": 1}
+
+
+def test_the_probe_leaves_nothing_behind(store: SqliteStore) -> None:
+    store.probe()
+    for table in (
+        "samples",
+        "devices",
+        "config_desired",
+        "config_reported",
+        "alerts",
+        "quarantine",
+    ):
+        assert count(store, table) == 0, table
+
+
+def test_roll_up_survives_sums_past_2_63(store: SqliteStore) -> None:
+    """sum() of integers raised "integer overflow" past 2^63, failing every later roll-up;
+    clients is bounded by WIRE_INT_MAX, and 1,100 such samples in one bucket pass 2^63."""
+    big = [s("d", i, NOW + i * 0.1, clients=2**53 - 1) for i in range(1100)]
+    store.write(WriteBatch(samples=big))
+    assert store.roll_up() == 1100
+    (p,) = store.history("d", NOW - 30 * DAY, NOW + 300)
+    assert p.count == 1100 and p.clients == pytest.approx(2**53, rel=1e-3)

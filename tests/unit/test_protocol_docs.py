@@ -36,7 +36,15 @@ def test_remote_config_schema_is_published_and_current() -> None:
 def test_every_wire_model_is_documented() -> None:
     text = (ROOT / "docs/protocol.md").read_text()
     documented = set(re.findall(r"<!-- schema:(\w+) -->", text))
-    assert {"Telemetry", "TelemetryBatch", "Status"} <= documented
+    assert {
+        "Telemetry",
+        "TelemetryBatch",
+        "Status",
+        "ConfigDesired",
+        "ConfigReported",
+    } <= documented
+    assert "<!-- bounds -->\n| model | field | accepted |" in text
+    assert "| Telemetry | `seq` | JSON integer, 0 to 2^53 - 1 |" in text
     for name in documented:
         assert hasattr(protocol, name)
 
