@@ -48,7 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # central.localbroker, when titik is not installed
+    sys.path.insert(0, str(ROOT))  # central.sim.localbroker, when titik is not installed
 
 #: The floor: the agent's dependencies imported, then blocked until SIGTERM.
 FLOOR_CODE = (
@@ -325,7 +325,7 @@ class Bench:
     """The processes of one run; :meth:`cleanup` stops whatever was started, in order."""
 
     def __init__(self, args: argparse.Namespace, res: Result) -> None:
-        from central.localbroker import LocalBroker, find_mosquitto
+        from central.sim.localbroker import LocalBroker, find_mosquitto
 
         self.args = args
         self.res = res

@@ -110,8 +110,8 @@ def fill(db: Path, devices: int, history: int) -> None:
 def serve(db: Path, port: int) -> int:
     import uvicorn
 
-    from central.api import create_app
-    from central.ingest import IngestStats
+    from central.api.app import create_app
+    from central.ingest.consumer import IngestStats
     from central.store.sqlite import SqliteStore
 
     app = create_app(SqliteStore(db), IngestStats())

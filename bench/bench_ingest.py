@@ -101,7 +101,7 @@ def child_ceiling(port: int, messages: int, phase: str) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from central.ingest import subscriptions
+    from central.ingest.consumer import subscriptions
 
     core = pin()
     done = threading.Event()
@@ -153,7 +153,7 @@ def child_ceiling(port: int, messages: int, phase: str) -> None:
 
 def child_ingest(port: int, messages: int, phase: str, db: Path) -> None:
     from central.config import CentralConfig
-    from central.ingest import Consumer
+    from central.ingest.consumer import Consumer
     from central.store.sqlite import SqliteStore
 
     core = pin()
@@ -217,7 +217,7 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=50000)
     args = ap.parse_args()
-    from central.localbroker import LocalBroker
+    from central.sim.localbroker import LocalBroker
 
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(Path(tmp))

@@ -33,7 +33,7 @@ from agent.platforms.simulated import SimulatedPlatform  # noqa: E402
 from agent.protocol import encode  # noqa: E402
 from agent.spool import Record  # noqa: E402
 from agent.state import AgentState  # noqa: E402
-from central.localbroker import LocalBroker  # noqa: E402
+from central.sim.localbroker import LocalBroker  # noqa: E402
 
 TARGET = 20_000
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_agent import read_mem_kib, stop_process, write_config  # noqa: E402
 
-from central.localbroker import LocalBroker  # noqa: E402
+from central.sim.localbroker import LocalBroker  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

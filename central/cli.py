@@ -18,9 +18,9 @@ from types import FrameType
 
 import uvicorn
 
-from central.api import create_app
+from central.api.app import create_app
 from central.config import CentralConfig, ConfigError, load_config
-from central.ingest import Consumer
+from central.ingest.consumer import Consumer
 from central.store.sqlite import SqliteStore
 
 EXIT_CONFIG = 2

@@ -73,8 +73,8 @@ def central() -> int:
 
 
 def ctl() -> int:
-    return _start("titik-ctl", "central.ctl")
+    return _start("titik-ctl", "central.ctl.cli")
 
 
 def sim() -> int:
-    return _start("titik-sim", "central.sim")
+    return _start("titik-sim", "central.sim.fleet")

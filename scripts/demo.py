@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from central.localbroker import LocalBroker, free_port, wait_until
-from central.sim import Fleet, wait_connected
+from central.sim.fleet import Fleet, wait_connected
+from central.sim.localbroker import LocalBroker, free_port, wait_until
 
 
 def get_json(url: str) -> dict[str, object] | None:

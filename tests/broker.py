@@ -13,8 +13,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from central.localbroker import LocalBroker as Broker
-from central.localbroker import free_port, wait_until
+from central.sim.localbroker import LocalBroker as Broker
+from central.sim.localbroker import free_port, wait_until
 
 __all__ = ["Broker", "Message", "Subscriber", "free_port", "subscriber", "wait_until"]
 

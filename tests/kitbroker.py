@@ -27,8 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from central import ctl
-from central.localbroker import find_mosquitto, free_port, wait_until
+from central.ctl import cli as ctl
+from central.sim.localbroker import find_mosquitto, free_port, wait_until
 
 PREFIX = "titik"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from central.fleet import compliance
+from central.ingest.fleet import compliance
 from central.store.base import (
     Alert,
     ComplianceRow,

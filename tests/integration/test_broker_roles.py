@@ -33,9 +33,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from central import ctl
-from central.ingest import subscriptions
-from central.localbroker import wait_until
+from central.ctl import cli as ctl
+from central.ingest.consumer import subscriptions
+from central.sim.localbroker import wait_until
 from tests.agentproc import AgentProcess
 from tests.kitbroker import (
     PREFIX,

@@ -18,9 +18,9 @@ import pytest
 
 from agent.config import MqttConfig
 from agent.mqtt import MqttLink, Will
-from central import ctl
-from central.brokerkit import KitDir
-from central.localbroker import wait_until
+from central.broker.kit import KitDir
+from central.ctl import cli as ctl
+from central.sim.localbroker import wait_until
 from tests.agentproc import AgentProcess
 from tests.kitbroker import (
     PREFIX,

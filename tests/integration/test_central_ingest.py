@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.protocol import Telemetry
 from central.config import CentralConfig, load_config
-from central.ingest import Consumer
+from central.ingest.consumer import Consumer
 from central.store.sqlite import SqliteStore
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, free_port, subscriber, wait_until

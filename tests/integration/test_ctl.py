@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from central import ctl
+from central.ctl import cli as ctl
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, Subscriber
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.protocol import Telemetry
-from central.sim import REGIONS, Fleet, gateway_plan, wait_connected
+from central.sim.fleet import REGIONS, Fleet, gateway_plan, wait_connected
 from tests.broker import Broker, subscriber
 
 pytestmark = pytest.mark.broker

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from central.scenarios import Stack, chaos, chaos_plan, local_stack, small_disks
-from central.sim import Fleet, gateway_plan, wait_connected
+from central.sim.fleet import Fleet, gateway_plan, wait_connected
+from central.sim.scenarios import Stack, chaos, chaos_plan, local_stack, small_disks
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

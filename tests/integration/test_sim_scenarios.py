@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from central.scenarios import Stack, canary, flap, local_stack, outage, steady
-from central.sim import Fleet, wait_connected
+from central.sim.fleet import Fleet, wait_connected
+from central.sim.scenarios import Stack, canary, flap, local_stack, outage, steady
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

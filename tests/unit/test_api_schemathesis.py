@@ -21,8 +21,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from central.api import create_app
-from central.ingest import IngestStats
+from central.api.app import create_app
+from central.ingest.consumer import IngestStats
 from central.store.base import (
     AlertChange,
     DesiredDoc,

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.config import parse_config
-from central import ctl
-from central.brokerkit import KitDir
-from central.ingest import subscriptions
+from central.broker.kit import KitDir
+from central.ctl import cli as ctl
+from central.ingest.consumer import subscriptions
 
 needs_passwd = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None and not Path("/usr/bin/mosquitto_passwd").exists(),

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from central.api import create_app
-from central.ingest import IngestStats
+from central.api.app import create_app
+from central.ingest.consumer import IngestStats
 from central.store.base import (
     AlertChange,
     DesiredDoc,
@@ -468,7 +468,7 @@ def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_
 def test_lag_histogram_is_exposed_and_its_quantiles_interpolate(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    from central.scenarios import histogram_quantile
+    from central.sim.scenarios import histogram_quantile
 
     st = IngestStats()
     for lag in (0.004, 0.03, 0.03, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 3.5):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.protocol import Status
-from central.fleet import Fleet, Rules, compliance
+from central.ingest.fleet import Fleet, Rules, compliance
 from central.store.base import DesiredDoc, DeviceState, ReportedDoc, Sample
 
 DEV = "gw-1"

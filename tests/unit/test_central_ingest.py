@@ -19,9 +19,9 @@ import pytest
 from pydantic import Field
 
 from agent.protocol import Telemetry
-from central import ingest
 from central.config import CentralConfig, parse_config
-from central.ingest import BAD_REASONS, Consumer, Incoming, QuarantineLimit
+from central.ingest import consumer as ingest
+from central.ingest.consumer import BAD_REASONS, Consumer, Incoming, QuarantineLimit
 from central.store.base import StoreUnavailable, WriteBatch, WriteResult
 from central.store.sqlite import SqliteStore
 

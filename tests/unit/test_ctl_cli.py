@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.remote.signing import public_key_text
-from central import ctl
-from central.localbroker import free_port
+from central.ctl import cli as ctl
+from central.sim.localbroker import free_port
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -139,7 +139,7 @@ def test_config_file_forms(tmp_path: Path) -> None:
 def test_progress_in_a_log_is_throttled_and_ends_with_the_last_state() -> None:
     import io
 
-    from central.ctl import Progress
+    from central.ctl.cli import Progress
 
     now = [0.0]
     out = io.StringIO()

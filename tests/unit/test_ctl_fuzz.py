@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central import ctl, rollout
+from central.ctl import cli as ctl
+from central.ctl import rollout
 from tests.unit.test_central_fuzz import json_values
 
 bodies = st.dictionaries(

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from central import rollout
-from central.rollout import Amount, Outcome
+from central.ctl import rollout
+from central.ctl.rollout import Amount, Outcome
 
 A, R, B, N = Outcome.APPLIED, Outcome.REJECTED, Outcome.ROLLED_BACK, Outcome.NO_REPORT
 
@@ -154,7 +154,7 @@ def test_canaries_at_different_versions_all_get_their_outcome() -> None:
     import queue
     import types
 
-    from central import ctl
+    from central.ctl import cli as ctl
 
     inbox: queue.Queue[ctl.Msg] = queue.Queue()
 

@@ -35,9 +35,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.mqtt import poll_io
 from agent.protocol import AgentInfo, Telemetry, encode
-from central import rollout
-from central.localbroker import LocalBroker, free_port, wait_until
-from central.sim import Fleet
+from central.ctl import rollout
+from central.sim.fleet import Fleet
+from central.sim.localbroker import LocalBroker, free_port, wait_until
 
 log = logging.getLogger("titik.sim")
 
@@ -536,7 +536,7 @@ def canary(
     # titik-ctl in its own process, as an operator runs it (and since this one holds a socket
     # per gateway, where paho's select() in titik-ctl's client would fail).
     argv = [
-        sys.executable, "-m", "central.ctl",
+        sys.executable, "-m", "central.ctl.cli",
         "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
         "config", "push", "--group", group, "--file", str(cfg), "--canary", batch,
     ]  # fmt: skip

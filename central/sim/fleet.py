@@ -5,7 +5,7 @@ config code paths as a gateway) on the simulated platform. One thread drives the
 an event loop: a heap of next-due times says which agents to tick, and a selector says which
 MQTT sockets are ready, so a pass costs what is due and ready, not one syscall per gateway.
 Gateways are spread over Jakarta's administrative cities with plausible positions, sites and
-groups. The scenarios (steady, outage, flap, canary, chaos) are in :mod:`central.scenarios`; ``main`` is
+groups. The scenarios (steady, outage, flap, canary, chaos) are in :mod:`central.sim.scenarios`; ``main`` is
 the ``titik-sim`` command.
 """
 
@@ -40,7 +40,7 @@ from agent.protocol import Telemetry
 from agent.state import AgentState
 
 if TYPE_CHECKING:
-    from central import scenarios
+    from central.sim import scenarios
 
 log = logging.getLogger("titik.sim")
 
@@ -392,7 +392,7 @@ def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
 
 def progress(fleet: Fleet, db: Path | None, stop: threading.Event, every_s: float = 5.0) -> None:
     """One line every few seconds: connected, messages/s sent and ingested, buffered."""
-    from central.scenarios import stored_rows
+    from central.sim.scenarios import stored_rows
 
     sent, rows, t = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
     while not stop.wait(every_s):
@@ -455,7 +455,7 @@ def run_scenario(
     run_dir: Path,
     plan: scenarios.ChaosPlan | None = None,
 ) -> scenarios.Result:
-    from central import scenarios
+    from central.sim import scenarios
 
     seconds = args.minutes * 60
     if name == "chaos":
@@ -580,7 +580,7 @@ def chaos_setup(
 ) -> scenarios.ChaosPlan | None:
     """With the chaos scenario: who it hits, and the disk-full gateways' own small state
     filesystems, mounted before the fleet is built (unmounted when the run ends)."""
-    from central import scenarios
+    from central.sim import scenarios
 
     if "chaos" not in args.scenario:
         return None
@@ -622,7 +622,7 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from central import scenarios
+    from central.sim import scenarios
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -26,9 +26,9 @@ from pydantic import BaseModel, Field
 from agent import __version__
 from agent.config import TOPIC_SAFE
 from agent.protocol import WIRE_TS_MAX
-from central.fleet import compliance as compliance_of
-from central.ingest import BAD_REASONS, IngestStats
-from central.metrics import FleetCollector
+from central.api.metrics import FleetCollector
+from central.ingest.consumer import BAD_REASONS, IngestStats
+from central.ingest.fleet import compliance as compliance_of
 from central.store.base import (
     ComplianceRow,
     DesiredDoc,

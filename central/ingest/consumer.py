@@ -41,7 +41,7 @@ from pydantic import BaseModel, ValidationError
 from agent.config import TOPIC_SAFE
 from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch
 from central.config import CentralConfig
-from central.fleet import LIVE_OUTCOMES, Fleet, Rules
+from central.ingest.fleet import LIVE_OUTCOMES, Fleet, Rules
 from central.store.base import (
     AlertChange,
     DesiredDoc,
@@ -55,7 +55,7 @@ from central.store.base import (
     WriteResult,
 )
 
-log = logging.getLogger("titik.central.ingest")
+log = logging.getLogger("titik.central.ingest.consumer")
 
 #: Why a message was quarantined, each counted in :attr:`IngestStats.bad`: larger than
 #: ``ingest.max_payload_bytes``; not JSON (or not UTF-8); not valid against its wire model

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from central.ingest import LAG_BUCKETS, IngestStats
+from central.ingest.consumer import LAG_BUCKETS, IngestStats
 from central.store.base import Store
 
 

@@ -2,7 +2,7 @@
 
 It reads the retained state gateways publish (status, reported config), publishes desired
 configs and commands (signed with Ed25519 when a key is given), and waits for the gateways'
-answers. Rollout decisions are pure and live in :mod:`central.rollout`; this module is the
+answers. Rollout decisions are pure and live in :mod:`central.ctl.rollout`; this module is the
 imperative shell around them. docs/ctl.md is the user's guide.
 """
 
@@ -33,8 +33,8 @@ from pydantic import ValidationError
 from agent.config import TOPIC_SAFE
 from agent.protocol import Status
 from agent.remote.signing import public_key_text, sign
-from central import rollout
-from central.rollout import Outcome
+from central.ctl import rollout
+from central.ctl.rollout import Outcome
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -1183,7 +1183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", metavar="G", help="only gateways of group G")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
 
-    from central import brokerkit
+    from central.broker import kit as brokerkit
 
     brokerkit.add_parser(sub)
     return ap
@@ -1200,7 +1200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keygen":
             return cmd_keygen(args, out)
         if args.command == "broker":
-            from central import brokerkit
+            from central.broker import kit as brokerkit
 
             return brokerkit.main_broker(args, out, sys.stderr)
         settings = settings_from(args, os.environ)

@@ -1,0 +1,1 @@
+"""The HTTP side: the JSON API, /metrics and the dashboard (web/); reads the store."""

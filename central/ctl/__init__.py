@@ -1,0 +1,1 @@
+"""titik-ctl: the operations CLI (devices, config pushes, canary rollouts, commands)."""

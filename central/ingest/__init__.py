@@ -1,0 +1,1 @@
+"""Ingest: the MQTT consumer, wire decoding and the fleet state rules (imports store)."""
