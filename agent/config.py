@@ -17,37 +17,23 @@ path), the hooks' ``TITIK_ROOT``. titik-ctl also reads ``TITIK_MQTT_USERNAME`` a
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    model_validator,
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+# The sections central shares are defined once, in the protocol; re-exported for agent code.
+from agent.protocol.overlay import deep_merge as deep_merge  # noqa: PLC0414
+from agent.protocol.settings import ConfigError as ConfigError  # noqa: PLC0414
+from agent.protocol.settings import MqttConnection, Section
+from agent.protocol.settings import TlsConfig as TlsConfig  # noqa: PLC0414
+from agent.protocol.settings import (
+    format_validation_error as format_validation_error,  # noqa: PLC0414
 )
-
-#: Safe inside one MQTT topic level: no wildcards, no separators, no spaces.
-TOPIC_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-TOPIC_SAFE_RULE = "must be 1-64 letters, digits, '.', '_' or '-' (it goes into MQTT topics)"
-
-
-def _topic_safe(value: str) -> str:
-    # Python's re, not Field(pattern=...): pydantic-core's regex engine costs ~0.5 MB of RAM
-    # per process, a lot on a 128 MB router (see docs/benchmarks.md).
-    if not TOPIC_SAFE.fullmatch(value):
-        raise ValueError(TOPIC_SAFE_RULE)
-    return value
-
-
-TopicName = Annotated[str, AfterValidator(_topic_safe)]
+from agent.protocol.topics import TopicName
 
 CollectorName = Literal["health", "network", "clients"]
 COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
@@ -56,14 +42,6 @@ ENV_PREFIX = "TITIK_"
 #: Variables that start with a section's name but are not config keys: the config file's path
 #: (TITIK_CONFIG, read by agent.cli; "config" is also the section of remote-config settings).
 ENV_NOT_KEYS = frozenset({"TITIK_CONFIG"})
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; the message names the key and says why."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DeviceConfig(Section):
@@ -78,22 +56,8 @@ class DeviceConfig(Section):
     groups: list[TopicName] = Field(default_factory=list, description="Config/command groups")
 
 
-class TlsConfig(Section):
-    ca: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on")
-    cert: Path | None = Field(default=None, description="Client certificate (PEM)")
-    key: Path | None = Field(default=None, description="Client private key (PEM)")
-    insecure: bool = Field(default=False, description="Skip hostname verification (tests only)")
-
-
-class MqttConfig(Section):
-    host: str = Field(min_length=1, description="Broker host name or address (required)")
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig = Field(default_factory=TlsConfig)
+class MqttConfig(MqttConnection):
     protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: int = Field(default=60, ge=5, le=3600)
-    topic_prefix: TopicName = "titik"
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
     # 60 s: after a city-wide outage 9,000 gateways come back within a minute (about 150
     # connects/s, which one Mosquitto takes; docs/benchmarks.md) and their backlog drains
@@ -168,7 +132,7 @@ class SecurityConfig(Section):
 
     @model_validator(mode="after")
     def _keys_parse(self) -> SecurityConfig:
-        from agent.remote.signing import parse_public_key
+        from agent.protocol.signing import parse_public_key
 
         for i, key in enumerate(self.trusted_keys):
             try:
@@ -194,27 +158,6 @@ class AgentConfig(Section):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out or "(top level)"
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif err["type"] == "value_error":
-            msg = str(err["ctx"]["error"])
-        lines.append(f"{_key_path(err['loc'])}: {msg}")
-    return "\n".join(lines)
 
 
 def _env_path(name: str, model: type[BaseModel]) -> list[str] | None:
@@ -294,17 +237,6 @@ def env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
             else value
         )
     return EnvOverrides(out, errors, ignored)
-
-
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` wins; objects merge key by key, anything else (lists too) is replaced whole."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> AgentConfig:

@@ -38,11 +38,11 @@ from agent.protocol import (
     batch_payload,
     encode,
 )
+from agent.protocol.signing import Verifier
 from agent.remote import actions
 from agent.remote.commands import CommandProcessor
 from agent.remote.controller import ConfigController
 from agent.remote.hooks import DEFAULT_HOOKS_DIR, HookRunner
-from agent.remote.signing import Verifier
 from agent.runner import CommandError
 from agent.spool import Record, Spool
 from agent.state import AgentState

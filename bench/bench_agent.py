@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # central.sim.localbroker, when titik is not installed
 
+from agent.protocol.topics import STATUS, TELEMETRY, device_of, gw_filter, gw_topic  # noqa: E402
+
 #: The floor: the agent's dependencies imported, then blocked until SIGTERM.
 FLOOR_CODE = (
     "import paho.mqtt.client, psutil, pydantic, tenacity, threading; threading.Event().wait()"
@@ -69,7 +71,7 @@ STOP_TIMEOUT_S = 10.0
 def read_mem_kib(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM (and friends) of ``pid`` in KiB, from /proc/<pid>/status."""
     out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status") as fh:
+    with open(os.path.join("/proc", str(pid), "status")) as fh:
         for line in fh:
             key, _, rest = line.partition(":")
             if key.startswith(("Vm", "Rss")) and rest.strip().endswith("kB"):
@@ -151,7 +153,7 @@ class Traffic:
                 self.telemetry += 1
                 self.telemetry_payload.append(payload_len)
                 self.telemetry_topics.add(topic)
-            elif topic.endswith("/status"):
+            elif device_of(topic, self.prefix, STATUS) is not None:
                 self.status += 1
 
     def telemetry_count(self) -> int:
@@ -162,7 +164,7 @@ class Traffic:
 class Subscriber:
     def __init__(self, host: str, port: int, prefix: str) -> None:
         self.traffic = Traffic(prefix)
-        self._telemetry_filter = f"{prefix}/gw/+/telemetry"
+        self._telemetry_filter = gw_filter(prefix, TELEMETRY)
         self._subscribed = threading.Event()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id="titik-bench-sub", protocol=paho.MQTTv5
@@ -348,7 +350,7 @@ class Bench:
         )
         self.sub = Subscriber(self.broker.host, self.broker.port, args.prefix)
         self.res.traffic = self.sub.traffic
-        self.res.topic = f"{args.prefix}/gw/{args.device}/telemetry"
+        self.res.topic = gw_topic(args.prefix, args.device, TELEMETRY)
         cfg = self.tmp / "agent.toml"
         write_config(
             cfg,

@@ -67,6 +67,8 @@ def child_publish(port: int, devices: int, messages: int) -> None:
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from agent.protocol.topics import TELEMETRY, gw_topic
+
     acked = threading.Semaphore(0)
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
     c.max_inflight_messages_set(1000)
@@ -77,7 +79,7 @@ def child_publish(port: int, devices: int, messages: int) -> None:
     t0 = time.perf_counter()
     for i in range(messages):
         dev = f"gw-bench{i % devices:05d}"
-        c.publish(f"{PREFIX}/gw/{dev}/telemetry", payload(dev, i // devices), qos=1)
+        c.publish(gw_topic(PREFIX, dev, TELEMETRY), payload(dev, i // devices), qos=1)
     for _ in range(messages):
         acked.acquire()
     took = time.perf_counter() - t0

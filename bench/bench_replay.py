@@ -30,7 +30,7 @@ from agent import core  # noqa: E402
 from agent.config import parse_config  # noqa: E402
 from agent.core import Agent, open_spool  # noqa: E402
 from agent.platforms.simulated import SimulatedPlatform  # noqa: E402
-from agent.protocol import encode  # noqa: E402
+from agent.protocol import Topics, encode  # noqa: E402
 from agent.spool import Record  # noqa: E402
 from agent.state import AgentState  # noqa: E402
 from central.sim.localbroker import LocalBroker  # noqa: E402
@@ -100,7 +100,14 @@ def run_case(
     ready, done = mp.Event(), mp.Event()
     proc = mp.Process(
         target=consumer,
-        args=(broker.host, broker.port, "titik/gw/gw-bench/telemetry/#", ready, done, n),
+        args=(
+            broker.host,
+            broker.port,
+            Topics("titik", "gw-bench").telemetry + "/#",
+            ready,
+            done,
+            n,
+        ),
         daemon=True,
     )
     proc.start()

@@ -18,8 +18,9 @@ from types import FrameType
 
 import uvicorn
 
+from agent.protocol.settings import ConfigError
 from central.api.app import create_app
-from central.config import CentralConfig, ConfigError, load_config
+from central.config import CentralConfig, load_config
 from central.ingest.consumer import Consumer
 from central.store.sqlite import SqliteStore
 

@@ -11,40 +11,21 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 
-from agent.config import TopicName, format_validation_error
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; the message names the key and says why."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from agent.protocol.settings import ConfigError, MqttConnection, Section, format_validation_error
+from agent.protocol.topics import TopicName
 
 
 def _default_client_id() -> str:
     return f"titik-central-{socket.gethostname()}"[:64]
 
 
-class TlsConfig(Section):
-    ca: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on")
-    cert: Path | None = Field(default=None, description="Client certificate (PEM)")
-    key: Path | None = Field(default=None, description="Client private key (PEM)")
-
-
-class MqttConfig(Section):
-    host: str = Field(min_length=1, description="Broker host name or address (required)")
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig = Field(default_factory=TlsConfig)
+class MqttConfig(MqttConnection):
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
     protocol: Literal["5"] = Field(
         default="5", description="MQTT 5 only: shared subscriptions and session expiry"
     )
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    topic_prefix: TopicName = "titik"
     client_id: str = Field(default_factory=_default_client_id, min_length=1, max_length=64)
     share_group: TopicName | Literal[""] = Field(
         default="titik-central",

@@ -77,4 +77,4 @@ def ctl() -> int:
 
 
 def sim() -> int:
-    return _start("titik-sim", "central.sim.fleet")
+    return _start("titik-sim", "central.sim.cli")

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from central.sim.fleet import Fleet, wait_connected
+from central.sim.fleet import SimulatedFleet, wait_connected
 from central.sim.localbroker import LocalBroker, free_port, wait_until
 
 
@@ -76,7 +76,7 @@ def main() -> int:
     print(f"==> central running (log: {work / 'central.log'})", flush=True)
 
     print(f"==> starting {args.gateways} simulated gateways ...", flush=True)
-    fleet = Fleet(
+    fleet = SimulatedFleet(
         args.gateways, broker.host, broker.port, work / "gateways", interval_s=args.interval
     )
     fleet.start()

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.protocol.signing import SignatureError, Verifier
 from agent.remote.inbound import BadInput, load, name
-from agent.remote.signing import SignatureError, Verifier
 
 log = logging.getLogger("titik.commands")
 

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.protocol import ConfigReported
+from agent.protocol.signing import SignatureError, Verifier
 from agent.remote.desired import (
     HOOK_SECTIONS,
     Rejected,
@@ -47,7 +49,6 @@ from agent.remote.desired import (
 )
 from agent.remote.hooks import HookError
 from agent.remote.inbound import BadInput, check, whole
-from agent.remote.signing import SignatureError, Verifier
 
 log = logging.getLogger("titik.remote")
 
@@ -405,17 +406,19 @@ class ConfigController:
 
     # -- reporting
     def _set_report(self, meta: Mapping[str, Any], state: str, error: str | None) -> None:
-        report: dict[str, Any] = {
-            "version": meta.get("version"),
-            "source": meta.get("source"),
-            "versions": meta.get("versions", {}),
-            "state": state,
-            "ts": round(self.wall(), 3),
-            "hash": config_hash(self.applied),
-        }
-        if error:
-            report["error"] = error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 3] + "..."
-        self._report = report
+        # The report's one shape is the wire model; "error" is left out when there is none.
+        report = ConfigReported(
+            version=meta.get("version"),
+            source=meta.get("source"),
+            versions=meta.get("versions", {}),
+            state=state,
+            ts=round(self.wall(), 3),
+            hash=config_hash(self.applied),
+            error=(error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 3] + "...")
+            if error
+            else None,
+        )
+        self._report = report.model_dump(mode="json", exclude={"error"} if not error else None)
         self._save()
         self._publish_report()
 

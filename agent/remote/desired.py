@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config import deep_merge, format_validation_error
+from agent.config import format_validation_error
 from agent.protocol import WIRE_INT_MAX
+from agent.protocol.overlay import overlay as overlay  # noqa: PLC0414
 from agent.remote.inbound import BadInput, load, name, whole
 
 #: Sections a firmware hook applies; the agent applies the others to itself. (The schema
@@ -60,14 +61,6 @@ def peek_version(payload: bytes) -> int | None:
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return whole(doc.get("version")) if isinstance(doc, dict) else None
-
-
-def overlay(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Later configs win; objects merge key by key, anything else is replaced whole."""
-    out: dict[str, Any] = {}
-    for cfg in configs:
-        out = deep_merge(out, cfg)
-    return out
 
 
 def validate(effective: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,11 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from agent import __version__
-from agent.config import TOPIC_SAFE
-from agent.protocol import WIRE_TS_MAX
+from agent.protocol import WIRE_TS_MAX, ConfigReported
+from agent.protocol.topics import TOPIC_SAFE, group_target, gw_target
 from central.api.metrics import FleetCollector
 from central.ingest.consumer import BAD_REASONS, IngestStats
-from central.ingest.fleet import compliance as compliance_of
 from central.store.base import (
     ComplianceRow,
     DesiredDoc,
@@ -37,6 +36,7 @@ from central.store.base import (
     ReportedDoc,
     Store,
 )
+from central.store.compliance import compliance as compliance_of
 
 WEB_DIR = FsPath(__file__).resolve().parent / "web"
 DAY_S = 86400.0
@@ -76,7 +76,7 @@ MAX_LIMIT = 10_000
 MAX_OFFSET = 1_000_000
 MAX_TEXT = 128
 MAX_QUARANTINE_LIMIT = 1000
-#: A device id or group name: what goes into one MQTT topic level (agent.config.TOPIC_SAFE).
+#: A device id or group name: what goes into one MQTT topic level (agent.protocol.topics.TOPIC_SAFE).
 NAME_PATTERN = f"^{TOPIC_SAFE.pattern}$"
 
 
@@ -143,20 +143,15 @@ class DesiredOut(BaseModel):
     received: float
 
 
-class ReportedOut(BaseModel):
-    version: int | None
-    source: str | None
-    versions: dict[str, int]
-    state: str
-    error: str | None
-    hash: str | None
-    ts: float | None
+class ReportedOut(ConfigReported):
+    """The report's one shape (agent.protocol.ConfigReported) and the document as sent."""
+
     document: Any = Field(description="The report as the gateway sent it (JSON)")
 
 
 class ConfigOut(BaseModel):
     desired: dict[str, DesiredOut] = Field(
-        description="Desired documents that apply (group/<g>, gw/<id>), by target"
+        description=f"Desired documents that apply ({group_target('<g>')}, {gw_target('<id>')}), by target"
     )
     reported: ReportedOut | None
     missing: list[str] = Field(description="Targets whose version is not applied")
@@ -433,15 +428,8 @@ class Api:
                     version=doc.version, document=_json_or_text(doc.doc), received=doc.received
                 )
             if reported is not None:
-                reported_out = ReportedOut(
-                    version=reported.version,
-                    source=reported.source,
-                    versions=reported.versions,
-                    state=reported.state,
-                    error=reported.error,
-                    hash=reported.hash,
-                    ts=reported.ts,
-                    document=_json_or_text(reported.doc),
+                reported_out = ReportedOut.model_validate(
+                    reported.report.model_dump() | {"document": _json_or_text(reported.doc)}
                 )
         else:
             row = next(r for r in self.store.compliance() if r.device == device)

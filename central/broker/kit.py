@@ -44,7 +44,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.remote.signing import parse_public_key, public_key_text
+from agent.protocol.signing import parse_public_key, public_key_text
+from agent.protocol.topics import (
+    CMD,
+    CMD_RESULT,
+    CONFIG_DESIRED,
+    CONFIG_REPORTED,
+    GATEWAY_PUBLISHES,
+    GATEWAY_READS,
+    GROUP_LEAVES,
+    GW,
+    KINDS,
+    STATUS,
+    ctl_filter,
+    group_filter,
+    group_topic,
+    gw_everything,
+    gw_filter,
+    gw_topic,
+)
 
 Role = Literal["gateway", "operator", "central"]
 ROLES: tuple[Role, ...] = ("gateway", "operator", "central")
@@ -429,14 +447,9 @@ def render_conf(kit: Kit, kd: KitDir) -> str:
 def gateway_patterns(prefix: str) -> list[str]:
     """A gateway's own topics, by its user name (``%u``: a password user or a certificate CN,
     both authenticated). Never ``%c``: a client id is whatever the client says it is."""
-    gw = f"{prefix}/gw/%u"
     return [
-        *(
-            f"pattern write {gw}/{leaf}"
-            for leaf in ("telemetry", "telemetry/batch", "status", "config/reported", "cmd/result")
-        ),
-        f"pattern read {gw}/config/desired",
-        f"pattern read {gw}/cmd",
+        *(f"pattern write {gw_topic(prefix, '%u', leaf)}" for leaf in GATEWAY_PUBLISHES),
+        *(f"pattern read {gw_topic(prefix, '%u', leaf)}" for leaf in GATEWAY_READS),
     ]
 
 
@@ -448,43 +461,37 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
     ``deny`` lines before anything else, patterns included (tests/integration/
     test_broker_roles.py shows it on the real broker).
 
-    - operator (``titik-ctl``, central/ctl.py): publishes desired documents and commands and
+    - operator (``titik-ctl``, central/ctl/): publishes desired documents and commands and
       reads them back (retained desired documents, to pick the next version); reads statuses,
       reports and command results; its snapshot marker and MQTT 5 reply topic live under
-      ``{prefix}/ctl/{its user name}/`` (``Link.own_topic``), not under another operator's.
-    - central (central/ingest.py ``subscriptions``): reads what it stores, publishes nothing.
+      ``{prefix}/ctl/{its user name}/`` (``BrokerSession.own_topic``), not under another operator's.
+    - central (central/ingest/consumer.py ``subscriptions``): reads what it stores, publishes nothing.
     """
     p = kit.prefix
     if ident.role == "gateway":
         return [
-            line
-            for g in ident.groups
-            for line in (
-                f"topic read {p}/group/{g}/config/desired",
-                f"topic read {p}/group/{g}/cmd",
-            )
+            f"topic read {group_topic(p, g, leaf)}" for g in ident.groups for leaf in GROUP_LEAVES
         ]
-    own = f"topic deny {p}/gw/{ident.id}/#"
+    own = f"topic deny {gw_everything(p, ident.id)}"
     if ident.role == "operator":
         return [
             own,
-            f"topic readwrite {p}/gw/+/config/desired",
-            f"topic readwrite {p}/group/+/config/desired",
-            f"topic write {p}/gw/+/cmd",
-            f"topic write {p}/group/+/cmd",
-            f"topic read {p}/gw/+/status",
-            f"topic read {p}/gw/+/config/reported",
-            f"topic read {p}/gw/+/cmd/result",
-            f"topic readwrite {p}/ctl/{ident.id}/#",
+            f"topic readwrite {gw_filter(p, CONFIG_DESIRED)}",
+            f"topic readwrite {group_filter(p, CONFIG_DESIRED)}",
+            f"topic write {gw_filter(p, CMD)}",
+            f"topic write {group_filter(p, CMD)}",
+            f"topic read {gw_filter(p, STATUS)}",
+            f"topic read {gw_filter(p, CONFIG_REPORTED)}",
+            f"topic read {gw_filter(p, CMD_RESULT)}",
+            f"topic readwrite {ctl_filter(p, ident.id)}",
         ]
+    # central: exactly what its consumer subscribes to (central/ingest/consumer.py).
     return [
         own,
-        f"topic read {p}/gw/+/telemetry",
-        f"topic read {p}/gw/+/telemetry/batch",
-        f"topic read {p}/gw/+/status",
-        f"topic read {p}/gw/+/config/reported",
-        f"topic read {p}/gw/+/config/desired",
-        f"topic read {p}/group/+/config/desired",
+        *(
+            f"topic read {gw_filter(p, leaf) if level == GW else group_filter(p, leaf)}"
+            for level, leaf in KINDS
+        ),
     ]
 
 

@@ -24,15 +24,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from agent.config import TOPIC_SAFE
 from agent.protocol import Status
-from agent.remote.signing import public_key_text, sign
+from agent.protocol.client import make_client
+from agent.protocol.signing import public_key_text, sign
+from agent.protocol.topics import (
+    CMD,
+    CMD_RESULT,
+    CONFIG_DESIRED,
+    CONFIG_REPORTED,
+    STATUS,
+    TOPIC_SAFE,
+    ctl_topic,
+    device_of,
+    group_topic,
+    gw_filter,
+    gw_topic,
+)
 from central.ctl import rollout
 from central.ctl.rollout import Outcome
 
@@ -173,7 +186,7 @@ def loads(payload: bytes) -> Any:
         return None
 
 
-class Link:
+class BrokerSession:
     """One MQTT 5 connection with paho's network thread; messages arrive on a queue."""
 
     def __init__(self, settings: Settings) -> None:
@@ -185,11 +198,12 @@ class Link:
         self._subacks: dict[int, threading.Event] = {}
         self._suback_errors: dict[int, str] = {}
         self._lock = threading.Lock()
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
-        if settings.username:
-            c.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca is not None:
-            c.tls_set(ca_certs=str(settings.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c = make_client(
+            self.client_id,
+            username=settings.username,
+            password=settings.password,
+            ca=settings.tls_ca,
+        )
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
@@ -204,7 +218,7 @@ class Link:
         user = self.settings.username or "anonymous"
         for c in "+#/":
             user = user.replace(c, "_")
-        return f"{self.settings.prefix}/ctl/{user}/{self.client_id}"
+        return ctl_topic(self.settings.prefix, user, self.client_id)
 
     @property
     def sync_topic(self) -> str:
@@ -346,7 +360,7 @@ class Link:
 
 @contextlib.contextmanager
 def connected(settings: Settings) -> Any:
-    link = Link(settings)
+    link = BrokerSession(settings)
     link.connect()
     try:
         yield link
@@ -357,22 +371,6 @@ def connected(settings: Settings) -> Any:
 # -- topics and state --------------------------------------------------------------------
 
 
-def gw_topic(prefix: str, device: str, leaf: str) -> str:
-    return f"{prefix}/gw/{device}/{leaf}"
-
-
-def group_topic(prefix: str, group: str, leaf: str) -> str:
-    return f"{prefix}/group/{group}/{leaf}"
-
-
-def device_of(topic: str, prefix: str, leaf: str) -> str | None:
-    head, tail = f"{prefix}/gw/", f"/{leaf}"
-    if topic.startswith(head) and topic.endswith(tail):
-        dev = topic[len(head) : -len(tail)]
-        return dev if dev and "/" not in dev else None
-    return None
-
-
 def topic_safe(value: str, what: str) -> str:
     if not value or any(c in value for c in "/+#") or value != value.strip():
         raise CtlError(f"{what} {value!r}: must be a plain name (no /, + or #)", EXIT_USAGE)
@@ -380,7 +378,7 @@ def topic_safe(value: str, what: str) -> str:
 
 
 @dataclass
-class Fleet:
+class RetainedFleet:
     """Retained state of every gateway: statuses, reports and device desired documents."""
 
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -389,23 +387,21 @@ class Fleet:
 
     @classmethod
     def read(
-        cls, link: Link, *, desired: bool = False, extra: Sequence[str] = ()
-    ) -> tuple[Fleet, dict[str, bytes]]:
+        cls, link: BrokerSession, *, desired: bool = False, extra: Sequence[str] = ()
+    ) -> tuple[RetainedFleet, dict[str, bytes]]:
         p = link.settings.prefix
-        topics = [f"{p}/gw/+/status", f"{p}/gw/+/config/reported"]
+        topics = [gw_filter(p, STATUS), gw_filter(p, CONFIG_REPORTED)]
         if desired:
-            topics.append(f"{p}/gw/+/config/desired")
+            topics.append(gw_filter(p, CONFIG_DESIRED))
         found = link.snapshot(*topics, *extra)
         fleet = cls()
         for topic, payload in found.items():
             body = loads(payload)
-            if (d := device_of(topic, p, "status")) is not None and isinstance(body, dict):
+            if (d := device_of(topic, p, STATUS)) is not None and isinstance(body, dict):
                 fleet.statuses[d] = body
-            elif (d := device_of(topic, p, "config/reported")) is not None and isinstance(
-                body, dict
-            ):
+            elif (d := device_of(topic, p, CONFIG_REPORTED)) is not None and isinstance(body, dict):
                 fleet.reports[d] = body
-            elif (d := device_of(topic, p, "config/desired")) is not None:
+            elif (d := device_of(topic, p, CONFIG_DESIRED)) is not None:
                 fleet.desired[d] = payload
         return fleet, found
 
@@ -530,7 +526,7 @@ def _status_row(device: str, st: Mapping[str, Any]) -> list[str]:
 
 def cmd_devices(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     with connected(s) as link:
-        fleet, _ = Fleet.read(link)
+        fleet, _ = RetainedFleet.read(link)
     rows = [["ID", "ONLINE", "SITE", "REGION", "GROUPS", "VERSION"]]
     for device in sorted(fleet.statuses):
         st = fleet.statuses[device]
@@ -556,16 +552,16 @@ def cmd_device(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     device = topic_safe(args.id, "ID")
     p = s.prefix
     with connected(s) as link:
-        found = link.snapshot(gw_topic(p, device, "status"), gw_topic(p, device, "config/reported"))
-    status = found.get(gw_topic(p, device, "status"))
-    reported = found.get(gw_topic(p, device, "config/reported"))
+        found = link.snapshot(gw_topic(p, device, STATUS), gw_topic(p, device, CONFIG_REPORTED))
+    status = found.get(gw_topic(p, device, STATUS))
+    reported = found.get(gw_topic(p, device, CONFIG_REPORTED))
     if status is None and reported is None:
         raise CtlError(
             f"nothing retained for {device!r}; list the known ids with `titik-ctl devices`"
         )
     out.write(f"device {device}\n")
     out.write("status:\n" + _show(status) + "\n")
-    out.write("config/reported:\n" + _show(reported) + "\n")
+    out.write(CONFIG_REPORTED + ":\n" + _show(reported) + "\n")
     return EXIT_OK
 
 
@@ -574,11 +570,11 @@ def cmd_config_show(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     p = s.prefix
     with connected(s) as link:
         found = link.snapshot(
-            gw_topic(p, device, "status"),
-            gw_topic(p, device, "config/reported"),
-            gw_topic(p, device, "config/desired"),
+            gw_topic(p, device, STATUS),
+            gw_topic(p, device, CONFIG_REPORTED),
+            gw_topic(p, device, CONFIG_DESIRED),
         )
-        status = Msg("", found.get(gw_topic(p, device, "status"), b""), True).json()
+        status = Msg("", found.get(gw_topic(p, device, STATUS), b""), True).json()
         status = status if isinstance(status, dict) else {}
         listed = status.get("groups")
         groups = [
@@ -587,19 +583,17 @@ def cmd_config_show(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
             if isinstance(g, str) and TOPIC_SAFE.fullmatch(g)
         ]
         group_docs = (
-            link.snapshot(*(group_topic(p, g, "config/desired") for g in groups)) if groups else {}
+            link.snapshot(*(group_topic(p, g, CONFIG_DESIRED) for g in groups)) if groups else {}
         )
     if not found:
         raise CtlError(
             f"nothing retained for {device!r}; list the known ids with `titik-ctl devices`"
         )
     for g in groups:
-        doc = group_docs.get(group_topic(p, g, "config/desired"))
+        doc = group_docs.get(group_topic(p, g, CONFIG_DESIRED))
         out.write(f"desired (group/{g}):\n" + (_show_doc(doc)) + "\n")
-    out.write(
-        "desired (gw):\n" + _show_doc(found.get(gw_topic(p, device, "config/desired"))) + "\n"
-    )
-    rep = found.get(gw_topic(p, device, "config/reported"))
+    out.write("desired (gw):\n" + _show_doc(found.get(gw_topic(p, device, CONFIG_DESIRED))) + "\n")
+    rep = found.get(gw_topic(p, device, CONFIG_REPORTED))
     out.write("reported:\n" + _show(rep) + "\n")
     return EXIT_OK
 
@@ -647,7 +641,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def await_outcomes(
-    link: Link,
+    link: BrokerSession,
     devices: Iterable[str],
     source: str,
     version: int,
@@ -671,7 +665,7 @@ def await_outcomes(
         msg = link.next(deadline)
         if msg is None:
             break
-        dev = device_of(msg.topic, p, "config/reported")
+        dev = device_of(msg.topic, p, CONFIG_REPORTED)
         body = msg.json()
         if dev is None or not isinstance(body, dict):
             continue
@@ -701,11 +695,11 @@ def cmd_config_push(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def push_device(
-    link: Link, device: str, config: dict[str, Any], given: int | None, out: TextIO
+    link: BrokerSession, device: str, config: dict[str, Any], given: int | None, out: TextIO
 ) -> int:
     s, p = link.settings, link.settings.prefix
-    topic = gw_topic(p, device, "config/desired")
-    fleet, found = Fleet.read(link, extra=[topic])
+    topic = gw_topic(p, device, CONFIG_DESIRED)
+    fleet, found = RetainedFleet.read(link, extra=[topic])
     version = _version(found.get(topic), given, fleet.seen_version([device], "gw"))
     link.publish(topic, {"version": version, "config": config}, retain=True)
     out.write(
@@ -729,7 +723,7 @@ def _version(current: bytes | None, given: int | None, seen: int | None) -> int:
 
 
 def push_group(
-    link: Link,
+    link: BrokerSession,
     group: str,
     config: dict[str, Any],
     given: int | None,
@@ -738,9 +732,9 @@ def push_group(
     out: TextIO,
 ) -> int:
     s, p = link.settings, link.settings.prefix
-    gtopic = group_topic(p, group, "config/desired")
+    gtopic = group_topic(p, group, CONFIG_DESIRED)
     source = f"group/{group}"
-    fleet, found = Fleet.read(link, desired=True, extra=[gtopic])
+    fleet, found = RetainedFleet.read(link, desired=True, extra=[gtopic])
     members = rollout.members(group, fleet.statuses, fleet.reports)
     version = _version(found.get(gtopic), given, fleet.seen_version(members, source))
     canaries: list[str] = []
@@ -795,7 +789,7 @@ def push_group(
 
 
 def canary_phase(
-    link: Link, fleet: Fleet, canaries: list[str], config: dict[str, Any]
+    link: BrokerSession, fleet: RetainedFleet, canaries: list[str], config: dict[str, Any]
 ) -> tuple[dict[str, Outcome], dict[str, int]]:
     """Push the group config to each canary's own document; returns the outcomes and, per
     canary, the version its own document must be restored at afterwards."""
@@ -806,7 +800,7 @@ def canary_phase(
         version = _version(current, None, fleet.seen_version([d], "gw"))
         own = rollout.document_config(current)
         link.publish(
-            gw_topic(p, d, "config/desired"),
+            gw_topic(p, d, CONFIG_DESIRED),
             {"version": version, "config": rollout.canary_document(config, own)},
             retain=True,
         )
@@ -819,13 +813,15 @@ def canary_phase(
     return outcomes, {d: v + 1 for d, v in versions.items()}
 
 
-def restore_canaries(link: Link, fleet: Fleet, restores: dict[str, int], out: TextIO) -> None:
+def restore_canaries(
+    link: BrokerSession, fleet: RetainedFleet, restores: dict[str, int], out: TextIO
+) -> None:
     """Put back each canary's own document as it was before the rollout (a newer version)."""
     p = link.settings.prefix
     for d, version in sorted(restores.items()):
         own = rollout.document_config(fleet.desired.get(d))
         link.publish(
-            gw_topic(p, d, "config/desired"), {"version": version, "config": own}, retain=True
+            gw_topic(p, d, CONFIG_DESIRED), {"version": version, "config": own}, retain=True
         )
     deadline = time.monotonic() + link.settings.timeout
     outcomes: dict[str, Outcome] = {}
@@ -869,18 +865,18 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     with connected(s) as link:
         if args.device:
             device = topic_safe(args.device, "--device")
-            link.subscribe(gw_topic(p, device, "cmd/result"), link.reply_topic)
+            link.subscribe(gw_topic(p, device, CMD_RESULT), link.reply_topic)
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = link.reply_topic
             props.CorrelationData = cid.encode()
-            link.publish(gw_topic(p, device, "cmd"), body, props=props)
+            link.publish(gw_topic(p, device, CMD), body, props=props)
             expect = [device]
         else:
             group = topic_safe(args.group, "--group")
-            fleet, _ = Fleet.read(link)
+            fleet, _ = RetainedFleet.read(link)
             expect = rollout.members(group, fleet.statuses, fleet.reports)
-            link.subscribe(f"{p}/gw/+/cmd/result")
-            link.publish(group_topic(p, group, "cmd"), body)
+            link.subscribe(gw_filter(p, CMD_RESULT))
+            link.publish(group_topic(p, group, CMD), body)
         out.write(
             f"sent {args.name} (id {cid}) to {args.device or 'group ' + args.group}; waiting for {len(expect)} result(s)\n"
         )
@@ -906,7 +902,7 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def await_results(
-    link: Link, cid: str, expect: Sequence[str], deadline: float
+    link: BrokerSession, cid: str, expect: Sequence[str], deadline: float
 ) -> dict[str, dict[str, Any]]:
     p = link.settings.prefix
     results: dict[str, dict[str, Any]] = {}
@@ -917,9 +913,7 @@ def await_results(
         body = msg.json()
         if not isinstance(body, dict) or body.get("id") != cid:
             continue
-        device = (
-            device_of(msg.topic, p, "cmd/result") if msg.topic != link.reply_topic else expect[0]
-        )
+        device = device_of(msg.topic, p, CMD_RESULT) if msg.topic != link.reply_topic else expect[0]
         if device is not None and device in expect:
             results[device] = body
     return results
@@ -931,18 +925,18 @@ def event_line(topic: str, body: Any, prefix: str, retained: bool) -> str | None
     tag = " (retained)" if retained else ""
     if not isinstance(body, dict):
         return None
-    if (d := device_of(topic, prefix, "status")) is not None:
+    if (d := device_of(topic, prefix, STATUS)) is not None:
         state = "online" if body.get("online") else "offline"
         extra = f" version={body['version']}" if body.get("version") else ""
         extra += f" reason={body['reason']!r}" if body.get("reason") else ""
         return f"{stamp} {d} status {state} boot={body.get('boot')}{extra}{tag}"
-    if (d := device_of(topic, prefix, "config/reported")) is not None:
+    if (d := device_of(topic, prefix, CONFIG_REPORTED)) is not None:
         err = f" error={body['error']!r}" if body.get("error") else ""
         return (
             f"{stamp} {d} config {body.get('state')} source={body.get('source')} "
             f"version={body.get('version')} hash={body.get('hash')}{err}{tag}"
         )
-    if (d := device_of(topic, prefix, "cmd/result")) is not None:
+    if (d := device_of(topic, prefix, CMD_RESULT)) is not None:
         what = "ok" if body.get("ok") else f"error={body.get('error')!r}"
         return f"{stamp} {d} result id={body.get('id')} {what}{tag}"
     return None
@@ -954,7 +948,9 @@ def cmd_watch(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     members: set[str] = set()
     shown = 0
     with connected(s) as link:
-        link.subscribe(f"{p}/gw/+/status", f"{p}/gw/+/config/reported", f"{p}/gw/+/cmd/result")
+        link.subscribe(
+            gw_filter(p, STATUS), gw_filter(p, CONFIG_REPORTED), gw_filter(p, CMD_RESULT)
+        )
         try:
             while args.count is None or shown < args.count:
                 msg = link.next(time.monotonic() + 3600)
@@ -962,11 +958,11 @@ def cmd_watch(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
                     continue
                 body = msg.json()
                 if group is not None and isinstance(body, dict):
-                    d = device_of(msg.topic, p, "status")
+                    d = device_of(msg.topic, p, STATUS)
                     groups = body.get("groups")
                     if d is not None and isinstance(groups, list):
                         (members.add if group in groups else members.discard)(d)
-                    d = device_of(msg.topic, p, "config/reported")
+                    d = device_of(msg.topic, p, CONFIG_REPORTED)
                     versions = body.get("versions")
                     if (
                         d is not None
@@ -1083,7 +1079,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one gateway's status and reported config",
         formatter_class=fmt,
         description=(
-            "Show a gateway's retained status and config/reported.\n\nexample:\n  titik-ctl device gw-0001"
+            "Show a gateway's retained status and config report.\n\nexample:\n  titik-ctl device gw-0001"
         ),
     )
     p.add_argument("id", metavar="ID", help="the device id")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.remote.desired import overlay
+from agent.protocol.overlay import overlay
 
 
 class Outcome(enum.StrEnum):

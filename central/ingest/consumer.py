@@ -23,7 +23,6 @@ import functools
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,17 +30,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
-from agent.config import TOPIC_SAFE
-from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch
+from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch, topics
+from agent.protocol.client import client_for
+from agent.protocol.topics import TOPIC_SAFE
 from central.config import CentralConfig
-from central.ingest.fleet import LIVE_OUTCOMES, Fleet, Rules
+from central.ingest.fleet import LIVE_OUTCOMES, FleetState, Rules
 from central.store.base import (
     AlertChange,
     DesiredDoc,
@@ -136,11 +135,6 @@ class BadInput(Exception):
         self.reason = reason
 
 
-#: The wire model of ``config/reported`` (central's name for it before it moved to
-#: agent/protocol.py).
-ReportedWire = ConfigReported
-
-
 @functools.lru_cache(maxsize=65536)
 def _topic_safe(name: str) -> bool:
     # Cached: the same few thousand gateway ids come again and again (a regex match per
@@ -149,25 +143,15 @@ def _topic_safe(name: str) -> bool:
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired;
-    None unless the name is a device id or group name (``agent.config.TOPIC_SAFE``)."""
-    parts = topic.split("/")
-    if len(parts) < 4 or parts[0] != prefix or not _topic_safe(parts[2]):
+    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired
+    (``agent.protocol.topics.KINDS``); None unless the name is a device id or group name
+    (``TOPIC_SAFE``)."""
+    parts = topics.parse_topic(prefix, topic)
+    if parts is None:
         return None
-    tail = "/".join(parts[3:])
-    if parts[1] == "gw":
-        kind = {
-            "telemetry": "telemetry",
-            "telemetry/batch": "batch",
-            "status": "status",
-            "config/reported": "reported",
-            "config/desired": "desired",
-        }.get(tail)
-    elif parts[1] == "group":
-        kind = "group_desired" if tail == "config/desired" else None
-    else:
-        kind = None
-    return (kind, parts[2]) if kind else None
+    level, name, leaf = parts
+    kind = topics.KINDS.get((level, leaf))
+    return (kind, name) if kind and _topic_safe(name) else None
 
 
 def subscriptions(prefix: str, group: str) -> list[str]:
@@ -178,15 +162,13 @@ def subscriptions(prefix: str, group: str) -> list[str]:
     subscriptions of a persistent session are restored, so a single instance loses nothing
     (docs/central.md, "Known limits").
     """
-    share = f"$share/{group}/" if group else ""
-    return [
-        share + f"{prefix}/gw/+/telemetry",
-        share + f"{prefix}/gw/+/telemetry/batch",
-        share + f"{prefix}/gw/+/status",
-        share + f"{prefix}/gw/+/config/reported",
-        share + f"{prefix}/gw/+/config/desired",
-        share + f"{prefix}/group/+/config/desired",
+    filters = [
+        topics.gw_topic(prefix, "+", leaf)
+        if level == topics.GW
+        else topics.group_filter(prefix, leaf)
+        for level, leaf in topics.KINDS
     ]
+    return [topics.shared(group, f) for f in filters]
 
 
 def to_sample(t: Telemetry, raw: str, *, historical: bool) -> Sample:
@@ -295,7 +277,11 @@ class Processor:
     """Turns messages into a :class:`WriteBatch` and fleet changes; no I/O."""
 
     def __init__(
-        self, config: CentralConfig, fleet: Fleet, stats: IngestStats, clock: Callable[[], float]
+        self,
+        config: CentralConfig,
+        fleet: FleetState,
+        stats: IngestStats,
+        clock: Callable[[], float],
     ) -> None:
         self.prefix = config.mqtt.topic_prefix
         self.max_payload = config.ingest.max_payload_bytes
@@ -407,23 +393,13 @@ class Processor:
             if not payload:
                 return "cleared"
             r = _validate(ConfigReported, payload)
-            doc = ReportedDoc(
-                device=name,
-                version=r.version,
-                source=r.source,
-                versions=r.versions,
-                state=r.state,
-                error=r.error,
-                hash=r.hash,
-                ts=r.ts,
-                doc=payload.decode(),
-            )
+            doc = ReportedDoc(device=name, report=r, doc=payload.decode())
             batch.reported.append(doc)
             built.reported_of.append(i)
             self.fleet.apply_reported(doc, now)
             self.urgent = True
         else:  # desired, group_desired
-            target = f"gw/{name}" if kind == "desired" else f"group/{name}"
+            target = topics.gw_target(name) if kind == "desired" else topics.group_target(name)
             if not payload:  # the retained document was cleared
                 batch.desired.append(DesiredDoc(target, None, "", now))
                 built.desired_of.append(i)
@@ -474,7 +450,7 @@ class Consumer:
             a.mem_pct,
             future_s=config.ingest.future_tolerance_s,
         )
-        self.fleet = Fleet.restore(rules, store.load_devices(), store.alerts(open_only=True))
+        self.fleet = FleetState.restore(rules, store.load_devices(), store.alerts(open_only=True))
         self.processor = Processor(config, self.fleet, self.stats, clock)
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self._generation = 0
@@ -487,23 +463,7 @@ class Consumer:
 
     def _make_client(self) -> paho.Client:
         m = self.config.mqtt
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=m.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        if m.username is not None:
-            client.username_pw_set(
-                m.username, m.password.get_secret_value() if m.password else None
-            )
-        if m.tls.ca is not None:
-            client.tls_set(
-                ca_certs=str(m.tls.ca),
-                certfile=str(m.tls.cert) if m.tls.cert else None,
-                keyfile=str(m.tls.key) if m.tls.key else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        client = client_for(m, m.client_id, manual_ack=True)
         client.reconnect_delay_set(1, 5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -2,7 +2,7 @@
 
 - A live sample becomes a gateway's current state unless it is stamped more than
   ``Rules.future_s`` ahead of central's clock, or it is *late*: older than the current state
-  while that state is fresh (see :meth:`Fleet.apply_live`; docs/protocol.md, "Ordering").
+  while that state is fresh (see :meth:`FleetState.apply_live`; docs/protocol.md, "Ordering").
 - A seq or boot that went backwards, or a new ``sid``, starts a new session; it never makes
   the gateway's later samples count as older.
 - A historical sample (from a replayed batch) is stored but never touches current state.
@@ -17,15 +17,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.protocol import Status
 from central.store.base import (
     Alert,
     AlertChange,
-    ComplianceRow,
-    DesiredDoc,
     DeviceState,
     ReportedDoc,
     Sample,
@@ -39,7 +37,7 @@ STALE = "stale"
 #: A live sample stamped this far ahead of central's clock never becomes current state.
 FUTURE_S = 300.0
 
-#: What :meth:`Fleet.apply_live` did with a sample (counted in ``IngestStats.live``).
+#: What :meth:`FleetState.apply_live` did with a sample (counted in ``IngestStats.live``).
 CURRENT = "current"
 NEW_SESSION = "new_session"
 LATE = "late"
@@ -63,7 +61,7 @@ class Rules:
 
 
 @dataclass
-class Fleet:
+class FleetState:
     """Current state of every gateway and the open alerts; collects what changed."""
 
     rules: Rules
@@ -75,7 +73,7 @@ class Fleet:
     @classmethod
     def restore(
         cls, rules: Rules, devices: Iterable[DeviceState], alerts: Iterable[Alert]
-    ) -> Fleet:
+    ) -> FleetState:
         return cls(
             rules,
             states={d.device: d for d in devices},
@@ -189,9 +187,9 @@ class Fleet:
     def apply_reported(self, doc: ReportedDoc, now: float) -> None:
         self._state(doc.device)
         for state, kind in CONFIG_ALERTS.items():
-            if doc.state == state:
-                self._open(doc.device, kind, now, doc.error or state)
-            elif doc.state == "applied":
+            if doc.report.state == state:
+                self._open(doc.device, kind, now, doc.report.error or state)
+            elif doc.report.state == "applied":
                 self._close(doc.device, kind, now)
 
     def check(self, now: float) -> None:
@@ -270,33 +268,3 @@ class Fleet:
     def _close(self, device: str, kind: str, now: float) -> None:
         if self.open_alerts.pop((device, kind), None) is not None:
             self.changes.append(AlertChange(kind, device, now, close=True))
-
-
-def desired_for(groups: Iterable[str], device: str) -> list[str]:
-    """The desired-document targets that apply to a gateway, in overlay order."""
-    return [f"group/{g}" for g in groups] + [f"gw/{device}"]
-
-
-def compliance(
-    state: DeviceState, desired: Mapping[str, DesiredDoc], reported: ReportedDoc | None
-) -> ComplianceRow:
-    """Compliant when every desired document's version appears in ``versions``, applied."""
-    want = {
-        t: d.version
-        for t in desired_for(state.groups, state.device)
-        if (d := desired.get(t)) is not None and d.version is not None
-    }
-    have = reported.versions if reported else {}
-    source_key = {"gw": f"gw/{state.device}"}
-    have_keys = {source_key.get(k, k): v for k, v in have.items()}
-    missing = [t for t, v in want.items() if have_keys.get(t) != v]
-    applied = reported is not None and reported.state == "applied"
-    return ComplianceRow(
-        device=state.device,
-        compliant=not missing and (applied or not want),
-        desired=want,
-        reported=dict(have),
-        state=reported.state if reported else None,
-        error=reported.error if reported else None,
-        missing=missing,
-    )

@@ -5,42 +5,33 @@ config code paths as a gateway) on the simulated platform. One thread drives the
 an event loop: a heap of next-due times says which agents to tick, and a selector says which
 MQTT sockets are ready, so a pass costs what is due and ready, not one syscall per gateway.
 Gateways are spread over Jakarta's administrative cities with plausible positions, sites and
-groups. The scenarios (steady, outage, flap, canary, chaos) are in :mod:`central.sim.scenarios`; ``main`` is
-the ``titik-sim`` command.
+groups. The scenarios are in :mod:`central.sim.scenarios` and :mod:`central.sim.chaos`, the
+stack they run against in :mod:`central.sim.stack`; :mod:`central.sim.cli` is ``titik-sim``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import heapq
 import logging
-import os
 import queue
 import random
 import resource
 import selectors
-import shutil
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.config import parse_config
 from agent.core import Agent, open_spool
 from agent.platforms.simulated import SimulatedPlatform
 from agent.protocol import Telemetry
 from agent.state import AgentState
-
-if TYPE_CHECKING:
-    from central.sim import scenarios
 
 log = logging.getLogger("titik.sim")
 
@@ -144,7 +135,7 @@ class TrackedAgent(Agent):
         return t
 
 
-class Fleet:
+class SimulatedFleet:
     """``n`` real agents on the simulated platform, driven by one event-loop thread.
 
     ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
@@ -380,7 +371,7 @@ class Fleet:
         return sum(a.counts.published + a.counts.replayed for a in self.agents)
 
 
-def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
+def wait_connected(fleet: SimulatedFleet, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while fleet.connected < len(fleet.agents) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -388,304 +379,3 @@ def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
 
 
 # -- titik-sim ------------------------------------------------------------------------------
-
-
-def progress(fleet: Fleet, db: Path | None, stop: threading.Event, every_s: float = 5.0) -> None:
-    """One line every few seconds: connected, messages/s sent and ingested, buffered."""
-    from central.sim.scenarios import stored_rows
-
-    sent, rows, t = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
-    while not stop.wait(every_s):
-        now_sent, now_rows, now = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
-        dt = now - t
-        ingest = f", central {(now_rows - rows) / dt:.0f} rows/s" if db else ""
-        log.info(
-            "connected %d/%d, sent %.0f msg/s%s, buffered %d",
-            fleet.connected,
-            len(fleet.agents),
-            (now_sent - sent) / dt,
-            ingest,
-            fleet.buffered,
-        )
-        sent, rows, t = now_sent, now_rows, now
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number of 1 or more")
-    return int(text)
-
-
-def parse_hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: write it as HOST:PORT")
-    return host, int(port)
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process (Linux), 0 where unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "chaos")
-
-
-def parse_scenarios(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    wrong = [n for n in names if n not in SCENARIOS]
-    if wrong or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown scenario {', '.join(wrong) or text!r}: choose from {', '.join(SCENARIOS)}"
-        )
-    return names
-
-
-def run_scenario(
-    name: str,
-    args: argparse.Namespace,
-    fleet: Fleet,
-    stack: scenarios.Stack,
-    run_dir: Path,
-    plan: scenarios.ChaosPlan | None = None,
-) -> scenarios.Result:
-    from central.sim import scenarios
-
-    seconds = args.minutes * 60
-    if name == "chaos":
-        assert plan is not None  # noqa: S101 - main() makes it when chaos is asked for
-        return scenarios.chaos(fleet, stack, seconds, plan)
-    if name == "steady":
-        return scenarios.steady(fleet, stack, seconds)
-    if name == "outage":
-        return scenarios.outage(fleet, stack, args.outage_minutes * 60)
-    if name == "flap":
-        return scenarios.flap(fleet, stack, seconds)
-    return scenarios.canary(
-        fleet,
-        stack,
-        args.group,
-        run_dir,
-        batch=args.canary,
-        fail=args.fail_canary or name == "failing-canary",
-        timeout=args.ctl_timeout,
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="titik-sim",
-        description=(
-            "Run N simulated gateways (real agents on the simulated platform, spread over "
-            "Jakarta) against Mosquitto and central, play scenarios on them and report what "
-            "was measured. Without --broker it starts its own Mosquitto and titik-central in "
-            "--workdir and stops them at the end. Progress is logged every 5 s."
-        ),
-        epilog=(
-            "examples:\n"
-            "  titik-sim --gateways 200 --minutes 1\n"
-            "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
-            "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
-            "scenarios:\n"
-            "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
-            "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
-            "                  reconnect storm, drain time, broker/central CPU, records lost\n"
-            "  flap            a tenth of the gateways lose their connection at random\n"
-            "  canary          titik-ctl config push --group G --canary BATCH of a Wi-Fi config\n"
-            "  failing-canary  the same with the canaries' firmware failing: it must halt\n"
-            "  chaos           for --minutes: 5% of the gateways' state disks full and 5%\n"
-            "                  of their clocks a day off, 3 extra clients sending poison\n"
-            "                  messages, the broker restarted, central killed (SIGKILL) and\n"
-            "                  restarted; then every record of every gateway must be stored\n"
-            "                  once (full disks need root: a small tmpfs per gateway)\n"
-            "docs/simulator.md explains each figure."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument(
-        "--gateways", type=positive_int, default=200, metavar="N", help="(default: 200)"
-    )
-    ap.add_argument(
-        "--broker",
-        type=parse_hostport,
-        metavar="HOST:PORT",
-        help="an existing broker (default: start Mosquitto and central in --workdir)",
-    )
-    ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
-    ap.add_argument(
-        "--interval", type=float, default=60.0, help="seconds between samples (default: 60)"
-    )
-    ap.add_argument(
-        "--scenario",
-        type=parse_scenarios,
-        default=["steady"],
-        metavar="NAME[,NAME...]",
-        help=f"what to run, in order, on one fleet: {', '.join(SCENARIOS)} (default: steady)",
-    )
-    ap.add_argument("--minutes", type=float, default=2.0, help="how long steady and flap run")
-    ap.add_argument(
-        "--outage-minutes", type=float, help="how long the broker is down (default: --minutes)"
-    )
-    ap.add_argument("--ramp", type=float, default=10.0, help="seconds to spread first connects")
-    ap.add_argument(
-        "--group",
-        default="cohort-1",
-        help="canary: the group to push to (cohort-K holds 1,000 gateways, wave-K a quarter)",
-    )
-    ap.add_argument("--canary", default="2", help="canary: the batch (N or P%%)")
-    ap.add_argument(
-        "--fail-canary", action="store_true", help="canary: make the canaries fail (halts)"
-    )
-    ap.add_argument(
-        "--ctl-timeout", type=float, default=300.0, help="canary: titik-ctl's --timeout"
-    )
-    ap.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("titik-sim-work"),
-        help="where each run's broker, central and gateway state go (default: ./titik-sim-work)",
-    )
-    ap.add_argument("--report", type=Path, metavar="FILE", help="write the figures as markdown")
-    ap.add_argument(
-        "--state-on-disk",
-        action="store_true",
-        help="keep the gateways' state and spools under --workdir, not on tmpfs (/dev/shm)",
-    )
-    return ap
-
-
-def gateway_state(args: argparse.Namespace, run_dir: Path, stack: contextlib.ExitStack) -> Path:
-    """Where the gateways keep their state and spools: on tmpfs unless --state-on-disk.
-
-    A stand-in, said so in docs/simulator.md: each gateway fsyncs its own flash, but here
-    9,000 gateways would share one disk and one interpreter lock, and during an outage their
-    spills (about 300 fsyncs a second) held the event loop back for most of its time: the
-    simulator would measure this machine's disk, not the fleet."""
-    shm = Path("/dev/shm")
-    if args.state_on_disk or not shm.is_dir() or not os.access(shm, os.W_OK):
-        return run_dir / "gateways"
-    where = shm / f"titik-sim-{os.getpid()}-{run_dir.name}"
-    stack.callback(shutil.rmtree, where, ignore_errors=True)
-    return where
-
-
-def chaos_setup(
-    args: argparse.Namespace, state: Path, stack: contextlib.ExitStack
-) -> scenarios.ChaosPlan | None:
-    """With the chaos scenario: who it hits, and the disk-full gateways' own small state
-    filesystems, mounted before the fleet is built (unmounted when the run ends)."""
-    from central.sim import scenarios
-
-    if "chaos" not in args.scenario:
-        return None
-    ids = [str(d["id"]) for d in gateway_plan(args.gateways)]
-    plan = scenarios.chaos_plan(args.gateways)
-    return stack.enter_context(scenarios.small_disks(plan, [state / i for i in ids]))
-
-
-def run_all(
-    args: argparse.Namespace,
-    fleet: Fleet,
-    stack: scenarios.Stack,
-    run_dir: Path,
-    report: scenarios.Report,
-    mem: dict[str, object],
-    plan: scenarios.ChaosPlan | None = None,
-) -> None:
-    """The scenarios in order, each one's figures logged and (with --report) written."""
-    for name in args.scenario:
-        log.info("scenario %s", name)
-        result = run_scenario(name, args, fleet, stack, run_dir, plan)
-        result |= mem
-        report.sections.append((name, result))
-        for k, v in result.items():
-            if k != "output":
-                log.info("%s: %s", k, v)
-        if "output" in result:
-            print(result["output"], end="")
-        if args.report:  # after each scenario: a long run keeps what it measured so far
-            args.report.write_text(report.markdown())
-
-
-def setup_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    # Thousands of agents: only their errors; each agent sets the "titik" level itself.
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda r: r.name == log.name or r.levelno >= logging.ERROR)
-    log.setLevel(logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from central.sim import scenarios
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if "chaos" in args.scenario and args.broker:
-        parser.error("the chaos scenario restarts the broker and central: run it without --broker")
-    if args.outage_minutes is None:
-        args.outage_minutes = args.minutes
-    setup_logging()
-    soft, hard = raise_nofile()
-    log.info("open files limit raised to %d (hard limit %d)", soft, hard)
-    if args.gateways + 100 > soft:
-        log.warning("%d gateways need more open files than %d", args.gateways, soft)
-    run_dir = args.workdir.resolve() / time.strftime("run-%Y%m%dT%H%M%S")
-    report = scenarios.Report(
-        " ".join(["titik-sim", *(argv if argv is not None else sys.argv[1:])])
-    )
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    with contextlib.ExitStack() as stack_cm:
-        if args.broker:
-            host, port = args.broker
-            stack = scenarios.Stack(host, port, db=args.central_db)
-        else:
-            log.info("starting Mosquitto and central in %s", run_dir)
-            stack = stack_cm.enter_context(scenarios.local_stack(run_dir / "stack"))
-        rss0 = rss_bytes()
-        state = gateway_state(args, run_dir, stack_cm)
-        plan = chaos_setup(args, state, stack_cm)
-        fleet = Fleet(
-            args.gateways,
-            stack.host,
-            stack.port,
-            state,
-            interval_s=args.interval,
-            ramp_s=args.ramp,
-        )
-        log.info("%d gateways built; event loop starting", args.gateways)
-        stop = threading.Event()
-        ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)
-        fleet.start()
-        ticker.start()
-        try:
-            wait_connected(fleet, max(60.0, args.ramp + 60))
-            log.info("%d/%d connected", fleet.connected, args.gateways)
-            mem = {
-                "rss_mb": round(rss_bytes() / 2**20),
-                "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
-            }
-            run_all(args, fleet, stack, run_dir, report, mem, plan)
-        except KeyboardInterrupt:
-            log.info("interrupted: stopping the gateways")
-            return 130
-        finally:
-            stop.set()
-            fleet.stop()
-            if args.report and report.sections:
-                args.report.write_text(report.markdown())
-                log.info("report written to %s", args.report)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

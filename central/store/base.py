@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from agent.protocol import ConfigReported
+
 DeviceStatus = Literal["online", "offline"]
 SortKey = Literal["device", "-device", "clients", "-clients", "last_seen", "-last_seen", "region"]
 
@@ -76,14 +78,11 @@ class DesiredDoc:
 
 @dataclass(frozen=True, slots=True)
 class ReportedDoc:
+    """A gateway's latest config report: the wire model (the report's one shape, from
+    agent.protocol) and the text it came in."""
+
     device: str
-    version: int | None
-    source: str | None
-    versions: dict[str, int]
-    state: str
-    error: str | None
-    hash: str | None
-    ts: float | None
+    report: ConfigReported
     doc: str
 
 

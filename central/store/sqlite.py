@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from central.ingest.fleet import compliance
+from agent.protocol import ConfigReported
 from central.store.base import (
     Alert,
     ComplianceRow,
@@ -34,6 +34,7 @@ from central.store.base import (
     WriteBatch,
     WriteResult,
 )
+from central.store.compliance import compliance
 
 BUCKET_S = 300
 DAY_S = 86400.0
@@ -241,8 +242,8 @@ class SqliteStore:
             for r in batch.reported:
                 w.execute(
                     "INSERT OR REPLACE INTO config_reported VALUES (?,?,?,?,?,?,?,?,?)",
-                    (r.device, r.version, r.source, json.dumps(r.versions), r.state,
-                     r.error, r.hash, r.ts, r.doc),
+                    (r.device, r.report.version, r.report.source, json.dumps(r.report.versions),
+                     r.report.state, r.report.error, r.report.hash, r.report.ts, r.doc),
                 )  # fmt: skip
             for a in batch.alerts:
                 if a.close:
@@ -475,9 +476,17 @@ class SqliteStore:
     def reported_docs(self) -> dict[str, ReportedDoc]:
         out = {}
         for r in self._r().execute("SELECT * FROM config_reported"):
-            data = dict(r)
-            data["versions"] = json.loads(data["versions"])
-            out[r["device"]] = ReportedDoc(**data)
+            # Validated when it came in: rebuilt without checking again.
+            report = ConfigReported.model_construct(
+                version=r["version"],
+                source=r["source"],
+                versions=json.loads(r["versions"]),
+                state=r["state"],
+                error=r["error"],
+                hash=r["hash"],
+                ts=r["ts"],
+            )
+            out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
         return out
 
     def compliance(self) -> list[ComplianceRow]:

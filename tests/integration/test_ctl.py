@@ -26,7 +26,7 @@ IDS = [f"gw-c{n:02d}" for n in (4, 1, 6, 3, 5, 2)]  # sorted: gw-c01, gw-c02 are
 
 
 @dataclass
-class Fleet:
+class RunningGateways:
     broker: Broker
     roots: dict[str, Path]
     agents: list[AgentProcess]
@@ -41,7 +41,7 @@ class Fleet:
 
     def retained(self, *topics: str) -> dict[str, Any]:
         """topic -> JSON of the retained messages now (read with the ctl's own snapshot)."""
-        link = ctl.Link(ctl.settings_from(_args(self.broker), {}))
+        link = ctl.BrokerSession(ctl.settings_from(_args(self.broker), {}))
         link.connect()
         try:
             return {t: json.loads(p) for t, p in link.snapshot(*topics).items()}
@@ -80,7 +80,7 @@ def wait_online(broker: Broker, ids: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateways]:
     base = tmp_path_factory.mktemp("ctl-fleet")
     broker = Broker(base)
     broker.start()
@@ -88,7 +88,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         agents = list(pool.map(lambda d: start_agent(broker, base / d, d), IDS))
     try:
         wait_online(broker, IDS)
-        yield Fleet(broker, {d: base / d / "root" for d in IDS}, agents)
+        yield RunningGateways(broker, {d: base / d / "root" for d in IDS}, agents)
     finally:
         for a in agents:
             a.stop()
@@ -108,7 +108,9 @@ def sim_ssid(root: Path) -> str | None:
     return json.loads(path.read_text()).get("ssids.public.ssid") if path.exists() else None
 
 
-def test_devices_lists_the_fleet(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_devices_lists_the_fleet(
+    fleet: RunningGateways, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out = fleet.run(capsys, "devices", "--group", "g1", "--status", "online")
     assert code == 0, out
     lines = out.splitlines()
@@ -121,7 +123,7 @@ def test_devices_lists_the_fleet(fleet: Fleet, capsys: pytest.CaptureFixture[str
 
 
 def test_push_to_one_device(
-    fleet: Fleet, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    fleet: RunningGateways, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, out = fleet.run(
         capsys, "config", "push", "--device", "gw-c06", "--file", str(ssid_config(tmp_path, "Solo"))
@@ -136,7 +138,7 @@ def test_push_to_one_device(
 
 
 def test_canary_rollout_on_a_healthy_fleet(
-    fleet: Fleet, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    fleet: RunningGateways, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     cfg = ssid_config(tmp_path, "Group healthy")
     code, out = fleet.run(
@@ -155,7 +157,7 @@ def test_canary_rollout_on_a_healthy_fleet(
 
 
 def test_failing_canaries_halt_the_rollout(
-    fleet: Fleet, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    fleet: RunningGateways, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     canaries, rest = ["gw-c01", "gw-c02"], ["gw-c03", "gw-c04", "gw-c05", "gw-c06"]
     watched = [f"titik/gw/{d}/config/reported" for d in rest] + ["titik/group/g1/config/desired"]
@@ -181,7 +183,7 @@ def test_failing_canaries_halt_the_rollout(
         assert sim_ssid(fleet.roots[d]) != "Never everywhere"
 
 
-def test_command_to_one_device(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_to_one_device(fleet: RunningGateways, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = fleet.run(capsys, "cmd", "--device", "gw-c03", "collect_now")
     assert code == 0, out
     assert 'gw-c03: ok {"seq": ' in out
@@ -190,7 +192,7 @@ def test_command_to_one_device(fleet: Fleet, capsys: pytest.CaptureFixture[str])
     assert "gw-c03: error: args.delay_s" in out
 
 
-def test_command_to_a_group(fleet: Fleet, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_to_a_group(fleet: RunningGateways, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = fleet.run(capsys, "cmd", "--group", "g1", "collect_now")
     assert code == 0, out
     assert sum(1 for line in out.splitlines() if ": ok {" in line) == len(IDS)
@@ -250,7 +252,7 @@ def test_snapshot_collects_a_city_of_retained_statuses(broker: Broker) -> None:
     finally:
         pub.disconnect()
         pub.loop_stop()
-    link = ctl.Link(ctl.settings_from(_args(broker), {}))
+    link = ctl.BrokerSession(ctl.settings_from(_args(broker), {}))
     link.connect()
     try:
         found = link.snapshot("titik/gw/+/status")

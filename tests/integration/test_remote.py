@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.remote.signing import public_key_text, sign
+from agent.protocol.signing import public_key_text, sign
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, Message, Subscriber, free_port, wait_until
 

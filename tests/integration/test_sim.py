@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.protocol import Telemetry
-from central.sim.fleet import REGIONS, Fleet, gateway_plan, wait_connected
+from central.sim.fleet import REGIONS, SimulatedFleet, gateway_plan, wait_connected
 from tests.broker import Broker, subscriber
 
 pytestmark = pytest.mark.broker
@@ -24,7 +24,7 @@ def test_plan_is_deterministic_and_spread_over_jakarta() -> None:
 
 
 def test_fleet_connects_and_publishes(broker: Broker, tmp_path: Path) -> None:
-    fleet = Fleet(5, broker.host, broker.port, tmp_path, interval_s=0.5)
+    fleet = SimulatedFleet(5, broker.host, broker.port, tmp_path, interval_s=0.5)
     with subscriber(broker, "titik/gw/+/telemetry") as sub:
         fleet.start()
         try:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from central.sim.fleet import Fleet, gateway_plan, wait_connected
-from central.sim.scenarios import Stack, chaos, chaos_plan, local_stack, small_disks
+from central.sim.chaos import chaos, chaos_plan, small_disks
+from central.sim.fleet import SimulatedFleet, gateway_plan, wait_connected
+from central.sim.stack import Stack, local_stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -33,7 +34,7 @@ def test_chaos_loses_and_duplicates_nothing_for_any_honest_gateway(
     ids = [str(d["id"]) for d in gateway_plan(N)]
     with small_disks(chaos_plan(N), [state / i for i in ids]) as plan:
         assert len(plan.disks) == N // 20
-        fleet = Fleet(
+        fleet = SimulatedFleet(
             N,
             stack.host,
             stack.port,

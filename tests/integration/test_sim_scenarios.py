@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from central.sim.fleet import Fleet, wait_connected
-from central.sim.scenarios import Stack, canary, flap, local_stack, outage, steady
+from central.sim.fleet import SimulatedFleet, wait_connected
+from central.sim.scenarios import canary, flap, outage, steady
+from central.sim.stack import Stack, local_stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -24,8 +25,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def fleet(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    f = Fleet(
+def fleet(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedFleet]:
+    f = SimulatedFleet(
         N,
         stack.host,
         stack.port,
@@ -43,7 +44,7 @@ def fleet(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
         f.stop()
 
 
-def test_steady_state_central_sees_every_gateway(fleet: Fleet, stack: Stack) -> None:
+def test_steady_state_central_sees_every_gateway(fleet: SimulatedFleet, stack: Stack) -> None:
     result = steady(fleet, stack, 10)
     print(result)
     assert result["connected"] == N
@@ -58,7 +59,7 @@ def test_steady_state_central_sees_every_gateway(fleet: Fleet, stack: Stack) -> 
     assert result["central_lag_p95_s"] < 5
 
 
-def test_a_tenth_flapping_loses_nothing(fleet: Fleet, stack: Stack) -> None:
+def test_a_tenth_flapping_loses_nothing(fleet: SimulatedFleet, stack: Stack) -> None:
     result = flap(fleet, stack, 10)  # drains within 120 s or fails
     print(result)
     assert result["flapping"] == N // 10
@@ -68,7 +69,7 @@ def test_a_tenth_flapping_loses_nothing(fleet: Fleet, stack: Stack) -> None:
     assert result["records_lost"] == 0
 
 
-def test_outage_buffers_reconnects_and_loses_nothing(fleet: Fleet, stack: Stack) -> None:
+def test_outage_buffers_reconnects_and_loses_nothing(fleet: SimulatedFleet, stack: Stack) -> None:
     result = outage(fleet, stack, 20, drain_timeout=90)
     print(result)
     assert isinstance(result["backlog_records"], int)
@@ -82,7 +83,9 @@ def test_outage_buffers_reconnects_and_loses_nothing(fleet: Fleet, stack: Stack)
     assert isinstance(result["broker_peak_connects_per_s"], int)  # from Mosquitto's own log
 
 
-def test_canary_rollout_to_a_group_completes(fleet: Fleet, stack: Stack, tmp_path: Path) -> None:
+def test_canary_rollout_to_a_group_completes(
+    fleet: SimulatedFleet, stack: Stack, tmp_path: Path
+) -> None:
     result = canary(fleet, stack, "wave-2", tmp_path, batch="10%", timeout=60)
     print(result["output"])
     assert result["exit"] == 0
@@ -91,7 +94,9 @@ def test_canary_rollout_to_a_group_completes(fleet: Fleet, stack: Stack, tmp_pat
     assert result["applied"] == N // 4  # every member's simulated firmware has the new SSID
 
 
-def test_failing_canary_halts_the_rollout(fleet: Fleet, stack: Stack, tmp_path: Path) -> None:
+def test_failing_canary_halts_the_rollout(
+    fleet: SimulatedFleet, stack: Stack, tmp_path: Path
+) -> None:
     result = canary(fleet, stack, "wave-1", tmp_path, batch="2", fail=True, timeout=30)
     print(result["output"])
     assert result["exit"] == 1

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.remote.signing import public_key_text
+from agent.protocol.signing import public_key_text
 from tests.broker import Broker, subscriber
 from tests.integration.test_remote import BASE, DESIRED, SSID, Ops, sim_state
 from tests.packaging.conftest import Apk, Ipk, load_build

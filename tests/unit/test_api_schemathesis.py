@@ -21,6 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from agent.protocol import ConfigReported
 from central.api.app import create_app
 from central.ingest.consumer import IngestStats
 from central.store.base import (
@@ -72,7 +73,7 @@ def fill(store: SqliteStore) -> None:
                 for i in range(10)
             ],
             desired=[DesiredDoc("group/jkt", 3, '{"version":3}', NOW), DesiredDoc("gw/gw-2", None, "", NOW)],
-            reported=[ReportedDoc("gw-1", 3, "group/jkt", {"group/jkt": 3}, "applied", None, "h", NOW, "{}")],
+            reported=[ReportedDoc("gw-1", ConfigReported.model_construct(version=3, source="group/jkt", versions={"group/jkt": 3}, state="applied", error=None, hash="h", ts=NOW), "{}")],
             alerts=[AlertChange("offline", "gw-0", NOW - 100, "offline for 10 min")],
             quarantined=[
                 Quarantined(NOW, "schema", "titik/gw/gw-3/telemetry", "gw-3", "seq: too big", b"\xff{", 2)

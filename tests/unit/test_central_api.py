@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.protocol import ConfigReported
 from central.api.app import create_app
 from central.ingest.consumer import IngestStats
 from central.store.base import (
@@ -74,16 +75,30 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
                 DesiredDoc("gw/gw-a2", 2, '{"ssid":"x"}', NOW - 50),
             ],
             reported=[
-                ReportedDoc("gw-a1", 4, "group", {"group/all": 4}, "applied", None, "h", NOW, "{}"),
+                ReportedDoc(
+                    "gw-a1",
+                    ConfigReported.model_construct(
+                        version=4,
+                        source="group",
+                        versions={"group/all": 4},
+                        state="applied",
+                        error=None,
+                        hash="h",
+                        ts=NOW,
+                    ),
+                    "{}",
+                ),
                 ReportedDoc(
                     "gw-a2",
-                    1,
-                    "gw",
-                    {"group/all": 4, "gw": 1},
-                    "rejected",
-                    "bad ssid",
-                    None,
-                    NOW,
+                    ConfigReported.model_construct(
+                        version=1,
+                        source="gw",
+                        versions={"group/all": 4, "gw": 1},
+                        state="rejected",
+                        error="bad ssid",
+                        hash=None,
+                        ts=NOW,
+                    ),
                     '{"state":"rejected"}',
                 ),
             ],
@@ -456,7 +471,19 @@ def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_
     store.write(
         WriteBatch(
             reported=[
-                ReportedDoc("gw-b1", 4, "group", {"group/all": 4}, "applied", None, None, NOW, "{}")
+                ReportedDoc(
+                    "gw-b1",
+                    ConfigReported.model_construct(
+                        version=4,
+                        source="group",
+                        versions={"group/all": 4},
+                        state="applied",
+                        error=None,
+                        hash=None,
+                        ts=NOW,
+                    ),
+                    "{}",
+                )
             ]
         )
     )
@@ -468,7 +495,7 @@ def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_
 def test_lag_histogram_is_exposed_and_its_quantiles_interpolate(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    from central.sim.scenarios import histogram_quantile
+    from central.sim.stack import histogram_quantile
 
     st = IngestStats()
     for lag in (0.004, 0.03, 0.03, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 3.5):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from agent.protocol import Status
-from central.ingest.fleet import Fleet, Rules, compliance
+from agent.protocol import ConfigReported, Status
+from central.ingest.fleet import FleetState, Rules
 from central.store.base import DesiredDoc, DeviceState, ReportedDoc, Sample
+from central.store.compliance import compliance
 
 DEV = "gw-1"
 
@@ -24,8 +25,8 @@ def sample(
     return Sample(DEV, sid, seq, ts, historical, boot, clients, 10.0, mem, temp, disk, "0.1", "{}")
 
 
-def fleet() -> Fleet:
-    return Fleet(Rules(offline_after_s=600, temp_c=80, disk_pct=90, mem_pct=90))
+def fleet() -> FleetState:
+    return FleetState(Rules(offline_after_s=600, temp_c=80, disk_pct=90, mem_pct=90))
 
 
 def test_live_sample_sets_current_state_and_online() -> None:
@@ -133,7 +134,13 @@ def test_threshold_alerts_open_and_close() -> None:
 
 
 def report(state: str, versions: dict[str, int], error: str | None = None) -> ReportedDoc:
-    return ReportedDoc(DEV, 1, "gw", versions, state, error, None, 1.0, "{}")
+    return ReportedDoc(
+        DEV,
+        ConfigReported.model_construct(
+            version=1, source="gw", versions=versions, state=state, error=error, hash=None, ts=1.0
+        ),
+        "{}",
+    )
 
 
 def test_config_alerts() -> None:
@@ -189,7 +196,7 @@ def test_a_future_stamped_sample_is_never_current_and_opens_a_clock_alert() -> N
 
 
 def test_the_tolerance_is_a_rule() -> None:
-    f = Fleet(Rules(future_s=60))
+    f = FleetState(Rules(future_s=60))
     assert f.apply_live(sample(1, 1060.0), now=1000) == "current"  # exactly at the edge
     assert f.apply_live(sample(2, 1060.5), now=1000) == "future"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.protocol import ConfigReported
 from central.store.base import (
     AlertChange,
     DesiredDoc,
@@ -168,7 +169,7 @@ def test_compliance_from_stored_docs(fleet_store: SqliteStore) -> None:
     fleet_store.write(
         WriteBatch(
             desired=[DesiredDoc("group/jkt", 3, '{"version":3}', 1.0)],
-            reported=[ReportedDoc("gw-a", 3, "group/jkt", {"group/jkt": 3}, "applied", None, "h", 1.0, "{}")],
+            reported=[ReportedDoc("gw-a", ConfigReported.model_construct(version=3, source="group/jkt", versions={"group/jkt": 3}, state="applied", error=None, hash="h", ts=1.0), "{}")],
         )
     )  # fmt: skip
     rows = {r.device: r for r in fleet_store.compliance()}
@@ -178,7 +179,13 @@ def test_compliance_from_stored_docs(fleet_store: SqliteStore) -> None:
 
 def test_a_failed_batch_writes_nothing(store: SqliteStore) -> None:
     # state is NOT NULL: a statement after the samples fails.
-    report = ReportedDoc("d", 1, "gw", {}, None, None, None, None, "{}")  # type: ignore[arg-type]
+    report = ReportedDoc(
+        "d",
+        ConfigReported.model_construct(
+            version=1, source="gw", versions={}, state=None, error=None, hash=None, ts=None
+        ),
+        "{}",
+    )  # type: ignore[arg-type]
     bad = WriteBatch(samples=[s("d", 1, NOW)], reported=[report])
     with pytest.raises(sqlite3.IntegrityError):
         store.write(bad)

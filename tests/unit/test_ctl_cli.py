@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.remote.signing import public_key_text
+from agent.protocol.signing import public_key_text
 from central.ctl import cli as ctl
 from central.sim.localbroker import free_port
 

@@ -58,7 +58,7 @@ def test_group_membership_only_from_lists_and_mappings(
         assert (isinstance(st_groups, list) and "jkt" in st_groups) or (
             isinstance(versions, dict) and "group/jkt" in versions
         )
-    fleet = ctl.Fleet(statuses=statuses, reports=reports)
+    fleet = ctl.RetainedFleet(statuses=statuses, reports=reports)
     seen = fleet.seen_version(list(reports), "group/jkt")
     assert seen is None or (isinstance(seen, int) and not isinstance(seen, bool))
 

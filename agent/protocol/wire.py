@@ -1,12 +1,11 @@
-"""Topics and wire models: the single source of truth for what travels over MQTT.
+"""The wire models: every payload that travels over MQTT, and its encoding.
 
-Central imports this module; ``docs/protocol.md`` embeds the JSON Schema generated from these
-models, and a test fails when the two drift apart.
+``docs/protocol.md`` embeds the JSON Schema generated from these models
+(``scripts/gen_protocol_docs.py``), and a test fails when the two drift apart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
@@ -32,52 +31,6 @@ Number = Annotated[float, Field(strict=True)]
 Percent = Annotated[float, Field(strict=True, ge=0, le=100)]
 #: UNIX seconds, 0 to WIRE_TS_MAX.
 Timestamp = Annotated[float, Field(strict=True, ge=0, le=WIRE_TS_MAX)]
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topics of one gateway; ``prefix`` and ``device`` are already validated topic-safe."""
-
-    prefix: str
-    device: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/gw/{self.device}"
-
-    @property
-    def telemetry(self) -> str:
-        return f"{self.base}/telemetry"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def telemetry_batch(self) -> str:
-        return f"{self.base}/telemetry/batch"
-
-    @property
-    def config_desired(self) -> str:
-        return f"{self.base}/config/desired"
-
-    @property
-    def config_reported(self) -> str:
-        return f"{self.base}/config/reported"
-
-    @property
-    def cmd(self) -> str:
-        return f"{self.base}/cmd"
-
-    @property
-    def cmd_result(self) -> str:
-        return f"{self.base}/cmd/result"
-
-    def group_config_desired(self, group: str) -> str:
-        return f"{self.prefix}/group/{group}/config/desired"
-
-    def group_cmd(self, group: str) -> str:
-        return f"{self.prefix}/group/{group}/cmd"
 
 
 class Wire(BaseModel):
