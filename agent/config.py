@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 # The sections central shares are defined once, in the protocol; re-exported for agent code.
 from agent.protocol.overlay import deep_merge as deep_merge  # noqa: PLC0414
 from agent.protocol.settings import ConfigError as ConfigError  # noqa: PLC0414
-from agent.protocol.settings import MqttConnection, Section
+from agent.protocol.settings import LogConfig, MqttConnection, Section
 from agent.protocol.settings import TlsConfig as TlsConfig  # noqa: PLC0414
 from agent.protocol.settings import (
     format_validation_error as format_validation_error,  # noqa: PLC0414
@@ -142,10 +142,6 @@ class SecurityConfig(Section):
         if self.require_signature and not self.trusted_keys:
             raise ValueError("require_signature: needs at least one key in trusted_keys")
         return self
-
-
-class LogConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class AgentConfig(Section):

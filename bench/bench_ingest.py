@@ -103,7 +103,7 @@ def child_ceiling(port: int, messages: int, phase: str) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from central.ingest.consumer import subscriptions
+    from central.ingest.decode import subscriptions
 
     core = pin()
     done = threading.Event()

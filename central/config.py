@@ -13,7 +13,13 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from agent.protocol.settings import ConfigError, MqttConnection, Section, format_validation_error
+from agent.protocol.settings import (
+    ConfigError,
+    LogConfig,
+    MqttConnection,
+    Section,
+    format_validation_error,
+)
 from agent.protocol.topics import TopicName
 
 
@@ -21,7 +27,7 @@ def _default_client_id() -> str:
     return f"titik-central-{socket.gethostname()}"[:64]
 
 
-class MqttConfig(MqttConnection):
+class CentralMqttConfig(MqttConnection):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     protocol: Literal["5"] = Field(
         default="5", description="MQTT 5 only: shared subscriptions and session expiry"
@@ -84,12 +90,8 @@ class HttpConfig(Section):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
-class LogConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
 class CentralConfig(Section):
-    mqtt: MqttConfig
+    mqtt: CentralMqttConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)

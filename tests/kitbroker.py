@@ -34,7 +34,7 @@ PREFIX = "titik"
 
 
 @dataclass
-class Kit:
+class RunningKit:
     dir: Path
     cert_port: int
     password_port: int
@@ -102,7 +102,7 @@ def init_kit(root: Path) -> tuple[Path, int, int, Path]:
 
 
 @contextlib.contextmanager
-def running(d: Path, cert_port: int, password_port: int, log: Path) -> Iterator[Kit]:
+def running(d: Path, cert_port: int, password_port: int, log: Path) -> Iterator[RunningKit]:
     """Mosquitto with the kit's generated mosquitto.conf, until the block ends."""
     proc = subprocess.Popen(
         [find_mosquitto(), "-c", str(d / "mosquitto.conf")],
@@ -117,7 +117,7 @@ def running(d: Path, cert_port: int, password_port: int, log: Path) -> Iterator[
             return accepting(cert_port) and accepting(password_port)
 
         wait_until(up, 10, "mosquitto with the generated config")
-        yield Kit(d, cert_port, password_port, proc, log)
+        yield RunningKit(d, cert_port, password_port, proc, log)
     finally:
         proc.terminate()
         try:
@@ -132,7 +132,7 @@ class Client:
 
     def __init__(
         self,
-        kit: Kit,
+        kit: RunningKit,
         ident: str | None,
         *,
         cert: bool = False,
@@ -222,7 +222,7 @@ class Client:
 
 
 @contextlib.contextmanager
-def connected(kit: Kit, ident: str, **kw: Any) -> Iterator[Client]:
+def connected(kit: RunningKit, ident: str, **kw: Any) -> Iterator[Client]:
     c = Client(kit, ident, **kw)
     try:
         rc = c.connect()

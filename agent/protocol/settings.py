@@ -1,4 +1,4 @@
-"""Config sections both sides share, defined once: the broker connection and its TLS.
+"""Config sections both sides share, defined once: the broker connection, its TLS, the log.
 
 ``agent.toml``'s ``[mqtt]`` and ``central.toml``'s ``[mqtt]`` extend :class:`MqttConnection`
 with what only they have (the agent's reconnect window, central's session and share group).
@@ -9,6 +9,7 @@ each, the same on both sides, and :class:`ConfigError` carries them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -28,6 +29,10 @@ class TlsConfig(Section):
     cert: Path | None = Field(default=None, description="Client certificate (PEM)")
     key: Path | None = Field(default=None, description="Client private key (PEM)")
     insecure: bool = Field(default=False, description="Skip hostname verification (tests only)")
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class MqttConnection(Section):

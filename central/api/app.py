@@ -50,9 +50,9 @@ SORT_FIELDS: dict[str, str] = {
     "online": "online",
     "last_seen": "last_seen",
     "clients": "clients",
-    "cpu_pct": "cpu",
-    "mem_used_pct": "mem",
-    "temp_c": "temp",
+    "cpu_pct": "cpu_pct",
+    "mem_used_pct": "mem_used_pct",
+    "temp_c": "temp_c",
 }
 #: Sorts the store does in SQL (contract value -> store key); the others are sorted here.
 STORE_SORTS = {
@@ -271,10 +271,10 @@ def _item(d: DeviceState, compliant: bool) -> DeviceItem:
         online=d.online,
         last_seen=d.last_seen,
         clients=d.clients,
-        cpu_pct=d.cpu,
-        mem_used_pct=d.mem,
-        temp_c=d.temp,
-        disk_used_pct=d.disk,
+        cpu_pct=d.cpu_pct,
+        mem_used_pct=d.mem_used_pct,
+        temp_c=d.temp_c,
+        disk_used_pct=d.disk_used_pct,
         version=d.version,
         compliant=compliant,
         offline_since=d.offline_since,
@@ -458,19 +458,8 @@ class Api:
         points = self.store.history(device, since, until)
         return HistoryOut(
             resolution="raw" if raw else "5m",
-            points=[
-                HistoryPointOut(
-                    ts=p.ts,
-                    clients=p.clients,
-                    cpu_pct=p.cpu,
-                    mem_used_pct=p.mem,
-                    temp_c=p.temp,
-                    disk_used_pct=p.disk,
-                    clients_max=p.clients_max,
-                    count=p.count,
-                )
-                for p in points
-            ],
+            # The store's names are the API's (and the wire's), so a point is read as it is.
+            points=[HistoryPointOut.model_validate(p, from_attributes=True) for p in points],
         )
 
     def alerts(self, open_: bool | None) -> AlertsOut:
@@ -496,18 +485,7 @@ class Api:
         return ComplianceOut(
             total=len(rows),
             compliant=sum(r.compliant for r in rows),
-            items=[
-                ComplianceItem(
-                    device=r.device,
-                    compliant=r.compliant,
-                    desired=r.desired,
-                    reported=r.reported,
-                    state=r.state,
-                    error=r.error,
-                    missing=r.missing,
-                )
-                for r in rows
-            ],
+            items=[ComplianceItem.model_validate(r, from_attributes=True) for r in rows],
         )
 
     def quarantine(

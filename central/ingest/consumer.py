@@ -27,19 +27,28 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ValidationError
 
 from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch, topics
 from agent.protocol.client import client_for
-from agent.protocol.topics import TOPIC_SAFE
 from central.config import CentralConfig
+from central.ingest.decode import (
+    Built,
+    Incoming,
+    QuarantinedMessage,
+    QuarantineLimit,
+    clean_text,
+    parse_topic,
+    subscriptions,
+    to_sample,
+    validate_payload,
+)
 from central.ingest.fleet import LIVE_OUTCOMES, FleetState, Rules
 from central.store.base import (
     AlertChange,
@@ -54,18 +63,14 @@ from central.store.base import (
     WriteResult,
 )
 
-log = logging.getLogger("titik.central.ingest.consumer")
+log = logging.getLogger("titik.central.ingest")
 
-#: Why a message was quarantined, each counted in :attr:`IngestStats.bad`: larger than
-#: ``ingest.max_payload_bytes``; not JSON (or not UTF-8); not valid against its wire model
-#: (a missing field, a string where a number belongs, a number out of range, NaN); the
-#: payload names another gateway than its topic; a topic central does not take; the store
+
 #: refused it although it passed the model; central failed on it (a bug, kept for replay).
 BAD_REASONS = ("oversized", "json", "schema", "device_mismatch", "topic", "store", "internal")
 #: Messages taken, by kind (``cleared``: an empty retained payload).
 KINDS = ("telemetry", "batch", "status", "reported", "desired", "group_desired", "cleared")
 #: Quarantine rows kept per gateway (or topic) per minute; the rest are counted only.
-QUARANTINE_PER_SOURCE = 10
 LOG_EVERY_S = 60.0
 CHECK_EVERY_S = 1.0
 #: Device rows changed only by live samples are written this often (not per batch).
@@ -120,159 +125,6 @@ class IngestStats:
         self.lag_sum += lag
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int
-
-
-class BadInput(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-@functools.lru_cache(maxsize=65536)
-def _topic_safe(name: str) -> bool:
-    # Cached: the same few thousand gateway ids come again and again (a regex match per
-    # message cost ~0.4 us, a cache hit ~0.1 us); bounded, as names come from the network.
-    return TOPIC_SAFE.fullmatch(name) is not None
-
-
-def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired
-    (``agent.protocol.topics.KINDS``); None unless the name is a device id or group name
-    (``TOPIC_SAFE``)."""
-    parts = topics.parse_topic(prefix, topic)
-    if parts is None:
-        return None
-    level, name, leaf = parts
-    kind = topics.KINDS.get((level, leaf))
-    return (kind, name) if kind and _topic_safe(name) else None
-
-
-def subscriptions(prefix: str, group: str) -> list[str]:
-    """The consumer's topic filters; an empty ``group`` means plain (not shared) subscriptions.
-
-    Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after a
-    broker restart, messages published before central subscribes again are lost. Plain
-    subscriptions of a persistent session are restored, so a single instance loses nothing
-    (docs/central.md, "Known limits").
-    """
-    filters = [
-        topics.gw_topic(prefix, "+", leaf)
-        if level == topics.GW
-        else topics.group_filter(prefix, leaf)
-        for level, leaf in topics.KINDS
-    ]
-    return [topics.shared(group, f) for f in filters]
-
-
-def to_sample(t: Telemetry, raw: str, *, historical: bool) -> Sample:
-    h = t.health
-    return Sample(
-        device=t.device,
-        sid=t.sid,
-        seq=t.seq,
-        ts=t.ts,
-        historical=historical,
-        boot=t.boot,
-        clients=t.clients.total if t.clients else None,
-        cpu=h.cpu_pct if h else None,
-        mem=h.mem_used_pct if h else None,
-        temp=h.temp_c if h else None,
-        disk=h.disk_used_pct if h else None,
-        version=t.agent.version,
-        raw=raw,
-    )
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validate(model: type[M], payload: bytes) -> M:
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError as exc:
-        errs = exc.errors(include_url=False, include_input=False)
-        if errs and errs[0]["type"] == "json_invalid":
-            raise BadInput("json", f"not JSON: {errs[0]['msg']}") from None
-        if not errs:
-            raise BadInput("schema", str(exc)) from None
-        loc = ".".join(str(p) for p in errs[0]["loc"]) or "(document)"
-        raise BadInput("schema", f"{loc}: {errs[0]['msg']}") from None
-
-
-def _clean(text: str, limit: int = 1000) -> str:
-    """Text the store can hold: no lone surrogates, at most ``limit`` characters."""
-    return text.encode("utf-8", "backslashreplace").decode()[:limit]
-
-
-@dataclass(slots=True)
-class Built:
-    """A batch and which message each of its rows came from.
-
-    Messages' samples follow one another: ``ends[i]`` is the end of message ``i``'s in
-    ``batch.samples``. Desired documents, reports and quarantine rows are rare, so each is
-    tagged with its message (``desired_of`` and so on). Only a failed batch looks at these.
-    """
-
-    batch: WriteBatch
-    msgs: Sequence[Incoming]
-    ends: list[int] = field(default_factory=list)
-    desired_of: list[int] = field(default_factory=list)
-    reported_of: list[int] = field(default_factory=list)
-    quarantined_of: list[int] = field(default_factory=list)
-
-    def part(self, lo: int, hi: int) -> WriteBatch:
-        """The rows of messages ``lo`` to ``hi - 1`` (no device rows or alert changes)."""
-        b = self.batch
-        return WriteBatch(
-            samples=b.samples[self.ends[lo - 1] if lo else 0 : self.ends[hi - 1]],
-            desired=[r for r, i in zip(b.desired, self.desired_of, strict=True) if lo <= i < hi],
-            reported=[r for r, i in zip(b.reported, self.reported_of, strict=True) if lo <= i < hi],
-            quarantined=[
-                r for r, i in zip(b.quarantined, self.quarantined_of, strict=True) if lo <= i < hi
-            ],
-        )
-
-    def kind(self, i: int, prefix: str) -> str | None:
-        """What message ``i`` was taken as (``KINDS``); None if it was quarantined."""
-        if i in self.quarantined_of:
-            return None
-        m = self.msgs[i]
-        where = parse_topic(prefix, m.topic)
-        if where is None:
-            return None
-        return where[0] if m.payload or where[0] in ("telemetry", "batch") else "cleared"
-
-
-class QuarantineLimit:
-    """At most ``per_minute`` rows in all and ``QUARANTINE_PER_SOURCE`` per source in each
-    minute (a fixed window): a gateway that sends nothing but garbage can neither fill the
-    disk nor crowd out the others' rows. Every bad message is counted either way."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._window = -1
-        self._total = 0
-        self._by_source: dict[str, int] = {}
-
-    def allow(self, source: str, now: float) -> bool:
-        window = int(now // 60)
-        if window != self._window:
-            self._window, self._total, self._by_source = window, 0, {}
-        n = self._by_source.get(source, 0)
-        if self._total >= self.per_minute or n >= QUARANTINE_PER_SOURCE:
-            return False
-        self._by_source[source] = n + 1
-        self._total += 1
-        return True
-
-
 class Processor:
     """Turns messages into a :class:`WriteBatch` and fleet changes; no I/O."""
 
@@ -307,13 +159,15 @@ class Processor:
             where = parse_topic(self.prefix, m.topic)
             try:
                 if where is None:
-                    raise BadInput(
+                    raise QuarantinedMessage(
                         "topic",
                         "not a topic central takes (or its device/group id is not 1-64 "
                         "letters, digits, '.', '_' or '-')",
                     )
                 if len(m.payload) > self.max_payload:
-                    raise BadInput("oversized", f"{len(m.payload)} bytes > {self.max_payload}")
+                    raise QuarantinedMessage(
+                        "oversized", f"{len(m.payload)} bytes > {self.max_payload}"
+                    )
                 accepted[self._one(where[0], where[1], m.payload, now, built, i)] += 1
             except Exception as exc:
                 # Whatever the message appended goes; the message itself is quarantined.
@@ -321,7 +175,7 @@ class Processor:
                 for rows, of in ((batch.desired, built.desired_of), (batch.reported, built.reported_of)):  # fmt: skip
                     if of and of[-1] == i:
                         del rows[-1], of[-1]
-                bad = exc if isinstance(exc, BadInput) else self._internal(exc, m.topic)
+                bad = exc if isinstance(exc, QuarantinedMessage) else self._internal(exc, m.topic)
                 self.quarantine(built, i, where, bad, now)
             ends.append(len(batch.samples))
         if flush_devices or self.urgent or self.fleet.changes:
@@ -332,7 +186,12 @@ class Processor:
         return built
 
     def quarantine(
-        self, built: Built, i: int, where: tuple[str, str] | None, bad: BadInput, now: float
+        self,
+        built: Built,
+        i: int,
+        where: tuple[str, str] | None,
+        bad: QuarantinedMessage,
+        now: float,
     ) -> None:
         """Count message ``i`` as bad, log it (once a minute per source) and, within the rate
         limit, keep it in the batch's quarantine rows."""
@@ -356,9 +215,9 @@ class Processor:
         return Quarantined(
             at=now,
             reason=reason,
-            topic=_clean(topic, 2000),
-            device=_clean(device, 200) if device is not None else None,
-            detail=_clean(detail),
+            topic=clean_text(topic, 2000),
+            device=clean_text(device, 200) if device is not None else None,
+            detail=clean_text(detail),
             payload=payload[: self.keep_bytes],
             size=len(payload),
         )
@@ -367,17 +226,19 @@ class Processor:
         """Validate and apply message ``i``; return what it was taken as (``KINDS``)."""
         batch = built.batch
         if kind == "telemetry":
-            t = _validate(Telemetry, payload)
+            t = validate_payload(Telemetry, payload)
             if t.device != name:
-                raise BadInput("device_mismatch", f"device {t.device!r} in payload")
+                raise QuarantinedMessage("device_mismatch", f"device {t.device!r} in payload")
             s = to_sample(t, payload.decode(), historical=False)
             batch.samples.append(s)
             self.stats.live[self.fleet.apply_live(s, now)] += 1
         elif kind == "batch":
-            b = _validate(TelemetryBatch, payload)
+            b = validate_payload(TelemetryBatch, payload)
             wrong = [r.device for r in b.records if r.device != name]
             if b.device != name or wrong:
-                raise BadInput("device_mismatch", f"device {(wrong or [b.device])[0]!r} in payload")
+                raise QuarantinedMessage(
+                    "device_mismatch", f"device {(wrong or [b.device])[0]!r} in payload"
+                )
             for rec in b.records:
                 s = to_sample(rec, rec.model_dump_json(), historical=True)
                 batch.samples.append(s)
@@ -385,14 +246,14 @@ class Processor:
         elif kind == "status":
             if not payload:
                 return "cleared"  # a cleared retained status
-            st = _validate(Status, payload)
+            st = validate_payload(Status, payload)
             if not self.fleet.apply_status(name, st, now):
                 self.stats.stale_status += 1
             self.urgent = True
         elif kind == "reported":
             if not payload:
                 return "cleared"
-            r = _validate(ConfigReported, payload)
+            r = validate_payload(ConfigReported, payload)
             doc = ReportedDoc(device=name, report=r, doc=payload.decode())
             batch.reported.append(doc)
             built.reported_of.append(i)
@@ -404,28 +265,28 @@ class Processor:
                 batch.desired.append(DesiredDoc(target, None, "", now))
                 built.desired_of.append(i)
                 return "cleared"
-            version = _validate(ConfigDesired, payload).version
+            version = validate_payload(ConfigDesired, payload).version
             batch.desired.append(DesiredDoc(target, version, payload.decode(), now))
             built.desired_of.append(i)
         return kind
 
-    def _internal(self, exc: Exception, topic: str) -> BadInput:
+    def _internal(self, exc: Exception, topic: str) -> QuarantinedMessage:
         """An exception no rule names: a bug in central. Its traceback is logged (once a
         minute per exception type) and the message quarantined, for a replay once fixed."""
         key = f"internal:{type(exc).__name__}"
         now = time.monotonic()
         if now - self._last_log.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._last_log[key] = now
-            log.error("failed on a message on %s; quarantined", _clean(topic), exc_info=exc)
-        return BadInput("internal", f"{type(exc).__name__}: {exc}")
+            log.error("failed on a message on %s; quarantined", clean_text(topic), exc_info=exc)
+        return QuarantinedMessage("internal", f"{type(exc).__name__}: {exc}")
 
-    def _log_bad(self, name: str, topic: str, bad: BadInput) -> None:
+    def _log_bad(self, name: str, topic: str, bad: QuarantinedMessage) -> None:
         now = time.monotonic()
         if len(self._last_log) > 10_000:  # names come from the network: keep the map small
             self._last_log = {k: t for k, t in self._last_log.items() if now - t < LOG_EVERY_S}
         if now - self._last_log.get(name, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._last_log[name] = now
-            log.warning("quarantined a message on %s (%s): %s", _clean(topic), bad.reason, bad)
+            log.warning("quarantined a message on %s (%s): %s", clean_text(topic), bad.reason, bad)
 
 
 class _Stopped(Exception):
@@ -690,7 +551,9 @@ class Consumer:
                 self.stats.accepted[kind] -= 1
             self.stats.bad["store"] += 1
             detail = f"{type(err).__name__}: {err}"
-            log.error("the store refused a message on %s; quarantined: %s", _clean(m.topic), detail)
+            log.error(
+                "the store refused a message on %s; quarantined: %s", clean_text(m.topic), detail
+            )
             where = parse_topic(self.processor.prefix, m.topic)
             device = where[1] if where and where[0] != "group_desired" else None
             rows.append(self.processor.row(m.topic, device, "store", detail, m.payload, now))

@@ -131,7 +131,8 @@ class FleetState:
         ):
             st.interval_s = s.ts - st.last_ts
         st.last_ts, st.sid, st.seq = s.ts, s.sid, s.seq
-        st.clients, st.cpu, st.mem, st.temp, st.disk = s.clients, s.cpu, s.mem, s.temp, s.disk
+        st.clients, st.cpu_pct, st.mem_used_pct = s.clients, s.cpu_pct, s.mem_used_pct
+        st.temp_c, st.disk_used_pct = s.temp_c, s.disk_used_pct
         st.version = s.version or st.version
         st.last_seen = now
         if (
@@ -250,9 +251,9 @@ class FleetState:
     def _thresholds(self, st: DeviceState, now: float) -> None:
         r = self.rules
         for kind, value, limit, unit in (
-            ("temp", st.temp, r.temp_c, "°C"),
-            ("disk", st.disk, r.disk_pct, "%"),
-            ("mem", st.mem, r.mem_pct, "%"),
+            ("temp", st.temp_c, r.temp_c, "°C"),
+            ("disk", st.disk_used_pct, r.disk_pct, "%"),
+            ("mem", st.mem_used_pct, r.mem_pct, "%"),
         ):
             if value is not None and value >= limit:
                 self._open(st.device, kind, now, f"{kind} {value:g}{unit} >= {limit:g}{unit}")

@@ -22,10 +22,10 @@ class Sample:
     historical: bool
     boot: int
     clients: int | None
-    cpu: float | None
-    mem: float | None
-    temp: float | None
-    disk: float | None
+    cpu_pct: float | None
+    mem_used_pct: float | None
+    temp_c: float | None
+    disk_used_pct: float | None
     version: str | None
     raw: str
 
@@ -50,10 +50,10 @@ class DeviceState:
     sid: str | None = None
     seq: int | None = None
     clients: int | None = None
-    cpu: float | None = None
-    mem: float | None = None
-    temp: float | None = None
-    disk: float | None = None
+    cpu_pct: float | None = None
+    mem_used_pct: float | None = None
+    temp_c: float | None = None
+    disk_used_pct: float | None = None
     version: str | None = None
     platform: str | None = None
     model: str | None = None
@@ -208,10 +208,10 @@ class HistoryPoint:
     count: int
     clients: float | None
     clients_max: int | None
-    cpu: float | None
-    mem: float | None
-    temp: float | None
-    disk: float | None
+    cpu_pct: float | None
+    mem_used_pct: float | None
+    temp_c: float | None
+    disk_used_pct: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     device TEXT NOT NULL, sid TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
-    historical INTEGER NOT NULL, clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL,
+    historical INTEGER NOT NULL, clients INTEGER, cpu_pct REAL, mem_used_pct REAL, temp_c REAL,
+    disk_used_pct REAL,
     raw TEXT NOT NULL,
     UNIQUE (device, sid, seq)
 );
@@ -52,15 +53,17 @@ CREATE TABLE IF NOT EXISTS devices (
     device TEXT PRIMARY KEY, site TEXT, region TEXT, lat REAL, lon REAL,
     groups TEXT NOT NULL DEFAULT '[]', online INTEGER NOT NULL DEFAULT 0,
     boot INTEGER NOT NULL DEFAULT 0, last_seen REAL, last_ts REAL, sid TEXT, seq INTEGER,
-    clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL, version TEXT, platform TEXT,
+    clients INTEGER, cpu_pct REAL, mem_used_pct REAL, temp_c REAL, disk_used_pct REAL,
+    version TEXT, platform TEXT,
     model TEXT, interval_s REAL NOT NULL DEFAULT 60, offline_since REAL, offline_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS devices_region ON devices (region);
 CREATE TABLE IF NOT EXISTS rollups_5m (
     device TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
     sum_clients INTEGER NOT NULL, n_clients INTEGER NOT NULL, max_clients INTEGER,
-    sum_cpu REAL NOT NULL, n_cpu INTEGER NOT NULL, sum_mem REAL NOT NULL, n_mem INTEGER NOT NULL,
-    sum_disk REAL NOT NULL, n_disk INTEGER NOT NULL, max_temp REAL,
+    sum_cpu_pct REAL NOT NULL, n_cpu_pct INTEGER NOT NULL,
+    sum_mem_used_pct REAL NOT NULL, n_mem_used_pct INTEGER NOT NULL,
+    sum_disk_used_pct REAL NOT NULL, n_disk_used_pct INTEGER NOT NULL, max_temp_c REAL,
     PRIMARY KEY (device, bucket)
 );
 CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups_5m (bucket);
@@ -101,9 +104,44 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in UNAVAILABLE_CODES
 
 
+#: Columns named before issue 17, when the store shortened the wire's names (``cpu_pct`` was
+#: ``cpu``): renamed in place when an older database is opened, so the names are the same from
+#: collector to wire to store to API.
+LEGACY_COLUMNS = {
+    "samples": {"cpu": "cpu_pct", "mem": "mem_used_pct", "temp": "temp_c", "disk": "disk_used_pct"},
+    "devices": {"cpu": "cpu_pct", "mem": "mem_used_pct", "temp": "temp_c", "disk": "disk_used_pct"},
+    "rollups_5m": {
+        "sum_cpu": "sum_cpu_pct", "n_cpu": "n_cpu_pct", "sum_mem": "sum_mem_used_pct",
+        "n_mem": "n_mem_used_pct", "sum_disk": "sum_disk_used_pct",
+        "n_disk": "n_disk_used_pct", "max_temp": "max_temp_c",
+    },
+}  # fmt: skip
+
+
+def rename_legacy_columns(conn: sqlite3.Connection) -> None:
+    """Rename the columns of :data:`LEGACY_COLUMNS` in a database made before issue 17
+    (``ALTER TABLE ... RENAME COLUMN``, SQLite 3.25+, which also updates indexes); one
+    transaction, so a crash leaves either the old names or the new."""
+    renames = []
+    for table, cols in LEGACY_COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        renames += [(table, old, new) for old, new in cols.items() if old in have]
+    if not renames:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, old, new in renames:
+            conn.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 DEVICE_COLS = (
     "device", "site", "region", "lat", "lon", "groups", "online", "boot", "last_seen",
-    "last_ts", "sid", "seq", "clients", "cpu", "mem", "temp", "disk", "version", "platform",
+    "last_ts", "sid", "seq", "clients", "cpu_pct", "mem_used_pct", "temp_c", "disk_used_pct",
+    "version", "platform",
     "model", "interval_s", "offline_since", "offline_reason",
 )  # fmt: skip
 _PLACEHOLDERS = ", ".join("?" * len(DEVICE_COLS))
@@ -116,7 +154,8 @@ _ROLLUP_NEW = f"""
 INSERT INTO rollups_5m
 SELECT device, CAST(ts / {BUCKET_S} AS INTEGER) * {BUCKET_S}, count(*),
        total(clients), count(clients), max(clients),
-       total(cpu), count(cpu), total(mem), count(mem), total(disk), count(disk), max(temp)
+       total(cpu_pct), count(cpu_pct), total(mem_used_pct), count(mem_used_pct),
+       total(disk_used_pct), count(disk_used_pct), max(temp_c)
 FROM samples WHERE id > ? AND id <= ? GROUP BY 1, 2
 ON CONFLICT (device, bucket) DO UPDATE SET
   count = count + excluded.count,
@@ -124,10 +163,13 @@ ON CONFLICT (device, bucket) DO UPDATE SET
   n_clients = n_clients + excluded.n_clients,
   max_clients = max(coalesce(max_clients, excluded.max_clients),
                     coalesce(excluded.max_clients, max_clients)),
-  sum_cpu = sum_cpu + excluded.sum_cpu, n_cpu = n_cpu + excluded.n_cpu,
-  sum_mem = sum_mem + excluded.sum_mem, n_mem = n_mem + excluded.n_mem,
-  sum_disk = sum_disk + excluded.sum_disk, n_disk = n_disk + excluded.n_disk,
-  max_temp = max(coalesce(max_temp, excluded.max_temp), coalesce(excluded.max_temp, max_temp))
+  sum_cpu_pct = sum_cpu_pct + excluded.sum_cpu_pct, n_cpu_pct = n_cpu_pct + excluded.n_cpu_pct,
+  sum_mem_used_pct = sum_mem_used_pct + excluded.sum_mem_used_pct,
+  n_mem_used_pct = n_mem_used_pct + excluded.n_mem_used_pct,
+  sum_disk_used_pct = sum_disk_used_pct + excluded.sum_disk_used_pct,
+  n_disk_used_pct = n_disk_used_pct + excluded.n_disk_used_pct,
+  max_temp_c = max(coalesce(max_temp_c, excluded.max_temp_c),
+                   coalesce(excluded.max_temp_c, max_temp_c))
 """  # noqa: S608 - constants only
 #: No device id or config target can contain "/" (they are one topic level each).
 _PROBE = "/probe"
@@ -182,6 +224,7 @@ class SqliteStore:
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._w = self._connect()
+        rename_legacy_columns(self._w)
         self._w.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
@@ -225,10 +268,10 @@ class SqliteStore:
             if batch.samples:
                 stored = w.executemany(
                     "INSERT OR IGNORE INTO samples (device, sid, seq, ts, historical, clients, "
-                    "cpu, mem, temp, disk, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "cpu_pct, mem_used_pct, temp_c, disk_used_pct, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (s.device, s.sid, s.seq, s.ts, s.historical, s.clients,
-                         s.cpu, s.mem, s.temp, s.disk, s.raw)
+                         s.cpu_pct, s.mem_used_pct, s.temp_c, s.disk_used_pct, s.raw)
                         for s in batch.samples
                     ],
                 ).rowcount  # fmt: skip
@@ -285,8 +328,8 @@ class SqliteStore:
             w.execute("BEGIN IMMEDIATE")
             try:
                 w.execute(
-                    "INSERT INTO samples (device, sid, seq, ts, historical, clients, cpu, mem, "
-                    "temp, disk, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO samples (device, sid, seq, ts, historical, clients, cpu_pct, "
+                    "mem_used_pct, temp_c, disk_used_pct, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     _PROBE_SAMPLE,
                 )
                 w.execute(_UPSERT_DEVICE, _device_row(DeviceState(device=_PROBE)))
@@ -432,13 +475,13 @@ class SqliteStore:
         conn = self._r()
         if since >= self.clock() - self.raw_days * DAY_S:
             rows = conn.execute(
-                "SELECT ts, clients, cpu, mem, temp, disk FROM samples "
+                "SELECT ts, clients, cpu_pct, mem_used_pct, temp_c, disk_used_pct FROM samples "
                 "WHERE device = ? AND ts >= ? AND ts < ? ORDER BY ts, seq",
                 (device, since, until),
             )
             return [
-                HistoryPoint(r["ts"], 1, r["clients"], r["clients"], r["cpu"], r["mem"],
-                             r["temp"], r["disk"])
+                HistoryPoint(r["ts"], 1, r["clients"], r["clients"], r["cpu_pct"],
+                             r["mem_used_pct"], r["temp_c"], r["disk_used_pct"])
                 for r in rows
             ]  # fmt: skip
         rows = conn.execute(
@@ -451,10 +494,14 @@ class SqliteStore:
                 count=r["count"],
                 clients=r["sum_clients"] / r["n_clients"] if r["n_clients"] else None,
                 clients_max=r["max_clients"],
-                cpu=r["sum_cpu"] / r["n_cpu"] if r["n_cpu"] else None,
-                mem=r["sum_mem"] / r["n_mem"] if r["n_mem"] else None,
-                temp=r["max_temp"],
-                disk=r["sum_disk"] / r["n_disk"] if r["n_disk"] else None,
+                cpu_pct=r["sum_cpu_pct"] / r["n_cpu_pct"] if r["n_cpu_pct"] else None,
+                mem_used_pct=(
+                    r["sum_mem_used_pct"] / r["n_mem_used_pct"] if r["n_mem_used_pct"] else None
+                ),
+                temp_c=r["max_temp_c"],
+                disk_used_pct=(
+                    r["sum_disk_used_pct"] / r["n_disk_used_pct"] if r["n_disk_used_pct"] else None
+                ),
             )
             for r in rows
         ]

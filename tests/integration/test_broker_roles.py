@@ -15,7 +15,7 @@ one is sent: when the next message the observer gets is the marker published aft
 one, the refused one was delivered to nobody.
 
 The topic lists come from the programs themselves where they have one (central's
-``ingest.subscriptions``, titik-ctl's ``Link`` topics); the gateway's are in agent/protocol.py
+``ingest.subscriptions``, titik-ctl's ``BrokerSession`` topics); the gateway's are in agent/protocol/topics.py
 ``Topics``. The titik-ctl test runs the real CLI against a real agent through the kit.
 """
 
@@ -34,13 +34,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from central.ctl import cli as ctl
-from central.ingest.consumer import subscriptions
+from central.ctl import session
+from central.ingest.decode import subscriptions
 from central.sim.localbroker import wait_until
 from tests.agentproc import AgentProcess
 from tests.kitbroker import (
     PREFIX,
     Client,
-    Kit,
+    RunningKit,
     connected,
     gw,
     init_kit,
@@ -63,7 +64,7 @@ topic read #
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningKit]:
     d, cert_port, password_port, log = init_kit(tmp_path_factory.mktemp("roles"))
     b = ["broker"]
     titik_ctl(*b, "add-gateway", "--dir", str(d), "gw-a", "--group", "g1", "--cert")
@@ -108,7 +109,7 @@ class Observer:
 
 
 @pytest.fixture
-def obs(kit: Kit) -> Iterator[Observer]:
+def obs(kit: RunningKit) -> Iterator[Observer]:
     with connected(kit, "observer", password=kit.password("observer")) as c:
         yield Observer(c)
 
@@ -117,14 +118,14 @@ def granted(rcs: list[ReasonCode]) -> bool:
     return [rc.value for rc in rcs] == [GRANTED_QOS1] * len(rcs)
 
 
-def ops_client(kit: Kit, name: str = "ops") -> Client:
+def ops_client(kit: RunningKit, name: str = "ops") -> Client:
     return Client(kit, name, password=kit.password(name))
 
 
 # -- gateways ----------------------------------------------------------------------------
 
 
-def test_gateway_publishes_its_own_topics_and_nothing_else(kit: Kit, obs: Observer) -> None:
+def test_gateway_publishes_its_own_topics_and_nothing_else(kit: RunningKit, obs: Observer) -> None:
     with (
         connected(kit, "gw-a", cert=True) as a,
         connected(kit, "gw-b", password=kit.password("gw-b")) as b,
@@ -166,7 +167,7 @@ def test_gateway_publishes_its_own_topics_and_nothing_else(kit: Kit, obs: Observ
         obs.allowed(ops, gw("gw-b", "cmd"), b)
 
 
-def test_gateway_reads_its_own_and_its_groups_topics_only(kit: Kit, obs: Observer) -> None:
+def test_gateway_reads_its_own_and_its_groups_topics_only(kit: RunningKit, obs: Observer) -> None:
     with (
         connected(kit, "gw-a", cert=True) as a,
         connected(kit, "gw-a", cert=True) as snoop,  # the same stolen identity, second session
@@ -209,7 +210,7 @@ def test_gateway_reads_its_own_and_its_groups_topics_only(kit: Kit, obs: Observe
 
 
 def test_a_gateway_will_on_another_gateways_topic_is_never_published(
-    kit: Kit, obs: Observer
+    kit: RunningKit, obs: Observer
 ) -> None:
     """Mosquitto 2.0.11 accepts the CONNECT (CONNACK 0) and drops the Will when it would
     fire; a Will on its own status is delivered."""
@@ -234,7 +235,7 @@ def test_a_gateway_will_on_another_gateways_topic_is_never_published(
                 obs.allowed(a, gw("gw-a", "telemetry"), central)
 
 
-def test_mqtt_311_refused_publish_is_acked_and_dropped(kit: Kit, obs: Observer) -> None:
+def test_mqtt_311_refused_publish_is_acked_and_dropped(kit: RunningKit, obs: Observer) -> None:
     """MQTT 3.1.1 has no reason codes: the PUBACK looks like success, the message is dropped."""
     bundle = kit.bundle("gw-a")
     acks: dict[int, bool] = {}
@@ -258,7 +259,7 @@ def test_mqtt_311_refused_publish_is_acked_and_dropped(kit: Kit, obs: Observer) 
         v3.loop_stop()
 
 
-def test_certificate_identity_ignores_the_connect_user_name(kit: Kit, obs: Observer) -> None:
+def test_certificate_identity_ignores_the_connect_user_name(kit: RunningKit, obs: Observer) -> None:
     """On the certificate listener the CN is the user: gw-a's key with user name "central"
     in CONNECT gets gw-a's rights, not central's."""
     with (
@@ -283,7 +284,9 @@ def test_certificate_identity_ignores_the_connect_user_name(kit: Kit, obs: Obser
 
 
 @pytest.mark.parametrize("share_group", ["titik-central", ""], ids=["shared", "plain"])
-def test_central_receives_everything_it_stores(kit: Kit, obs: Observer, share_group: str) -> None:
+def test_central_receives_everything_it_stores(
+    kit: RunningKit, obs: Observer, share_group: str
+) -> None:
     """Every filter of ingest.subscriptions, as central subscribes (shared by default)."""
     with (
         connected(kit, "central", cert=True) as central,
@@ -301,7 +304,7 @@ def test_central_receives_everything_it_stores(kit: Kit, obs: Observer, share_gr
         obs.allowed(ops, f"{PREFIX}/group/g1/config/desired", central)
 
 
-def test_central_publishes_nothing(kit: Kit, obs: Observer) -> None:
+def test_central_publishes_nothing(kit: RunningKit, obs: Observer) -> None:
     with (
         connected(kit, "central", cert=True) as central,
         connected(kit, "gw-a", cert=True) as a,
@@ -314,7 +317,7 @@ def test_central_publishes_nothing(kit: Kit, obs: Observer) -> None:
         obs.allowed(a, gw("gw-a", "telemetry"), central)
 
 
-def test_central_reads_no_commands_results_or_ctl(kit: Kit, obs: Observer) -> None:
+def test_central_reads_no_commands_results_or_ctl(kit: RunningKit, obs: Observer) -> None:
     with (
         connected(kit, "central", cert=True) as central,
         connected(kit, "gw-a", cert=True) as a,
@@ -340,7 +343,7 @@ def test_central_reads_no_commands_results_or_ctl(kit: Kit, obs: Observer) -> No
 # -- operators ---------------------------------------------------------------------------
 
 
-def test_operator_configures_commands_and_reads_state(kit: Kit, obs: Observer) -> None:
+def test_operator_configures_commands_and_reads_state(kit: RunningKit, obs: Observer) -> None:
     ops = ops_client(kit)
     try:
         assert not ops.connect().is_failure
@@ -378,7 +381,9 @@ def test_operator_configures_commands_and_reads_state(kit: Kit, obs: Observer) -
         ops.close()
 
 
-def test_operator_cannot_pose_as_a_gateway_or_another_operator(kit: Kit, obs: Observer) -> None:
+def test_operator_cannot_pose_as_a_gateway_or_another_operator(
+    kit: RunningKit, obs: Observer
+) -> None:
     with (
         connected(kit, "ops", password=kit.password("ops")) as ops,
         connected(kit, "ops2", cert=True) as ops2,  # an operator on the certificate listener
@@ -396,7 +401,9 @@ def test_operator_cannot_pose_as_a_gateway_or_another_operator(kit: Kit, obs: Ob
         obs.allowed(ops2, gw("gw-a", "cmd"))  # the certificate operator's rights work too
 
 
-def test_operator_reads_no_telemetry_commands_or_other_operators(kit: Kit, obs: Observer) -> None:
+def test_operator_reads_no_telemetry_commands_or_other_operators(
+    kit: RunningKit, obs: Observer
+) -> None:
     with (
         connected(kit, "ops", password=kit.password("ops")) as ops,
         connected(kit, "ops2", cert=True) as ops2,
@@ -437,7 +444,7 @@ def test_titik_ctl_runs_on_the_operator_rights_alone(
         "broker", "add-gateway", "--dir", str(d), "gw-agent", "--group", "g1", "--cert",
         "--trusted-key", str(key),
     )  # fmt: skip
-    monkeypatch.setattr(ctl, "SNAPSHOT_QUIET_S", 600.0)
+    monkeypatch.setattr(session, "SNAPSHOT_QUIET_S", 600.0)
     with running(d, cert_port, password_port, log) as kit:
         bundle = kit.bundle("gw-agent")
         config = tmp_path / "agent.toml"

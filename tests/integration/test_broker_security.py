@@ -25,7 +25,7 @@ from tests.agentproc import AgentProcess
 from tests.kitbroker import (
     PREFIX,
     Client,
-    Kit,
+    RunningKit,
     cert_refused,
     connected,
     gw,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningKit]:
     d, cert_port, password_port, log = init_kit(tmp_path_factory.mktemp("kit"))
     b = ["broker"]
     titik_ctl(*b, "add-gateway", "--dir", str(d), "gw-a", "--group", "g1", "--cert")
@@ -55,7 +55,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
 # -- tests --------------------------------------------------------------------------------
 
 
-def test_gateway_cannot_touch_another_gateway_or_pose_as_operations(kit: Kit) -> None:
+def test_gateway_cannot_touch_another_gateway_or_pose_as_operations(kit: RunningKit) -> None:
     with (
         connected(kit, "gw-a", cert=True) as a,
         connected(kit, "gw-b", password=kit.password("gw-b")) as b,
@@ -119,7 +119,7 @@ def test_gateway_cannot_touch_another_gateway_or_pose_as_operations(kit: Kit) ->
         b.expect(gw("gw-b", "cmd"), "marker2")
 
 
-def test_operations_configure_and_command_gateways(kit: Kit) -> None:
+def test_operations_configure_and_command_gateways(kit: RunningKit) -> None:
     with (
         connected(kit, "gw-a", cert=True) as a,
         connected(kit, "ops", password=kit.password("ops")) as ops,
@@ -140,7 +140,7 @@ def test_operations_configure_and_command_gateways(kit: Kit) -> None:
         ops.publish(gw("gw-a", "config/desired"), "", retain=True)  # clear the retained doc
 
 
-def test_central_receives_every_gateway_through_a_shared_subscription(kit: Kit) -> None:
+def test_central_receives_every_gateway_through_a_shared_subscription(kit: RunningKit) -> None:
     share = f"$share/titik-central/{PREFIX}/gw/+/telemetry"
     with (
         connected(kit, "central", cert=True, clean=False) as central,
@@ -162,7 +162,7 @@ def test_central_receives_every_gateway_through_a_shared_subscription(kit: Kit) 
         central.expect(gw("gw-a", "telemetry"), "ta2")
 
 
-def test_anonymous_wrong_password_and_wrong_ca_are_refused(kit: Kit, tmp_path: Path) -> None:
+def test_anonymous_wrong_password_and_wrong_ca_are_refused(kit: RunningKit, tmp_path: Path) -> None:
     anon = Client(kit, None)
     try:
         assert anon.connect().value == 0x87  # password listener: Not authorized
@@ -192,7 +192,7 @@ def test_anonymous_wrong_password_and_wrong_ca_are_refused(kit: Kit, tmp_path: P
     assert cert_refused(forged, kit.cert_port)
 
 
-def test_agent_verifies_the_broker_hostname_by_default(kit: Kit) -> None:
+def test_agent_verifies_the_broker_hostname_by_default(kit: RunningKit) -> None:
     bundle = kit.bundle("gw-a")
     assert MqttConfig(host="x").tls.insecure is False
     cfg = MqttConfig.model_validate(
@@ -219,7 +219,7 @@ def test_agent_verifies_the_broker_hostname_by_default(kit: Kit) -> None:
     assert link.last_error is not None and "certificate" in link.last_error.lower(), link.last_error
 
 
-def test_agent_end_to_end_with_a_client_certificate(kit: Kit, tmp_path: Path) -> None:
+def test_agent_end_to_end_with_a_client_certificate(kit: RunningKit, tmp_path: Path) -> None:
     titik_ctl("broker", "add-gateway", "--dir", str(kit.dir), "gw-agent", "--group", "g1", "--cert")
     kit.reload()
     bundle = kit.bundle("gw-agent")
@@ -250,7 +250,7 @@ seed = 42
             agent.stop()
 
 
-def test_revoked_gateways_can_no_longer_connect(kit: Kit) -> None:
+def test_revoked_gateways_can_no_longer_connect(kit: RunningKit) -> None:
     pw = kit.password("gw-c")
     with connected(kit, "gw-c", password=pw), connected(kit, "gw-d", cert=True):
         pass
@@ -284,7 +284,7 @@ def test_revoked_gateways_can_no_longer_connect(kit: Kit) -> None:
 
 
 def test_titik_ctl_works_with_the_operator_role(
-    kit: Kit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    kit: RunningKit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TITIK_MQTT_PASSWORD", kit.password("ops"))
     base = [

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kitbroker import Kit, connected, gw, init_kit, running, titik_ctl
+from tests.kitbroker import RunningKit, connected, gw, init_kit, running, titik_ctl
 
 pytestmark = pytest.mark.broker
 
@@ -34,7 +34,7 @@ CONNACK_OK = bytes([0x20, 2, 0, 0])
 
 
 @dataclass(frozen=True)
-class Outcome:
+class HandshakeOutcome:
     kind: str  # "connack", "alert" (TLS alert in the handshake) or "closed" (no CONNACK)
     detail: str
 
@@ -44,8 +44,13 @@ class Outcome:
 
 
 def probe(
-    kit: Kit, version: ssl.TLSVersion, cert: Path | None, key: Path | None, *, connect: bool = True
-) -> Outcome:
+    kit: RunningKit,
+    version: ssl.TLSVersion,
+    cert: Path | None,
+    key: Path | None,
+    *,
+    connect: bool = True,
+) -> HandshakeOutcome:
     """Handshake with ``version``, then send CONNECT and read the CONNACK. With
     ``connect=False`` nothing is sent after the handshake and the broker's answer (a TLS 1.3
     alert) is read: a CONNECT sent into a connection the broker is closing would meet a TCP
@@ -62,13 +67,15 @@ def probe(
             if connect:
                 tls.sendall(CONNECT)
             got = tls.recv(4)
-            return Outcome("connack", got.hex()) if got else Outcome("closed", "EOF")
+            return (
+                HandshakeOutcome("connack", got.hex()) if got else HandshakeOutcome("closed", "EOF")
+            )
     except ssl.SSLError as exc:
         if exc.reason and "ALERT" in exc.reason:
-            return Outcome("alert", exc.reason)
-        return Outcome("closed", str(exc))
+            return HandshakeOutcome("alert", exc.reason)
+        return HandshakeOutcome("closed", str(exc))
     except (ConnectionResetError, BrokenPipeError, TimeoutError) as exc:
-        return Outcome("closed", type(exc).__name__)
+        return HandshakeOutcome("closed", type(exc).__name__)
 
 
 def files(bundle: Path) -> tuple[Path, Path]:
@@ -76,7 +83,7 @@ def files(bundle: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def kit(tmp_path: Path) -> Iterator[Kit]:
+def kit(tmp_path: Path) -> Iterator[RunningKit]:
     d, cert_port, password_port, log = init_kit(tmp_path)
     for dev in ("gw-x", "gw-y"):
         titik_ctl("broker", "add-gateway", "--dir", str(d), dev, "--cert")
@@ -85,7 +92,7 @@ def kit(tmp_path: Path) -> Iterator[Kit]:
         yield k
 
 
-def alerts(kit: Kit, cert: Path | None, key: Path | None) -> tuple[str, str]:
+def alerts(kit: RunningKit, cert: Path | None, key: Path | None) -> tuple[str, str]:
     """The alert the broker refuses this certificate with, over TLS 1.2 and over TLS 1.3."""
     out = probe(kit, TLS12, cert, key), probe(kit, TLS13, cert, key, connect=False)
     assert all(o.kind == "alert" for o in out), out
@@ -95,7 +102,7 @@ def alerts(kit: Kit, cert: Path | None, key: Path | None) -> tuple[str, str]:
 REVOKED = ("SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_REVOKED")
 
 
-def test_a_valid_client_certificate_connects_and_publishes(kit: Kit) -> None:
+def test_a_valid_client_certificate_connects_and_publishes(kit: RunningKit) -> None:
     for version in (TLS12, TLS13):
         assert probe(kit, version, *files(kit.bundle("gw-x"))).accepted, version
     with (
@@ -108,7 +115,7 @@ def test_a_valid_client_certificate_connects_and_publishes(kit: Kit) -> None:
 
 
 def test_no_certificate_or_another_cas_certificate_is_refused_in_the_handshake(
-    kit: Kit, tmp_path: Path
+    kit: RunningKit, tmp_path: Path
 ) -> None:
     # Another kit: its own CA, and a certificate for a name this broker knows.
     other = tmp_path / "other"
@@ -124,7 +131,7 @@ def test_no_certificate_or_another_cas_certificate_is_refused_in_the_handshake(
 
 
 def test_a_revoked_certificate_is_refused_once_the_broker_reloads(
-    kit: Kit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kit: RunningKit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As docs/security.md § Revoke tells the operator: ``revoke``, then reload (SIGHUP, what
     Debian's ``systemctl reload mosquitto`` sends). Mosquitto reads the CRL file at start and

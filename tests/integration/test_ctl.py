@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from central.ctl import cli as ctl
+from central.ctl import session
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, Subscriber
 
@@ -41,7 +42,7 @@ class RunningGateways:
 
     def retained(self, *topics: str) -> dict[str, Any]:
         """topic -> JSON of the retained messages now (read with the ctl's own snapshot)."""
-        link = ctl.BrokerSession(ctl.settings_from(_args(self.broker), {}))
+        link = session.BrokerSession(session.settings_from(_args(self.broker), {}))
         link.connect()
         try:
             return {t: json.loads(p) for t, p in link.snapshot(*topics).items()}
@@ -252,7 +253,7 @@ def test_snapshot_collects_a_city_of_retained_statuses(broker: Broker) -> None:
     finally:
         pub.disconnect()
         pub.loop_stop()
-    link = ctl.BrokerSession(ctl.settings_from(_args(broker), {}))
+    link = session.BrokerSession(session.settings_from(_args(broker), {}))
     link.connect()
     try:
         found = link.snapshot("titik/gw/+/status")

@@ -16,7 +16,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from agent.config import parse_config
 from central.broker.kit import KitDir
 from central.ctl import cli as ctl
-from central.ingest.consumer import subscriptions
+from central.ctl import session
+from central.ingest.decode import subscriptions
 
 needs_passwd = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None and not Path("/usr/bin/mosquitto_passwd").exists(),
@@ -240,15 +241,19 @@ def test_operator_ctl_topics_are_its_own(kit: KitDir) -> None:
     assert run("add-operator", "--dir", str(kit.root), "ops", "--cert") == 0
     acl = kit.acl.read_text().splitlines()
     args = ctl.build_parser().parse_args(["--username", "ops", "devices"])
-    link = ctl.BrokerSession(ctl.settings_from(args, {}))
+    link = session.BrokerSession(session.settings_from(args, {}))
     assert link.sync_topic.startswith("titik/ctl/ops/") and link.sync_topic.endswith("/sync")
     assert link.reply_topic == link.sync_topic.removesuffix("sync") + "reply"
     assert "topic readwrite titik/ctl/ops/#" in acl
     assert not any(ln.startswith("topic") and "titik/ctl/#" in ln for ln in acl)
-    anon = ctl.BrokerSession(ctl.settings_from(ctl.build_parser().parse_args(["devices"]), {}))
+    anon = session.BrokerSession(
+        session.settings_from(ctl.build_parser().parse_args(["devices"]), {})
+    )
     assert anon.sync_topic.startswith("titik/ctl/anonymous/")
     odd = ctl.build_parser().parse_args(["--username", "a/b+#", "devices"])
-    assert ctl.BrokerSession(ctl.settings_from(odd, {})).sync_topic.startswith("titik/ctl/a_b__/")
+    assert session.BrokerSession(session.settings_from(odd, {})).sync_topic.startswith(
+        "titik/ctl/a_b__/"
+    )
 
 
 def test_prefix_is_used_everywhere(tmp_path: Path) -> None:

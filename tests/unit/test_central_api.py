@@ -39,10 +39,10 @@ def dev(device: str, **kw: Any) -> DeviceState:
         "boot": 3,
         "last_seen": NOW - 10,
         "clients": 5,
-        "cpu": 10.0,
-        "mem": 40.0,
-        "temp": 50.0,
-        "disk": 20.0,
+        "cpu_pct": 10.0,
+        "mem_used_pct": 40.0,
+        "temp_c": 50.0,
+        "disk_used_pct": 20.0,
         "version": "0.1.0",
         "platform": "simulated",
     }
@@ -62,9 +62,16 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     st.write(
         WriteBatch(
             devices=[
-                dev("gw-a1", site="Taman Suropati", clients=12, cpu=55.0, temp=61.0),
-                dev("gw-a2", site="Monas", clients=3, cpu=5.0, temp=None, groups=["all", "east"]),
-                dev("gw-b1", region="South", site="Blok M", clients=7, mem=91.0),
+                dev("gw-a1", site="Taman Suropati", clients=12, cpu_pct=55.0, temp_c=61.0),
+                dev(
+                    "gw-a2",
+                    site="Monas",
+                    clients=3,
+                    cpu_pct=5.0,
+                    temp_c=None,
+                    groups=["all", "east"],
+                ),
+                dev("gw-b1", region="South", site="Blok M", clients=7, mem_used_pct=91.0),
                 dev("gw-b2", region="South", online=False, clients=None, offline_since=NOW - 900),
                 dev("gw-x", region=None, site=None, clients=1),
             ],

@@ -17,12 +17,26 @@ def sample(
     boot: int = 1,
     sid: str = "s1",
     historical: bool = False,
-    temp: float | None = 50.0,
-    disk: float | None = 20.0,
-    mem: float | None = 30.0,
+    temp_c: float | None = 50.0,
+    disk_used_pct: float | None = 20.0,
+    mem_used_pct: float | None = 30.0,
     clients: int | None = 5,
 ) -> Sample:
-    return Sample(DEV, sid, seq, ts, historical, boot, clients, 10.0, mem, temp, disk, "0.1", "{}")
+    return Sample(
+        DEV,
+        sid,
+        seq,
+        ts,
+        historical,
+        boot,
+        clients,
+        10.0,
+        mem_used_pct,
+        temp_c,
+        disk_used_pct,
+        "0.1",
+        "{}",
+    )
 
 
 def fleet() -> FleetState:
@@ -123,12 +137,14 @@ def test_offline_alert_opens_after_n_minutes_and_closes_when_back() -> None:
 
 def test_threshold_alerts_open_and_close() -> None:
     f = fleet()
-    f.apply_live(sample(1, 1.0, temp=85.0, disk=95.0, mem=91.0), now=1)
+    f.apply_live(sample(1, 1.0, temp_c=85.0, disk_used_pct=95.0, mem_used_pct=91.0), now=1)
     kinds = sorted(c.kind for c in f.take()[1])
     assert kinds == ["disk", "mem", "temp"]
-    f.apply_live(sample(2, 2.0, temp=85.5, disk=95.0, mem=50.0), now=2)
+    f.apply_live(sample(2, 2.0, temp_c=85.5, disk_used_pct=95.0, mem_used_pct=50.0), now=2)
     assert [(c.kind, c.close) for c in f.take()[1]] == [("mem", True)]
-    f.apply_live(sample(3, 3.0, temp=None, disk=None, mem=None), now=3)  # unknown: unchanged
+    f.apply_live(
+        sample(3, 3.0, temp_c=None, disk_used_pct=None, mem_used_pct=None), now=3
+    )  # unknown: unchanged
     assert f.take()[1] == []
     assert set(f.open_alerts) == {(DEV, "temp"), (DEV, "disk")}
 

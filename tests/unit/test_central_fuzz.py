@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 
 from agent.protocol import WIRE_INT_MAX
 from central.config import parse_config
-from central.ingest.consumer import Consumer, Incoming
+from central.ingest.consumer import Consumer
+from central.ingest.decode import Incoming
 from central.store.sqlite import SqliteStore
 
 NAMED = {"json", "schema", "device_mismatch", "topic", "oversized"}

@@ -21,7 +21,8 @@ from pydantic import Field
 from agent.protocol import Telemetry
 from central.config import CentralConfig, parse_config
 from central.ingest import consumer as ingest
-from central.ingest.consumer import BAD_REASONS, Consumer, Incoming, QuarantineLimit
+from central.ingest.consumer import BAD_REASONS, Consumer
+from central.ingest.decode import Incoming, QuarantineLimit
 from central.store.base import StoreUnavailable, WriteBatch, WriteResult
 from central.store.sqlite import SqliteStore
 

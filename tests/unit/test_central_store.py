@@ -27,7 +27,8 @@ DAY = 86400.0
 def s(device: str, seq: int, ts: float, *, sid: str = "a", clients: int = 1, **kw: float) -> Sample:
     return Sample(
         device, sid, seq, ts, False, 1, clients,
-        kw.get("cpu", 10.0), kw.get("mem", 20.0), kw.get("temp", 40.0), kw.get("disk", 30.0),
+        kw.get("cpu_pct", 10.0), kw.get("mem_used_pct", 20.0), kw.get("temp_c", 40.0),
+        kw.get("disk_used_pct", 30.0),
         "0.1", '{"x":1}',
     )  # fmt: skip
 
@@ -61,19 +62,21 @@ def test_duplicates_are_ignored_but_a_new_sid_is_not(store: SqliteStore) -> None
 
 
 def test_rollups_count_each_sample_once(store: SqliteStore) -> None:
-    batch = [s("d", i, NOW + i * 60, clients=i, temp=40.0 + i, cpu=float(i)) for i in range(10)]
+    batch = [
+        s("d", i, NOW + i * 60, clients=i, temp_c=40.0 + i, cpu_pct=float(i)) for i in range(10)
+    ]
     store.write(WriteBatch(samples=batch))
     assert store.roll_up() == 10
     store.write(WriteBatch(samples=batch[:3]))  # redelivered: not counted again
     assert store.roll_up() == 0
     rows = (
         store._r()
-        .execute("SELECT bucket, count, max_clients, max_temp FROM rollups_5m ORDER BY bucket")
+        .execute("SELECT bucket, count, max_clients, max_temp_c FROM rollups_5m ORDER BY bucket")
         .fetchall()
     )
     assert [tuple(r) for r in rows] == [(NOW, 5, 4, 44.0), (NOW + 300, 5, 9, 49.0)]
     old = store.history("d", NOW - 30 * DAY, NOW + 3600)  # older than raw_days: rollups
-    assert [(p.ts, p.count, p.clients, p.clients_max, p.cpu) for p in old] == [
+    assert [(p.ts, p.count, p.clients, p.clients_max, p.cpu_pct) for p in old] == [
         (NOW, 5, 2.0, 4, 2.0),
         (NOW + 300, 5, 7.0, 9, 7.0),
     ]
@@ -237,3 +240,58 @@ def test_roll_up_survives_sums_past_2_63(store: SqliteStore) -> None:
     assert store.roll_up() == 1100
     (p,) = store.history("d", NOW - 30 * DAY, NOW + 300)
     assert p.count == 1100 and p.clients == pytest.approx(2**53, rel=1e-3)
+
+
+#: The three tables as central created them before issue 17 (short column names).
+LEGACY_SCHEMA = """
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL, sid TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    historical INTEGER NOT NULL, clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL,
+    raw TEXT NOT NULL,
+    UNIQUE (device, sid, seq)
+);
+CREATE TABLE devices (
+    device TEXT PRIMARY KEY, site TEXT, region TEXT, lat REAL, lon REAL,
+    groups TEXT NOT NULL DEFAULT '[]', online INTEGER NOT NULL DEFAULT 0,
+    boot INTEGER NOT NULL DEFAULT 0, last_seen REAL, last_ts REAL, sid TEXT, seq INTEGER,
+    clients INTEGER, cpu REAL, mem REAL, temp REAL, disk REAL, version TEXT, platform TEXT,
+    model TEXT, interval_s REAL NOT NULL DEFAULT 60, offline_since REAL, offline_reason TEXT
+);
+CREATE TABLE rollups_5m (
+    device TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+    sum_clients INTEGER NOT NULL, n_clients INTEGER NOT NULL, max_clients INTEGER,
+    sum_cpu REAL NOT NULL, n_cpu INTEGER NOT NULL, sum_mem REAL NOT NULL, n_mem INTEGER NOT NULL,
+    sum_disk REAL NOT NULL, n_disk INTEGER NOT NULL, max_temp REAL,
+    PRIMARY KEY (device, bucket)
+);
+INSERT INTO samples VALUES (1, 'd', 'a', 1, 1795800000.0, 0, 3, 12.5, 40.0, 55.0, 30.0, '{}');
+INSERT INTO devices (device, clients, cpu, mem, temp, disk) VALUES ('d', 3, 12.5, 40.0, 55.0, 30.0);
+INSERT INTO rollups_5m VALUES ('d', 1795108800, 2, 6, 2, 4, 20.0, 2, 80.0, 2, 60.0, 2, 61.0);
+"""
+
+
+def test_a_database_from_before_issue_17_is_renamed_in_place(tmp_path: Path) -> None:
+    # The store's names are the wire's since issue 17 (cpu_pct, not cpu); an existing database
+    # keeps its rows, under the new names, and opening it again changes nothing.
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(LEGACY_SCHEMA)
+    conn.close()
+    for _ in range(2):
+        st = SqliteStore(db, raw_days=7, rollup_days=90, clock=lambda: NOW)
+        try:
+            (dev,) = st.load_devices()
+            assert (dev.cpu_pct, dev.mem_used_pct, dev.temp_c, dev.disk_used_pct) == (
+                12.5, 40.0, 55.0, 30.0,
+            )  # fmt: skip
+            raw = st.history("d", NOW - 10, NOW + 10)
+            assert [(p.cpu_pct, p.temp_c) for p in raw] == [(12.5, 55.0)]
+            old = st.history("d", NOW - 8 * DAY, NOW - 8 * DAY + 10)  # rollups: past raw_days
+            assert [(p.cpu_pct, p.mem_used_pct, p.temp_c) for p in old] == [(10.0, 40.0, 61.0)]
+        finally:
+            st.close()
+    with sqlite3.connect(db) as conn:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(rollups_5m)")}
+    conn.close()
+    assert {"sum_cpu_pct", "max_temp_c"} <= cols and not {"sum_cpu", "max_temp"} & cols

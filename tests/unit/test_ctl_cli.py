@@ -9,6 +9,7 @@ import pytest
 
 from agent.protocol.signing import public_key_text
 from central.ctl import cli as ctl
+from central.ctl import commands, session
 from central.sim.localbroker import free_port
 
 
@@ -75,9 +76,9 @@ def test_keygen_writes_a_private_key_and_prints_the_public_one(
     assert code == 0
     assert key.stat().st_mode & 0o777 == 0o600
     assert out.strip().splitlines()[-1].startswith("ed25519:")
-    loaded = ctl.load_key(str(key))
+    loaded = session.load_key(str(key))
     assert public_key_text(loaded.public_key()) == out.strip().splitlines()[-1]
-    assert ctl.load_key(key.read_text()) is not None  # TITIK_SIGNING_KEY may hold the PEM
+    assert session.load_key(key.read_text()) is not None  # TITIK_SIGNING_KEY may hold the PEM
     code, _, err = run(capsys, "keygen", "--out", str(key))
     assert code == 2
     assert "--force" in err
@@ -86,7 +87,7 @@ def test_keygen_writes_a_private_key_and_prints_the_public_one(
 
 def test_password_comes_from_the_environment_only() -> None:
     args = ctl.build_parser().parse_args(["--username", "ops", "devices"])
-    s = ctl.settings_from(
+    s = session.settings_from(
         args, {"TITIK_MQTT_PASSWORD": "s3cret", "TITIK_BROKER": "mq.example:8883"}
     )
     assert (s.host, s.port, s.username, s.password) == ("mq.example", 8883, "ops", "s3cret")
@@ -105,13 +106,13 @@ def test_password_comes_from_the_environment_only() -> None:
     ],
 )
 def test_broker_addresses(text: str, tls: bool, expected: tuple[str, int]) -> None:
-    assert ctl.parse_broker(text, tls) == expected
+    assert session.parse_broker(text, tls) == expected
 
 
 def test_topics_and_event_lines() -> None:
-    assert ctl.device_of("titik/gw/gw-1/config/reported", "titik", "config/reported") == "gw-1"
-    assert ctl.device_of("titik/gw/gw-1/status", "titik", "config/reported") is None
-    line = ctl.event_line(
+    assert session.device_of("titik/gw/gw-1/config/reported", "titik", "config/reported") == "gw-1"
+    assert session.device_of("titik/gw/gw-1/status", "titik", "config/reported") is None
+    line = commands.event_line(
         "titik/gw/gw-1/config/reported",
         {"state": "rejected", "source": "gw", "version": 3, "hash": "ab", "error": "x: bad"},
         "titik",
@@ -119,7 +120,9 @@ def test_topics_and_event_lines() -> None:
     )
     assert line is not None
     assert line.endswith("gw-1 config rejected source=gw version=3 hash=ab error='x: bad'")
-    status = ctl.event_line("titik/gw/gw-1/status", {"online": False, "boot": 2}, "titik", True)
+    status = commands.event_line(
+        "titik/gw/gw-1/status", {"online": False, "boot": 2}, "titik", True
+    )
     assert status is not None
     assert status.endswith("gw-1 status offline boot=2 (retained)")
 
@@ -129,17 +132,17 @@ def test_config_file_forms(tmp_path: Path) -> None:
     bare.write_text('{"telemetry": {"interval_s": 5}}')
     doc = tmp_path / "doc.json"
     doc.write_text('{"version": 3, "config": {"telemetry": {"interval_s": 5}}}')
-    assert ctl.read_config_file(str(bare)) == ctl.read_config_file(str(doc))
+    assert commands.read_config_file(str(bare)) == commands.read_config_file(str(doc))
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")
-    with pytest.raises(ctl.CtlError, match="must be a JSON object"):
-        ctl.read_config_file(str(bad))
+    with pytest.raises(session.CtlError, match="must be a JSON object"):
+        commands.read_config_file(str(bad))
 
 
 def test_progress_in_a_log_is_throttled_and_ends_with_the_last_state() -> None:
     import io
 
-    from central.ctl.cli import Progress
+    from central.ctl.session import Progress
 
     now = [0.0]
     out = io.StringIO()

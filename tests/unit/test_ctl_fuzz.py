@@ -15,8 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.ctl import cli as ctl
-from central.ctl import rollout
+from central.ctl import commands, rollout, session
 from tests.unit.test_central_fuzz import json_values
 
 bodies = st.dictionaries(
@@ -36,10 +35,10 @@ SETTINGS = settings(max_examples=150, deadline=None)
 @SETTINGS
 @given(payload=payloads)
 def test_any_payload_is_json_or_none(payload: bytes) -> None:
-    body = ctl.Msg("t", payload, False).json()
+    body = session.Msg("t", payload, False).json()
     assert body is None or isinstance(body, dict | list | str | int | float | bool)
-    ctl._show(payload)
-    ctl._show_doc(payload)
+    commands._show(payload)
+    commands._show_doc(payload)
     assert rollout.document_version(payload) is None or isinstance(
         rollout.document_version(payload), int
     )
@@ -58,7 +57,7 @@ def test_group_membership_only_from_lists_and_mappings(
         assert (isinstance(st_groups, list) and "jkt" in st_groups) or (
             isinstance(versions, dict) and "group/jkt" in versions
         )
-    fleet = ctl.RetainedFleet(statuses=statuses, reports=reports)
+    fleet = session.RetainedFleet(statuses=statuses, reports=reports)
     seen = fleet.seen_version(list(reports), "group/jkt")
     assert seen is None or (isinstance(seen, int) and not isinstance(seen, bool))
 
@@ -72,13 +71,13 @@ def test_a_string_of_groups_is_no_membership() -> None:
 def test_outcome_of_any_report(report: dict[str, Any], version: int) -> None:
     outcome = rollout.outcome_of(report, "group/jkt", version)
     assert outcome is None or outcome.value == report.get("state")
-    ctl.describe("gw-1", outcome or rollout.Outcome.NO_REPORT, report)
+    session.describe("gw-1", outcome or rollout.Outcome.NO_REPORT, report)
 
 
 @SETTINGS
 @given(body=json_values, kind=st.sampled_from(["status", "config/reported", "cmd/result", "other"]))
 def test_watch_lines_from_anything(body: Any, kind: str) -> None:
-    line = ctl.event_line(f"titik/gw/gw-1/{kind}", body, "titik", retained=False)
+    line = commands.event_line(f"titik/gw/gw-1/{kind}", body, "titik", retained=False)
     assert line is None or line.startswith(tuple("0123456789"))
     out = io.StringIO()
     out.write(line or "")

@@ -154,11 +154,11 @@ def test_canaries_at_different_versions_all_get_their_outcome() -> None:
     import queue
     import types
 
-    from central.ctl import cli as ctl
+    from central.ctl import commands, session
 
-    inbox: queue.Queue[ctl.Msg] = queue.Queue()
+    inbox: queue.Queue[session.Msg] = queue.Queue()
 
-    def next_msg(deadline: float) -> ctl.Msg | None:
+    def next_msg(deadline: float) -> session.Msg | None:
         try:
             return inbox.get_nowait()
         except queue.Empty:
@@ -168,10 +168,12 @@ def test_canaries_at_different_versions_all_get_their_outcome() -> None:
     for dev, version in (("gw-b", 3), ("gw-a", 1), ("gw-c", 3)):
         report = {"version": version, "source": "gw", "versions": {"gw": version}}
         report["state"] = "rolled_back"
-        inbox.put(ctl.Msg(f"titik/gw/{dev}/config/reported", json.dumps(report).encode(), False))
+        inbox.put(
+            session.Msg(f"titik/gw/{dev}/config/reported", json.dumps(report).encode(), False)
+        )
     reports: dict[str, dict[str, Any]] = {}
-    first = ctl.await_outcomes(link, ["gw-a"], "gw", 1, 0.0, reports)
+    first = commands.await_outcomes(link, ["gw-a"], "gw", 1, 0.0, reports)
     assert first == {"gw-a": Outcome("rolled_back")}
     # gw-b's report was read while waiting for gw-a; gw-c's is still queued
-    later = ctl.await_outcomes(link, ["gw-b", "gw-c"], "gw", 3, 0.0, reports)
+    later = commands.await_outcomes(link, ["gw-b", "gw-c"], "gw", 3, 0.0, reports)
     assert later == {"gw-b": Outcome("rolled_back"), "gw-c": Outcome("rolled_back")}
