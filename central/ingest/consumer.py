@@ -229,7 +229,7 @@ class Processor:
             t = validate_payload(Telemetry, payload)
             if t.device != name:
                 raise QuarantinedMessage("device_mismatch", f"device {t.device!r} in payload")
-            s = to_sample(t, payload.decode(), historical=False)
+            s = to_sample(t, historical=False)
             batch.samples.append(s)
             self.stats.live[self.fleet.apply_live(s, now)] += 1
         elif kind == "batch":
@@ -240,7 +240,7 @@ class Processor:
                     "device_mismatch", f"device {(wrong or [b.device])[0]!r} in payload"
                 )
             for rec in b.records:
-                s = to_sample(rec, rec.model_dump_json(), historical=True)
+                s = to_sample(rec, historical=True)
                 batch.samples.append(s)
                 self.fleet.apply_historical(s)
         elif kind == "status":

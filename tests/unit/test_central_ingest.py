@@ -324,3 +324,28 @@ def test_the_tolerance_comes_from_central_toml(tmp_path: Path) -> None:
     commit(c, [tele("gw-a", 1, ts=time.time() + 60)])
     assert c.stats.live["future"] == 1
     store.close()
+
+
+def test_a_record_is_stored_the_same_live_or_replayed(consumer: Consumer) -> None:
+    # One path (issue 17): both are encoded again by the wire's encoder, so a record sent live
+    # with spaces and an unknown key reads the same as that record replayed in a batch.
+    live = sample("gw-a", 1, ts=1_795_800_000.0, extra_key="kept")
+    replayed = json.dumps(
+        {"v": 1, "device": "gw-b", "historical": True,
+         "records": [json.loads(sample("gw-b", 1, ts=1_795_800_000.0, extra_key="kept"))]},
+        indent=2,
+    ).encode()  # fmt: skip
+    assert b", " in live  # json.dumps' default separators: not compact
+    commit(consumer, [tele("gw-a", 0), msg("titik/gw/gw-a/telemetry", live)])
+    commit(consumer, [msg("titik/gw/gw-b/telemetry/batch", replayed)])
+    rows = (
+        consumer.store._r()
+        .execute(  # type: ignore[attr-defined]
+            "SELECT device, historical, raw FROM samples WHERE seq = 1 ORDER BY device"
+        )
+        .fetchall()
+    )
+    (a_hist, a_raw), (b_hist, b_raw) = [(r[1], r[2]) for r in rows]
+    assert (a_hist, b_hist) == (0, 1)
+    assert a_raw == b_raw.replace('"gw-b"', '"gw-a"')
+    assert json.loads(a_raw)["extra_key"] == "kept" and ", " not in a_raw
