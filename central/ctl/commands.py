@@ -52,6 +52,7 @@ from central.ctl.session import (
     describe,
     loads,
     pretty,
+    report_of,
     table,
     topic_safe,
 )
@@ -241,8 +242,8 @@ def await_outcomes(
         if msg is None:
             break
         dev = device_of(msg.topic, p, CONFIG_REPORTED)
-        body = msg.json()
-        if dev is None or not isinstance(body, dict):
+        body = report_of(msg.payload) if dev is not None else None
+        if dev is None or body is None:
             continue
         reports[dev] = body
         if dev in outcomes and outcomes[dev] is None:

@@ -26,6 +26,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.protocol import ConfigReported
 from agent.protocol.client import make_client
 from agent.protocol.signing import sign
 from agent.protocol.topics import (
@@ -173,6 +174,16 @@ def loads(payload: bytes) -> Any:
     try:
         return json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def report_of(payload: bytes) -> dict[str, Any] | None:
+    """A config report in its one shape (``agent.protocol.ConfigReported``, as central and the
+    agent read it), or None if the payload is not one: a report central would quarantine
+    decides nothing here either."""
+    try:
+        return ConfigReported.model_validate_json(payload).model_dump()
+    except ValueError:  # pydantic's ValidationError is a ValueError
         return None
 
 
@@ -389,8 +400,9 @@ class RetainedFleet:
             body = loads(payload)
             if (d := device_of(topic, p, STATUS)) is not None and isinstance(body, dict):
                 fleet.statuses[d] = body
-            elif (d := device_of(topic, p, CONFIG_REPORTED)) is not None and isinstance(body, dict):
-                fleet.reports[d] = body
+            elif (d := device_of(topic, p, CONFIG_REPORTED)) is not None:
+                if (report := report_of(payload)) is not None:
+                    fleet.reports[d] = report
             elif (d := device_of(topic, p, CONFIG_DESIRED)) is not None:
                 fleet.desired[d] = payload
         return fleet, found

@@ -155,3 +155,22 @@ def test_progress_in_a_log_is_throttled_and_ends_with_the_last_state() -> None:
     assert lines[0] == "applied 1 of 1000"
     assert lines[-1] == "applied 1000 of 1000"
     assert len(lines) <= 5  # 5 s of changes: one line per 2 s and the end
+
+
+def test_ctl_reads_a_config_report_in_its_one_shape() -> None:
+    # titik-ctl validates a report with the same model as central and the agent
+    # (agent.protocol.ConfigReported): what central would quarantine decides no rollout.
+    from central.ctl.session import report_of
+
+    good = report_of(b'{"version":3,"source":"gw","versions":{"gw":3},"state":"applied","x":1}')
+    assert good is not None
+    assert good["state"] == "applied" and good["versions"] == {"gw": 3} and good["error"] is None
+    assert good["x"] == 1  # unknown keys are kept, as everywhere on the wire
+    for bad in (
+        b'{"version":1180591620717411303424,"versions":{},"state":"applied"}',  # 2^70
+        b'{"version":3,"versions":"gw","state":"applied"}',
+        b'{"version":"3","versions":{},"state":"applied"}',
+        b"not json",
+        b"[]",
+    ):
+        assert report_of(bad) is None, bad
