@@ -46,6 +46,7 @@ QUERIES = [
 
 
 def fill(db: Path, devices: int, history: int) -> None:
+    from agent.protocol import ConfigReported
     from central.store.base import (
         AlertChange,
         DesiredDoc,
@@ -81,7 +82,11 @@ def fill(db: Path, devices: int, history: int) -> None:
     ]
     reports = [
         ReportedDoc(
-            d.device, 3, "group", {"group/all": 3}, "applied", None, "h", now,
+            d.device,
+            ConfigReported(
+                version=3, source="group", versions={"group/all": 3}, state="applied", hash="h",
+                ts=now,
+            ),
             '{"state":"applied"}',
         )
         for d in states
