@@ -1,120 +1,15 @@
-"""Crash-safe small-file writes (temp file, fsync, rename, fsync the directory), and the
-bookkeeping of writes that failed.
+"""The atomic-write helper moved to :mod:`agent.protocol.atomicfile` (issue 17: one helper
+for the whole project, and central may import only the protocol package). This name stays
+while agent modules and the agent half of issue 17 still import it; new code imports
+``agent.protocol.atomicfile``."""
 
-Gateways run out of flash (ENOSPC) and flash wears out (EIO). A write that fails must cost
-a log line and a count in the next sample, never a crash, and never a half-written file:
-:func:`write_atomic` leaves the old content in place and no temp file behind, and
-:class:`WriteFaults` remembers what failed for the sample's ``errors``.
-"""
+from agent.protocol.atomicfile import (
+    WriteFaults,
+    describe,
+    sweep_tmp,
+    sync_dir,
+    tmp_path,
+    write_atomic,
+)
 
-from __future__ import annotations
-
-import contextlib
-import errno
-import os
-from pathlib import Path
-
-#: Filesystems that cannot fsync a directory say so with one of these (FUSE, older jffs2).
-_NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF})
-
-
-def tmp_path(path: Path) -> Path:
-    """Where :func:`write_atomic` stages ``path``: a hidden sibling, so a sweep can find it."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a power cut leaves the old or the new content, never half.
-
-    Raises OSError (ENOSPC, EIO, EROFS...) with the old content still in place and the temp
-    file removed. A failed directory fsync raises too: the rename then happened, but may not
-    survive a power cut, and the caller must not count on it.
-    """
-    tmp = tmp_path(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:  # a nearly full disk may take part of a write before it refuses
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    sync_dir(path.parent)
-
-
-def sync_dir(directory: Path) -> None:
-    """Make renames and unlinks in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in _NO_DIR_FSYNC:
-            raise
-    finally:
-        os.close(fd)
-
-
-def sweep_tmp(path: Path) -> bool:
-    """Remove a temp file a crash left behind for ``path``; True if there was one.
-
-    It never reached its rename, so it was never committed: the file itself is intact.
-    """
-    try:
-        tmp_path(path).unlink()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return False  # a read-only or failing disk: harmless, tried again next start
-    return True
-
-
-def describe(exc: OSError) -> str:
-    """'ENOSPC: No space left on device' for an OSError."""
-    name = errno.errorcode.get(exc.errno or 0, "")
-    text = exc.strerror or str(exc)
-    return f"{name}: {text}" if name else text
-
-
-class WriteFaults:
-    """Writes to flash that failed since the agent started, by kind.
-
-    ``entries`` is what the next sample carries in ``errors`` (``write.<kind>``: how many
-    failed, whether writing works again, the last error). :meth:`failed` and :meth:`ok` say
-    whether the event is news (the first failure of an episode, or its end), so the caller
-    logs one line per episode instead of one per attempt. Nothing here runs on the sample
-    path unless a write has failed.
-    """
-
-    def __init__(self) -> None:
-        self.entries: dict[str, str] = {}
-        self.total = 0
-        self._count: dict[str, int] = {}
-        self._failing: dict[str, tuple[int, str]] = {}  # kind -> (failed in episode, last)
-
-    def failed(self, kind: str, what: str, exc: OSError) -> bool:
-        """A write of ``kind`` (to the file ``what``) raised ``exc``; True if it is news."""
-        self.total += 1
-        n = self._count[kind] = self._count.get(kind, 0) + 1
-        episode, _ = self._failing.get(kind, (0, ""))
-        last = f"{describe(exc)} ({what})"
-        self._failing[kind] = (episode + 1, last)
-        self.entries[f"write.{kind}"] = f"{n} failed since start, still failing; last: {last}"
-        return episode == 0
-
-    def ok(self, kind: str) -> int:
-        """A write of ``kind`` worked: how many had failed in the episode it ends (0: none)."""
-        if kind not in self._failing:
-            return 0
-        episode, last = self._failing.pop(kind)
-        n = self._count[kind]
-        self.entries[f"write.{kind}"] = f"{n} failed since start, writing again; last: {last}"
-        return episode
-
-    def failing(self, kind: str) -> bool:
-        return kind in self._failing
+__all__ = ["WriteFaults", "describe", "sweep_tmp", "sync_dir", "tmp_path", "write_atomic"]

@@ -26,7 +26,6 @@ The certificates are in :mod:`central.broker.pki`, the generated files in
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -34,6 +33,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from agent.protocol.atomicfile import write_atomic
 
 Role = Literal["gateway", "operator", "central"]
 ROLES: tuple[Role, ...] = ("gateway", "operator", "central")
@@ -186,18 +187,10 @@ class KitDir:
 
 
 def write_file(path: Path, data: str | bytes, mode: int) -> None:
-    """Write atomically with ``mode`` from the first byte (no window with wider access)."""
+    """Write atomically with ``mode`` from the first byte (no window with wider access),
+    through the project's one atomic writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data.encode() if isinstance(data, str) else data, mode)
 
 
 # -- passwords (mosquitto_passwd does the hashing) ----------------------------------------
