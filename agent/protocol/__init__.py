@@ -1,4 +1,5 @@
-"""The wire, in one package: the only part of the agent central may import.
+"""The wire and what both sides share, in one package: the only part of the agent central
+may import.
 
 - :mod:`~agent.protocol.topics`: every topic, and the names that go into them
 - :mod:`~agent.protocol.wire`: the payload models (docs/protocol.md is generated from them)
@@ -6,6 +7,7 @@
 - :mod:`~agent.protocol.overlay`: how desired documents combine
 - :mod:`~agent.protocol.settings`: the ``[mqtt]`` config section both sides share
 - :mod:`~agent.protocol.client`: the one MQTT client factory
+- :mod:`~agent.protocol.atomicfile`: the one atomic-write helper
 
 Nothing here imports the rest of the agent (``.importlinter`` enforces it).
 """

@@ -29,7 +29,6 @@ from central.store.base import (
     Sample,
 )
 
-DEFAULT_INTERVAL_S = 60.0
 STALE_FACTOR = 3.0
 #: Closer samples are a burst (e.g. collect_now), not the interval.
 MIN_INTERVAL_S = 0.1
