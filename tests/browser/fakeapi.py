@@ -1,7 +1,7 @@
 """A stand-in for central's HTTP API, for the dashboard's browser test only.
 
-It serves the dashboard's files the way ``central/api.py`` will (``GET /`` is
-``central/web/index.html``, ``/static/*`` is ``central/web/*``) and answers the API
+It serves the dashboard's files the way ``central/api/app.py`` does (``GET /`` is
+``central/api/web/index.html``, ``/static/*`` is ``central/api/web/*``) and answers the API
 contract from the JSON fixtures beside this file. ``/api/devices`` honours ``region``,
 ``group``, ``status``, ``q``, ``sort``, ``limit`` and ``offset``, so the dashboard's filters
 and sorting are exercised for real. It is not the API: that one's own tests cover it.
@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 FIXTURES = Path(__file__).parent / "fixtures"
-WEB = Path(__file__).resolve().parents[2] / "central" / "web"
+WEB = Path(__file__).resolve().parents[2] / "central" / "api" / "web"
 
 SORTABLE = {
     "id",

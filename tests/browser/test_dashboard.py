@@ -1,9 +1,9 @@
-"""The dashboard (``central/web``) in a real headless browser.
+"""The dashboard (``central/api/web``) in a real headless browser.
 
 Debian's ``chromium`` is driven by Playwright for Python. The HTTP API is a stand-in
 (``tests/browser/fakeapi.py``, a stdlib ``http.server`` on a free loopback port) that serves
 the dashboard's files and answers the API contract from ``tests/browser/fixtures/*.json``:
-the real ``central/api.py`` is built in parallel and has its own tests, and this test is about
+the real ``central/api/app.py`` is built in parallel and has its own tests, and this test is about
 the page (rendering, filters, sorting, detail, live refresh), so it must not depend on the
 store or on the API's readiness. The fake honours ``region``, ``group``, ``status``, ``q``
 and ``sort`` on ``/api/devices``, so the filters are exercised end to end.
