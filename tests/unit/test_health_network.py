@@ -17,7 +17,7 @@ from agent.collectors.health import (
     read_temperature,
 )
 from agent.collectors.network import (
-    Counters,
+    IfaceCounters,
     build_net,
     parse_default_route,
     parse_net_dev,
@@ -221,54 +221,54 @@ def test_rates() -> None:
         (
             "netdev.this-machine",
             {
-                "lo": Counters(3218411843, 3218411843, 0),
-                "ifb0": Counters(0, 0, 0),
-                "ifb1": Counters(0, 0, 0),
-                "eth0": Counters(3047832825, 5385298, 0),
+                "lo": IfaceCounters(3218411843, 3218411843, 0),
+                "ifb0": IfaceCounters(0, 0, 0),
+                "ifb1": IfaceCounters(0, 0, 0),
+                "eth0": IfaceCounters(3047832825, 5385298, 0),
             },
         ),
         (
             "netdev.vpn-server",
             {
-                "tun0": Counters(4468821252, 2089659707, 0),
-                "lo": Counters(18444634266, 18444634266, 0),
-                "ens10": Counters(2314024641, 6064828263, 0),
-                "eth0": Counters(8557466066, 7514729065, 0),
+                "tun0": IfaceCounters(4468821252, 2089659707, 0),
+                "lo": IfaceCounters(18444634266, 18444634266, 0),
+                "ens10": IfaceCounters(2314024641, 6064828263, 0),
+                "eth0": IfaceCounters(8557466066, 7514729065, 0),
             },
         ),
         (
             "netdev.openwrt-router",
             {
-                "lo": Counters(1048576, 1048576, 0),
-                "eth0": Counters(98765432109, 12345678901, 0),
-                "lan1": Counters(0, 0, 0),
-                "lan2": Counters(2251799813, 6442450944, 0),
-                "wan": Counters(96513632768, 5893027840, 4),
-                "br-lan": Counters(5893027840, 96513632768, 0),
-                "phy0-ap0": Counters(3221225472, 51539607552, 0),
-                "phy1-ap0": Counters(2671771648, 45097156608, 0),
-                "pppoe-wan": Counters(96000000000, 5800000000, 6),
+                "lo": IfaceCounters(1048576, 1048576, 0),
+                "eth0": IfaceCounters(98765432109, 12345678901, 0),
+                "lan1": IfaceCounters(0, 0, 0),
+                "lan2": IfaceCounters(2251799813, 6442450944, 0),
+                "wan": IfaceCounters(96513632768, 5893027840, 4),
+                "br-lan": IfaceCounters(5893027840, 96513632768, 0),
+                "phy0-ap0": IfaceCounters(3221225472, 51539607552, 0),
+                "phy1-ap0": IfaceCounters(2671771648, 45097156608, 0),
+                "pppoe-wan": IfaceCounters(96000000000, 5800000000, 6),
             },
         ),
         (
             "netdev.glued",
             {
-                "lo": Counters(1234, 1234, 0),
-                "eth0": Counters(123456789, 98765, 3),
-                "wlan0": Counters(42, 0, 0),
+                "lo": IfaceCounters(1234, 1234, 0),
+                "eth0": IfaceCounters(123456789, 98765, 3),
+                "wlan0": IfaceCounters(42, 0, 0),
             },
         ),
         (
             "netdev.truncated",  # the cut eth0 is left out, not misread
             {
-                "lo": Counters(3218411843, 3218411843, 0),
-                "ifb0": Counters(0, 0, 0),
-                "ifb1": Counters(0, 0, 0),
+                "lo": IfaceCounters(3218411843, 3218411843, 0),
+                "ifb0": IfaceCounters(0, 0, 0),
+                "ifb1": IfaceCounters(0, 0, 0),
             },
         ),
     ],
 )
-def test_net_dev(fixture: str, expected: dict[str, Counters]) -> None:
+def test_net_dev(fixture: str, expected: dict[str, IfaceCounters]) -> None:
     assert parse_net_dev((PROC / fixture).read_bytes()) == expected
 
 
@@ -282,7 +282,7 @@ def test_net_dev_odd_cases() -> None:
     cut = lines[2][:40] + b"\n" + b"".join(lines[3:])
     parsed = parse_net_dev(lines[0] + lines[1] + cut)
     assert "lo" not in parsed
-    assert parsed["eth0"] == Counters(3047832825, 5385298, 0)
+    assert parsed["eth0"] == IfaceCounters(3047832825, 5385298, 0)
     assert parse_net_dev(b"  eth0: 1 2 x 4 5 6 7 8 9 10 11 12 13 14 15 16\n") == {}
 
 
@@ -291,7 +291,9 @@ def test_counters_of_the_interfaces_to_report() -> None:
     assert list(read_counters(path, [])) == [
         "br-lan", "eth0", "lan1", "lan2", "phy0-ap0", "phy1-ap0", "pppoe-wan", "wan",
     ]  # fmt: skip
-    assert read_counters(path, ["wan", "ghost"]) == {"wan": Counters(96513632768, 5893027840, 4)}
+    assert read_counters(path, ["wan", "ghost"]) == {
+        "wan": IfaceCounters(96513632768, 5893027840, 4)
+    }
     with pytest.raises(FileNotFoundError):
         read_counters(str(PROC / "no-such-file"), [])
 
@@ -302,8 +304,12 @@ def test_select_ifaces() -> None:
 
 
 def test_build_net() -> None:
-    prev = {"wan": Counters(1000, 500, 0)}
-    cur = {"wan": Counters(3000, 1500, 2), "br-lan": Counters(10, 20, 0), "lan4": Counters(0, 0, 0)}
+    prev = {"wan": IfaceCounters(1000, 500, 0)}
+    cur = {
+        "wan": IfaceCounters(3000, 1500, 2),
+        "br-lan": IfaceCounters(10, 20, 0),
+        "lan4": IfaceCounters(0, 0, 0),
+    }
     link = {"wan": True, "br-lan": True, "lan4": False}
     net = build_net(cur, link, prev, 10.0, "wan", True)
     assert net.wan_up is True
