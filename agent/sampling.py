@@ -20,8 +20,6 @@ from agent.protocol import AgentInfo, Telemetry
 from agent.runner import CommandError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from agent.atomicfile import WriteFaults
     from agent.platforms import Platform
     from agent.spool import Spool
@@ -43,17 +41,17 @@ def run_collectors(
     names: Sequence[str],
     ctx: Context,
     collectors: Mapping[str, Collector] | None = None,
-) -> dict[str, BaseModel | None]:
+) -> dict[str, Any]:
     """Each named collector's reading (None where it failed, with ``ctx.errors[name]``
     saying why). ``collectors`` replaces the registry (tests)."""
-    out: dict[str, BaseModel | None] = {}
+    out: dict[str, Any] = {}
     for name in names:
         c = collectors[name] if collectors is not None else load_collector(name)
         out[name] = _run(name, c.for_platform(platform.kinds), platform, ctx)
     return out
 
 
-def _run(name: str, fn: Reading | None, platform: Platform, ctx: Context) -> BaseModel | None:
+def _run(name: str, fn: Reading | None, platform: Platform, ctx: Context) -> Any:
     if fn is None:
         ctx.warn(name, f"not available on platform {platform.name}")
         return None

@@ -25,6 +25,7 @@ REGISTRY: dict[str, bool] = {
     "health": True,
     "network": True,
     "clients": True,
+    "radio": False,
 }
 
 __all__ = ["REGISTRY"]

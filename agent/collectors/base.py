@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 if TYPE_CHECKING:
     import random
 
-    from pydantic import BaseModel
-
     from agent.runner import CommandRunner
 
 #: How long what was discovered (AP interfaces, lease files, temperature sensors) is reused
@@ -103,8 +101,9 @@ class SimHost(Protocol):
         """Add to the simulated WAN byte counters; returns them (received, sent)."""
 
 
-#: One platform family's way to take a collector's reading.
-Reading = Callable[[Any, Context], "BaseModel"]
+#: One platform family's way to take a collector's reading: a wire model (or a mapping of
+#: them, by interface) for the Telemetry field.
+Reading = Callable[[Any, Context], Any]
 
 
 @dataclass(frozen=True)
