@@ -52,6 +52,17 @@ def remember(ctx: Context, key: str, found: T) -> T:
     return found
 
 
+def paths_under(ctx: Context, key: str, root: Path, *parts: str) -> tuple[str, ...]:
+    """``root / part`` for each part, as ``str``, built on the first sample and kept in the
+    memo under ``key``. pathlib interns every part of a new Path, and a part that dies with
+    its Path is interned again on the next sample; that churn grew CPython's table of
+    interned strings, +0.5 MiB of RSS after ~1,300 samples (docs/architecture.md)."""
+    paths: tuple[str, ...] | None = ctx.memo.get(key)
+    if paths is None:
+        paths = ctx.memo[key] = tuple(str(root / part) for part in parts)
+    return paths
+
+
 class LinuxHost(Protocol):
     """What a collector may read through on a real gateway (the Linux family of platforms)."""
 

@@ -17,7 +17,15 @@ from typing import NamedTuple
 
 import psutil
 
-from agent.collectors.base import Collector, Context, LinuxHost, SimHost, recalled, remember
+from agent.collectors.base import (
+    Collector,
+    Context,
+    LinuxHost,
+    SimHost,
+    paths_under,
+    recalled,
+    remember,
+)
 from agent.collectors.files import list_dir, read_file
 from agent.protocol import Health
 
@@ -175,19 +183,10 @@ def read_health(
 
 
 def collect(host: LinuxHost, ctx: Context) -> Health:
-    """The reading on any Linux. The paths read every sample are built once and kept (as
-    ``str``, for :func:`read_file`): pathlib interns every part of a new Path, and a part
-    that dies with its Path is interned again on the next sample; that churn grew CPython's
-    table of interned strings, +0.5 MiB of RSS after ~1,300 samples."""
-    paths = ctx.memo.get("health.paths")
-    if paths is None:
-        root = host.root
-        paths = ctx.memo["health.paths"] = (
-            str(root / "proc/meminfo"),
-            str(root / "proc/uptime"),
-            str(root / "sys"),
-        )
-    meminfo, uptime, sys_root = paths
+    """The reading on any Linux."""
+    meminfo, uptime, sys_root = paths_under(
+        ctx, "health.paths", host.root, "proc/meminfo", "proc/uptime", "sys"
+    )
     sensors = recalled(ctx, "sensors")
     if sensors is None:
         sensors = remember(ctx, "sensors", find_sensors(sys_root))

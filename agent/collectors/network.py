@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from agent.collectors.base import Collector, Context, LinuxHost, SimHost
+from agent.collectors.base import Collector, Context, LinuxHost, SimHost, paths_under
 from agent.collectors.files import read_file
 from agent.protocol import Iface, Net
 
@@ -167,16 +167,10 @@ def read_default_route(route_file: str, memo: dict[str, Any]) -> str | None:
 
 
 def collect(host: LinuxHost, ctx: Context) -> Net:
-    """The reading on any Linux (paths built once, see :func:`agent.collectors.health.collect`)."""
-    paths = ctx.memo.get("network.paths")
-    if paths is None:
-        root = host.root
-        paths = ctx.memo["network.paths"] = (
-            str(root / "proc/net/dev"),
-            str(root / "proc/net/route"),
-            str(root / "sys/class/net"),
-        )
-    net_dev, route, net_class = paths
+    """The reading on any Linux."""
+    net_dev, route, net_class = paths_under(
+        ctx, "network.paths", host.root, "proc/net/dev", "proc/net/route", "sys/class/net"
+    )
     counters = read_counters(net_dev, host.interfaces)
     prev, prev_mono = ctx.memo.get("net", ({}, ctx.mono))
     ctx.memo["net"] = (counters, ctx.mono)
