@@ -186,7 +186,7 @@ def test_a_steady_sample_leaves_no_churn_in_the_interned_strings(
     # its size (+0.5 MiB RSS) after ~20 minutes. So: what a sample interns must stay interned.
     (tmp_path / "proc/net").mkdir(parents=True)
     (tmp_path / "proc/uptime").write_text("350735.47 234388.90\n")
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures/proc"
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures/collectors/network"
     (tmp_path / "proc/net/dev").write_bytes((fixtures / "netdev.this-machine").read_bytes())
     (tmp_path / "sys/class/net/eth0").mkdir(parents=True)
     (tmp_path / "sys/class/net/eth0/operstate").write_text("up\n")
