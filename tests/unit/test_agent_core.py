@@ -195,3 +195,72 @@ def test_a_message_flood_drops_the_oldest_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if "too many messages" in r.getMessage()]
     assert len(warnings) == 1
     agent.spool.close()
+
+
+class MemoryLink:
+    """A link.Link in memory: the port delivery uses, replaced as a test may (pure bookkeeping;
+    the paho adapter itself is tested against a real Mosquitto in tests/integration)."""
+
+    def __init__(self, cfg, client_id, events, subscriptions, clock):  # type: ignore[no-untyped-def]
+        self.cfg, self.events, self.subscriptions = cfg, events, subscriptions
+        self.connected = False
+        self.sent: dict[int, tuple[str, bytes]] = {}
+        self._mid = 0
+
+    def publish(self, topic, payload, *, qos=1, retain=False, correlation=None):  # type: ignore[no-untyped-def]
+        if not self.connected:
+            return None
+        self._mid += 1
+        self.sent[self._mid] = (topic, payload)
+        return self._mid
+
+    def connect(self) -> None:
+        self.events.before_connect()
+        self.connected = True
+        self.events.on_connected()
+
+    def drop(self) -> None:
+        self.connected = False
+        self.events.on_disconnected()
+
+    def step(self, timeout: float) -> None: ...
+    def kick(self) -> None: ...
+    def reconnect(self, cfg=None) -> None: ...  # type: ignore[no-untyped-def]
+
+    def close(self) -> None:
+        if self.connected:
+            self.drop()
+
+
+def test_the_link_is_a_port_a_test_can_replace(tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 1},
+            "device": {"id": "gw-port"},
+            "platform": {"kind": "simulated", "root": str(tmp_path)},
+            "state": {"dir": str(tmp_path / "state")},
+        }
+    )
+    agent = Agent(
+        cfg,
+        SimulatedPlatform("gw-port"),
+        AgentState(tmp_path / "state"),
+        open_spool(cfg, tmp_path / "state"),
+        link_factory=MemoryLink,
+    )
+    link = agent.link
+    assert isinstance(link, MemoryLink)
+    assert "titik/gw/gw-port/config/desired" in link.subscriptions
+    link.connect()
+    topic = link.sent[1][0]
+    assert topic == "titik/gw/gw-port/status"
+    agent.tick()  # the first sample is due at once
+    mid, (topic, _payload) = max(link.sent.items())
+    assert topic == "titik/gw/gw-port/telemetry"
+    assert agent.spool.buffered == 1  # in flight until its PUBACK
+    agent.on_ack(mid)
+    assert agent.spool.buffered == 0 and agent.counts.acked == 1
+    agent.publish_sample(agent.sample())
+    link.drop()  # unacked: handed back to the spool, replayed after the next CONNACK
+    assert agent.spool.pending == 1
+    agent.shutdown()
