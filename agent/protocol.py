@@ -138,8 +138,9 @@ class RadioHealth(Wire):
     channel: Count | None = Field(description="Primary channel number")
     width_mhz: Count | None = Field(description="Channel width, MHz")
     txpower_dbm: Number | None = Field(description="Transmit power, dBm")
-    noise_dbm: Number | None = Field(
-        description="Noise floor on the channel in use, dBm (from its survey); null if unknown"
+    noise_dbm: Annotated[int, Field(strict=True, ge=-200, le=0)] | None = Field(
+        description="Noise floor on the channel in use, whole dBm (from its survey); null if "
+        "unknown"
     )
     busy_pct: Percent | None = Field(
         description="Share of the last interval the channel in use was busy (its survey); "
