@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 #: Filesystems that cannot fsync a directory say so with one of these (FUSE, older jffs2).
@@ -23,20 +24,36 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a nearly full disk may take part of a write before it refuses."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    tmp: Path | None = None,
+    sync_directory: bool = True,
+    write: Callable[[int, bytes], None] = write_all,
+) -> None:
     """Replace ``path`` with ``data`` so a power cut leaves the old or the new content, never half.
 
     Raises OSError (ENOSPC, EIO, EROFS...) with the old content still in place and the temp
     file removed. A failed directory fsync raises too: the rename then happened, but may not
     survive a power cut, and the caller must not count on it.
+
+    The agent's only atomic writer: small state files with the defaults, the spool's segments
+    with its own ``tmp`` name (which its sweep knows), ``sync_directory=False`` (it syncs the
+    directory once per spill) and its ``write`` (which its tests replace).
     """
-    tmp = tmp_path(path)
+    tmp = tmp_path(path) if tmp is None else tmp
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:  # a nearly full disk may take part of a write before it refuses
-                view = view[os.write(fd, view) :]
+            write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -45,7 +62,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    sync_dir(path.parent)
+    if sync_directory:
+        sync_dir(path.parent)
 
 
 def sync_dir(directory: Path) -> None:
@@ -115,6 +133,3 @@ class WriteFaults:
         n = self._count[kind]
         self.entries[f"write.{kind}"] = f"{n} failed since start, writing again; last: {last}"
         return episode
-
-    def failing(self, kind: str) -> bool:
-        return kind in self._failing

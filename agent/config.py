@@ -31,8 +31,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+
+from agent.collectors import REGISTRY as COLLECTORS
 
 #: Safe inside one MQTT topic level: no wildcards, no separators, no spaces.
 TOPIC_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -49,8 +52,27 @@ def _topic_safe(value: str) -> str:
 
 TopicName = Annotated[str, AfterValidator(_topic_safe)]
 
-CollectorName = Literal["health", "network", "clients"]
-COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
+
+def _collector_name(value: str) -> str:
+    if value not in COLLECTORS:
+        raise ValueError(
+            f"unknown collector {value!r}; the collectors are: {', '.join(COLLECTORS)}"
+        )
+    return value
+
+
+#: A name of :data:`agent.collectors.REGISTRY` (its one line per collector is the only list).
+CollectorName = Annotated[
+    str,
+    AfterValidator(_collector_name),
+    WithJsonSchema({"type": "string", "enum": list(COLLECTORS)}),
+]
+#: The collectors that run when ``telemetry.collectors`` is not set.
+DEFAULT_COLLECTORS: tuple[str, ...] = tuple(name for name, on in COLLECTORS.items() if on)
+#: Log levels, in the config file (``log.level``) and the remote config (``agent.log_level``).
+LogLevel = Literal["debug", "info", "warning", "error"]
+#: A TCP port.
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 ENV_PREFIX = "TITIK_"
 #: Variables that start with a section's name but are not config keys: the config file's path
@@ -87,7 +109,7 @@ class TlsConfig(Section):
 
 class MqttConfig(Section):
     host: str = Field(min_length=1, description="Broker host name or address (required)")
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: Port = 1883
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
@@ -104,7 +126,7 @@ class MqttConfig(Section):
 class TelemetryConfig(Section):
     interval_s: float = Field(default=60.0, gt=0, le=86400)
     collectors: list[CollectorName] = Field(
-        default_factory=lambda: list(COLLECTOR_NAMES),
+        default_factory=lambda: list(DEFAULT_COLLECTORS),
         description="Which collectors run; each is isolated from the others",
     )
     interfaces: list[str] = Field(
@@ -181,7 +203,7 @@ class SecurityConfig(Section):
 
 
 class LogConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
 
 
 class AgentConfig(Section):

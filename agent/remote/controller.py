@@ -47,7 +47,7 @@ from agent.remote.desired import (
     validate,
 )
 from agent.remote.hooks import HookError
-from agent.remote.inbound import BadInput, check, whole
+from agent.remote.inbound import BadInput, check, own_object, whole
 from agent.remote.signing import SignatureError, Verifier
 
 log = logging.getLogger("titik.remote")
@@ -452,12 +452,7 @@ def parse_state(
     version beyond the wire's limit, kept by an agent from before that limit, say) are
     dropped one by one, so one bad entry does not cost the rest.
     """
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
+    data = own_object(raw)
     dropped: list[str] = []
     docs: dict[str, dict[str, Any]] = {}
     raw_docs = data.get("docs")

@@ -96,10 +96,6 @@ class Verifier:
         self._raw = {key_id(raw): raw for raw in (parse_public_key(k) for k in trusted_keys)}
         self._keys: dict[str, Ed25519PublicKey] = {}
 
-    @property
-    def key_ids(self) -> list[str]:
-        return sorted(self._raw)
-
     def verify(self, topic: str, payload: Mapping[str, Any]) -> str:
         """Return the signing key's id, or raise SignatureError naming the reason."""
         sig = payload.get("sig")
