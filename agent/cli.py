@@ -13,7 +13,9 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, env_overrides, load_config
-from agent.core import Agent, open_spool, resolve_device_id, run
+from agent.core import Agent, resolve_device_id
+from agent.daemon import run
+from agent.delivery import open_spool
 from agent.platforms import Platform, make_platform
 from agent.state import AgentState
 

@@ -21,22 +21,49 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from agent.collectors import REGISTRY as COLLECTORS
 
 # The sections central shares are defined once, in the protocol; re-exported for agent code.
 from agent.protocol.overlay import deep_merge as deep_merge  # noqa: PLC0414
 from agent.protocol.settings import ConfigError as ConfigError  # noqa: PLC0414
-from agent.protocol.settings import LogConfig, MqttConnection, Section
+from agent.protocol.settings import LogConfig, MqttConnection
+from agent.protocol.settings import LogLevel as LogLevel  # noqa: PLC0414
+from agent.protocol.settings import Port as Port  # noqa: PLC0414
+from agent.protocol.settings import Section as Section  # noqa: PLC0414
 from agent.protocol.settings import TlsConfig as TlsConfig  # noqa: PLC0414
 from agent.protocol.settings import (
     format_validation_error as format_validation_error,  # noqa: PLC0414
 )
 from agent.protocol.topics import TopicName
 
-CollectorName = Literal["health", "network", "clients"]
-COLLECTOR_NAMES: tuple[CollectorName, ...] = ("health", "network", "clients")
+
+def _collector_name(value: str) -> str:
+    if value not in COLLECTORS:
+        raise ValueError(
+            f"unknown collector {value!r}; the collectors are: {', '.join(COLLECTORS)}"
+        )
+    return value
+
+
+#: A name of :data:`agent.collectors.REGISTRY` (its one line per collector is the only list).
+CollectorName = Annotated[
+    str,
+    AfterValidator(_collector_name),
+    WithJsonSchema({"type": "string", "enum": list(COLLECTORS)}),
+]
+#: The collectors that run when ``telemetry.collectors`` is not set.
+DEFAULT_COLLECTORS: tuple[str, ...] = tuple(name for name, on in COLLECTORS.items() if on)
 
 ENV_PREFIX = "TITIK_"
 #: Variables that start with a section's name but are not config keys: the config file's path
@@ -68,7 +95,7 @@ class MqttConfig(MqttConnection):
 class TelemetryConfig(Section):
     interval_s: float = Field(default=60.0, gt=0, le=86400)
     collectors: list[CollectorName] = Field(
-        default_factory=lambda: list(COLLECTOR_NAMES),
+        default_factory=lambda: list(DEFAULT_COLLECTORS),
         description="Which collectors run; each is isolated from the others",
     )
     interfaces: list[str] = Field(

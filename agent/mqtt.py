@@ -26,17 +26,20 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import RetryCallState, wait_random_exponential
 
 from agent.config import MqttConfig
+from agent.link import LinkEvents, Will
+from agent.protocol.client import client_for
+
+__all__ = ["AliasProperties", "Backoff", "MqttLink", "Will", "make_link", "poll_io"]
 
 log = logging.getLogger("titik.mqtt")
 
@@ -109,14 +112,6 @@ def poll_io(client: paho.Client, timeout: float) -> MQTTErrorCode:
     return client.loop_misc()
 
 
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
 class MqttLink:
     """One gateway's connection to the broker.
 
@@ -170,25 +165,7 @@ class MqttLink:
 
     # -- construction
     def _make_client(self) -> paho.Client:
-        v5 = self.cfg.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        if self.cfg.username:
-            password = self.cfg.password.get_secret_value() if self.cfg.password else None
-            client.username_pw_set(self.cfg.username, password)
-        tls = self.cfg.tls
-        if tls.ca is not None:
-            client.tls_set(
-                ca_certs=str(tls.ca),
-                certfile=str(tls.cert) if tls.cert else None,
-                keyfile=str(tls.key) if tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(tls.insecure)
+        client = client_for(self.cfg, self.client_id, protocol=self.cfg.protocol)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -394,9 +371,6 @@ class MqttLink:
             return None
         return info.mid
 
-    def pending_writes(self) -> bool:
-        return self._client.want_write()
-
     def close(self) -> None:
         """Clean DISCONNECT: the broker does not send the Will."""
         self._tcp_open = False
@@ -406,3 +380,25 @@ class MqttLink:
             if self._client.socket() is not None:
                 self._io(0.1)  # flush the DISCONNECT packet
             self._on_disconnected()
+
+
+def make_link(
+    cfg: MqttConfig,
+    client_id: str,
+    events: LinkEvents,
+    subscriptions: list[str],
+    clock: Callable[[], float] = time.monotonic,
+) -> MqttLink:
+    """An :class:`MqttLink` that reports to ``events`` (the agent's default link factory)."""
+    return MqttLink(
+        cfg,
+        client_id,
+        before_connect=events.before_connect,
+        on_connected=events.on_connected,
+        on_ack=events.on_ack,
+        on_nack=events.on_nack,
+        on_disconnected=events.on_disconnected,
+        on_message=events.on_message,
+        subscriptions=subscriptions,
+        clock=clock,
+    )

@@ -17,9 +17,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
 from agent.protocol import WIRE_INT_MAX
-from agent.remote.inbound import whole
+from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.remote.inbound import own_object, whole
 
 log = logging.getLogger("titik.state")
 
@@ -46,12 +46,7 @@ class Counters:
 
 def parse_counters(raw: bytes) -> Counters:
     """Pure: decode the state file, raising ValueError or TypeError on anything odd."""
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
+    data = own_object(raw)
     sid, seq, boot = data["sid"], data["seq_reserved"], data["boot"]
     if not (isinstance(sid, str) and sid and whole(seq) is not None and whole(boot) is not None):
         raise TypeError("wrong field types")
@@ -190,8 +185,3 @@ class AgentState:
         if failed:
             log.warning("state: %s written again after %d failed writes", path, failed)
         return True
-
-
-def default_state_dir(platform_name: str) -> Path:
-    # OpenWrt's /var is /tmp, which is RAM: keep state on flash, where keep.d saves it.
-    return Path("/etc/titik/state") if platform_name == "openwrt" else Path("/var/lib/titik")

@@ -25,6 +25,7 @@ import argparse
 import compileall
 import contextlib
 import importlib.metadata
+import json
 import os
 import platform as pyplatform
 import shlex
@@ -224,10 +225,12 @@ def write_config(
     protocol: str,
     device: str,
     prefix: str,
+    collectors: list[str] | None = None,
 ) -> None:
     """Same layout as tests/agentproc.py write_config, with the bench's knobs."""
     state = path.parent / "state"
     state.mkdir(parents=True, exist_ok=True)
+    chosen = "" if collectors is None else f"collectors = {json.dumps(collectors)}\n"
     path.write_text(
         f"""
 [device]
@@ -248,7 +251,7 @@ reconnect_max_s = 0.5
 
 [telemetry]
 interval_s = {interval}
-
+{chosen}
 [state]
 dir = "{state}"
 
@@ -361,6 +364,7 @@ class Bench:
             protocol=args.protocol,
             device=args.device,
             prefix=args.prefix,
+            collectors=args.collectors,
         )
         with self.agent_log.open("ab") as logfh:
             self.agent = subprocess.Popen(
@@ -697,6 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sample-every", type=float, default=5.0, help="seconds between RSS samples (default 5)"
     )
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5", help="mqtt.protocol")
+    p.add_argument(
+        "--collectors",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        help="telemetry.collectors, comma-separated (default: the agent's default set), "
+        "e.g. health,network,clients,radio to measure what the radio section costs",
+    )
     p.add_argument("--device", default="gw-bench01", help="device.id")
     p.add_argument("--prefix", default="titik", help="mqtt.topic_prefix (default titik)")
     p.add_argument(

@@ -17,6 +17,15 @@ from typing import NamedTuple
 
 import psutil
 
+from agent.collectors.base import (
+    Collector,
+    Context,
+    LinuxHost,
+    SimHost,
+    paths_under,
+    recalled,
+    remember,
+)
 from agent.collectors.files import list_dir, read_file
 from agent.protocol import Health
 
@@ -148,7 +157,7 @@ def read_health(
     disk_path: str,
     prev_cpu: CpuTimes | None,
 ) -> tuple[Health, CpuTimes]:
-    """One health reading. The paths are the caller's, built once (see LinuxPlatform)."""
+    """One health reading. The paths are the caller's, built once (see :func:`collect`)."""
     cur = cpu_times()
     pct = cpu_pct(prev_cpu, cur)
     load1, load5, load15 = psutil.getloadavg()
@@ -171,3 +180,37 @@ def read_health(
     # A reading whose counters went back is not kept as the next sample's baseline: one odd
     # read of /proc/stat then costs one sample its CPU figure, not two.
     return health, cur if pct is not None or prev_cpu is None else prev_cpu
+
+
+def collect(host: LinuxHost, ctx: Context) -> Health:
+    """The reading on any Linux."""
+    meminfo, uptime, sys_root = paths_under(
+        ctx, "health.paths", host.root, "proc/meminfo", "proc/uptime", "sys"
+    )
+    sensors = recalled(ctx, "sensors")
+    if sensors is None:
+        sensors = remember(ctx, "sensors", find_sensors(sys_root))
+    sample, cur = read_health(meminfo, uptime, sensors, host.disk_path(), ctx.memo.get("cpu"))
+    ctx.memo["cpu"] = cur
+    return sample
+
+
+def simulate(sim: SimHost, ctx: Context) -> Health:
+    """Plausible figures that follow the site's day."""
+    r = sim.rng
+    busy = sim.busy(ctx.wall)
+    load = round(0.2 + 1.5 * busy * r.uniform(0.7, 1.3), 2)
+    return Health(
+        cpu_pct=round(min(100.0, 8 + 55 * busy * r.uniform(0.6, 1.4)), 1),
+        load1=load,
+        load5=round(load * 0.9, 2),
+        load15=round(load * 0.8, 2),
+        mem_used_pct=round(35 + 25 * busy + r.uniform(-3, 3), 1),
+        mem_avail_b=int(256 * 2**20 * (0.6 - 0.25 * busy)),
+        disk_used_pct=round(22 + r.uniform(0, 0.5), 1),
+        temp_c=round(44 + 18 * busy + r.uniform(-1.5, 1.5), 1),
+        uptime_s=max(0, int(ctx.wall - sim.boot_wall)),
+    )
+
+
+COLLECTOR = Collector("health", {"linux": collect, "simulated": simulate})

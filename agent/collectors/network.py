@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from agent.collectors.base import Collector, Context, LinuxHost, SimHost, paths_under
 from agent.collectors.files import read_file
 from agent.protocol import Iface, Net
 
 RTF_UP = 0x0001
 
 
-class Counters(NamedTuple):
+class IfaceCounters(NamedTuple):
     rx: int
     tx: int
     err: int
@@ -57,9 +58,9 @@ def select_ifaces(available: Iterable[str], wanted: list[str]) -> list[str]:
 
 
 def build_net(
-    counters: Mapping[str, Counters],
+    counters: Mapping[str, IfaceCounters],
     link_up: Mapping[str, bool],
-    prev: Mapping[str, Counters],
+    prev: Mapping[str, IfaceCounters],
     dt: float,
     wan: str | None,
     wan_link_up: bool,
@@ -81,7 +82,7 @@ def build_net(
     return Net(wan_up=wan is not None and wan_link_up, wan=wan, ifaces=ifaces)
 
 
-def parse_net_dev(data: bytes) -> dict[str, Counters]:
+def parse_net_dev(data: bytes) -> dict[str, IfaceCounters]:
     """``/proc/net/dev`` -> byte and error counters per interface.
 
     Two header lines, then per interface ``name: rx_bytes rx_packets rx_errs rx_drop ...
@@ -95,7 +96,7 @@ def parse_net_dev(data: bytes) -> dict[str, Counters]:
     allocations do not drift (docs/architecture.md, "Memory on the gateway").
     """
     words = data.split()
-    out: dict[str, Counters] = {}
+    out: dict[str, IfaceCounters] = {}
     for i, word in enumerate(words):
         colon = word.find(b":")
         if colon < 0:
@@ -107,11 +108,13 @@ def parse_net_dev(data: bytes) -> dict[str, Counters]:
         if len(fields) < 16 or not all(f.isdigit() for f in fields):
             continue  # cut short: the end of the text, or the next entry's name, came first
         err = int(fields[2]) + int(fields[10])
-        out[word[:colon].decode(errors="replace")] = Counters(int(fields[0]), int(fields[8]), err)
+        out[word[:colon].decode(errors="replace")] = IfaceCounters(
+            int(fields[0]), int(fields[8]), err
+        )
     return out
 
 
-def read_counters(net_dev: str, wanted: list[str]) -> dict[str, Counters]:
+def read_counters(net_dev: str, wanted: list[str]) -> dict[str, IfaceCounters]:
     """Byte and error counters, from ``net_dev`` (``/proc/net/dev``), of the interfaces to
     report (all but ``lo`` by default).
 
@@ -161,3 +164,43 @@ def read_default_route(route_file: str, memo: dict[str, Any]) -> str | None:
     wan = parse_default_route(raw.decode(errors="replace"))
     memo["route"] = (raw, wan)
     return wan
+
+
+def collect(host: LinuxHost, ctx: Context) -> Net:
+    """The reading on any Linux."""
+    net_dev, route, net_class = paths_under(
+        ctx, "network.paths", host.root, "proc/net/dev", "proc/net/route", "sys/class/net"
+    )
+    counters = read_counters(net_dev, host.interfaces)
+    prev, prev_mono = ctx.memo.get("net", ({}, ctx.mono))
+    ctx.memo["net"] = (counters, ctx.mono)
+    wan = read_default_route(route, ctx.memo)
+    names = [*counters, wan] if wan and wan not in counters else counters
+    link_up = read_link_up(net_class, names)
+    return build_net(
+        counters, link_up, prev, ctx.mono - prev_mono, wan, link_up.get(wan or "", False)
+    )
+
+
+def simulate(sim: SimHost, ctx: Context) -> Net:
+    """A WAN and a LAN bridge whose traffic follows the site's day."""
+    prev = ctx.memo.get("net")
+    dt = ctx.mono - prev[0] if prev else 0.0
+    bps_rx = 2_000_000 * sim.busy(ctx.wall) * sim.rng.uniform(0.5, 1.5)
+    bps_tx = bps_rx / 6
+    rx, tx = sim.count_bytes(bps_rx * dt, bps_tx * dt)
+    ctx.memo["net"] = (ctx.mono,)
+    have_rate = prev is not None and dt > 0
+    wan = Iface(
+        up=True,
+        rx=rx,
+        tx=tx,
+        rx_bps=round(bps_rx) if have_rate else None,
+        tx_bps=round(bps_tx) if have_rate else None,
+        err=0,
+    )
+    lan = Iface(up=True, rx=tx, tx=rx, rx_bps=wan.tx_bps, tx_bps=wan.rx_bps, err=0)
+    return Net(wan_up=True, wan="wan", ifaces={"br-lan": lan, "wan": wan})
+
+
+COLLECTOR = Collector("net", {"linux": collect, "simulated": simulate})

@@ -46,7 +46,7 @@ _MASKS = (
 )
 
 
-def _describe(text: str) -> str:
+def describe(text: str) -> str:
     """First non-blank line, addresses masked, cut short: safe to put in an error."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     for pattern, mask in _MASKS:
@@ -100,7 +100,7 @@ def parse_iwinfo_assoclist(text: str) -> int:
     if not stripped:
         raise ParseError("iwinfo assoclist: empty output")
     # e.g. "No information available": iwinfo exits 0 but could not ask the driver.
-    raise ParseError(f"iwinfo assoclist: unexpected output {_describe(text)}")
+    raise ParseError(f"iwinfo assoclist: unexpected output {describe(text)}")
 
 
 _IW_HEADER = re.compile(rf"Station ({_MAC}) \(on \S+\)\s*")
@@ -128,7 +128,7 @@ def parse_iw_station_dump(text: str) -> int:
         elif line.strip():
             stray = True
     if not authorized and stray:
-        raise ParseError(f"iw station dump: unexpected output {_describe(text)}")
+        raise ParseError(f"iw station dump: unexpected output {describe(text)}")
     return sum(authorized.values())
 
 
@@ -159,7 +159,7 @@ def parse_hostapd_all_sta(text: str) -> int:
         else:
             stray = True
     if not authorized and stray:
-        raise ParseError(f"hostapd_cli all_sta: unexpected output {_describe(text)}")
+        raise ParseError(f"hostapd_cli all_sta: unexpected output {describe(text)}")
     return sum(authorized.values())
 
 
@@ -179,7 +179,7 @@ def parse_ubus_hostapd_list(text: str) -> list[str]:
             continue
         prefix, dot, name = line.partition(".")
         if prefix != "hostapd" or not dot or not _IFNAME.fullmatch(name):
-            raise ParseError(f"ubus list hostapd.*: unexpected line {_describe(line)}")
+            raise ParseError(f"ubus list hostapd.*: unexpected line {describe(line)}")
         if name not in names:
             names.append(name)
     return names

@@ -1,28 +1,27 @@
-"""The platform port: every firmware family returns the same structures (psutil's rule)."""
+"""The platform port: identity, where state lives, and the actions commands run.
+
+Readings are not here: each collector (:mod:`agent.collectors`) says, per platform kind, how
+it takes its reading, and reads through what the platform offers
+(:class:`agent.collectors.base.LinuxHost`). A platform looks up a collector's reading by
+:attr:`Platform.kinds`: its own kind first, then its parents' (``openwrt`` -> ``linux``).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from agent.collectors import Context
-    from agent.protocol import Clients, Health, Net
+from typing import Any, ClassVar
 
 
 class Platform(ABC):
     #: The value of ``platform.kind`` that selects this platform.
     name: str = ""
+    #: This platform's kind, then its parents' kinds: how collectors' readings are looked up.
+    kinds: ClassVar[tuple[str, ...]] = ()
 
-    @abstractmethod
-    def health(self, ctx: Context) -> Health: ...
-
-    @abstractmethod
-    def network(self, ctx: Context) -> Net: ...
-
-    @abstractmethod
-    def clients(self, ctx: Context) -> Clients: ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kinds = tuple(dict.fromkeys(n for c in cls.__mro__ if (n := c.__dict__.get("name"))))
 
     @abstractmethod
     def primary_mac(self) -> str | None:

@@ -1,7 +1,8 @@
-"""Seeded, plausible synthetic readings for demos, tests and the fleet simulator.
+"""A seeded, synthetic gateway for demos, tests and the fleet simulator.
 
-No I/O at all: thousands of these run in one process. Client counts follow a daily curve
-(quiet at night, busy around midday and evening) with per-gateway size and noise.
+No I/O at all: thousands of these run in one process. It holds what the collectors' simulated
+readings draw on (:class:`agent.collectors.base.SimHost`): a seeded generator, the site's size
+and a daily curve (quiet at night, busy around midday and evening).
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.platforms.base import Platform
-from agent.protocol import Clients, Health, Iface, Net
-
-if TYPE_CHECKING:
-    from agent.collectors import Context
 
 RADIOS = ("phy0-ap0", "phy1-ap0")
 TZ_OFFSET_S = 7 * 3600  # the demo city runs on WIB (UTC+7)
@@ -48,48 +45,16 @@ class SimulatedPlatform(Platform):
         self._rx = self.rng.randint(10**6, 10**9)
         self._tx = self.rng.randint(10**6, 10**9)
 
-    def health(self, ctx: Context) -> Health:
-        r = self.rng
-        busy = daily_curve(ctx.wall)
-        load = round(0.2 + 1.5 * busy * r.uniform(0.7, 1.3), 2)
-        return Health(
-            cpu_pct=round(min(100.0, 8 + 55 * busy * r.uniform(0.6, 1.4)), 1),
-            load1=load,
-            load5=round(load * 0.9, 2),
-            load15=round(load * 0.8, 2),
-            mem_used_pct=round(35 + 25 * busy + r.uniform(-3, 3), 1),
-            mem_avail_b=int(256 * 2**20 * (0.6 - 0.25 * busy)),
-            disk_used_pct=round(22 + r.uniform(0, 0.5), 1),
-            temp_c=round(44 + 18 * busy + r.uniform(-1.5, 1.5), 1),
-            uptime_s=max(0, int(ctx.wall - self.boot_wall)),
-        )
+    # -- what the collectors' simulated readings draw on (agent.collectors.base.SimHost)
+    radios = RADIOS
 
-    def network(self, ctx: Context) -> Net:
-        prev = ctx.memo.get("net")
-        dt = ctx.mono - prev[0] if prev else 0.0
-        bps_rx = 2_000_000 * daily_curve(ctx.wall) * self.rng.uniform(0.5, 1.5)
-        bps_tx = bps_rx / 6
-        self._rx += int(bps_rx * dt)
-        self._tx += int(bps_tx * dt)
-        ctx.memo["net"] = (ctx.mono,)
-        have_rate = prev is not None and dt > 0
-        wan = Iface(
-            up=True,
-            rx=self._rx,
-            tx=self._tx,
-            rx_bps=round(bps_rx) if have_rate else None,
-            tx_bps=round(bps_tx) if have_rate else None,
-            err=0,
-        )
-        lan = Iface(up=True, rx=self._tx, tx=self._rx, rx_bps=wan.tx_bps, tx_bps=wan.rx_bps, err=0)
-        return Net(wan_up=True, wan="wan", ifaces={"br-lan": lan, "wan": wan})
+    def busy(self, wall: float) -> float:
+        return daily_curve(wall)
 
-    def clients(self, ctx: Context) -> Clients:
-        expected = self.capacity * daily_curve(ctx.wall)
-        total = max(0, round(self.rng.gauss(expected, math.sqrt(expected) + 0.5)))
-        on_5ghz = round(total * 0.6)
-        by_iface = {RADIOS[0]: total - on_5ghz, RADIOS[1]: on_5ghz}
-        return Clients(total=total, by_iface=by_iface, leases=total + self.rng.randint(0, 3))
+    def count_bytes(self, rx: float, tx: float) -> tuple[int, int]:
+        self._rx += int(rx)
+        self._tx += int(tx)
+        return self._rx, self._tx
 
     def primary_mac(self) -> str | None:
         return self.mac

@@ -1,13 +1,13 @@
 """Crash-safe small-file writes (temp file, fsync, rename, fsync the directory), and the
 bookkeeping of writes that failed.
 
+It lives in the protocol package because it is the project's one atomic-write helper: central
+(the broker kit) writes through it too, and central may import nothing else of the agent.
+
 Gateways run out of flash (ENOSPC) and flash wears out (EIO). A write that fails must cost
 a log line and a count in the next sample, never a crash, and never a half-written file:
 :func:`write_atomic` leaves the old content in place and no temp file behind, and
 :class:`WriteFaults` remembers what failed for the sample's ``errors``.
-
-It lives in the protocol package because it is the project's one atomic-write helper: central
-(the broker kit) writes through it too, and central may import nothing else of the agent.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 #: Filesystems that cannot fsync a directory say so with one of these (FUSE, older jffs2).
@@ -26,26 +27,43 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Replace ``path`` with ``data`` so a power cut leaves the old or the new content, never half.
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a nearly full disk may take part of a write before it refuses."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
-    The file is created 0600 (less under a stricter umask); ``mode`` sets exactly that mode
-    before the first byte is written, so there is no moment with wider access (the broker kit
-    writes certificates 0644 and keys 0600 this way).
+
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    tmp: Path | None = None,
+    sync_directory: bool = True,
+    write: Callable[[int, bytes], None] = write_all,
+    mode: int | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` so a power cut leaves the old or the new content, never half.
 
     Raises OSError (ENOSPC, EIO, EROFS...) with the old content still in place and the temp
     file removed. A failed directory fsync raises too: the rename then happened, but may not
     survive a power cut, and the caller must not count on it.
+
+    The agent's only atomic writer: small state files with the defaults, the spool's segments
+    with its own ``tmp`` name (which its sweep knows), ``sync_directory=False`` (it syncs the
+    directory once per spill) and its ``write`` (which its tests replace).
+
+    The file is created 0600 (less under a stricter umask); ``mode`` sets exactly that mode
+    before the first byte is written, so there is no moment with wider access (the broker kit
+    writes certificates 0644 and keys 0600 this way).
     """
-    tmp = tmp_path(path)
+    tmp = tmp_path(path) if tmp is None else tmp
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             if mode is not None:
                 os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:  # a nearly full disk may take part of a write before it refuses
-                view = view[os.write(fd, view) :]
+            write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -54,7 +72,8 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    sync_dir(path.parent)
+    if sync_directory:
+        sync_dir(path.parent)
 
 
 def sync_dir(directory: Path) -> None:
@@ -124,6 +143,3 @@ class WriteFaults:
         n = self._count[kind]
         self.entries[f"write.{kind}"] = f"{n} failed since start, writing again; last: {last}"
         return episode
-
-    def failing(self, kind: str) -> bool:
-        return kind in self._failing

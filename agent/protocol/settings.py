@@ -9,11 +9,16 @@ each, the same on both sides, and :class:`ConfigError` carries them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent.protocol.topics import TopicName
+
+#: Log levels, in the config files (``log.level``) and the remote config (``agent.log_level``).
+LogLevel = Literal["debug", "info", "warning", "error"]
+#: A TCP port.
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class ConfigError(Exception):
@@ -32,14 +37,14 @@ class TlsConfig(Section):
 
 
 class LogConfig(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
 
 
 class MqttConnection(Section):
     """Where the broker is and who we are to it."""
 
     host: str = Field(min_length=1, description="Broker host name or address (required)")
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: Port = 1883
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)

@@ -85,6 +85,22 @@ class Clients(Wire):
     )
 
 
+class RadioHealth(Wire):
+    """One access-point interface's radio (the ``radio`` collector)."""
+
+    channel: Count | None = Field(description="Primary channel number")
+    width_mhz: Count | None = Field(description="Channel width, MHz")
+    txpower_dbm: Number | None = Field(description="Transmit power, dBm")
+    noise_dbm: Annotated[int, Field(strict=True, ge=-200, le=0)] | None = Field(
+        description="Noise floor on the channel in use, whole dBm (from its survey); null if "
+        "unknown"
+    )
+    busy_pct: Percent | None = Field(
+        description="Share of the last interval the channel in use was busy (its survey); "
+        "null on the first sample and after a channel change"
+    )
+
+
 class AgentInfo(Wire):
     version: str
     buffered: Count = Field(default=0, description="Samples not yet acknowledged by the broker")
@@ -93,6 +109,10 @@ class AgentInfo(Wire):
         description="Samples dropped by the buffer's size or age cap, or lost with a damaged "
         "buffer file, since start",
     )
+
+
+#: Telemetry keys left out of the JSON while null.
+OMITTED_WHEN_NULL = ("errors", "radio")
 
 
 class Telemetry(Wire):
@@ -109,6 +129,9 @@ class Telemetry(Wire):
     health: Health | None = None
     net: Net | None = None
     clients: Clients | None = None
+    radio: dict[str, RadioHealth] | None = Field(
+        default=None, description="Per AP interface; absent unless the radio collector runs"
+    )
     agent: AgentInfo
     errors: dict[str, str] | None = Field(
         default=None,
@@ -116,11 +139,14 @@ class Telemetry(Wire):
     )
 
     @model_serializer(mode="wrap")
-    def _omit_absent_errors(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Saves bytes on every message; every other null is meaningful and stays.
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Saves bytes on every message: ``errors`` when all worked, and the sections of
+        # collectors that are off by default when they are off. Every other null is
+        # meaningful ("no sensor") and stays.
         data: dict[str, Any] = handler(self)
-        if data.get("errors") is None:
-            data.pop("errors", None)
+        for key in OMITTED_WHEN_NULL:
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import __version__
 from agent.remote.commands import CommandFailed, Handler, arg_mac, arg_number, arg_unknown
@@ -10,7 +10,23 @@ from agent.remote.desired import config_hash, redact
 from agent.runner import CommandError
 
 if TYPE_CHECKING:
-    from agent.core import Agent
+    from agent.config import AgentConfig
+    from agent.platforms.base import Platform
+    from agent.remote.controller import ConfigController
+
+
+class Gateway(Protocol):
+    """What the commands need of the agent (:class:`agent.core.Agent` is one). A port, so
+    that this module and the agent's core do not import each other."""
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+    @property
+    def platform(self) -> Platform: ...
+    @property
+    def remote(self) -> ConfigController: ...
+    def schedule_reboot(self, delay_s: float) -> None: ...
+    def collect_now(self) -> int: ...
 
 
 #: Commands that change nothing on the gateway: running one twice does no harm, so they run
@@ -18,7 +34,7 @@ if TYPE_CHECKING:
 HARMLESS = frozenset({"collect_now", "diagnostics", "get_config"})
 
 
-def handlers(agent: Agent) -> dict[str, Handler]:
+def handlers(agent: Gateway) -> dict[str, Handler]:
     def reboot(args: dict[str, Any]) -> dict[str, Any]:
         arg_unknown(args, {"delay_s"})
         delay = arg_number(args, "delay_s", 10, 1, 3600)

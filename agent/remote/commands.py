@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
 from agent.protocol.signing import SignatureError, Verifier
-from agent.remote.inbound import BadInput, load, name
+from agent.remote.inbound import BadInput, load_object, name
 
 log = logging.getLogger("titik.commands")
 
@@ -68,14 +68,10 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 def parse_command(payload: bytes, now: float) -> tuple[Command, dict[str, Any]]:
     """Pure: bytes -> (command, raw dict); CommandFailed names what is wrong."""
-    if len(payload) > MAX_COMMAND_BYTES:
-        raise CommandFailed(f"payload: {len(payload)} bytes, more than {MAX_COMMAND_BYTES}")
     try:
-        raw = load(payload, "payload")
+        raw = load_object(payload, "payload", MAX_COMMAND_BYTES)
     except BadInput as exc:
         raise CommandFailed(str(exc)) from None
-    if not isinstance(raw, dict):
-        raise CommandFailed("payload: must be a JSON object")
     extra = set(raw) - {"id", "name", "args", "expires_at", "sig"}
     if extra:
         raise CommandFailed(f"{name(sorted(extra)[0])}: unknown key")

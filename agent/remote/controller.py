@@ -19,9 +19,10 @@ The life of a change:
 
 A version that was rejected or rolled back is not tried again; a newer version is.
 
-Flash that is full or failing never stops the agent here: if the journal cannot be written,
-nothing is applied, the report says why (``rejected``, naming the file and the error), and
-the same documents are tried again later, by themselves (``RETRY_MIN_S``, then less often).
+Flash that is full or failing never stops the agent here: if the journal (or a hook's
+snapshot) cannot be written, nothing is applied, the report says why (``rejected``, naming
+the file and the error), and the same documents are tried again later, by themselves
+(``RETRY_MIN_S``, then less often).
 If ``remote.json`` cannot be written, the state lives in memory and is written again later.
 """
 
@@ -34,8 +35,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
 from agent.protocol import ConfigReported
+from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
 from agent.protocol.signing import SignatureError, Verifier
 from agent.remote.desired import (
     HOOK_SECTIONS,
@@ -48,7 +49,7 @@ from agent.remote.desired import (
     validate,
 )
 from agent.remote.hooks import HookError
-from agent.remote.inbound import BadInput, check, whole
+from agent.remote.inbound import BadInput, check, own_object, whole
 
 log = logging.getLogger("titik.remote")
 
@@ -314,12 +315,22 @@ class ConfigController:
         try:
             self._write_journal(journal)
         except OSError as exc:
-            self._postpone(meta, exc)
+            self._postpone(meta, self._journal_error(exc))
             return
         log.info("applying config %s: sections %s", versions, ", ".join(sections))
         try:
             for s in hooked:
-                self.hooks.snapshot(s)
+                try:
+                    self.hooks.snapshot(s)
+                except HookError as exc:
+                    # Nothing of this section changed yet (a full or failing disk, most
+                    # often): undo the sections before it and try the version again later,
+                    # as when the journal cannot be written; a rolled-back version never is.
+                    log.warning("config %s postponed: %s", versions, exc)
+                    self._restore_hooks(done)
+                    self._drop_journal()
+                    self._postpone(meta, f"{exc}; nothing was changed")
+                    return
                 done.append(s)
                 self._write_journal(journal)
                 self.hooks.apply(s, target.get(s, {}))
@@ -329,7 +340,7 @@ class ConfigController:
         except OSError as exc:  # the journal: undo the snapshot taken, apply nothing
             self._restore_hooks(done)
             self._drop_journal()
-            self._postpone(meta, exc)
+            self._postpone(meta, self._journal_error(exc))
             return
         self.host.apply_runtime(target)
         self._verify = {
@@ -340,17 +351,17 @@ class ConfigController:
         self._set_report(meta, "applying", None)
         self._probe_mid = self._report_mid
 
-    def _postpone(self, meta: Mapping[str, Any], exc: OSError) -> None:
-        """The journal could not be written: nothing was changed; try again later."""
+    @staticmethod
+    def _journal_error(exc: OSError) -> str:
+        return f"(state): cannot write {JOURNAL_FILE} ({describe(exc)}); nothing was changed"
+
+    def _postpone(self, meta: Mapping[str, Any], why: str) -> None:
+        """Nothing was changed (the journal or a snapshot could not be written): report why
+        and try the same version again later, with back-off."""
         self._postponed = str(meta["source"])
         if self._retry_at is None:
             self._retry_at = self.clock() + self._retry_wait
-        self._set_report(
-            meta,
-            "rejected",
-            f"(state): cannot write {JOURNAL_FILE} ({describe(exc)}); nothing was changed, "
-            "and the agent tries again by itself",
-        )
+        self._set_report(meta, "rejected", f"{why}, and the agent tries again by itself")
 
     def _rollback(self, journal: dict[str, Any], reason: str) -> None:
         self._restore_hooks(journal["hooked"])
@@ -444,12 +455,7 @@ def parse_state(
     version beyond the wire's limit, kept by an agent from before that limit, say) are
     dropped one by one, so one bad entry does not cost the rest.
     """
-    try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    if not isinstance(data, dict):
-        raise TypeError("not a JSON object")
+    data = own_object(raw)
     dropped: list[str] = []
     docs: dict[str, dict[str, Any]] = {}
     raw_docs = data.get("docs")

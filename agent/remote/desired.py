@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from agent.config import format_validation_error
 from agent.protocol import WIRE_INT_MAX
 from agent.protocol.overlay import overlay as overlay  # noqa: PLC0414
-from agent.remote.inbound import BadInput, load, name, whole
+from agent.remote.inbound import BadInput, load_object, name, whole
 
 #: Sections a firmware hook applies; the agent applies the others to itself. (The schema
 #: module is loaded only when a document arrives: its models cost RAM on every gateway.)
@@ -34,14 +34,10 @@ def parse_document(payload: bytes) -> dict[str, Any]:
     Every number in the document must be finite, and every whole number within the wire's
     limit (agent.protocol.WIRE_INT_MAX), wherever it is: the refusal names its key path.
     """
-    if len(payload) > MAX_DOCUMENT_BYTES:
-        raise Rejected(f"(document): {len(payload)} bytes, more than {MAX_DOCUMENT_BYTES}")
     try:
-        doc = load(payload, "(document)")
+        doc = load_object(payload, "(document)", MAX_DOCUMENT_BYTES)
     except BadInput as exc:
         raise Rejected(str(exc)) from None
-    if not isinstance(doc, dict):
-        raise Rejected("(document): must be a JSON object")
     extra = set(doc) - {"version", "config", "sig"}
     if extra:
         raise Rejected(f"{name(sorted(extra)[0])}: unknown key")

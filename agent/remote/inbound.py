@@ -51,6 +51,28 @@ def load(payload: bytes, what: str = "(payload)") -> Any:
     return value
 
 
+def load_object(payload: bytes, what: str, max_bytes: int) -> dict[str, Any]:
+    """A JSON object of at most ``max_bytes`` from the network; BadInput says what is wrong."""
+    if len(payload) > max_bytes:
+        raise BadInput(f"{what}: {len(payload)} bytes, more than {max_bytes}")
+    value = load(payload, what)
+    if not isinstance(value, dict):
+        raise BadInput(f"{what}: must be a JSON object")
+    return value
+
+
+def own_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from one of the agent's own files (the counters, remote.json): ValueError
+    or TypeError if it is not one, for the caller to treat the file as damaged."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    return data
+
+
 def check(value: Any, what: str = "(payload)") -> None:
     """Walk a parsed document (iteratively) and raise BadInput at the first value the wire
     does not allow: a non-finite number, a whole number beyond +-WIRE_INT_MAX, a string

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from agent.config import CollectorName
+from agent.config import CollectorName, LogLevel, Port
+from agent.config import Section as Strict
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _WINDOW = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -33,10 +34,6 @@ def _window(value: str) -> str:
 
 
 SectionName = Annotated[str, AfterValidator(_section_name)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Radio(Strict):
@@ -99,11 +96,11 @@ class MqttSection(Strict):
     """Move the gateway to another broker; rolled back if it cannot connect there."""
 
     host: str | None = Field(default=None, min_length=1, max_length=253)
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: Port | None = None
 
 
 class AgentSection(Strict):
-    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    log_level: LogLevel | None = None
 
 
 class MaintenanceSection(Strict):

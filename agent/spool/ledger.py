@@ -193,9 +193,6 @@ class Ledger:
         """Seqs whose bytes are in a segment file, in seq order."""
         return sorted(self._disk)
 
-    def live_segments(self) -> list[int]:
-        return sorted(self._segments)
-
     # -- records in and out ----------------------------------------------------------
 
     def add(self, rec: Record, *, inflight: bool, now: float) -> bool:

@@ -202,13 +202,17 @@ def scan_segment(buf: bytes) -> SegmentScan:
     aligned = True
     while off < len(buf):
         if len(buf) - off < BLOCK_HEADER.size:
+            # Not counted: a few bytes after the last block may be a cut header or bytes
+            # appended to a whole segment, and only a real block holds a record.
             scan.problems.append(f"truncated block header at byte {off}")
-            scan.unreadable += aligned  # a block holds at least one record
             break
         crc, codec, stored, raw_len = BLOCK_HEADER.unpack_from(buf, off)
         start = off + BLOCK_HEADER.size
         payload = buf[start : start + stored]
         whole = len(payload) == stored
+        # A cut-off block is counted only if its header could be one the writer made:
+        # garbage after the last block must not count as records lost.
+        aligned = aligned and (whole or _plausible_header(codec, stored, raw_len))
         intact = whole and zlib.crc32(payload, zlib.crc32(buf[off + 4 : start])) == crc
         if not whole:
             scan.problems.append(f"truncated block at byte {off}")
@@ -220,7 +224,7 @@ def scan_segment(buf: bytes) -> SegmentScan:
             raw = payload
         else:
             scan.problems.append(f"unknown codec {codec} at byte {off}")
-            scan.unreadable += aligned
+            scan.unreadable += aligned and whole  # a whole block of a known length was there
             break
         if intact and len(raw) != raw_len:
             scan.problems.append(f"block length mismatch at byte {off}")
@@ -232,6 +236,22 @@ def scan_segment(buf: bytes) -> SegmentScan:
         off = start + stored
         aligned = intact
     return scan
+
+
+#: No block the writer makes holds more raw data than this (one record over BLOCK_RAW_TARGET
+#: gets a block of its own, and a record is far smaller than the spool's 16 MiB).
+_MAX_BLOCK_RAW = 16 * 1024 * 1024
+
+
+def _plausible_header(codec: int, stored: int, raw_len: int) -> bool:
+    """Whether a block header read at the end of a segment could be the writer's: a known
+    codec and lengths it could have written (random bytes pass with odds of about 1 in
+    100,000)."""
+    if not FRAME_HEADER.size <= raw_len <= _MAX_BLOCK_RAW:
+        return False
+    if codec == CODEC_RAW:
+        return stored == raw_len
+    return codec == CODEC_ZLIB and 0 < stored <= raw_len + raw_len // 1000 + 64
 
 
 def _inflate(payload: bytes, limit: int) -> bytes:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.atomicfile import WriteFaults, describe
+from agent.protocol.atomicfile import WriteFaults, describe
 from agent.spool.ledger import Entry, Ledger, OnDisk
 from agent.spool.record import Record
 from agent.spool.segment import (

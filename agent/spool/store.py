@@ -8,7 +8,6 @@ OSError; the Spool decides what they mean.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -16,7 +15,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.atomicfile import describe
+from agent.protocol import atomicfile
+from agent.protocol.atomicfile import describe, sync_dir, write_atomic
 from agent.spool.segment import (
     BLOCK_HEADER,
     CORRUPT_DIR,
@@ -54,10 +54,7 @@ def write_all(fd: int, data: bytes) -> None:
     Every byte the spool stores goes through here, so tests can stand in a full disk
     (raise ``OSError(errno.ENOSPC)``) or count writes by replacing this function.
     """
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    atomicfile.write_all(fd, data)
 
 
 @dataclass(slots=True)
@@ -150,32 +147,13 @@ class SegmentStore:
         self._write_atomic(TOMBSTONE_NAME, data)
 
     def _write_atomic(self, name: str, data: bytes) -> None:
-        final = self.directory / name
+        # write_all is looked up here, at each call, so a test that replaces it is heard.
         tmp = self.directory / (name + TMP_SUFFIX)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_atomic(self.directory / name, data, tmp=tmp, sync_directory=False, write=write_all)
 
     def sync_dir(self) -> None:
         """Make renames and unlinks in the directory durable."""
-        fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            # Some filesystems (FUSE, older jffs2) do not fsync directories.
-            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-                raise
-        finally:
-            os.close(fd)
+        sync_dir(self.directory)
 
     def delete(self, path: Path) -> None:
         """Remove a file; one that is already gone is fine."""

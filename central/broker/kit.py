@@ -190,7 +190,7 @@ def write_file(path: Path, data: str | bytes, mode: int) -> None:
     """Write atomically with ``mode`` from the first byte (no window with wider access),
     through the project's one atomic writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data.encode() if isinstance(data, str) else data, mode)
+    write_atomic(path, data.encode() if isinstance(data, str) else data, mode=mode)
 
 
 # -- passwords (mosquitto_passwd does the hashing) ----------------------------------------

@@ -386,7 +386,6 @@ def _chaos_outcome(
         # each counted in the agent and reported in its next sample's errors (write.*)
         "write_failures_on_full_disks": sum(failed),
         "full_disk_gateways_that_saw_enospc": sum(1 for f in failed if f),
-        "sids_started_on_full_disks": sum(len(a.drawn) - 1 for a in full),
         "records_lost": sum(lost.values()),
         "gateways_with_loss": len(lost),
         "records_lost_disk_full": sum(v for d, v in lost.items() if d in disk_ids),

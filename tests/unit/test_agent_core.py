@@ -44,7 +44,7 @@ def test_offline_samples_are_buffered_and_the_cap_drop_is_counted_exactly(tmp_pa
     sizes = []
     for _ in range(300):  # ~600 B each: far more than 64 KiB
         sample = agent.sample()
-        agent._publish_sample(sample)
+        agent.publish_sample(sample)
         sizes.append(len(sample.model_dump_json()))
     kept = agent.spool.buffered
     assert agent.spool.dropped == 300 - kept
@@ -58,7 +58,7 @@ def test_offline_samples_are_buffered_and_the_cap_drop_is_counted_exactly(tmp_pa
 def test_sigterm_path_keeps_everything_for_the_next_run(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, max_bytes=1 << 20)
     for _ in range(20):
-        agent._publish_sample(agent.sample())
+        agent.publish_sample(agent.sample())
     agent.shutdown("test")
     again = make_agent(tmp_path, max_bytes=1 << 20)
     records = again.spool.take(100, 1 << 20)
@@ -111,7 +111,7 @@ def test_a_sample_reports_failed_writes_by_kind_and_nothing_when_all_is_well(
 def test_records_lost_with_a_damaged_buffer_file_count_as_dropped(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, max_bytes=1 << 20)
     for _ in range(20):
-        agent._publish_sample(agent.sample())
+        agent.publish_sample(agent.sample())
     agent.shutdown("test")
     (seg,) = (tmp_path / "state" / "buffer").glob("*.seg")
     os.truncate(seg, seg.stat().st_size - 40)  # cut inside the last record
@@ -158,7 +158,7 @@ def test_a_command_with_a_wildcard_response_topic_is_answered_on_cmd_result(
         {"id": "c1", "name": "collect_now", "expires_at": time.time() + 60}
     ).encode()
     msg.properties = props
-    agent._on_message(msg)
+    agent.on_message(msg)
     agent.tick()
     assert "titik/gw/gw-unit/cmd/result" in sent
     assert "ops/replies/#" not in sent
@@ -176,7 +176,7 @@ def test_a_bug_handling_one_message_costs_that_message_only(
     monkeypatch.setattr(agent.remote, "on_desired", boom)
     msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/config/desired")
     msg.payload = b'{"version": 1, "config": {}}'
-    agent._on_message(msg)
+    agent.on_message(msg)
     agent.tick()  # does not raise
     assert any("internal error handling a message" in r.getMessage() for r in caplog.records)
     agent.spool.close()
@@ -189,9 +189,78 @@ def test_a_message_flood_drops_the_oldest_with_one_warning(
     for i in range(300):
         msg = paho.MQTTMessage(topic=b"titik/gw/gw-unit/cmd")
         msg.payload = json.dumps({"id": f"c{i}"}).encode()
-        agent._on_message(msg)
+        agent.on_message(msg)
     assert agent.messages_waiting == 256
     assert agent.inbox_dropped == 44
     warnings = [r.getMessage() for r in caplog.records if "too many messages" in r.getMessage()]
     assert len(warnings) == 1
     agent.spool.close()
+
+
+class MemoryLink:
+    """A link.Link in memory: the port delivery uses, replaced as a test may (pure bookkeeping;
+    the paho adapter itself is tested against a real Mosquitto in tests/integration)."""
+
+    def __init__(self, cfg, client_id, events, subscriptions, clock):  # type: ignore[no-untyped-def]
+        self.cfg, self.events, self.subscriptions = cfg, events, subscriptions
+        self.connected = False
+        self.sent: dict[int, tuple[str, bytes]] = {}
+        self._mid = 0
+
+    def publish(self, topic, payload, *, qos=1, retain=False, correlation=None):  # type: ignore[no-untyped-def]
+        if not self.connected:
+            return None
+        self._mid += 1
+        self.sent[self._mid] = (topic, payload)
+        return self._mid
+
+    def connect(self) -> None:
+        self.events.before_connect()
+        self.connected = True
+        self.events.on_connected()
+
+    def drop(self) -> None:
+        self.connected = False
+        self.events.on_disconnected()
+
+    def step(self, timeout: float) -> None: ...
+    def kick(self) -> None: ...
+    def reconnect(self, cfg=None) -> None: ...  # type: ignore[no-untyped-def]
+
+    def close(self) -> None:
+        if self.connected:
+            self.drop()
+
+
+def test_the_link_is_a_port_a_test_can_replace(tmp_path: Path) -> None:
+    cfg = parse_config(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 1},
+            "device": {"id": "gw-port"},
+            "platform": {"kind": "simulated", "root": str(tmp_path)},
+            "state": {"dir": str(tmp_path / "state")},
+        }
+    )
+    agent = Agent(
+        cfg,
+        SimulatedPlatform("gw-port"),
+        AgentState(tmp_path / "state"),
+        open_spool(cfg, tmp_path / "state"),
+        link_factory=MemoryLink,
+    )
+    link = agent.link
+    assert isinstance(link, MemoryLink)
+    assert "titik/gw/gw-port/config/desired" in link.subscriptions
+    link.connect()
+    topic = link.sent[1][0]
+    assert topic == "titik/gw/gw-port/status"
+    agent.tick()  # the first sample is due at once
+    mid, (topic, _payload) = max(link.sent.items())
+    assert topic == "titik/gw/gw-port/telemetry"
+    assert agent.spool.buffered == 1  # in flight until its PUBACK
+    agent.on_ack(mid)
+    assert agent.spool.buffered == 0 and agent.counts.acked == 1
+    agent.publish_sample(agent.sample())
+    link.drop()  # unacked: handed back to the spool, replayed after the next CONNACK
+    assert agent.spool.pending == 1
+    agent.shutdown()

@@ -1,4 +1,4 @@
-"""dnsmasq lease counting, driven by lease files in tests/fixtures/dhcp/ (see SOURCES.md)."""
+"""dnsmasq lease counting, driven by lease files in tests/fixtures/collectors/clients/dhcp/ (see SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from agent.collectors.dhcp import (
     parse_dnsmasq_leases,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dhcp"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/collectors/clients/dhcp"
 NOW = 1_700_000_000.0
 
 

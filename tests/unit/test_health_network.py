@@ -17,7 +17,7 @@ from agent.collectors.health import (
     read_temperature,
 )
 from agent.collectors.network import (
-    Counters,
+    IfaceCounters,
     build_net,
     parse_default_route,
     parse_net_dev,
@@ -29,7 +29,9 @@ from agent.collectors.network import (
     select_ifaces,
 )
 
-PROC = Path(__file__).resolve().parents[1] / "fixtures" / "proc"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "collectors"
+HEALTH = FIXTURES / "health"
+NETWORK = FIXTURES / "network"
 
 
 def test_uptime() -> None:
@@ -49,7 +51,7 @@ def test_uptime() -> None:
     ],
 )
 def test_meminfo(fixture: str, expected: tuple[int, int] | None) -> None:
-    assert parse_meminfo(read_file(str(PROC / fixture))) == expected
+    assert parse_meminfo(read_file(str(HEALTH / fixture))) == expected
 
 
 def test_meminfo_odd_cases() -> None:
@@ -68,7 +70,7 @@ def test_memory_falls_back_to_psutil_without_memavailable(tmp_path: Path) -> Non
     import psutil
 
     old = tmp_path / "meminfo"
-    old.write_bytes((PROC / "meminfo.pre-3.14").read_bytes())
+    old.write_bytes((HEALTH / "meminfo.pre-3.14").read_bytes())
     vm = psutil.virtual_memory()
     total, available = read_memory(str(old))
     assert total == vm.total and available > 0
@@ -144,7 +146,7 @@ def test_a_reading_that_went_back_is_not_the_next_baseline(
     readings = iter([CpuTimes(50, 100), CpuTimes(40, 90), CpuTimes(70, 200)])
     monkeypatch.setattr("agent.collectors.health.cpu_times", lambda: next(readings))
     (tmp_path / "uptime").write_text("350735.47 234388.90\n")
-    files = (str(PROC / "meminfo.this-machine"), str(tmp_path / "uptime"), [], str(tmp_path))
+    files = (str(HEALTH / "meminfo.this-machine"), str(tmp_path / "uptime"), [], str(tmp_path))
     first, base = read_health(*files, None)
     assert first.cpu_pct is None and base == CpuTimes(50, 100)
     odd, base = read_health(*files, base)  # counters went back: no figure, baseline kept
@@ -162,17 +164,17 @@ def test_a_reading_that_went_back_is_not_the_next_baseline(
     ],
 )
 def test_default_route(fixture: str, expected: str | None) -> None:
-    assert parse_default_route((PROC / fixture).read_text()) == expected
+    assert parse_default_route((NETWORK / fixture).read_text()) == expected
 
 
 def test_default_route_is_parsed_again_only_when_the_table_changes(tmp_path: Path) -> None:
     route = tmp_path / "route"
-    route.write_bytes((PROC / "route.this-machine").read_bytes())
+    route.write_bytes((NETWORK / "route.this-machine").read_bytes())
     memo: dict[str, tuple[bytes, str | None]] = {}
     assert read_default_route(str(route), memo) == "eth0"
     memo["route"] = (memo["route"][0], "cached")  # the same text: the last answer is reused
     assert read_default_route(str(route), memo) == "cached"
-    route.write_bytes((PROC / "route.two-defaults-truncated").read_bytes())
+    route.write_bytes((NETWORK / "route.two-defaults-truncated").read_bytes())
     assert read_default_route(str(route), memo) == "wan"
     assert read_default_route(str(tmp_path / "missing"), memo) is None
 
@@ -221,55 +223,55 @@ def test_rates() -> None:
         (
             "netdev.this-machine",
             {
-                "lo": Counters(3218411843, 3218411843, 0),
-                "ifb0": Counters(0, 0, 0),
-                "ifb1": Counters(0, 0, 0),
-                "eth0": Counters(3047832825, 5385298, 0),
+                "lo": IfaceCounters(3218411843, 3218411843, 0),
+                "ifb0": IfaceCounters(0, 0, 0),
+                "ifb1": IfaceCounters(0, 0, 0),
+                "eth0": IfaceCounters(3047832825, 5385298, 0),
             },
         ),
         (
             "netdev.vpn-server",
             {
-                "tun0": Counters(4468821252, 2089659707, 0),
-                "lo": Counters(18444634266, 18444634266, 0),
-                "ens10": Counters(2314024641, 6064828263, 0),
-                "eth0": Counters(8557466066, 7514729065, 0),
+                "tun0": IfaceCounters(4468821252, 2089659707, 0),
+                "lo": IfaceCounters(18444634266, 18444634266, 0),
+                "ens10": IfaceCounters(2314024641, 6064828263, 0),
+                "eth0": IfaceCounters(8557466066, 7514729065, 0),
             },
         ),
         (
             "netdev.openwrt-router",
             {
-                "lo": Counters(1048576, 1048576, 0),
-                "eth0": Counters(98765432109, 12345678901, 0),
-                "lan1": Counters(0, 0, 0),
-                "lan2": Counters(2251799813, 6442450944, 0),
-                "wan": Counters(96513632768, 5893027840, 4),
-                "br-lan": Counters(5893027840, 96513632768, 0),
-                "phy0-ap0": Counters(3221225472, 51539607552, 0),
-                "phy1-ap0": Counters(2671771648, 45097156608, 0),
-                "pppoe-wan": Counters(96000000000, 5800000000, 6),
+                "lo": IfaceCounters(1048576, 1048576, 0),
+                "eth0": IfaceCounters(98765432109, 12345678901, 0),
+                "lan1": IfaceCounters(0, 0, 0),
+                "lan2": IfaceCounters(2251799813, 6442450944, 0),
+                "wan": IfaceCounters(96513632768, 5893027840, 4),
+                "br-lan": IfaceCounters(5893027840, 96513632768, 0),
+                "phy0-ap0": IfaceCounters(3221225472, 51539607552, 0),
+                "phy1-ap0": IfaceCounters(2671771648, 45097156608, 0),
+                "pppoe-wan": IfaceCounters(96000000000, 5800000000, 6),
             },
         ),
         (
             "netdev.glued",
             {
-                "lo": Counters(1234, 1234, 0),
-                "eth0": Counters(123456789, 98765, 3),
-                "wlan0": Counters(42, 0, 0),
+                "lo": IfaceCounters(1234, 1234, 0),
+                "eth0": IfaceCounters(123456789, 98765, 3),
+                "wlan0": IfaceCounters(42, 0, 0),
             },
         ),
         (
             "netdev.truncated",  # the cut eth0 is left out, not misread
             {
-                "lo": Counters(3218411843, 3218411843, 0),
-                "ifb0": Counters(0, 0, 0),
-                "ifb1": Counters(0, 0, 0),
+                "lo": IfaceCounters(3218411843, 3218411843, 0),
+                "ifb0": IfaceCounters(0, 0, 0),
+                "ifb1": IfaceCounters(0, 0, 0),
             },
         ),
     ],
 )
-def test_net_dev(fixture: str, expected: dict[str, Counters]) -> None:
-    assert parse_net_dev((PROC / fixture).read_bytes()) == expected
+def test_net_dev(fixture: str, expected: dict[str, IfaceCounters]) -> None:
+    assert parse_net_dev((NETWORK / fixture).read_bytes()) == expected
 
 
 def test_net_dev_odd_cases() -> None:
@@ -277,23 +279,25 @@ def test_net_dev_odd_cases() -> None:
     assert parse_net_dev(b"Inter-|   Receive\n face |bytes    packets\n") == {}
     # An entry cut short mid-text (the device went away between two reads): the next entry's
     # name must not be read as one of its numbers.
-    text = (PROC / "netdev.this-machine").read_bytes()
+    text = (NETWORK / "netdev.this-machine").read_bytes()
     lines = text.splitlines(keepends=True)
     cut = lines[2][:40] + b"\n" + b"".join(lines[3:])
     parsed = parse_net_dev(lines[0] + lines[1] + cut)
     assert "lo" not in parsed
-    assert parsed["eth0"] == Counters(3047832825, 5385298, 0)
+    assert parsed["eth0"] == IfaceCounters(3047832825, 5385298, 0)
     assert parse_net_dev(b"  eth0: 1 2 x 4 5 6 7 8 9 10 11 12 13 14 15 16\n") == {}
 
 
 def test_counters_of_the_interfaces_to_report() -> None:
-    path = str(PROC / "netdev.openwrt-router")
+    path = str(NETWORK / "netdev.openwrt-router")
     assert list(read_counters(path, [])) == [
         "br-lan", "eth0", "lan1", "lan2", "phy0-ap0", "phy1-ap0", "pppoe-wan", "wan",
     ]  # fmt: skip
-    assert read_counters(path, ["wan", "ghost"]) == {"wan": Counters(96513632768, 5893027840, 4)}
+    assert read_counters(path, ["wan", "ghost"]) == {
+        "wan": IfaceCounters(96513632768, 5893027840, 4)
+    }
     with pytest.raises(FileNotFoundError):
-        read_counters(str(PROC / "no-such-file"), [])
+        read_counters(str(NETWORK / "no-such-file"), [])
 
 
 def test_select_ifaces() -> None:
@@ -302,8 +306,12 @@ def test_select_ifaces() -> None:
 
 
 def test_build_net() -> None:
-    prev = {"wan": Counters(1000, 500, 0)}
-    cur = {"wan": Counters(3000, 1500, 2), "br-lan": Counters(10, 20, 0), "lan4": Counters(0, 0, 0)}
+    prev = {"wan": IfaceCounters(1000, 500, 0)}
+    cur = {
+        "wan": IfaceCounters(3000, 1500, 2),
+        "br-lan": IfaceCounters(10, 20, 0),
+        "lan4": IfaceCounters(0, 0, 0),
+    }
     link = {"wan": True, "br-lan": True, "lan4": False}
     net = build_net(cur, link, prev, 10.0, "wan", True)
     assert net.wan_up is True

@@ -237,7 +237,7 @@ def test_the_whole_agent_on_every_topic(
     agent = whole_agent
     sent: list[tuple[str, bytes, int]] = agent.sent  # type: ignore[attr-defined]
     for topic, payload in garbage:
-        agent._on_message(message(topic, payload))
+        agent.on_message(message(topic, payload))
     start = len(sent)
     agent.tick()
     for topic, payload, mid in sent[start:]:
@@ -247,7 +247,7 @@ def test_the_whole_agent_on_every_topic(
             if body["state"] in ("rejected", "rolled_back"):
                 assert NAMED.match(body["error"]), body
             if body["state"] == "applying":
-                agent._on_ack(mid)
+                agent.on_ack(mid)
         elif topic.endswith("/cmd/result"):
             assert numbers_fit(body)
             assert body["ok"] or NAMED.match(body["error"]), body
@@ -261,8 +261,8 @@ def test_the_whole_agent_on_every_topic(
     good = {"version": top + 1, "config": {"telemetry": {"interval_s": interval}}}
     cid = f"ok-{time.monotonic_ns()}"
     command = {"id": cid, "name": "collect_now", "expires_at": time.time() + 60}
-    agent._on_message(message(TOPICS[0], dumps(good)))
-    agent._on_message(message(TOPICS[2], dumps(command)))
+    agent.on_message(message(TOPICS[0], dumps(good)))
+    agent.on_message(message(TOPICS[2], dumps(command)))
     start = len(sent)
     agent.tick()
     out = {
@@ -272,7 +272,7 @@ def test_the_whole_agent_on_every_topic(
     }
     report, mid = out["reported"]
     if report["state"] == "applying":
-        agent._on_ack(mid)
+        agent.on_ack(mid)
         report = json.loads(sent[-1][1])
     assert report["state"] == "applied" and report["versions"]["gw"] == top + 1, report
     assert agent.cfg.telemetry.interval_s == interval

@@ -9,10 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Duplicates inside the agent that the arch-agent branch (issue 17, agent half) removes
-#: (collectors/network.py's Counters); empty this set when it is merged.
-AGENT_BRANCH_REMOVES = {"Counters"}
-
 
 def class_names() -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
@@ -25,11 +21,7 @@ def class_names() -> dict[str, list[str]]:
 
 
 def test_no_two_classes_share_a_name() -> None:
-    dupes = {
-        name: where
-        for name, where in class_names().items()
-        if len(where) > 1 and name not in AGENT_BRANCH_REMOVES
-    }
+    dupes = {name: where for name, where in class_names().items() if len(where) > 1}
     assert not dupes, "rename so each name says what it is: " + repr(dupes)
 
 

@@ -5,13 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors import Context, run_collectors
+from agent.collectors import clients, health
+from agent.collectors.base import DISCOVERY_TTL_S, Collector, Context
 from agent.platforms import detect, make_platform
-from agent.platforms.linux import DISCOVERY_TTL_S, LinuxPlatform, normalise_mac
+from agent.platforms.linux import LinuxPlatform, normalise_mac
 from agent.platforms.openwrt import OpenWrtPlatform
+from agent.platforms.raspberrypi import RaspberryPiPlatform
 from agent.platforms.simulated import SimulatedPlatform, daily_curve
-from agent.protocol import Clients
+from agent.protocol import Clients, Health
 from agent.runner import CommandError, CommandResult
+from agent.sampling import load_collector, run_collectors
 
 
 def test_detect(tmp_path: Path) -> None:
@@ -66,9 +69,9 @@ def test_bad_macs(text: str) -> None:
 def test_simulated_is_seeded_and_plausible() -> None:
     a, b = SimulatedPlatform("gw-1", boot_wall=0), SimulatedPlatform("gw-1", boot_wall=0)
     ctx_a, ctx_b = Context(wall=1_800_000_000, mono=1), Context(wall=1_800_000_000, mono=1)
-    assert a.clients(ctx_a) == b.clients(ctx_b)
+    assert clients.simulate(a, ctx_a) == clients.simulate(b, ctx_b)
     assert a.primary_mac() == b.primary_mac() != SimulatedPlatform("gw-2").primary_mac()
-    h = a.health(ctx_a)
+    h = health.simulate(a, ctx_a)
     assert h.temp_c is not None
     assert 0 <= (h.cpu_pct or 0) <= 100
 
@@ -79,28 +82,53 @@ def test_daily_curve_is_quiet_at_night_and_busy_in_the_evening() -> None:
     assert daily_curve(midnight_wib + 20 * 3600) > 0.9
 
 
-class Broken(SimulatedPlatform):
-    def clients(self, ctx: Context) -> Clients:
-        raise CommandError("iw: not installed")
+def test_a_platform_looks_up_readings_by_its_kind_then_its_parents() -> None:
+    assert OpenWrtPlatform.kinds == ("openwrt", "linux")
+    assert RaspberryPiPlatform.kinds == ("raspberrypi", "linux")
+    assert SimulatedPlatform.kinds == ("simulated",)
+    c = Collector("x", {"linux": lambda p, c: Health.model_construct(), "openwrt": print})
+    assert c.for_platform(OpenWrtPlatform.kinds) is print
+    assert c.for_platform(RaspberryPiPlatform.kinds) is not print
+    assert c.for_platform(SimulatedPlatform.kinds) is None
+
+
+def test_a_collector_without_a_reading_for_the_platform_says_so() -> None:
+    ctx = Context(wall=1_800_000_000, mono=1)
+    only_linux = {"health": Collector("health", {"linux": health.collect})}
+    out = run_collectors(SimulatedPlatform(1), ["health"], ctx, only_linux)
+    assert out == {"health": None}
+    assert ctx.errors == {"health": "not available on platform simulated"}
+
+
+def _broken(p: object, ctx: Context) -> Clients:
+    raise CommandError("iw: not installed")
+
+
+def _buggy(p: object, ctx: Context) -> Health:
+    raise ZeroDivisionError("oops")
+
+
+def _with(name: str, reading: object) -> dict[str, Collector]:
+    """The registry's collectors, with ``name``'s simulated reading replaced."""
+    out = {n: load_collector(n) for n in ("health", "network", "clients")}
+    out[name] = Collector(out[name].field, {"simulated": reading})  # type: ignore[dict-item]
+    return out
 
 
 def test_a_failing_collector_becomes_an_error_field_and_the_rest_still_report() -> None:
     ctx = Context(wall=1_800_000_000, mono=1)
-    out = run_collectors(Broken(1), ["health", "network", "clients"], ctx)
+    out = run_collectors(
+        SimulatedPlatform(1), ["health", "network", "clients"], ctx, _with("clients", _broken)
+    )
     assert out["clients"] is None
     assert out["health"] is not None
     assert out["network"] is not None
     assert ctx.errors == {"clients": "iw: not installed"}
 
 
-class Buggy(SimulatedPlatform):
-    def health(self, ctx: Context) -> object:  # type: ignore[override]
-        raise ZeroDivisionError("oops")
-
-
 def test_even_a_bug_in_a_collector_does_not_stop_the_sample() -> None:
     ctx = Context(wall=1_800_000_000, mono=1)
-    out = run_collectors(Buggy(1), ["health", "clients"], ctx)
+    out = run_collectors(SimulatedPlatform(1), ["health", "clients"], ctx, _with("health", _buggy))
     assert out["health"] is None
     assert out["clients"] is not None
     assert "ZeroDivisionError" in ctx.errors["health"]
@@ -122,10 +150,11 @@ def test_openwrt_lists_ap_interfaces_from_ubus(tmp_path: Path) -> None:
     (tmp_path / "tmp/dhcp.leases").write_text("0 02:00:00:00:00:01 192.0.2.10 * *\n")
     p = OpenWrtPlatform(tmp_path, runner)
     ctx = Context(wall=1_800_000_000, mono=1)
-    clients = p.clients(ctx)
-    assert clients.by_iface == {"phy0-ap0": 1, "phy1-ap0": 1}
-    assert clients.total == 2
-    assert clients.leases == 1
+    out = run_collectors(p, ["clients"], ctx)["clients"]
+    assert isinstance(out, Clients)
+    assert out.by_iface == {"phy0-ap0": 1, "phy1-ap0": 1}
+    assert out.total == 2
+    assert out.leases == 1
     assert ctx.errors == {}
 
 
@@ -143,7 +172,7 @@ def test_no_client_identifier_leaves_the_gateway(tmp_path: Path) -> None:
     (tmp_path / "tmp/dhcp.leases").write_text(f"0 {mac} {ip} {host} *\nbroken {mac}\n")
     p = OpenWrtPlatform(tmp_path, runner)
     ctx = Context(wall=1_800_000_000, mono=1)
-    text = p.clients(ctx).model_dump_json() + str(ctx.errors)
+    text = clients.collect(p, ctx).model_dump_json() + str(ctx.errors)
     for secret in (mac, mac.replace(":", ""), ip, host):
         assert secret not in text
 
@@ -157,7 +186,7 @@ def test_a_steady_sample_leaves_no_churn_in_the_interned_strings(
     # its size (+0.5 MiB RSS) after ~20 minutes. So: what a sample interns must stay interned.
     (tmp_path / "proc/net").mkdir(parents=True)
     (tmp_path / "proc/uptime").write_text("350735.47 234388.90\n")
-    fixtures = Path(__file__).resolve().parents[1] / "fixtures/proc"
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures/collectors/network"
     (tmp_path / "proc/net/dev").write_bytes((fixtures / "netdev.this-machine").read_bytes())
     (tmp_path / "sys/class/net/eth0").mkdir(parents=True)
     (tmp_path / "sys/class/net/eth0/operstate").write_text("up\n")

@@ -21,9 +21,9 @@ import pytest
 
 import agent.remote.commands as commands_mod
 import agent.remote.controller as controller_mod
-from agent.atomicfile import tmp_path as staging
-from agent.atomicfile import write_atomic
 from agent.protocol import WIRE_INT_MAX
+from agent.protocol.atomicfile import tmp_path as staging
+from agent.protocol.atomicfile import write_atomic
 from agent.remote.commands import (
     HORIZON_FILE,
     IDS_FILE,
@@ -413,3 +413,37 @@ def test_a_committed_apply_that_cleared_every_section_is_not_rolled_back(tmp_pat
     hooks2 = FakeHooks()
     make(tmp_path, hooks2, FakeHost(), clock)
     assert hooks2.calls == []
+
+
+def test_a_snapshot_that_fails_postpones_the_version_instead_of_dropping_it(
+    tmp_path: Path,
+) -> None:
+    """A snapshot hook that cannot write (a full disk: the journal fitted, the snapshot did
+    not) used to roll the version back for good (``rolled_back`` is never retried), though
+    nothing had changed. Now the sections before it are restored and the same version is
+    tried again with back-off until it applies."""
+    hooks, host, clock = FakeHooks(), FakeHost(), Clock()
+    c = make(tmp_path, hooks, host, clock)
+    hooks.fail["wifi snapshot"] = "cp: error writing '/x': No space left on device"
+    c.on_desired("gw", "t", doc(1, {**WIFI, "hotspot": {"download_kbps": 512}}))
+    assert hooks.calls == [
+        "hotspot validate",
+        "wifi validate",
+        "hotspot snapshot",
+        "hotspot apply",
+        "wifi snapshot",
+        "hotspot restore",  # the section applied before it is put back
+    ]
+    report = host.reports[-1]
+    assert report["state"] == "rejected"
+    assert "No space left on device" in report["error"]
+    assert report["error"].endswith("nothing was changed, and the agent tries again by itself")
+    assert c.acted.get("gw") is None
+    assert not (tmp_path / JOURNAL_FILE).exists()
+    del hooks.fail["wifi snapshot"]
+    clock.t += controller_mod.RETRY_MIN_S
+    c.tick()
+    assert host.reports[-1]["state"] == "applying"
+    c.on_ack(host.mid)
+    assert host.reports[-1]["state"] == "applied"
+    assert c.acted["gw"] == 1

@@ -279,3 +279,19 @@ def test_damaged_tombstone_is_refused() -> None:
             decode_tombstone(bytes(bad))
     with pytest.raises(SegmentDamage):
         decode_tombstone(buf[:-1])
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x00", b"\xff" * 12, BLOCK_HEADER.pack(0, 7, 10, 10), BLOCK_HEADER.pack(0, 1, 2**31, 5)],
+    ids=["one byte", "part of a header", "unknown codec", "lengths no writer makes"],
+)
+def test_bytes_after_the_last_block_count_no_record_lost(tail: bytes) -> None:
+    """Found by the property below: a whole segment with one byte appended counted one
+    record lost though none was. Bytes after the last block are reported, not counted."""
+    recs = shapes()[0]
+    buf, _ = encode_segment(recs)
+    scan = assert_lower_bound(recs, buf + tail, "tail")
+    assert scan.damaged
+    assert scan.unreadable == 0
+    assert len(scan.found) == len(recs)

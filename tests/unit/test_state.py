@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import agent.state as state_mod
-from agent.atomicfile import tmp_path as staging
+from agent.protocol.atomicfile import tmp_path as staging
 from agent.state import STATE_FILE, AgentState, parse_counters
 from tests.faultfs import failing_ext4, full_tmpfs
 

@@ -1,6 +1,6 @@
 """Wi-Fi client-count parsers and readers, driven by recorded tool output.
 
-Fixtures live in tests/fixtures/wifi/<tool>/ with their sources in SOURCES.md.
+Fixtures live in tests/fixtures/collectors/clients/wifi/<tool>/ with their sources in SOURCES.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agent.collectors.wifi import (
 )
 from agent.runner import CommandError, CommandResult
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "wifi"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/collectors/clients/wifi"
 MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 
 
