@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_agent import read_mem_kib, stop_process, write_config  # noqa: E402
+from agent_probes import read_mem_kib  # noqa: E402
+from bench_agent import stop_process, write_config  # noqa: E402
 
 from central.sim.localbroker import LocalBroker  # noqa: E402
 
