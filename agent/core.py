@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from typing_extensions import TypeVar  # a TypeVar with a default (PEP 696); pydantic needs it too
 
@@ -29,14 +29,15 @@ from agent.platforms import Platform
 from agent.protocol import Status, Telemetry, Topics, encode
 from agent.protocol.atomicfile import WriteFaults
 from agent.protocol.signing import Verifier
-from agent.remote import actions
-from agent.remote.commands import CommandProcessor
 from agent.remote.controller import ConfigController
 from agent.remote.hooks import DEFAULT_HOOKS_DIR, HookRunner
 from agent.runner import CommandError
 from agent.sampling import Sampler
 from agent.spool import Spool
 from agent.state import AgentState
+
+if TYPE_CHECKING:
+    from agent.remote.commands import CommandProcessor
 
 log = logging.getLogger("titik.agent")
 
@@ -159,18 +160,32 @@ class Agent(Generic[L]):
             wall=wall,
             faults=self.faults,
         )
-        self.commands = CommandProcessor(
-            remote_dir,
-            actions.handlers(self),
-            verifier=verifier,
-            require_signature=cfg.security.require_signature,
-            wall=wall,
-            harmless=actions.HARMLESS,
-            faults=self.faults,
-        )
+        self._remote_dir, self._verifier, self._wall = remote_dir, verifier, wall
+        self._require_signature = cfg.security.require_signature
+        self._commands: CommandProcessor | None = None
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
             self.link.cfg, self._move_to = self._move_to, None
+
+    @property
+    def commands(self) -> CommandProcessor:
+        """The command processor, made (its modules imported, its id memory read from flash)
+        at the first command: a gateway that is never sent one does not pay for it (about
+        90 KiB of RSS, docs/benchmarks.md)."""
+        if self._commands is None:
+            from agent.remote import actions
+            from agent.remote.commands import CommandProcessor
+
+            self._commands = CommandProcessor(
+                self._remote_dir,
+                actions.handlers(self),
+                verifier=self._verifier,
+                require_signature=self._require_signature,
+                wall=self._wall,
+                harmless=actions.HARMLESS,
+                faults=self.faults,
+            )
+        return self._commands
 
     @property
     def counts(self) -> Counts:
