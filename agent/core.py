@@ -29,14 +29,15 @@ from agent.platforms import Platform
 from agent.protocol import Status, Telemetry, Topics, encode
 from agent.protocol.atomicfile import WriteFaults
 from agent.protocol.signing import Verifier
-from agent.remote.controller import ConfigController
-from agent.remote.hooks import DEFAULT_HOOKS_DIR, HookRunner
+from agent.remote.controller import ConfigController, Hooks
 from agent.runner import CommandError
 from agent.sampling import Sampler
 from agent.spool import Spool
 from agent.state import AgentState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from agent.remote.commands import CommandProcessor
 
 log = logging.getLogger("titik.agent")
@@ -80,6 +81,49 @@ def resolve_device_id(cfg: AgentConfig, platform: Platform) -> AgentConfig:
         raise ConfigError("device.id: not set, and no MAC address was found to derive it; set it")
     device = cfg.device.model_copy(update={"id": f"gw-{mac}"})
     return cfg.model_copy(update={"device": device})
+
+
+def _hook_runner(cfg: AgentConfig, platform: str, remote_dir: Path) -> Hooks:
+    from agent.remote.hooks import HookRunner
+
+    return HookRunner(
+        cfg.config.hooks_dir,  # None: the firmware_hooks shipped with Titik
+        platform,
+        root=cfg.platform.root,
+        snapshot_dir=remote_dir / "snapshots",
+        timeout_s=cfg.config.hook_timeout_s,
+    )
+
+
+class HooksOnFirstUse:
+    """The firmware hook runner, made at its first use. Hooks run only while a new config is
+    applied or rolled back (a retained document already applied runs none), so a gateway
+    whose config is settled never imports :mod:`agent.remote.hooks` (~40 KiB of RSS,
+    docs/benchmarks.md)."""
+
+    def __init__(self, make: Callable[[], Hooks]) -> None:
+        self._make = make
+        self._runner: Hooks | None = None
+
+    def _get(self) -> Hooks:
+        if self._runner is None:
+            self._runner = self._make()
+        return self._runner
+
+    def has(self, section: str) -> bool:
+        return self._get().has(section)
+
+    def validate(self, section: str, data: Mapping[str, Any]) -> None:
+        self._get().validate(section, data)
+
+    def snapshot(self, section: str) -> None:
+        self._get().snapshot(section)
+
+    def apply(self, section: str, data: Mapping[str, Any]) -> bool:
+        return self._get().apply(section, data)
+
+    def restore(self, section: str) -> None:
+        self._get().restore(section)
 
 
 class Agent(Generic[L]):
@@ -145,13 +189,7 @@ class Agent(Generic[L]):
         self.remote = ConfigController(
             remote_dir,
             groups,
-            HookRunner(
-                cfg.config.hooks_dir or DEFAULT_HOOKS_DIR,
-                platform.name,
-                root=cfg.platform.root,
-                snapshot_dir=remote_dir / "snapshots",
-                timeout_s=cfg.config.hook_timeout_s,
-            ),
+            HooksOnFirstUse(lambda: _hook_runner(cfg, platform.name, remote_dir)),
             self,
             rollback_timeout_s=cfg.config.rollback_timeout_s,
             verifier=verifier,

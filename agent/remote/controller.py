@@ -48,7 +48,6 @@ from agent.remote.desired import (
     peek_version,
     validate,
 )
-from agent.remote.hooks import HookError
 from agent.remote.inbound import BadInput, check, own_object, whole
 
 log = logging.getLogger("titik.remote")
@@ -294,6 +293,8 @@ class ConfigController:
         self._apply(meta, target, sections)
 
     def _apply(self, meta: dict[str, Any], target: dict[str, Any], sections: list[str]) -> None:
+        from agent.remote.hooks import HookError  # only a change or a rollback runs hooks
+
         versions = meta["versions"]
         hooked = [s for s in sections if s in HOOK_SECTIONS and self.hooks.has(s)]
         try:
@@ -374,6 +375,8 @@ class ConfigController:
         log.warning("config %s rolled back: %s", journal["versions"], reason)
 
     def _restore_hooks(self, sections: list[str]) -> None:
+        from agent.remote.hooks import HookError
+
         for s in reversed(sections):
             try:
                 self.hooks.restore(s)
