@@ -192,7 +192,7 @@ class MqttLink:
         if rc not in ok and self._tcp_open:  # on_disconnect may have handled it already
             self._lost(f"connection lost ({paho.error_string(rc)})")
 
-    # -- driving from a selector: many links in one thread (central/sim.py), instead of step()
+    # -- driving from a selector: many links in one thread (central/sim/fleet.py), instead of step()
     def due(self) -> float | None:
         """Clock time of the next connection attempt, or None while a connection is open."""
         return None if self._tcp_open else self._next_attempt

@@ -1,6 +1,6 @@
 """titik-central: run the consumer, or check a config.
 
-``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api.py``)
+``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api/app.py``)
 with uvicorn in a second thread on ``http.host:http.port``. SIGTERM or SIGINT: the writer
 commits and acks what it has, the HTTP server stops, the consumer disconnects, exit 0.
 ``build(config)`` gives the store and the consumer without starting anything.

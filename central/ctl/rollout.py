@@ -1,6 +1,6 @@
 """Pure logic of config rollouts: canary batches, failure thresholds, outcomes, versions.
 
-No I/O here: ``central/ctl.py`` feeds it retained messages and reports and acts on the answers.
+No I/O here: ``central/ctl/commands.py`` feeds it retained messages and reports and acts on the answers.
 """
 
 from __future__ import annotations
