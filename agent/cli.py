@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -10,6 +9,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, env_overrides, load_config
@@ -18,6 +19,9 @@ from agent.daemon import run
 from agent.delivery import open_spool
 from agent.platforms import Platform, make_platform
 from agent.state import AgentState
+
+if TYPE_CHECKING:
+    import argparse
 
 DEFAULT_CONFIG = Path(os.environ.get("TITIK_CONFIG", "/etc/titik/agent.toml"))
 PID_FILE = "agent.pid"
@@ -56,7 +60,7 @@ def state_dir_of(cfg: AgentConfig) -> Path:
     return make_platform(cfg.platform.kind, cfg.platform.root).state_dir()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace | SimpleNamespace) -> int:
     cfg, agent = _load(args.config)
     _setup_logging(cfg.log.level)
     ignored = env_overrides(os.environ).ignored
@@ -116,6 +120,8 @@ def cmd_kick(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # not at module level: see SERVICE_ARGV
+
     parser = argparse.ArgumentParser(
         prog="titik-agent",
         description="Titik gateway agent: reports health and Wi-Fi client counts over MQTT.",
@@ -157,8 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The command line both services start (procd's titik.init and titik-agent.service run
+#: exactly ``titik-agent run``, the config named by TITIK_CONFIG). It has no option to parse,
+#: so it is run without building the argparse parser: argparse and gettext stay resident for
+#: the life of the process once imported (~340 KiB of a ~37 MiB agent, docs/benchmarks.md),
+#: for one parse at start. Every other command line, ``--help`` included, goes to argparse.
+SERVICE_ARGV = ("run",)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if tuple(argv) == SERVICE_ARGV:
+        args: argparse.Namespace | SimpleNamespace = SimpleNamespace(
+            command="run", config=DEFAULT_CONFIG, func=cmd_run
+        )
+    else:
+        args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -4,7 +4,8 @@ One run measures, side by side:
 
 * the floor: a bare interpreter that only imports the agent's dependencies
   (``import paho.mqtt.client, psutil, pydantic, tenacity``) and sleeps;
-* the agent: ``python -m agent run`` against a throwaway Mosquitto, with a subscriber on
+* the agent: ``python -m agent run`` (the config in TITIK_CONFIG, as both services start it)
+  against a throwaway Mosquitto, with a subscriber on
   ``<prefix>/#`` counting what it publishes.
 
 Memory is read from ``/proc/<pid>/status`` (VmRSS, VmHWM) every ``--sample-every`` seconds,
@@ -224,7 +225,9 @@ class Bench:
         )
         with self.agent_log.open("ab") as logfh:
             self.agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(cfg)],
+                # As both services start it: `titik-agent run`, the config in TITIK_CONFIG.
+                [sys.executable, "-m", "agent", "run"],
+                env={**os.environ, "TITIK_CONFIG": str(cfg)},
                 stdout=logfh,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

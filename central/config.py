@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 
 from agent.protocol.settings import (
     ConfigError,
@@ -55,8 +55,14 @@ class StoreConfig(Section):
 class AlertsConfig(Section):
     offline_after_min: float = Field(default=10, gt=0)
     temp_c: float = Field(default=80)
-    disk_pct: float = Field(default=90, ge=0, le=100)
-    mem_pct: float = Field(default=90, ge=0, le=100)
+    # Named as the wire, store and API name the figure; the names before issue 17 (disk_pct,
+    # mem_pct) are still read, so existing central.toml files keep working.
+    disk_used_pct: float = Field(
+        default=90, ge=0, le=100, validation_alias=AliasChoices("disk_used_pct", "disk_pct")
+    )
+    mem_used_pct: float = Field(
+        default=90, ge=0, le=100, validation_alias=AliasChoices("mem_used_pct", "mem_pct")
+    )
 
 
 class IngestConfig(Section):

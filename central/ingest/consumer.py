@@ -307,8 +307,8 @@ class Consumer:
         rules = Rules(
             a.offline_after_min * 60,
             a.temp_c,
-            a.disk_pct,
-            a.mem_pct,
+            a.disk_used_pct,
+            a.mem_used_pct,
             future_s=config.ingest.future_tolerance_s,
         )
         self.fleet = FleetState.restore(rules, store.load_devices(), store.alerts(open_only=True))

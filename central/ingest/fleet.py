@@ -53,8 +53,8 @@ CONFIG_ALERTS = {"rejected": "config_rejected", "rolled_back": "config_rolled_ba
 class Rules:
     offline_after_s: float = 600.0
     temp_c: float = 80.0
-    disk_pct: float = 90.0
-    mem_pct: float = 90.0
+    disk_used_pct: float = 90.0
+    mem_used_pct: float = 90.0
     stale_factor: float = STALE_FACTOR
     future_s: float = FUTURE_S
 
@@ -251,8 +251,8 @@ class FleetState:
         r = self.rules
         for kind, value, limit, unit in (
             ("temp", st.temp_c, r.temp_c, "°C"),
-            ("disk", st.disk_used_pct, r.disk_pct, "%"),
-            ("mem", st.mem_used_pct, r.mem_pct, "%"),
+            ("disk", st.disk_used_pct, r.disk_used_pct, "%"),
+            ("mem", st.mem_used_pct, r.mem_used_pct, "%"),
         ):
             if value is not None and value >= limit:
                 self._open(st.device, kind, now, f"{kind} {value:g}{unit} >= {limit:g}{unit}")

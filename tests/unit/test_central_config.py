@@ -63,6 +63,10 @@ def test_example_documents_every_key() -> None:
         ('[mqtt]\nhost = "b"\n[store]\nbatch_max = 0', "store.batch_max: Input should be greater"),
         ('[mqtt]\nhost = "b"\ntopic_prefix = "a/b"', "mqtt.topic_prefix: must be 1-64"),
         ('[mqtt]\nhost = "b"\n[alerts]\ndisk_pct = 101', "alerts.disk_pct: Input should be less"),
+        (
+            '[mqtt]\nhost = "b"\n[alerts]\ndisk_used_pct = 101',
+            "alerts.disk_used_pct: Input should be less",
+        ),
         ("[mqtt", "not valid TOML"),
     ],
 )
@@ -85,3 +89,10 @@ def test_cli_exit_2_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "log.level" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
     assert main(["check-config", str(EXAMPLE)]) == 0
+
+
+def test_alert_thresholds_take_the_wire_names_and_still_read_the_old_ones() -> None:
+    new = parse_config('[mqtt]\nhost = "b"\n[alerts]\ndisk_used_pct = 70\nmem_used_pct = 60')
+    old = parse_config('[mqtt]\nhost = "b"\n[alerts]\ndisk_pct = 70\nmem_pct = 60')
+    assert (new.alerts.disk_used_pct, new.alerts.mem_used_pct) == (70, 60)
+    assert old.alerts == new.alerts

@@ -40,7 +40,7 @@ def sample(
 
 
 def fleet() -> FleetState:
-    return FleetState(Rules(offline_after_s=600, temp_c=80, disk_pct=90, mem_pct=90))
+    return FleetState(Rules(offline_after_s=600, temp_c=80, disk_used_pct=90, mem_used_pct=90))
 
 
 def test_live_sample_sets_current_state_and_online() -> None:
