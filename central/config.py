@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 
 from agent.protocol.settings import (
     ConfigError,
@@ -91,9 +91,34 @@ class IngestConfig(Section):
     )
 
 
+class HttpTlsConfig(Section):
+    cert: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    key: Path | None = Field(default=None, description="Its private key (PEM)")
+
+
 class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Addresses whose X-Forwarded-Proto/For are believed (a reverse proxy)",
+    )
+    tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ValueError("tls: cert and key go together (both or neither)")
+        return self
+
+
+class AuthConfig(Section):
+    session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="A dashboard session lasts this long"
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (only on a closed network)"
+    )
 
 
 class CentralConfig(Section):
@@ -102,6 +127,7 @@ class CentralConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

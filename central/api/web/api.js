@@ -14,6 +14,11 @@ async function getJSON(path, params = {}, signal = undefined) {
     if (e.name === "AbortError") throw e;
     throw new ApiError(`cannot reach the API (${path})`);
   }
+  if (resp.status === 401) {
+    // No session (never logged in, logged out, expired or revoked): log in, then come back.
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    throw new ApiError("not logged in");
+  }
   if (!resp.ok) throw new ApiError(`${path}: HTTP ${resp.status}`);
   return resp.json();
 }
