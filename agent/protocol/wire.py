@@ -151,7 +151,8 @@ class Telemetry(Wire):
 
 
 class Status(Wire):
-    """``{prefix}/gw/{id}/status``, QoS 1, retained. The MQTT Will is ``{"online": false, "boot": N}``."""
+    """``{prefix}/gw/{id}/status``, QoS 1, retained. The MQTT Will is ``{"online": false, "boot": N}``
+    with the gateway's ``site``, ``region``, ``lat``, ``lon`` and ``groups``."""
 
     online: bool
     boot: Count = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import time
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 from central.ctl.session import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_QUEUED,
     EXIT_USAGE,
     BrokerSession,
     CtlError,
@@ -264,18 +266,74 @@ def cmd_config_push(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
         raise CtlError("--canary goes with --group (a single device is its own canary)", EXIT_USAGE)
     with connected(s) as link:
         if args.device:
-            return push_device(link, topic_safe(args.device, "--device"), config, args.version, out)
-        return push_group(
-            link, topic_safe(args.group, "--group"), config, args.version, canary, threshold, out
-        )
+            device = topic_safe(args.device, "--device")
+            return push_device(link, device, config, args.version, out, new=args.new)
+        group = topic_safe(args.group, "--group")
+        return push_group(link, group, config, args.version, canary, threshold, out, new=args.new)
+
+
+def cmd_config_clear(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Empty a device's or a group's document: ``{"config": {}}`` at the next version, signed
+    like any document. The gateways drop that layer and keep the rest (the group's, their
+    own, the local file): an empty retained message would change nothing on them, and an
+    unsigned one would be refused where signatures are required."""
+    with connected(s) as link:
+        if args.device:
+            device = topic_safe(args.device, "--device")
+            return push_device(link, device, {}, None, out)
+        group = topic_safe(args.group, "--group")
+        return push_group(link, group, {}, None, None, rollout.parse_threshold("0"), out)
+
+
+def known_device(fleet: RetainedFleet, device: str, *, new_flag: str | None = None) -> None:
+    """Refuse (exit 2) an id no gateway has published a status or a report under: a typo
+    must not leave a retained document, or a command, that nothing will ever take."""
+    if device in fleet.statuses or device in fleet.reports:
+        return
+    hint = f", or add {new_flag} for a gateway not installed yet" if new_flag else ""
+    raise CtlError(
+        f"unknown device {device!r}: no gateway has published under that id; "
+        f"list the known ones with `titik-ctl devices`{hint}",
+        EXIT_USAGE,
+    )
+
+
+def known_group(fleet: RetainedFleet, group: str, *, new_flag: str | None = None) -> list[str]:
+    """The group's members; an unknown group (no member) is refused with exit 2."""
+    members = rollout.members(group, fleet.statuses, fleet.reports)
+    if members:
+        return members
+    groups = sorted(
+        {
+            g
+            for st in fleet.statuses.values()
+            if isinstance(gs := st.get("groups"), list)
+            for g in gs
+            if isinstance(g, str)
+        }
+    )
+    listed = ", ".join(groups[:20]) + (" ..." if len(groups) > 20 else "") if groups else "none"
+    hint = f"; add {new_flag} to publish for a group no gateway is in yet" if new_flag else ""
+    raise CtlError(
+        f"unknown group {group!r}: no gateway lists it (known groups: {listed}){hint}",
+        EXIT_USAGE,
+    )
 
 
 def push_device(
-    link: BrokerSession, device: str, config: dict[str, Any], given: int | None, out: TextIO
+    link: BrokerSession,
+    device: str,
+    config: dict[str, Any],
+    given: int | None,
+    out: TextIO,
+    *,
+    new: bool = False,
 ) -> int:
     s, p = link.settings, link.settings.prefix
     topic = gw_topic(p, device, CONFIG_DESIRED)
     fleet, found = RetainedFleet.read(link, extra=[topic])
+    if not new:
+        known_device(fleet, device, new_flag="--new")
     version = _version(found.get(topic), given, fleet.seen_version([device], "gw"))
     link.publish(topic, {"version": version, "config": config}, retain=True)
     out.write(
@@ -306,12 +364,17 @@ def push_group(
     canary: rollout.Amount | None,
     threshold: rollout.Amount,
     out: TextIO,
+    *,
+    new: bool = False,
 ) -> int:
     s, p = link.settings, link.settings.prefix
     gtopic = group_topic(p, group, CONFIG_DESIRED)
     source = f"group/{group}"
     fleet, found = RetainedFleet.read(link, desired=True, extra=[gtopic])
-    members = rollout.members(group, fleet.statuses, fleet.reports)
+    if new:
+        members = rollout.members(group, fleet.statuses, fleet.reports)
+    else:
+        members = known_group(fleet, group, new_flag="--new")
     version = _version(found.get(gtopic), given, fleet.seen_version(members, source))
     canaries: list[str] = []
     restores: dict[str, int] = {}
@@ -416,6 +479,8 @@ def restore_canaries(
 def cmd_config(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if args.config_cmd == "push":
         return cmd_config_push(s, args, out)
+    if args.config_cmd == "clear":
+        return cmd_config_clear(s, args, out)
     return cmd_config_show(s, args, out)
 
 
@@ -431,39 +496,47 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if args.expires_in <= 0 or args.expires_in > 7 * 86400:
         raise CtlError("--expires-in: between 1 and 604800 seconds (7 days)", EXIT_USAGE)
     cid = command_id()
-    body = {
-        "id": cid,
-        "name": args.name,
-        "args": cargs,
-        "expires_at": int(time.time() + args.expires_in),
-    }
+    expires_at = int(time.time() + args.expires_in)
+    body = {"id": cid, "name": args.name, "args": cargs, "expires_at": expires_at}
     p = s.prefix
+    # The broker keeps the command for each offline gateway's session until it expires, and
+    # no longer: the gateway would refuse it then anyway.
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = max(1, math.ceil(args.expires_in))
     with connected(s) as link:
+        fleet, _ = RetainedFleet.read(link)
         if args.device:
             device = topic_safe(args.device, "--device")
+            known_device(fleet, device)
+            expect = [device]
             link.subscribe(gw_topic(p, device, CMD_RESULT), link.reply_topic)
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = link.reply_topic
             props.CorrelationData = cid.encode()
-            link.publish(gw_topic(p, device, CMD), body, props=props)
-            expect = [device]
+            topic = gw_topic(p, device, CMD)
         else:
             group = topic_safe(args.group, "--group")
-            fleet, _ = RetainedFleet.read(link)
-            expect = rollout.members(group, fleet.statuses, fleet.reports)
+            expect = known_group(fleet, group)
             link.subscribe(gw_filter(p, CMD_RESULT))
-            link.publish(group_topic(p, group, CMD), body)
+            topic = group_topic(p, group, CMD)
+        online = [d for d in expect if fleet.statuses.get(d, {}).get("online") is True]
+        offline = [d for d in expect if d not in online]
+        link.publish(topic, body, props=props)
         out.write(
-            f"sent {args.name} (id {cid}) to {args.device or 'group ' + args.group}; waiting for {len(expect)} result(s)\n"
+            f"sent {args.name} (id {cid}) to {args.device or 'group ' + args.group}; "
+            f"waiting for {len(online)} result(s)"
+            + (f"; {len(offline)} offline, queued" if offline else "")
+            + "\n"
         )
-        results = await_results(link, cid, expect, time.monotonic() + s.timeout)
+        results = await_results(link, cid, online, time.monotonic() + s.timeout) if online else {}
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(expires_at))
     ok = True
-    for device in expect:
+    for device in online:
         res = results.get(device)
         if res is None:
             ok = False
             out.write(
-                f"{device}: no result within {s.timeout:g}s (offline? it runs when it connects, until expires_at)\n"
+                f"{device}: no result within {s.timeout:g}s; if it went offline, the broker keeps "
+                f"the command for it until {until}\n"
             )
         elif res.get("ok"):
             out.write(
@@ -474,7 +547,14 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
         else:
             ok = False
             out.write(f"{device}: error: {res.get('error')}\n")
-    return EXIT_OK if ok else EXIT_FAILED
+    for device in offline:
+        out.write(
+            f"{device}: offline; queued on the broker until {until}, it runs when the gateway "
+            "reconnects (see its result with `titik-ctl watch`)\n"
+        )
+    if not ok:
+        return EXIT_FAILED
+    return EXIT_QUEUED if offline else EXIT_OK
 
 
 def await_results(
