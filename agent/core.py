@@ -197,6 +197,7 @@ class Agent(Generic[L]):
             clock=clock,
             wall=wall,
             faults=self.faults,
+            device=self.topics.device,
         )
         self._remote_dir, self._verifier, self._wall = remote_dir, verifier, wall
         self._require_signature = cfg.security.require_signature
