@@ -22,6 +22,8 @@ from agent.protocol.settings import ConfigError
 from central.api.app import create_app
 from central.config import CentralConfig, load_config
 from central.ingest.consumer import Consumer
+from central.rollout.runner import RolloutRunner
+from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 
 EXIT_CONFIG = 2
@@ -39,7 +41,18 @@ def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
         rollup_days=config.store.rollup_days,
         quarantine_rows=config.ingest.quarantine_rows,
     )
-    return store, Consumer(config, store)
+    consumer = Consumer(config, store)
+    runner = RolloutRunner(
+        RolloutStore(config.store.path),
+        prefix=config.mqtt.topic_prefix,
+        states=lambda: consumer.fleet.states,
+        reports=store.reported_docs,
+        # Retained, QoS 1, through the consumer's own session (paho queues it while the
+        # broker is away); every document was signed by the operator who made the plan.
+        publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
+    )
+    consumer.periodic.append(runner.tick)
+    return store, consumer
 
 
 def cmd_run(config: CentralConfig) -> int:

@@ -442,7 +442,9 @@ class ConfigController:
             if error
             else None,
         )
-        self._report = report.model_dump(mode="json", exclude={"error"} if not error else None)
+        # "error" and "rollout" are left out when there are none (no bytes for nothing).
+        absent = {k for k in ("error", "rollout") if getattr(report, k) is None}
+        self._report = report.model_dump(mode="json", exclude=absent or None)
         self._save()
         self._publish_report()
 

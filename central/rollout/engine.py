@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from central.rollout.gate import FleetView, Verdict, WaveCheck, check_wave
-from central.rollout.plan import Plan
+from central.rollout.plan import Limits, Plan
 
 
 class Status(enum.StrEnum):
@@ -149,3 +149,58 @@ def progress(run: Run) -> float:
     if run.wave < 0:
         return 0.0
     return float(run.plan.percents[run.wave])
+
+
+# -- stored form ---------------------------------------------------------------------------
+
+
+def to_dict(run: Run) -> dict[str, Any]:
+    p, lim = run.plan, run.plan.limits
+    return {
+        "plan": {
+            "id": p.id,
+            "group": p.group,
+            "percents": list(p.percents),
+            "base_version": p.base_version,
+            "new": p.new,
+            "old": p.old,
+            "limits": {
+                "soak_s": lim.soak_s,
+                "max_failures": lim.max_failures,
+                "max_failures_percent": lim.max_failures_percent,
+                "cpu_pct": lim.cpu_pct,
+                "mem_used_pct": lim.mem_used_pct,
+                "temp_c": lim.temp_c,
+            },
+        },
+        "waves": list(run.waves),
+        "restore": run.restore,
+        "status": run.status.value,
+        "wave": run.wave,
+        "soak_until": run.soak_until,
+        "reason": run.reason,
+        "events": list(run.events),
+    }
+
+
+def from_dict(data: Mapping[str, Any]) -> Run:
+    p = data["plan"]
+    plan = Plan(
+        p["id"],
+        p["group"],
+        tuple(p["percents"]),
+        p["base_version"],
+        p["new"],
+        p["old"],
+        Limits(**p["limits"]),
+    )
+    return Run(
+        plan,
+        tuple(data["waves"]),
+        data["restore"],
+        Status(data["status"]),
+        data["wave"],
+        data["soak_until"],
+        data["reason"],
+        tuple(data["events"]),
+    )

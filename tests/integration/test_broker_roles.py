@@ -304,7 +304,9 @@ def test_central_receives_everything_it_stores(
         obs.allowed(ops, f"{PREFIX}/group/g1/config/desired", central)
 
 
-def test_central_publishes_nothing(kit: RunningKit, obs: Observer) -> None:
+def test_central_publishes_only_group_documents(kit: RunningKit, obs: Observer) -> None:
+    """Central publishes the waves of rollouts (group desired documents, signed ahead by an
+    operator) and nothing else: no gateway's topic, no command, no ctl topic."""
     with (
         connected(kit, "central", cert=True) as central,
         connected(kit, "gw-a", cert=True) as a,
@@ -312,9 +314,11 @@ def test_central_publishes_nothing(kit: RunningKit, obs: Observer) -> None:
         central.subscribe(*subscriptions(PREFIX, "titik-central"))
         for dev in ("gw-a", "central"):  # any gateway's, or "a gateway" by its own name
             obs.denied(central, *(gw(dev, leaf) for leaf in (*GW_WRITES, *GW_READS)))
-        obs.denied(central, f"{PREFIX}/group/g1/config/desired", f"{PREFIX}/group/g1/cmd")
+        obs.denied(central, f"{PREFIX}/group/g1/cmd")
         obs.denied(central, f"{PREFIX}/ctl/central/x/sync", f"{PREFIX}/ctl/ops/x/sync")
         obs.allowed(a, gw("gw-a", "telemetry"), central)
+        a.subscribe(f"{PREFIX}/group/g1/config/desired")
+        obs.allowed(central, f"{PREFIX}/group/g1/config/desired", a)
 
 
 def test_central_reads_no_commands_results_or_ctl(kit: RunningKit, obs: Observer) -> None:

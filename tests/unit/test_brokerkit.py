@@ -221,18 +221,21 @@ def test_acl_patterns_groups_and_roles(kit: KitDir) -> None:
     ]
     central = rules[rules.index("user central") + 1 :]
     assert central[0] == "topic deny titik/gw/central/#"
-    assert all(ln.startswith("topic read ") for ln in central[1:])
+    assert all(ln.startswith("topic read ") for ln in central[1:-1])
+    assert central[-1] == "topic write titik/group/+/config/desired"  # rollout waves only
 
 
 def test_central_reads_exactly_what_ingest_subscribes_to(kit: KitDir) -> None:
-    """The central block is ingest's subscription list, read-only: a topic ingest adds
-    without the kit granting it (or one the kit grants that nothing uses) fails here."""
+    """The central block is ingest's subscription list, read-only, and the group documents
+    the rollout runner publishes: a topic ingest adds without the kit granting it (or one the
+    kit grants that nothing uses) fails here."""
     assert run("add-central", "--dir", str(kit.root), "central", "--cert") == 0
     rules = [ln for ln in kit.acl.read_text().splitlines() if ln and not ln.startswith("#")]
     block = rules[rules.index("user central") + 1 :]
     assert block == [
         "topic deny titik/gw/central/#",
         *(f"topic read {t}" for t in subscriptions("titik", "")),
+        "topic write titik/group/+/config/desired",
     ]
 
 
