@@ -367,17 +367,49 @@ def push_group(
     *,
     new: bool = False,
 ) -> int:
-    s, p = link.settings, link.settings.prefix
-    gtopic = group_topic(p, group, CONFIG_DESIRED)
-    source = f"group/{group}"
+    gtopic = group_topic(link.settings.prefix, group, CONFIG_DESIRED)
     fleet, found = RetainedFleet.read(link, desired=True, extra=[gtopic])
     if new:
         members = rollout.members(group, fleet.statuses, fleet.reports)
     else:
         members = known_group(fleet, group, new_flag="--new")
+    restores: dict[str, int] = {}
+    try:
+        return _push_group(
+            link, fleet, found, group, members, config, given, canary, threshold, out, restores
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C must not leave the new config pinned on the canaries' own documents.
+        if restores:
+            out.write(
+                "interrupted: restoring the canaries' own documents "
+                f"({', '.join(sorted(restores))}); Ctrl-C again leaves them as they are\n"
+            )
+            out.flush()
+            restore_canaries(link, fleet, restores, out)
+        else:
+            out.write("interrupted: no canary document was published\n")
+        raise
+
+
+def _push_group(
+    link: BrokerSession,
+    fleet: RetainedFleet,
+    found: Mapping[str, bytes],
+    group: str,
+    members: list[str],
+    config: dict[str, Any],
+    given: int | None,
+    canary: rollout.Amount | None,
+    threshold: rollout.Amount,
+    out: TextIO,
+    restores: dict[str, int],
+) -> int:
+    s, p = link.settings, link.settings.prefix
+    gtopic = group_topic(p, group, CONFIG_DESIRED)
+    source = f"group/{group}"
     version = _version(found.get(gtopic), given, fleet.seen_version(members, source))
     canaries: list[str] = []
-    restores: dict[str, int] = {}
     if canary is not None:
         if not members:
             raise CtlError(
@@ -388,7 +420,7 @@ def push_group(
         out.write(
             f"canary: {', '.join(canaries)} ({len(canaries)} of {len(members)}); rest: {len(rest)}\n"
         )
-        outcomes, restores = canary_phase(link, fleet, canaries, config)
+        outcomes = canary_phase(link, fleet, canaries, config, restores)
         failed = {d: o for d, o in outcomes.items() if o.failed}
         for d in canaries:
             out.write(describe(d, outcomes[d], fleet.reports.get(d)) + "\n")
@@ -399,6 +431,7 @@ def push_group(
                 f"nothing was published to {gtopic}; restoring the canaries' own documents\n"
             )
             restore_canaries(link, fleet, restores, out)
+            restores.clear()
             return EXIT_FAILED
         out.write(f"canary passed ({len(failed)} failed, --max-failures {threshold})\n")
     link.publish(gtopic, {"version": version, "config": config}, retain=True)
@@ -419,6 +452,7 @@ def push_group(
     progress.done()
     if restores:
         restore_canaries(link, fleet, restores, out)
+        restores.clear()
     summary = rollout.tally(final)
     out.write(f"summary: {summary.line()}, group {group} version {version}\n")
     for d, o in final.items():
@@ -428,16 +462,22 @@ def push_group(
 
 
 def canary_phase(
-    link: BrokerSession, fleet: RetainedFleet, canaries: list[str], config: dict[str, Any]
-) -> tuple[dict[str, Outcome], dict[str, int]]:
-    """Push the group config to each canary's own document; returns the outcomes and, per
-    canary, the version its own document must be restored at afterwards."""
+    link: BrokerSession,
+    fleet: RetainedFleet,
+    canaries: list[str],
+    config: dict[str, Any],
+    restores: dict[str, int],
+) -> dict[str, Outcome]:
+    """Push the group config to each canary's own document; returns the outcomes. Each
+    canary's entry in ``restores`` (the version its own document must be restored at) is set
+    before its document is published, so an interruption at any point knows what to undo."""
     p = link.settings.prefix
     versions: dict[str, int] = {}
     for d in canaries:
         current = fleet.desired.get(d)
         version = _version(current, None, fleet.seen_version([d], "gw"))
         own = rollout.document_config(current)
+        restores[d] = version + 1
         link.publish(
             gw_topic(p, d, CONFIG_DESIRED),
             {"version": version, "config": rollout.canary_document(config, own)},
@@ -449,7 +489,7 @@ def canary_phase(
     for v in sorted(set(versions.values())):
         same = [d for d in canaries if versions[d] == v]
         outcomes.update(await_outcomes(link, same, "gw", v, deadline, fleet.reports))
-    return outcomes, {d: v + 1 for d, v in versions.items()}
+    return outcomes
 
 
 def restore_canaries(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +208,38 @@ def test_config_clear_empties_a_device_document(
     finally:
         sub.close()
     assert (doc["version"], doc["config"]) == (2, {})
+
+
+def test_ctrl_c_during_a_canary_restores_the_canary_document(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Ctrl-C while ctl waits for a canary (here an offline one) puts back the canary's own
+    document, and says so; the new config is never left pinned on it (issue 19)."""
+    gateway.start()
+    gateway.stop()
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"telemetry": {"interval_s": 30}}))
+    b = gateway.broker
+    argv = ["--broker", f"{b.host}:{b.port}", "--timeout", "5", "config", "push", "--group", "g9"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "central.ctl.cli", *argv, "--file", str(cfg), "--canary", "1"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # printed once the canary documents are being published
+    assert first.startswith("canary: gw-off01"), first
+    sub = Subscriber(b, f"titik/gw/{DEVICE}/config/desired", client_id="off-canary")
+    try:
+        pinned = sub.next(lambda m: True, timeout=10).json()
+        assert pinned["config"] == {"telemetry": {"interval_s": 30}}
+        proc.send_signal(signal.SIGINT)
+        restored = sub.next(lambda m: m.json()["version"] > pinned["version"], timeout=20).json()
+    finally:
+        sub.close()
+    out = proc.stdout.read()
+    assert proc.wait(30) == 1
+    assert "interrupted: restoring the canaries' own documents (gw-off01)" in out
+    assert restored == {"version": pinned["version"] + 1, "config": {}}
