@@ -53,6 +53,18 @@ class City:
     roots: dict[str, Path]
     db: Path
     log: Path
+    argv: list[str]
+    central: subprocess.Popen[bytes] | None = None
+
+    def start_central(self) -> None:
+        self.central = subprocess.Popen(self.argv, cwd=ROOT, stderr=self.log.open("ab"))
+        mark = self.log.read_text().count("ingesting from")
+        wait_until(lambda: self.log.read_text().count("ingesting from") > mark, 30, "ingest")
+
+    def kill_central(self) -> None:
+        assert self.central is not None
+        self.central.kill()  # as a crash would
+        self.central.wait(30)
 
     def publish_group(self, doc: dict[str, Any]) -> None:
         sub = Subscriber(self.broker, "titik/gw/+/config/reported", client_id="r-wait")
@@ -129,23 +141,21 @@ def city(tmp_path: Path) -> Iterator[City]:
         f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n'
     )
     log = tmp_path / "central.log"
-    central = subprocess.Popen(
-        [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
-        cwd=ROOT,
-        stderr=log.open("ab"),
-    )
+    log.touch()
+    argv = [sys.executable, "-m", "central.cli", "run", "--config", str(conf)]
+    c = City(broker, key, {d: tmp_path / d / "root" for d in IDS}, db, log, argv)
+    c.start_central()
     with ThreadPoolExecutor(len(IDS)) as pool:
         agents = list(pool.map(start, IDS))
     try:
-        c = City(broker, key, {d: tmp_path / d / "root" for d in IDS}, db, log)
-        wait_until(lambda: "ingesting from" in log.read_text(), 30, "central ingesting")
         c.publish_group({"version": 1, "config": ssid("Old")})  # the config before the rollout
         yield c
     finally:
         for a in agents:
             a.stop()
-        central.terminate()
-        central.wait(30)
+        if c.central is not None and c.central.poll() is None:
+            c.central.terminate()
+            c.central.wait(30)
         broker.stop()
 
 
@@ -198,3 +208,21 @@ def test_a_failing_wave_halts_and_every_gateway_gets_the_old_config_back(city: C
         "wave 1/2 (50%) published",
         "halted",
     ]
+
+
+def test_a_rollout_goes_on_after_central_is_killed_mid_wave(city: City) -> None:
+    plan = Plan("r-crash", "g1", (50, 100), 1, ssid("New"), ssid("Old"), Limits(soak_s=4))
+    city.start_rollout(plan)
+    wait_until(
+        lambda: city.rollout("r-crash")["state"]["wave"] == 0, 30, "the first wave out", poll=0.2
+    )
+    city.kill_central()
+    assert city.rollout("r-crash")["status"] == "running"
+    city.start_central()
+    got = wait_status(city, "r-crash", "completed")
+    assert [e.split(" ", 1)[1] for e in got["state"]["events"]] == [
+        "wave 1/2 (50%) published",
+        "wave 2/2 (100%) published",
+        "completed: wave 2 passed",
+    ]
+    assert all(sim_ssid(city.roots[d]) == "New" for d in IDS)
