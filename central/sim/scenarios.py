@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.protocol.client import make_client
 from agent.protocol.signing import sign
 from agent.protocol.topics import CONFIG_DESIRED, group_topic
 from central.ctl import rollout
@@ -251,10 +251,11 @@ def rollout_in_waves(
     topic = group_topic("titik", group, CONFIG_DESIRED)
     stamp = int(time.time())
     old, new = f"Titik before {stamp}", f"Titik rollout {stamp}"
-    # The config the group has before the rollout, applied everywhere first.
-    base = stamp
-    _publish_retained(stack, topic, sign(key, topic, {"version": base, "config": _ssid(old)}))
+    # The config the group has before the rollout, applied everywhere first: pushed with
+    # titik-ctl in its own process, as an operator would (this process holds a socket per
+    # gateway, past what paho's select() in an in-process client can take).
     t0 = time.monotonic()
+    base = _push_with_ctl(stack, group, _ssid(old), timeout)
     wait_until(lambda: _applied(fleet, old) >= len(members), timeout, "the group's config")
     base_s = time.monotonic() - t0
     markers = [by_id[d] / "etc/titik-sim/fail-apply" for d in failing]
@@ -323,16 +324,23 @@ def _ssid(name: str) -> dict[str, object]:
     return {"wifi": {"ssids": {"public": {"ssid": name, "radios": ["radio0"]}}}}
 
 
-def _publish_retained(stack: Stack, topic: str, doc: dict[str, object]) -> None:
-    client = make_client(f"titik-sim-rollout-{os.getpid()}")
-    client.connect(stack.host, stack.port)
-    client.loop_start()
-    try:
-        info = client.publish(topic, json.dumps(doc), qos=1, retain=True)
-        info.wait_for_publish(30)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+def _push_with_ctl(stack: Stack, group: str, config: dict[str, object], timeout: float) -> int:
+    """``titik-ctl config push --group`` in a subprocess; the version it published."""
+    with tempfile.TemporaryDirectory(prefix="titik-sim-") as tmp:
+        cfg = Path(tmp) / "config.json"
+        cfg.write_text(json.dumps(config))
+        argv = [
+            sys.executable, "-m", "central.ctl.cli",
+            "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
+            "config", "push", "--group", group, "--file", str(cfg),
+        ]  # fmt: skip
+        proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+            argv, capture_output=True, text=True, timeout=timeout * 2 + 60, check=False
+        )
+    found = re.search(r"published \S+ version (\d+)", proc.stdout)
+    if found is None:
+        raise RuntimeError(f"titik-ctl config push failed: {proc.stdout}{proc.stderr}")
+    return int(found.group(1))
 
 
 # -- chaos ---------------------------------------------------------------------------------
