@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.protocol.cohort import ROLLOUT_ID
+from agent.protocol.signing import SignatureError, Verifier
 
 #: Default waves: a 1 % canary, then 5 %, 25 % and everyone.
 DEFAULT_WAVES = (1.0, 5.0, 25.0, 100.0)
@@ -126,3 +127,23 @@ def check_documents(
         raise PlanError("restore: is not the restore document of this plan")
     if "sig" not in restore:
         raise PlanError("restore.sig: missing (every document is signed)")
+
+
+def check_signatures(
+    plan: Plan,
+    waves: Sequence[Mapping[str, Any]],
+    restore: Mapping[str, Any],
+    verifier: Verifier,
+    topic: str,
+) -> str:
+    """Every document signed, for the group's topic, by one trusted key: its id; PlanError
+    naming the document otherwise. (Central publishes only what an operator signed.)"""
+    kids = set()
+    for name, doc in [*((f"waves[{i}]", d) for i, d in enumerate(waves)), ("restore", restore)]:
+        try:
+            kids.add(verifier.verify(topic, doc))
+        except SignatureError as exc:
+            raise PlanError(f"{name}.sig: {str(exc).removeprefix('signature: ')}") from None
+    if len(kids) != 1:
+        raise PlanError("sig: every document of a plan is signed by the same key")
+    return kids.pop()

@@ -187,3 +187,33 @@ def test_signed_documents_must_be_the_plans() -> None:
 def test_a_bad_plan_is_refused_naming_the_field(change: dict[str, Any], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         check_plan(replace(plan(), **change))
+
+
+def test_every_document_must_be_signed_by_one_trusted_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.protocol.signing import Verifier, public_key_text, sign
+    from central.rollout.plan import check_signatures
+
+    topic = "titik/group/g1/config/desired"
+    ops, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    trusted = Verifier([public_key_text(k.public_key()) for k in (ops, other)])
+    p = plan()
+    waves, restore = documents(p)
+    good = [sign(ops, topic, w) for w in waves]
+    kid = check_signatures(p, good, sign(ops, topic, restore), trusted, topic)
+    assert kid == good[0]["sig"]["kid"]
+    with pytest.raises(PlanError, match=r"restore\.sig: missing"):
+        check_signatures(p, good, restore, trusted, topic)
+    forged = [*good]
+    forged[1] = {**good[1], "config": {"telemetry": {"interval_s": 5}}}
+    with pytest.raises(PlanError, match=r"waves\[1\]\.sig: does not match"):
+        check_signatures(p, forged, sign(ops, topic, restore), trusted, topic)
+    wrong_topic = [sign(ops, "titik/group/g2/config/desired", w) for w in waves]
+    with pytest.raises(PlanError, match=r"waves\[0\]\.sig: does not match"):
+        check_signatures(p, wrong_topic, sign(ops, topic, restore), trusted, topic)
+    with pytest.raises(PlanError, match="signed by the same key"):
+        check_signatures(p, good, sign(other, topic, restore), trusted, topic)
+    stranger = Ed25519PrivateKey.generate()
+    with pytest.raises(PlanError, match="is not trusted"):
+        check_signatures(p, [sign(stranger, topic, w) for w in waves], restore, trusted, topic)
