@@ -90,6 +90,12 @@ class MqttConfig(MqttConnection):
     # connects/s, which one Mosquitto takes; docs/benchmarks.md) and their backlog drains
     # within two. Longer spreads the load thinner but keeps the city dark longer.
     reconnect_max_s: float = Field(default=60.0, gt=0, le=86400)
+    # 7 days, the longest a command may live (agent/remote/commands.py MAX_LIFETIME_S): the
+    # broker keeps the gateway's session, and queues the commands sent to it while it is
+    # offline, that long; each command also carries its own MQTT message expiry, so the
+    # broker drops it when it expires. 0: a clean session on every connection (commands sent
+    # while offline are lost).
+    session_expiry_s: int = Field(default=604800, ge=0, le=604800)
 
 
 class TelemetryConfig(Section):

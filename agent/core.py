@@ -197,6 +197,7 @@ class Agent(Generic[L]):
             clock=clock,
             wall=wall,
             faults=self.faults,
+            device=self.topics.device,
         )
         self._remote_dir, self._verifier, self._wall = remote_dir, verifier, wall
         self._require_signature = cfg.security.require_signature
@@ -274,11 +275,9 @@ class Agent(Generic[L]):
 
     # -- status and session (the link's events)
     def status(self, online: bool, reason: str | None = None) -> Status:
-        d = self.cfg.device
         if not online:
-            return Status(
-                online=False, boot=self.state.boot, ts=round(self.wall(), 3), reason=reason
-            )
+            return self._offline(self.state.boot, ts=round(self.wall(), 3), reason=reason)
+        d = self.cfg.device
         return Status(
             online=True,
             boot=self.state.boot,
@@ -294,9 +293,25 @@ class Agent(Generic[L]):
             boot_id=self.platform.boot_id(),
         )
 
+    def _offline(self, boot: int, *, ts: float | None = None, reason: str | None = None) -> Status:
+        """An offline status, the Will included, keeps where the gateway is and its groups, so
+        a retained offline status still answers "which gateways of region R are down"."""
+        d = self.cfg.device
+        return Status(
+            online=False,
+            boot=boot,
+            ts=ts,
+            reason=reason,
+            site=d.site or None,
+            region=d.region or None,
+            lat=d.lat,
+            lon=d.lon,
+            groups=list(d.groups),
+        )
+
     def before_connect(self) -> Will:
         boot = self.state.next_boot()
-        return Will(self.topics.status, encode(Status(online=False, boot=boot)), qos=1, retain=True)
+        return Will(self.topics.status, encode(self._offline(boot)), qos=1, retain=True)
 
     def on_connected(self) -> None:
         mid = self.link.publish(self.topics.status, encode(self.status(True)), qos=1, retain=True)

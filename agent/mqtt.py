@@ -165,7 +165,12 @@ class MqttLink:
 
     # -- construction
     def _make_client(self) -> paho.Client:
-        client = client_for(self.cfg, self.client_id, protocol=self.cfg.protocol)
+        client = client_for(
+            self.cfg,
+            self.client_id,
+            protocol=self.cfg.protocol,
+            persistent=self.cfg.session_expiry_s > 0,
+        )
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
@@ -236,15 +241,21 @@ class MqttLink:
         client = self._client
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         props = None
+        persistent = self.cfg.session_expiry_s > 0
         if self.cfg.protocol == "5":
+            # A persistent session: while the gateway is offline the broker queues the QoS 1
+            # commands sent to it (each until its own message expiry), and delivers them at
+            # the next connection, which resumes the session (clean_start false).
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 0
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
         try:
             client.connect(
                 self.cfg.host,
                 self.cfg.port,
                 keepalive=self.cfg.keepalive_s,
-                clean_start=True if self.cfg.protocol == "5" else paho.MQTT_CLEAN_START_FIRST_ONLY,
+                clean_start=not persistent
+                if self.cfg.protocol == "5"
+                else paho.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=props,
             )
         except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS (SSLError is OSError)
@@ -288,8 +299,9 @@ class MqttLink:
         self._backoff.reset()
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         if self.subscriptions:
-            # Subscribed on every connection: the session is clean. Retained desired configs
-            # come again each time; their versions make that harmless.
+            # Subscribed on every connection, whether or not the broker kept the session (it
+            # may have expired, or the broker restarted without persistence). Retained desired
+            # configs come again each time; their versions make that harmless.
             client.subscribe([(t, 1) for t in self.subscriptions])
         self._on_connected()
 

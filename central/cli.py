@@ -30,7 +30,9 @@ from central.api.routes.actions import console_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
+from central.rollout.runner import RolloutRunner
 from central.store.audit import AuditLog
+from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES, Token, TokenError, TokenStore
 
@@ -51,7 +53,18 @@ def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
         rollup_days=config.store.rollup_days,
         quarantine_rows=config.ingest.quarantine_rows,
     )
-    return store, Consumer(config, store)
+    consumer = Consumer(config, store)
+    runner = RolloutRunner(
+        RolloutStore(config.store.path),
+        prefix=config.mqtt.topic_prefix,
+        states=lambda: consumer.fleet.states,
+        reports=store.reported_docs,
+        # Retained, QoS 1, through the consumer's own session (paho queues it while the
+        # broker is away); every document was signed by the operator who made the plan.
+        publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
+    )
+    consumer.periodic.append(runner.tick)
+    return store, consumer
 
 
 def cmd_run(config: CentralConfig) -> int:

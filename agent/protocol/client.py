@@ -29,16 +29,19 @@ def make_client(
     key: Path | str | None = None,
     insecure: bool = False,
     manual_ack: bool = False,
+    persistent: bool = False,
 ) -> paho.Client:
     """A paho client, not yet connected. TLS is on when ``ca`` is given (the server's
     certificate is always verified; ``insecure`` skips only the host name check, for tests).
-    ``manual_ack``: the caller acks each QoS 1 message itself (central acks after commit)."""
+    ``manual_ack``: the caller acks each QoS 1 message itself (central acks after commit).
+    ``persistent``: for MQTT 3.1.1, a persistent session (``clean_session`` false); MQTT 5
+    sets its session at CONNECT (``clean_start`` and ``SessionExpiryInterval``)."""
     v5 = protocol == "5"
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-        clean_session=None if v5 else True,
+        clean_session=None if v5 else not persistent,
         manual_ack=manual_ack,
     )
     if username:
@@ -61,6 +64,7 @@ def client_for(
     *,
     protocol: Literal["5", "3.1.1"] = "5",
     manual_ack: bool = False,
+    persistent: bool = False,
 ) -> paho.Client:
     """:func:`make_client` with the credentials and TLS of a config's ``[mqtt]`` section."""
     return make_client(
@@ -73,4 +77,5 @@ def client_for(
         key=section.tls.key,
         insecure=section.tls.insecure,
         manual_ack=manual_ack,
+        persistent=persistent,
     )

@@ -151,7 +151,8 @@ class Telemetry(Wire):
 
 
 class Status(Wire):
-    """``{prefix}/gw/{id}/status``, QoS 1, retained. The MQTT Will is ``{"online": false, "boot": N}``."""
+    """``{prefix}/gw/{id}/status``, QoS 1, retained. The MQTT Will is ``{"online": false, "boot": N}``
+    with the gateway's ``site``, ``region``, ``lat``, ``lon`` and ``groups``."""
 
     online: bool
     boot: Count = Field(
@@ -198,6 +199,13 @@ class ConfigDesired(Wire):
     config: dict[str, Any] | None = Field(default=None, description="The settings to apply")
 
 
+class RolloutPlace(Wire):
+    """Where a gateway stands in a rollout wave (agent.protocol.cohort)."""
+
+    id: str
+    member: bool
+
+
 class ConfigReported(Wire):
     """``{prefix}/gw/{id}/config/reported``, retained: what the gateway applied, or why not."""
 
@@ -205,6 +213,11 @@ class ConfigReported(Wire):
         default=None, description="Version of the document that caused this report"
     )
     source: str | None = Field(default=None, description="That document: gw, or group/<name>")
+    rollout: RolloutPlace | None = Field(
+        default=None,
+        description="When that document is a rollout wave: its id, and whether this gateway "
+        "is in the wave's cohort (took config) or not (took others)",
+    )
     versions: dict[str, Count] = Field(
         default_factory=dict, description="Version of every document in the effective config"
     )

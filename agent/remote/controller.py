@@ -46,6 +46,7 @@ from agent.remote.desired import (
     overlay,
     parse_document,
     peek_version,
+    resolve,
     validate,
 )
 from agent.remote.inbound import BadInput, check, own_object, whole
@@ -90,8 +91,11 @@ class ConfigController:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         faults: WriteFaults | None = None,
+        device: str = "",
     ) -> None:
         self.dir = state_dir
+        self.device = device  # its place in a rollout wave's cohort (agent.protocol.cohort)
+        self._rollout: dict[str, dict[str, Any]] = {}  # source -> {"id", "member"} of its doc
         self.groups = groups
         self.hooks = hooks
         self.host = host
@@ -251,7 +255,12 @@ class ConfigController:
         known = self.docs.get(source, {}).get("version", -1)
         if version <= max(known, self.acted.get(source, -1)):
             return  # a retained copy coming again, or an older document
-        self.docs[source] = {"version": version, "config": doc["config"]}
+        config, selected = resolve(doc, self.device)
+        self.docs[source] = {"version": version, "config": config}
+        if selected is None:
+            self._rollout.pop(source, None)
+        else:
+            self._rollout[source] = selected
         self._save()
         self._reconcile(source)
 
@@ -424,6 +433,7 @@ class ConfigController:
         report = ConfigReported(
             version=meta.get("version"),
             source=meta.get("source"),
+            rollout=self._rollout.get(meta.get("source") or ""),
             versions=meta.get("versions", {}),
             state=state,
             ts=round(self.wall(), 3),
@@ -432,7 +442,9 @@ class ConfigController:
             if error
             else None,
         )
-        self._report = report.model_dump(mode="json", exclude={"error"} if not error else None)
+        # "error" and "rollout" are left out when there are none (no bytes for nothing).
+        absent = {k for k in ("error", "rollout") if getattr(report, k) is None}
+        self._report = report.model_dump(mode="json", exclude=absent or None)
         self._save()
         self._publish_report()
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from agent.config import format_validation_error
 from agent.protocol import WIRE_INT_MAX
+from agent.protocol.cohort import check_selector, in_cohort
 from agent.protocol.overlay import overlay as overlay  # noqa: PLC0414
 from agent.remote.inbound import BadInput, load_object, name, whole
 
@@ -38,14 +39,27 @@ def parse_document(payload: bytes) -> dict[str, Any]:
         doc = load_object(payload, "(document)", MAX_DOCUMENT_BYTES)
     except BadInput as exc:
         raise Rejected(str(exc)) from None
-    extra = set(doc) - {"version", "config", "sig"}
+    extra = set(doc) - {"version", "config", "rollout", "sig"}
     if extra:
         raise Rejected(f"{name(sorted(extra)[0])}: unknown key")
     if whole(doc.get("version")) is None:
         raise Rejected(f"version: must be a whole number from 0 to {WIRE_INT_MAX}")
     if not isinstance(doc.get("config"), dict):
         raise Rejected("config: must be an object")
+    if "rollout" in doc and (why := check_selector(doc["rollout"])) is not None:
+        raise Rejected(why)
     return doc
+
+
+def resolve(doc: Mapping[str, Any], device: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The config this gateway takes from a parsed document, and, for a rollout wave,
+    ``{"id", "member"}``: in the wave's cohort it takes ``config``, outside it ``others``
+    (agent.protocol.cohort)."""
+    sel = doc.get("rollout")
+    if sel is None:
+        return doc["config"], None
+    member = in_cohort(sel["id"], device, sel["percent"])
+    return (doc["config"] if member else sel["others"]), {"id": sel["id"], "member": member}
 
 
 def peek_version(payload: bytes) -> int | None:

@@ -128,9 +128,9 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
       ``{prefix}/ctl/{its user name}/`` (``BrokerSession.own_topic``), not under another operator's.
     - central (central/ingest/consumer.py ``subscriptions``): reads what it stores, and (its
       broker audit, central/ingest/audit.py ``audit_subscriptions``) the commands and command
-      results, to record every operator action; publishes only the web console's signed
-      desired documents and commands (central/actions/publish.py), which gateways verify as
-      they verify titik-ctl's.
+      results, to record every operator action; publishes only what operators signed: the web
+      console's desired documents and commands (central/actions/publish.py) and the waves of
+      rollouts (central/rollout/runner.py), which gateways verify as they verify titik-ctl's.
     """
     p = kit.prefix
     if ident.role == "gateway":
@@ -161,7 +161,8 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
         f"topic read {gw_filter(p, CMD)}",
         f"topic read {group_filter(p, CMD)}",
         f"topic read {gw_filter(p, CMD_RESULT)}",
-        # The console's actions (issue 18): signed in the operator's page, published by central.
+        # The console's actions (issue 18), signed in the operator's page, and the waves of
+        # rollouts (issue 19), signed ahead by an operator: published by central.
         f"topic write {gw_filter(p, CONFIG_DESIRED)}",
         f"topic write {group_filter(p, CONFIG_DESIRED)}",
         f"topic write {gw_filter(p, CMD)}",

@@ -39,7 +39,8 @@ Signing: --key FILE (or TITIK_SIGNING_KEY, a path or the PEM itself) signs every
 config and command with Ed25519; make one with `titik-ctl keygen --out FILE`.
 
 exit codes: 0 done; 1 the operation failed or was halted (a gateway rejected, rolled
-back or did not answer); 2 usage or configuration error.
+back or did not answer); 2 usage or configuration error, or an unknown device or group;
+3 (cmd) sent, and queued on the broker for the gateways that are offline.
 """
 
 EXAMPLES = """\
@@ -129,10 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser(
         "config",
-        help="push or show desired configs",
+        help="push, clear or show desired configs",
         formatter_class=fmt,
         description=(
             "config push: publish a desired config document (retained) and wait for the reports.\n"
+            "config clear: empty a device's or a group's document (the next version, {}).\n"
             "config show: a gateway's desired documents (its own and its groups') and its report."
         ),
     )
@@ -173,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|P%",
         help="failures tolerated before halting (default: 0)",
     )
+    p.add_argument(
+        "--new",
+        action="store_true",
+        help="allow a device or group no gateway has reported yet (pre-provisioning); "
+        "without it an unknown one is refused (exit 2), so a typo leaves no document behind",
+    )
+    p = csub.add_parser(
+        "clear",
+        help="empty a device's or a group's desired document",
+        formatter_class=fmt,
+        description=(
+            'Publish {"config": {}} at the next version (signed like any document) as the\n'
+            "desired document of one device or of a group, and wait for the reports. The\n"
+            "gateways drop that layer and keep the others (their group's, their own, the local\n"
+            "file): use it to take back a per-device override, or a document that was rejected.\n\n"
+            "examples:\n"
+            "  titik-ctl config clear --device gw-0001\n"
+            "  titik-ctl config clear --group g1"
+        ),
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="ID", help="one gateway's own document")
+    target.add_argument("--group", metavar="G", help="group G's document")
     p = csub.add_parser(
         "show",
         help="desired and reported config of a device",
@@ -189,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         description=(
             "Publish a command (a unique id, expires_at = now + --expires-in) and print the\n"
-            "result(s). Commands: reboot, restart_wifi, collect_now, diagnostics, kick_client,\n"
+            "result(s) of the gateways online. An offline gateway gets it from the broker when\n"
+            "it reconnects, until it expires (exit 3 says some were queued so). Unknown devices\n"
+            "and groups are refused (exit 2).\n"
+            "Commands: reboot, restart_wifi, collect_now, diagnostics, kick_client,\n"
             "get_config (docs/remote-config.md). Values that read as JSON (30, true) are sent as such.\n\n"
             "examples:\n"
             "  titik-ctl cmd --device gw-0001 collect_now\n"

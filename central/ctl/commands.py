@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
 import time
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 from central.ctl.session import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_QUEUED,
     EXIT_USAGE,
     BrokerSession,
     CtlError,
@@ -264,18 +266,74 @@ def cmd_config_push(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
         raise CtlError("--canary goes with --group (a single device is its own canary)", EXIT_USAGE)
     with connected(s) as link:
         if args.device:
-            return push_device(link, topic_safe(args.device, "--device"), config, args.version, out)
-        return push_group(
-            link, topic_safe(args.group, "--group"), config, args.version, canary, threshold, out
-        )
+            device = topic_safe(args.device, "--device")
+            return push_device(link, device, config, args.version, out, new=args.new)
+        group = topic_safe(args.group, "--group")
+        return push_group(link, group, config, args.version, canary, threshold, out, new=args.new)
+
+
+def cmd_config_clear(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Empty a device's or a group's document: ``{"config": {}}`` at the next version, signed
+    like any document. The gateways drop that layer and keep the rest (the group's, their
+    own, the local file): an empty retained message would change nothing on them, and an
+    unsigned one would be refused where signatures are required."""
+    with connected(s) as link:
+        if args.device:
+            device = topic_safe(args.device, "--device")
+            return push_device(link, device, {}, None, out)
+        group = topic_safe(args.group, "--group")
+        return push_group(link, group, {}, None, None, rollout.parse_threshold("0"), out)
+
+
+def known_device(fleet: RetainedFleet, device: str, *, new_flag: str | None = None) -> None:
+    """Refuse (exit 2) an id no gateway has published a status or a report under: a typo
+    must not leave a retained document, or a command, that nothing will ever take."""
+    if device in fleet.statuses or device in fleet.reports:
+        return
+    hint = f", or add {new_flag} for a gateway not installed yet" if new_flag else ""
+    raise CtlError(
+        f"unknown device {device!r}: no gateway has published under that id; "
+        f"list the known ones with `titik-ctl devices`{hint}",
+        EXIT_USAGE,
+    )
+
+
+def known_group(fleet: RetainedFleet, group: str, *, new_flag: str | None = None) -> list[str]:
+    """The group's members; an unknown group (no member) is refused with exit 2."""
+    members = rollout.members(group, fleet.statuses, fleet.reports)
+    if members:
+        return members
+    groups = sorted(
+        {
+            g
+            for st in fleet.statuses.values()
+            if isinstance(gs := st.get("groups"), list)
+            for g in gs
+            if isinstance(g, str)
+        }
+    )
+    listed = ", ".join(groups[:20]) + (" ..." if len(groups) > 20 else "") if groups else "none"
+    hint = f"; add {new_flag} to publish for a group no gateway is in yet" if new_flag else ""
+    raise CtlError(
+        f"unknown group {group!r}: no gateway lists it (known groups: {listed}){hint}",
+        EXIT_USAGE,
+    )
 
 
 def push_device(
-    link: BrokerSession, device: str, config: dict[str, Any], given: int | None, out: TextIO
+    link: BrokerSession,
+    device: str,
+    config: dict[str, Any],
+    given: int | None,
+    out: TextIO,
+    *,
+    new: bool = False,
 ) -> int:
     s, p = link.settings, link.settings.prefix
     topic = gw_topic(p, device, CONFIG_DESIRED)
     fleet, found = RetainedFleet.read(link, extra=[topic])
+    if not new:
+        known_device(fleet, device, new_flag="--new")
     version = _version(found.get(topic), given, fleet.seen_version([device], "gw"))
     link.publish(topic, {"version": version, "config": config}, retain=True)
     out.write(
@@ -306,15 +364,52 @@ def push_group(
     canary: rollout.Amount | None,
     threshold: rollout.Amount,
     out: TextIO,
+    *,
+    new: bool = False,
+) -> int:
+    gtopic = group_topic(link.settings.prefix, group, CONFIG_DESIRED)
+    fleet, found = RetainedFleet.read(link, desired=True, extra=[gtopic])
+    if new:
+        members = rollout.members(group, fleet.statuses, fleet.reports)
+    else:
+        members = known_group(fleet, group, new_flag="--new")
+    restores: dict[str, int] = {}
+    try:
+        return _push_group(
+            link, fleet, found, group, members, config, given, canary, threshold, out, restores
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C must not leave the new config pinned on the canaries' own documents.
+        if restores:
+            out.write(
+                "interrupted: restoring the canaries' own documents "
+                f"({', '.join(sorted(restores))}); Ctrl-C again leaves them as they are\n"
+            )
+            out.flush()
+            restore_canaries(link, fleet, restores, out)
+        else:
+            out.write("interrupted: no canary document was published\n")
+        raise
+
+
+def _push_group(
+    link: BrokerSession,
+    fleet: RetainedFleet,
+    found: Mapping[str, bytes],
+    group: str,
+    members: list[str],
+    config: dict[str, Any],
+    given: int | None,
+    canary: rollout.Amount | None,
+    threshold: rollout.Amount,
+    out: TextIO,
+    restores: dict[str, int],
 ) -> int:
     s, p = link.settings, link.settings.prefix
     gtopic = group_topic(p, group, CONFIG_DESIRED)
     source = f"group/{group}"
-    fleet, found = RetainedFleet.read(link, desired=True, extra=[gtopic])
-    members = rollout.members(group, fleet.statuses, fleet.reports)
     version = _version(found.get(gtopic), given, fleet.seen_version(members, source))
     canaries: list[str] = []
-    restores: dict[str, int] = {}
     if canary is not None:
         if not members:
             raise CtlError(
@@ -325,7 +420,7 @@ def push_group(
         out.write(
             f"canary: {', '.join(canaries)} ({len(canaries)} of {len(members)}); rest: {len(rest)}\n"
         )
-        outcomes, restores = canary_phase(link, fleet, canaries, config)
+        outcomes = canary_phase(link, fleet, canaries, config, restores)
         failed = {d: o for d, o in outcomes.items() if o.failed}
         for d in canaries:
             out.write(describe(d, outcomes[d], fleet.reports.get(d)) + "\n")
@@ -336,6 +431,7 @@ def push_group(
                 f"nothing was published to {gtopic}; restoring the canaries' own documents\n"
             )
             restore_canaries(link, fleet, restores, out)
+            restores.clear()
             return EXIT_FAILED
         out.write(f"canary passed ({len(failed)} failed, --max-failures {threshold})\n")
     link.publish(gtopic, {"version": version, "config": config}, retain=True)
@@ -356,6 +452,7 @@ def push_group(
     progress.done()
     if restores:
         restore_canaries(link, fleet, restores, out)
+        restores.clear()
     summary = rollout.tally(final)
     out.write(f"summary: {summary.line()}, group {group} version {version}\n")
     for d, o in final.items():
@@ -365,16 +462,22 @@ def push_group(
 
 
 def canary_phase(
-    link: BrokerSession, fleet: RetainedFleet, canaries: list[str], config: dict[str, Any]
-) -> tuple[dict[str, Outcome], dict[str, int]]:
-    """Push the group config to each canary's own document; returns the outcomes and, per
-    canary, the version its own document must be restored at afterwards."""
+    link: BrokerSession,
+    fleet: RetainedFleet,
+    canaries: list[str],
+    config: dict[str, Any],
+    restores: dict[str, int],
+) -> dict[str, Outcome]:
+    """Push the group config to each canary's own document; returns the outcomes. Each
+    canary's entry in ``restores`` (the version its own document must be restored at) is set
+    before its document is published, so an interruption at any point knows what to undo."""
     p = link.settings.prefix
     versions: dict[str, int] = {}
     for d in canaries:
         current = fleet.desired.get(d)
         version = _version(current, None, fleet.seen_version([d], "gw"))
         own = rollout.document_config(current)
+        restores[d] = version + 1
         link.publish(
             gw_topic(p, d, CONFIG_DESIRED),
             {"version": version, "config": rollout.canary_document(config, own)},
@@ -386,7 +489,7 @@ def canary_phase(
     for v in sorted(set(versions.values())):
         same = [d for d in canaries if versions[d] == v]
         outcomes.update(await_outcomes(link, same, "gw", v, deadline, fleet.reports))
-    return outcomes, {d: v + 1 for d, v in versions.items()}
+    return outcomes
 
 
 def restore_canaries(
@@ -416,6 +519,8 @@ def restore_canaries(
 def cmd_config(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if args.config_cmd == "push":
         return cmd_config_push(s, args, out)
+    if args.config_cmd == "clear":
+        return cmd_config_clear(s, args, out)
     return cmd_config_show(s, args, out)
 
 
@@ -431,39 +536,47 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
     if args.expires_in <= 0 or args.expires_in > 7 * 86400:
         raise CtlError("--expires-in: between 1 and 604800 seconds (7 days)", EXIT_USAGE)
     cid = command_id()
-    body = {
-        "id": cid,
-        "name": args.name,
-        "args": cargs,
-        "expires_at": int(time.time() + args.expires_in),
-    }
+    expires_at = int(time.time() + args.expires_in)
+    body = {"id": cid, "name": args.name, "args": cargs, "expires_at": expires_at}
     p = s.prefix
+    # The broker keeps the command for each offline gateway's session until it expires, and
+    # no longer: the gateway would refuse it then anyway.
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = max(1, math.ceil(args.expires_in))
     with connected(s) as link:
+        fleet, _ = RetainedFleet.read(link)
         if args.device:
             device = topic_safe(args.device, "--device")
+            known_device(fleet, device)
+            expect = [device]
             link.subscribe(gw_topic(p, device, CMD_RESULT), link.reply_topic)
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.ResponseTopic = link.reply_topic
             props.CorrelationData = cid.encode()
-            link.publish(gw_topic(p, device, CMD), body, props=props)
-            expect = [device]
+            topic = gw_topic(p, device, CMD)
         else:
             group = topic_safe(args.group, "--group")
-            fleet, _ = RetainedFleet.read(link)
-            expect = rollout.members(group, fleet.statuses, fleet.reports)
+            expect = known_group(fleet, group)
             link.subscribe(gw_filter(p, CMD_RESULT))
-            link.publish(group_topic(p, group, CMD), body)
+            topic = group_topic(p, group, CMD)
+        online = [d for d in expect if fleet.statuses.get(d, {}).get("online") is True]
+        offline = [d for d in expect if d not in online]
+        link.publish(topic, body, props=props)
         out.write(
-            f"sent {args.name} (id {cid}) to {args.device or 'group ' + args.group}; waiting for {len(expect)} result(s)\n"
+            f"sent {args.name} (id {cid}) to {args.device or 'group ' + args.group}; "
+            f"waiting for {len(online)} result(s)"
+            + (f"; {len(offline)} offline, queued" if offline else "")
+            + "\n"
         )
-        results = await_results(link, cid, expect, time.monotonic() + s.timeout)
+        results = await_results(link, cid, online, time.monotonic() + s.timeout) if online else {}
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(expires_at))
     ok = True
-    for device in expect:
+    for device in online:
         res = results.get(device)
         if res is None:
             ok = False
             out.write(
-                f"{device}: no result within {s.timeout:g}s (offline? it runs when it connects, until expires_at)\n"
+                f"{device}: no result within {s.timeout:g}s; if it went offline, the broker keeps "
+                f"the command for it until {until}\n"
             )
         elif res.get("ok"):
             out.write(
@@ -474,7 +587,14 @@ def cmd_cmd(s: Settings, args: argparse.Namespace, out: TextIO) -> int:
         else:
             ok = False
             out.write(f"{device}: error: {res.get('error')}\n")
-    return EXIT_OK if ok else EXIT_FAILED
+    for device in offline:
+        out.write(
+            f"{device}: offline; queued on the broker until {until}, it runs when the gateway "
+            "reconnects (see its result with `titik-ctl watch`)\n"
+        )
+    if not ok:
+        return EXIT_FAILED
+    return EXIT_QUEUED if offline else EXIT_OK
 
 
 def await_results(

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: A command was sent; some of its gateways are offline, and the broker keeps it for them until
+#: it expires (they run it when they reconnect). Every online one answered ok.
+EXIT_QUEUED = 3
 
 #: When the broker does not echo our sync marker (an ACL), this long without a message ends
 #: the collection of retained messages.

@@ -289,6 +289,11 @@ class Processor:
             log.warning("quarantined a message on %s (%s): %s", clean_text(topic), bad.reason, bad)
 
 
+def _run_job(job: Callable[[float], None], now: float) -> int:
+    job(now)
+    return 0
+
+
 class _Stopped(Exception):
     """Stop was asked for while waiting on the store: nothing more is written or acked."""
 
@@ -319,6 +324,10 @@ class Consumer:
         self._gen_lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = self._make_client()
+        #: Jobs run in this writer thread after each fleet check, with the time: what must see
+        #: the fleet's state as ingest leaves it (central.rollout's runner). A job that fails
+        #: is logged and run again next time; ingest goes on.
+        self.periodic: list[Callable[[float], None]] = []
 
     # --- MQTT (network thread) ----------------------------------------------------------
 
@@ -392,6 +401,8 @@ class Consumer:
                 self.fleet.check(now)
                 self._commit([], stop, flush=True)
                 self._maintain("roll-up", self.store.roll_up)
+                for job in self.periodic:
+                    self._maintain("periodic job", functools.partial(_run_job, job, now))
             if pruning or now >= next_prune:
                 # One small chunk per round, so ingest never waits long on retention.
                 n = self._maintain("retention", functools.partial(self.store.prune, now))

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,10 @@ CLOCK = "clock"
 
 #: Config report states that raise an alert, and the alert kind.
 CONFIG_ALERTS = {"rejected": "config_rejected", "rolled_back": "config_rolled_back"}
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +214,15 @@ class FleetState:
                 and st.offline_since is not None
                 and now - st.offline_since >= self.rules.offline_after_s
             ):
-                mins = (now - st.offline_since) / 60
-                self._open(st.device, "offline", now, f"offline for {mins:.0f} min")
+                # The alert is dated from when the gateway went down, not from when the rule
+                # noticed (offline_after_s later): "down since" is what an operator needs.
+                self._open(
+                    st.device,
+                    "offline",
+                    st.offline_since,
+                    f"offline since {_utc(st.offline_since)} (alert after "
+                    f"{self.rules.offline_after_s / 60:g} min)",
+                )
 
     def reset(self, device: str, stored: DeviceState | None) -> None:
         """Put a gateway's state back to what the store holds (its new row could not be

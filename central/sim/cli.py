@@ -70,7 +70,7 @@ def rss_bytes() -> int:
     return 0
 
 
-SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "chaos")
+SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos")
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -101,6 +101,15 @@ def run_scenario(
         return scenarios.outage(fleet, stack, args.outage_minutes * 60)
     if name == "flap":
         return scenarios.flap(fleet, stack, seconds)
+    if name == "rollout":
+        return scenarios.rollout_in_waves(
+            fleet,
+            stack,
+            args.rollout_group,
+            failing_pct=args.failing_pct,
+            soak_s=args.soak,
+            timeout=args.ctl_timeout,
+        )
     return scenarios.canary(
         fleet,
         stack,
@@ -133,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  flap            a tenth of the gateways lose their connection at random\n"
             "  canary          titik-ctl config push --group G --canary BATCH of a Wi-Fi config\n"
             "  failing-canary  the same with the canaries' firmware failing: it must halt\n"
+            "  rollout         central rolls a Wi-Fi config out to --rollout-group in waves\n"
+            "                  (1/5/25/100 %) with --failing-pct % of the firmware refusing\n"
+            "                  it: it must halt and restore\n"
             "  chaos           for --minutes: 5% of the gateways' state disks full and 5%\n"
             "                  of their clocks a day off, 3 extra clients sending poison\n"
             "                  messages, the broker restarted, central killed (SIGKILL) and\n"
@@ -177,7 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-canary", action="store_true", help="canary: make the canaries fail (halts)"
     )
     ap.add_argument(
-        "--ctl-timeout", type=float, default=300.0, help="canary: titik-ctl's --timeout"
+        "--ctl-timeout",
+        type=float,
+        default=300.0,
+        help="canary: titik-ctl's --timeout; rollout: the longest it may take",
+    )
+    ap.add_argument(
+        "--rollout-group", default="city", help="rollout: the group (default: city, everyone)"
+    )
+    ap.add_argument(
+        "--failing-pct",
+        type=float,
+        default=2.0,
+        help="rollout: the share of the group whose firmware refuses the config (default: 2)",
+    )
+    ap.add_argument(
+        "--soak", type=float, default=30.0, help="rollout: each wave's soak, seconds (default: 30)"
     )
     ap.add_argument(
         "--workdir",

@@ -72,8 +72,9 @@ def gateway_plan(n: int, seed: int = 1) -> list[dict[str, object]]:
                 "region": r.name,
                 "lat": round(r.lat + rng.uniform(-spread, spread), 5),
                 "lon": round(r.lon + rng.uniform(-spread, spread), 5),
-                # a region, a quarter of the fleet, and a cohort of 1,000 (the unit of a rollout)
-                "groups": [slug, f"wave-{i % 4 + 1}", f"cohort-{i // 1000 + 1}"],
+                # a region, a quarter of the fleet, a cohort of 1,000 (the unit of a canary
+                # push), and the whole city (the group a rollout in waves goes to)
+                "groups": [slug, f"wave-{i % 4 + 1}", f"cohort-{i // 1000 + 1}", "city"],
             }
         )
     return plan

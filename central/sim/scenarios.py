@@ -11,13 +11,21 @@ import contextlib
 import json
 import logging
 import random
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.protocol.signing import sign
+from agent.protocol.topics import CONFIG_DESIRED, group_topic
 from central.ctl import rollout
+from central.rollout.engine import Run, to_dict
+from central.rollout.plan import Limits, Plan, documents
 from central.sim.fleet import SimulatedFleet
 from central.sim.localbroker import wait_until
 from central.sim.stack import (
@@ -36,6 +44,7 @@ from central.sim.stack import (
     storm,
     wait_drained,
 )
+from central.store.rollouts import RolloutStore
 
 log = logging.getLogger("titik.sim")
 
@@ -214,6 +223,124 @@ def _applied(fleet: SimulatedFleet, ssid: str) -> int:
             if json.loads(state.read_text()).get("ssids.public.ssid") == ssid:
                 n += 1
     return n
+
+
+def rollout_in_waves(
+    fleet: SimulatedFleet,
+    stack: Stack,
+    group: str,
+    *,
+    failing_pct: float = 2.0,
+    waves: tuple[float, ...] = (1.0, 5.0, 25.0, 100.0),
+    soak_s: float = 30.0,
+    max_failures_pct: float = 1.0,
+    timeout: float = 600.0,
+    seed: int = 7,
+) -> Result:
+    """A Wi-Fi config rolled out in waves by central (central/rollout/) to ``group``, with the
+    firmware of ``failing_pct`` % of its gateways refusing it: the rollout must halt at the
+    first wave whose failures pass ``max_failures_pct`` % of it, and the restore must give
+    every gateway the config it had before."""
+    if stack.db is None:
+        raise ValueError("the rollout scenario needs central's database: run without --broker")
+    members = sorted(a.device_id for a in fleet.agents if group in a.cfg.device.groups)
+    by_id = {a.device_id: root for a, root in zip(fleet.agents, fleet.roots, strict=True)}
+    rng = random.Random(seed)
+    failing = sorted(rng.sample(members, round(len(members) * failing_pct / 100)))
+    key = Ed25519PrivateKey.generate()
+    topic = group_topic("titik", group, CONFIG_DESIRED)
+    stamp = int(time.time())
+    old, new = f"Titik before {stamp}", f"Titik rollout {stamp}"
+    # The config the group has before the rollout, applied everywhere first: pushed with
+    # titik-ctl in its own process, as an operator would (this process holds a socket per
+    # gateway, past what paho's select() in an in-process client can take).
+    t0 = time.monotonic()
+    base = _push_with_ctl(stack, group, _ssid(old), timeout)
+    wait_until(lambda: _applied(fleet, old) >= len(members), timeout, "the group's config")
+    base_s = time.monotonic() - t0
+    markers = [by_id[d] / "etc/titik-sim/fail-apply" for d in failing]
+    for m in markers:
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.touch()
+    plan = Plan(
+        f"sim-{stamp}",
+        group,
+        waves,
+        base,
+        _ssid(new),
+        _ssid(old),
+        Limits(soak_s=soak_s, max_failures=max_failures_pct, max_failures_percent=True),
+    )
+    docs, restore = documents(plan)
+    run = Run(plan, tuple(sign(key, topic, d) for d in docs), sign(key, topic, restore))
+    store = RolloutStore(stack.db)
+    try:
+        store.create(plan.id, group, "titik-sim", to_dict(run))
+        t0 = time.monotonic()
+        final = None
+
+        def ended() -> bool:
+            nonlocal final
+            got = store.get(plan.id)
+            final = got if got is not None and got.status not in ("running", "paused") else None
+            return final is not None
+
+        wait_until(ended, timeout, "the rollout to end", poll=1.0)
+        ended_s = time.monotonic() - t0
+        assert final is not None  # noqa: S101 - wait_until raised otherwise
+        state = final.state
+        restored_s = None
+        if final.status in ("halted", "aborted"):
+            t1 = time.monotonic()
+            wait_until(
+                lambda: _applied(fleet, old) >= len(members), timeout, "the restore", poll=1.0
+            )
+            restored_s = round(time.monotonic() - t1, 1)
+    finally:
+        store.close()
+        for m in markers:
+            m.unlink(missing_ok=True)
+    published = [e for e in state["events"] if e.split(" ", 2)[1:2] == ["wave"]]
+    return {
+        "group": group,
+        "members": len(members),
+        "failing": len(failing),
+        "waves": " / ".join(f"{w:g}%" for w in waves),
+        "soak_s": soak_s,
+        "max_failures": f"{max_failures_pct:g}% of a wave",
+        "base_config_s": round(base_s, 1),
+        "status": final.status,
+        "waves_published": len(published),
+        "gate": json.dumps(final.gate, sort_keys=True) if final.gate else None,
+        "reason": state.get("reason"),
+        "seconds_to_end": round(ended_s, 1),
+        "restore_reached_all_s": restored_s,
+        "on_new_config_after": _applied(fleet, new),
+        "on_old_config_after": _applied(fleet, old),
+    }
+
+
+def _ssid(name: str) -> dict[str, object]:
+    return {"wifi": {"ssids": {"public": {"ssid": name, "radios": ["radio0"]}}}}
+
+
+def _push_with_ctl(stack: Stack, group: str, config: dict[str, object], timeout: float) -> int:
+    """``titik-ctl config push --group`` in a subprocess; the version it published."""
+    with tempfile.TemporaryDirectory(prefix="titik-sim-") as tmp:
+        cfg = Path(tmp) / "config.json"
+        cfg.write_text(json.dumps(config))
+        argv = [
+            sys.executable, "-m", "central.ctl.cli",
+            "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
+            "config", "push", "--group", group, "--file", str(cfg),
+        ]  # fmt: skip
+        proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+            argv, capture_output=True, text=True, timeout=timeout * 2 + 60, check=False
+        )
+    found = re.search(r"published \S+ version (\d+)", proc.stdout)
+    if found is None:
+        raise RuntimeError(f"titik-ctl config push failed: {proc.stdout}{proc.stderr}")
+    return int(found.group(1))
 
 
 # -- chaos ---------------------------------------------------------------------------------

@@ -327,6 +327,8 @@ def test_central_publishes_only_the_consoles_documents_and_commands(
         obs.allowed(console, f"{PREFIX}/group/g1/config/desired", a, central)
         obs.allowed(console, f"{PREFIX}/group/g1/cmd", a)
         obs.allowed(a, gw("gw-a", "telemetry"), central)
+        a.subscribe(f"{PREFIX}/group/g1/config/desired")
+        obs.allowed(central, f"{PREFIX}/group/g1/config/desired", a)
 
 
 def test_central_audit_reads_commands_and_results_but_no_ctl(

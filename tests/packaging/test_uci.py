@@ -354,3 +354,33 @@ def test_init_script_logs_a_refused_config_to_logread_and_starts_nothing(
     assert "procd_open_instance" not in calls
     assert not (tmp_path / "agent.toml").exists()
     assert not (tmp_path / "agent.toml.tmp").exists()
+
+
+def _scalar_fields(model: type, kinds: tuple[type, ...]) -> set[str]:
+    """Names of the fields, in every section, whose type is one of ``kinds`` (or optional)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found: set[str] = set()
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            found |= _scalar_fields(ann, kinds)
+            continue
+        args = typing.get_args(ann) or (ann,)
+        if any(a in kinds for a in args) and not any(a is str for a in args):
+            found.add(name)
+    return found
+
+
+def test_every_number_and_flag_of_the_agent_config_is_typed_by_uci2toml() -> None:
+    # uci stores every option as a string; uci2toml writes the names it lists in NUMBERS and
+    # BOOLS bare, the rest quoted. A numeric key missing there reaches the agent as a string.
+    from agent.config import AgentConfig
+
+    text = UCI2TOML.read_text()
+    numbers = set(text.split('NUMBERS="')[1].split('"')[0].split())
+    bools = set(text.split('BOOLS="')[1].split('"')[0].split())
+    assert _scalar_fields(AgentConfig, (int, float)) <= numbers
+    assert _scalar_fields(AgentConfig, (bool,)) <= bools

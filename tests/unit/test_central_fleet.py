@@ -130,6 +130,9 @@ def test_offline_alert_opens_after_n_minutes_and_closes_when_back() -> None:
     f.check(now=10 + 700)  # opened once
     (opened,) = f.take()[1]
     assert (opened.kind, opened.device, opened.close) == ("offline", DEV, False)
+    # Dated from when the gateway went down, not from when the rule noticed (issue 19).
+    assert opened.at == 10 and f.open_alerts[(DEV, "offline")].since == 10
+    assert opened.detail == "offline since 1970-01-01 00:00:10Z (alert after 10 min)"
     f.apply_status(DEV, Status(online=True, boot=2), now=800)
     (closed,) = f.take()[1]
     assert (closed.kind, closed.close) == ("offline", True)
