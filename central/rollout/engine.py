@@ -22,7 +22,7 @@ from central.rollout.gate import FleetView, Verdict, WaveCheck, check_wave
 from central.rollout.plan import Limits, Plan
 
 
-class Status(enum.StrEnum):
+class RolloutStatus(enum.StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     HALTED = "halted"
@@ -31,7 +31,7 @@ class Status(enum.StrEnum):
 
     @property
     def final(self) -> bool:
-        return self in (Status.HALTED, Status.ABORTED, Status.COMPLETED)
+        return self in (RolloutStatus.HALTED, RolloutStatus.ABORTED, RolloutStatus.COMPLETED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Run:
     plan: Plan
     waves: tuple[Mapping[str, Any], ...]  # the signed documents
     restore: Mapping[str, Any]
-    status: Status = Status.RUNNING
+    status: RolloutStatus = RolloutStatus.RUNNING
     wave: int = -1  # the index of the wave that is out; -1 before the first
     soak_until: float | None = None
     reason: str | None = None
@@ -66,7 +66,7 @@ def _publish_wave(run: Run, index: int, now: float) -> tuple[Run, list[Publish]]
     doc = run.waves[index]
     new = replace(
         run,
-        status=Status.RUNNING,
+        status=RolloutStatus.RUNNING,
         wave=index,
         soak_until=now + p.limits.soak_s,
         events=(
@@ -77,7 +77,7 @@ def _publish_wave(run: Run, index: int, now: float) -> tuple[Run, list[Publish]]
     return new, [Publish(int(doc["version"]), doc)]
 
 
-def _restore(run: Run, status: Status, reason: str, now: float) -> tuple[Run, list[Publish]]:
+def _restore(run: Run, status: RolloutStatus, reason: str, now: float) -> tuple[Run, list[Publish]]:
     new = replace(
         run,
         status=status,
@@ -90,7 +90,7 @@ def _restore(run: Run, status: Status, reason: str, now: float) -> tuple[Run, li
 
 def step(run: Run, now: float, view: FleetView) -> tuple[Run, list[Publish], WaveCheck | None]:
     """Advance a running rollout: gate the wave that is out, and move on or halt."""
-    if run.status is not Status.RUNNING or run.wave < 0:
+    if run.status is not RolloutStatus.RUNNING or run.wave < 0:
         return run, [], None
     soak_over = run.soak_until is not None and now >= run.soak_until
     check = check_wave(run.plan, run.wave, view, soak_over=soak_over)
@@ -104,12 +104,12 @@ def step(run: Run, now: float, view: FleetView) -> tuple[Run, list[Publish], Wav
             + "; ".join(shown)
             + (f"; and {more} more" if more else "")
         )
-        new, pubs = _restore(run, Status.HALTED, why, now)
+        new, pubs = _restore(run, RolloutStatus.HALTED, why, now)
         return new, pubs, check
     if run.wave == len(run.plan.percents) - 1:
         done = replace(
             run,
-            status=Status.COMPLETED,
+            status=RolloutStatus.COMPLETED,
             soak_until=None,
             events=(*run.events, f"{now:.0f} completed: wave {run.wave + 1} passed"),
         )
@@ -119,18 +119,20 @@ def step(run: Run, now: float, view: FleetView) -> tuple[Run, list[Publish], Wav
 
 
 def pause(run: Run, now: float, who: str) -> Run:
-    if run.status is not Status.RUNNING:
+    if run.status is not RolloutStatus.RUNNING:
         raise ValueError(f"only a running rollout can be paused; this one is {run.status}")
-    return replace(run, status=Status.PAUSED, events=(*run.events, f"{now:.0f} paused by {who}"))
+    return replace(
+        run, status=RolloutStatus.PAUSED, events=(*run.events, f"{now:.0f} paused by {who}")
+    )
 
 
 def resume(run: Run, now: float, who: str) -> Run:
     """Back to running; the wave that is out soaks again in full (it was not watched)."""
-    if run.status is not Status.PAUSED:
+    if run.status is not RolloutStatus.PAUSED:
         raise ValueError(f"only a paused rollout can be resumed; this one is {run.status}")
     return replace(
         run,
-        status=Status.RUNNING,
+        status=RolloutStatus.RUNNING,
         soak_until=now + run.plan.limits.soak_s,
         events=(*run.events, f"{now:.0f} resumed by {who}"),
     )
@@ -139,12 +141,12 @@ def resume(run: Run, now: float, who: str) -> Run:
 def abort(run: Run, now: float, who: str) -> tuple[Run, list[Publish]]:
     if run.status.final:
         raise ValueError(f"this rollout is already {run.status}")
-    return _restore(run, Status.ABORTED, f"aborted by {who}", now)
+    return _restore(run, RolloutStatus.ABORTED, f"aborted by {who}", now)
 
 
 def progress(run: Run) -> float:
     """0-100 for a progress bar: the share of the group the wave that is out reaches."""
-    if run.status is Status.COMPLETED:
+    if run.status is RolloutStatus.COMPLETED:
         return 100.0
     if run.wave < 0:
         return 0.0
@@ -198,7 +200,7 @@ def from_dict(data: Mapping[str, Any]) -> Run:
         plan,
         tuple(data["waves"]),
         data["restore"],
-        Status(data["status"]),
+        RolloutStatus(data["status"]),
         data["wave"],
         data["soak_until"],
         data["reason"],

@@ -18,8 +18,8 @@ from agent.protocol import ConfigReported
 from agent.protocol.topics import CONFIG_DESIRED, group_topic
 from central.rollout.engine import (
     Publish,
+    RolloutStatus,
     Run,
-    Status,
     abort,
     from_dict,
     pause,
@@ -121,10 +121,10 @@ class RolloutRunner:
             except ValueError as exc:
                 log.warning("rollout %s: %s refused: %s", run.plan.id, intent.action, exc)
         check: WaveCheck | None = None
-        if run.status is Status.RUNNING and run.wave < 0:
+        if run.status is RolloutStatus.RUNNING and run.wave < 0:
             run, pubs = start(run, now)
             out += pubs
-        elif run.status is Status.RUNNING:
+        elif run.status is RolloutStatus.RUNNING:
             run, pubs, check = step(run, now, view)
             out += pubs
         topic = group_topic(self.prefix, run.plan.group, CONFIG_DESIRED)

@@ -11,7 +11,7 @@ import pytest
 
 from agent.protocol import ConfigReported
 from agent.protocol.cohort import cohort, in_cohort
-from central.rollout.engine import Run, Status, abort, pause, progress, resume, start, step
+from central.rollout.engine import RolloutStatus, Run, abort, pause, progress, resume, start, step
 from central.rollout.gate import Verdict, check_wave
 from central.rollout.plan import Limits, Plan, PlanError, check_documents, check_plan, documents
 from central.store.base import DeviceState
@@ -100,7 +100,7 @@ def test_the_documents_of_a_plan() -> None:
 
 def test_a_healthy_rollout_goes_wave_by_wave_with_its_soak() -> None:
     run, published = drive(new_run(plan()), Fleet())
-    assert run.status is Status.COMPLETED and progress(run) == 100
+    assert run.status is RolloutStatus.COMPLETED and progress(run) == 100
     assert published == [8, 9, 10, 11]  # no restore
     # each wave soaked 10 minutes before the next: 4 waves, 11 steps of a minute each
     assert [e.split()[1:3] for e in run.events][:2] == [["wave", "1/4"], ["wave", "2/4"]]
@@ -110,7 +110,7 @@ def test_a_healthy_rollout_goes_wave_by_wave_with_its_soak() -> None:
 def test_two_percent_failing_halts_at_the_first_wave_that_meets_them_and_restores() -> None:
     fleet = Fleet(broken=set(IDS[::50]))  # 20 of 1,000
     run, published = drive(new_run(plan(max_failures=1)), fleet)
-    assert run.status is Status.HALTED
+    assert run.status is RolloutStatus.HALTED
     assert published[-1] == 12  # the restore, newer than every wave
     assert "failed its gate" in (run.reason or "") and "rejected" in (run.reason or "")
     # it stopped before everyone got the new config
@@ -122,7 +122,7 @@ def test_a_wave_worse_than_the_rest_on_health_halts() -> None:
     wave1 = cohort("r-1", IDS, 1)
     fleet = Fleet(hot=set(wave1))
     run, published = drive(new_run(plan()), fleet)
-    assert run.status is Status.HALTED and published == [8, 12]
+    assert run.status is RolloutStatus.HALTED and published == [8, 12]
     assert "cpu_pct: wave 50.0 vs rest 20.0 (margin 15)" in (run.reason or "")
 
 
@@ -153,7 +153,7 @@ def test_pause_resume_and_abort() -> None:
     run = resume(run, 100, "ops@city")
     assert run.soak_until == 700  # the wave soaks again in full
     run, pubs = abort(run, 120, "ops@city")
-    assert run.status is Status.ABORTED and [p.version for p in pubs] == [12]
+    assert run.status is RolloutStatus.ABORTED and [p.version for p in pubs] == [12]
     with pytest.raises(ValueError, match="already aborted"):
         abort(run, 121, "ops@city")
 
