@@ -210,9 +210,7 @@ class Agent(Generic[L]):
         if svc is not None and svc.enabled:
             from agent.service.report import ServiceReporter
 
-            self.service = ServiceReporter(
-                svc, self.device_id, platform, clock=clock, wall=wall, rng=rng
-            )
+            self.service = ServiceReporter(svc, platform, clock=clock, wall=wall, rng=rng)
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
             self.link.cfg, self._move_to = self._move_to, None

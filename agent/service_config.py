@@ -38,7 +38,8 @@ class ServiceConfig(Section):
     :func:`agent.config._service_section`)."""
 
     enabled: bool = Field(
-        default=False, description="Publish the service-health report (its own topic, docs/protocol.md)"
+        default=False,
+        description="Publish the service-health report (its own topic, docs/protocol.md)",
     )
     interval_s: float = Field(default=300.0, ge=30, le=86400, description="Seconds between reports")
     jitter_s: float = Field(

@@ -41,10 +41,10 @@ def _busy(r: ServiceReport) -> float | None:
 
 def _weak_share(r: ServiceReport) -> float | None:
     """Share of stations below -70 dBm (the histogram's two lowest buckets), percent."""
-    total = sum(q.clients for q in r.ssids.values())
+    total = sum(q.sta for q in r.ssids.values())
     if not total:
         return None
-    weak = sum(q.rssi_hist[0] + q.rssi_hist[1] for q in r.ssids.values())
+    weak = sum(q.rssi[0] + q.rssi[1] for q in r.ssids.values())
     return 100.0 * weak / total
 
 
@@ -57,7 +57,7 @@ def _fail(r: ServiceReport) -> float | None:
 
 
 def _auth_fail(r: ServiceReport) -> float | None:
-    counts = [q.auth_fail for q in r.ssids.values() if q.auth_fail is not None]
+    counts = [q.ev[2] for q in r.ssids.values() if q.ev is not None]
     return float(sum(counts)) if counts else None
 
 
@@ -89,7 +89,7 @@ def _portal(value: str) -> Callable[[ServiceReport], float | None]:
 
 
 def _loss(r: ServiceReport) -> float | None:
-    return r.probes.inet_loss_pct if r.probes is not None else None
+    return r.probes.loss_pct if r.probes is not None else None
 
 
 def _inet_ms(r: ServiceReport) -> float | None:
@@ -97,7 +97,7 @@ def _inet_ms(r: ServiceReport) -> float | None:
 
 
 def _jitter(r: ServiceReport) -> float | None:
-    return r.probes.inet_jitter_ms if r.probes is not None else None
+    return r.probes.jitter_ms if r.probes is not None else None
 
 
 def _broker_ms(r: ServiceReport) -> float | None:

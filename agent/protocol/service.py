@@ -58,13 +58,15 @@ class RadioReport(RadioHealth):
 
 
 class SsidQuality(Wire):
-    """One SSID (one access-point interface) over the report's interval, aggregates only."""
+    """One SSID (one access-point interface) over the report's interval, aggregates only.
+    Short keys: four of these are the report's largest part (issue 20's budget is 1 KiB)."""
 
-    clients: Count = Field(description="Stations connected at report time")
-    rssi_hist: list[Count] = Field(
+    sta: Count = Field(description="Stations connected at report time")
+    rssi: list[Count] = Field(
         min_length=5,
         max_length=5,
-        description="Stations by signal: < -80, -80..-71, -70..-61, -60..-51, >= -50 dBm",
+        description="Stations by signal (RSSI histogram): < -80, -80..-71, -70..-61, -60..-51, "
+        ">= -50 dBm",
     )
     tx_mbps: Number | None = Field(
         default=None, ge=0, description="Median rate the AP sends at (last frame), Mbit/s"
@@ -78,15 +80,11 @@ class SsidQuality(Wire):
     fail_pct: Percent | None = Field(
         default=None, description="Frames given up on per frame sent over the interval, percent"
     )
-    assoc: Count | None = Field(
-        default=None, description="Stations that connected (AP-STA-CONNECTED) in the interval"
-    )
-    disassoc: Count | None = Field(
-        default=None, description="Stations that left (AP-STA-DISCONNECTED) in the interval"
-    )
-    auth_fail: Count | None = Field(
+    ev: tuple[Count, Count, Count] | None = Field(
         default=None,
-        description="Failed authentications (wrong key, 802.1X/EAP failure) in the interval",
+        description="Events in the interval, from hostapd's log: [associations "
+        "(AP-STA-CONNECTED), disassociations (AP-STA-DISCONNECTED), failed authentications "
+        "(wrong key, 802.1X/EAP failure)]; absent without a log source",
     )
 
 
@@ -115,26 +113,27 @@ class Probes(Wire):
     inet_ms: Millis | None = Field(
         default=None, description="Median TCP connect time to the Internet targets"
     )
-    inet_loss_pct: Percent | None = Field(
-        default=None, description="Connects that failed or timed out, percent"
+    loss_pct: Percent | None = Field(
+        default=None, description="Internet connects that failed or timed out, percent"
     )
-    inet_jitter_ms: Millis | None = Field(
-        default=None, description="Mean difference between consecutive connect times"
+    jitter_ms: Millis | None = Field(
+        default=None,
+        description="Mean difference between consecutive Internet connect times (jitter)",
     )
     broker_ms: Millis | None = Field(
         default=None,
         description="Publish to PUBACK of the previous service report (MQTT round trip)",
     )
-    wall_ms: Millis | None = Field(default=None, description="How long this run of probes took")
 
 
 class ServiceReport(Wire):
     """``{prefix}/gw/{id}/service``, QoS 1, not retained: one service-health report.
 
-    Absent fields are unknown (the JSON leaves out nulls to save bytes)."""
+    Absent fields are unknown (the JSON leaves out nulls to save bytes). The gateway is the
+    one the topic names: the broker's ACL lets a gateway publish only under its own id, so the
+    topic is authoritative, and a ``device`` field could only disagree with it."""
 
     v: Count = SCHEMA_VERSION
-    device: str
     ts: Timestamp = Field(description="UNIX seconds at the end of the report's interval")
     interval_s: Count = Field(description="Seconds the interval's counts and shares cover")
     radios: dict[str, RadioReport] = Field(default_factory=dict, description="By AP interface")

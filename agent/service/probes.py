@@ -41,8 +41,8 @@ class ProbeResult(NamedTuple):
     portal: str | None = None
     portal_ms: float | None = None
     inet_ms: float | None = None
-    inet_loss_pct: float | None = None
-    inet_jitter_ms: float | None = None
+    loss_pct: float | None = None
+    jitter_ms: float | None = None
     wall_ms: float | None = None
 
 

@@ -10,6 +10,7 @@ a random share of the first interval.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from agent.service.probes import ProbeResult
     from agent.service_config import ServiceConfig
 
+log = logging.getLogger("titik.service")
+
 #: Pending broker round trips kept (a report whose PUBACK never comes is forgotten).
 _MAX_PENDING = 4
 
@@ -46,7 +49,6 @@ class ServiceReporter:
     def __init__(
         self,
         cfg: ServiceConfig,
-        device: str,
         platform: Any,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -54,7 +56,7 @@ class ServiceReporter:
         rng: random.Random | None = None,
         probe: Callable[[ServiceConfig, random.Random], ProbeResult] | None = None,
     ) -> None:
-        self.cfg, self.device, self.platform = cfg, device, platform
+        self.cfg, self.platform = cfg, platform
         self.clock, self.wall = clock, wall
         self.rng = rng or random.Random()
         self._probe = probe
@@ -100,13 +102,12 @@ class ServiceReporter:
         if self._simulated:
             from agent.service.simulated import simulate
 
-            return simulate(self.platform, self.device, ctx, interval)
+            return simulate(self.platform, ctx, interval)
         radios = self._radios(ctx)
         ssids = self._ssids(ctx, list(radios))
         dhcp = self._events(ctx, ssids)
         probes = self._probes(ctx)
         return ServiceReport(
-            device=self.device,
             ts=round(wall, 3),
             interval_s=interval,
             radios=radios,
@@ -224,9 +225,7 @@ class ServiceReporter:
         self._log_since = counts.newest
         for iface, q in list(ssids.items()):
             assoc, disassoc, auth_fail = counts.by_iface.get(iface, (0, 0, 0))
-            ssids[iface] = q.model_copy(
-                update={"assoc": assoc, "disassoc": disassoc, "auth_fail": auth_fail}
-            )
+            ssids[iface] = q.model_copy(update={"ev": (assoc, disassoc, auth_fail)})
         return DhcpEvents(ack=counts.ack, nak=counts.nak, no_address=counts.no_address)
 
     def _probes(self, ctx: Context) -> Probes | None:
@@ -243,4 +242,6 @@ class ServiceReporter:
                 ctx.warn("probes", str(exc))
         if result is None:
             return Probes(broker_ms=self._broker_ms) if self._broker_ms is not None else None
-        return Probes(**result._asdict(), broker_ms=self._broker_ms)
+        fields = result._asdict()
+        log.debug("probes took %.0f ms", fields.pop("wall_ms") or 0.0)
+        return Probes(**fields, broker_ms=self._broker_ms)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from agent.collectors.base import Context, SimHost
 
 
-def simulate(sim: SimHost, device: str, ctx: Context, interval: int) -> ServiceReport:
+def simulate(sim: SimHost, ctx: Context, interval: int) -> ServiceReport:
     r = sim.rng
     busy = sim.busy(ctx.wall)
     radios = {}
@@ -26,18 +26,15 @@ def simulate(sim: SimHost, device: str, ctx: Context, interval: int) -> ServiceR
         n = max(0, round(sim.capacity * busy * r.uniform(0.3, 0.6)))
         signals = [-r.randint(40, 88) for _ in range(n)]
         ssids[iface] = SsidQuality(
-            clients=n,
-            rssi_hist=rssi_histogram(signals),
+            sta=n,
+            rssi=rssi_histogram(signals),
             tx_mbps=round(r.uniform(20, 300), 1) if n else None,
             rx_mbps=round(r.uniform(10, 200), 1) if n else None,
             retry_pct=round(r.uniform(1, 12 + 20 * busy), 1) if n else None,
             fail_pct=round(r.uniform(0, 2), 1) if n else None,
-            assoc=r.randint(0, n + 2),
-            disassoc=r.randint(0, n + 2),
-            auth_fail=r.randint(0, 1),
+            ev=(r.randint(0, n + 2), r.randint(0, n + 2), r.randint(0, 1)),
         )
     return ServiceReport(
-        device=device,
         ts=round(ctx.wall, 3),
         interval_s=interval,
         radios=radios,
@@ -49,7 +46,7 @@ def simulate(sim: SimHost, device: str, ctx: Context, interval: int) -> ServiceR
             portal="open",
             portal_ms=round(r.uniform(20, 120), 1),
             inet_ms=round(r.uniform(10, 60), 1),
-            inet_loss_pct=0.0,
-            inet_jitter_ms=round(r.uniform(0, 8), 1),
+            loss_pct=0.0,
+            jitter_ms=round(r.uniform(0, 8), 1),
         ),
     )

@@ -38,8 +38,8 @@ class Station(NamedTuple):
 class Quality(NamedTuple):
     """What one SSID's stations add up to (the fields of ``SsidQuality`` it can fill)."""
 
-    clients: int
-    rssi_hist: list[int]
+    sta: int
+    rssi: list[int]
     tx_mbps: float | None
     rx_mbps: float | None
     retry_pct: float | None
@@ -162,8 +162,8 @@ def aggregate(now: Mapping[str, Station], before: Mapping[str, Station] | None) 
         sent, retries, failed = sent + d[0], retries + d[1], failed + d[2]
         counted = True
     return Quality(
-        clients=len(now),
-        rssi_hist=rssi_histogram(signals),
+        sta=len(now),
+        rssi=rssi_histogram(signals),
         tx_mbps=_median([s.tx_mbps for s in now.values() if s.tx_mbps is not None]),
         rx_mbps=_median([s.rx_mbps for s in now.values() if s.rx_mbps is not None]),
         retry_pct=_ratio(retries, sent) if counted else None,
