@@ -45,7 +45,18 @@ class NeighbourId(Wire):
 
 
 class RadioReport(RadioHealth):
-    """One radio over the report's interval (``busy_pct`` is the share of the whole interval)."""
+    """One radio over the report's interval (``busy_pct`` is the share of the whole interval).
+    The radio collector's fields default to null here: the report's JSON leaves nulls out."""
+
+    channel: Count | None = Field(default=None, description="Primary channel number")
+    width_mhz: Count | None = Field(default=None, description="Channel width, MHz")
+    txpower_dbm: Number | None = Field(default=None, description="Transmit power, dBm")
+    noise_dbm: Annotated[int, Field(strict=True, ge=-200, le=0)] | None = Field(
+        default=None, description="Noise floor on the channel in use, whole dBm"
+    )
+    busy_pct: Percent | None = Field(
+        default=None, description="Share of the interval the channel in use was busy"
+    )
 
     nbr: dict[str, tuple[Count, Dbm]] | None = Field(
         default=None,

@@ -118,7 +118,10 @@ def probe_dns(
     deadline = start + timeout
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
-            s.sendto(dns_query(name, qid), (host, port))
+            # Connected: only the server's replies come in, and an ICMP port unreachable
+            # (nothing listens there) ends the wait at once as ConnectionRefusedError.
+            s.connect((host, port))
+            s.send(dns_query(name, qid))
             while (left := deadline - time.monotonic()) > 0:
                 s.settimeout(left)
                 answer = dns_answer(s.recv(4096), qid)

@@ -5,7 +5,7 @@ city's gateways neither probe nor publish together, the reporter reads each radi
 collector's reading, so ``busy_pct`` covers the whole interval), its neighbours, each SSID's
 client quality, the interval's hostapd and dnsmasq events, and runs the probes. Each part that
 cannot be read costs its own key in ``errors`` and nothing else. The first report comes after
-a random share of the first interval.
+a random delay of up to ``jitter_s`` after the start.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class ServiceReporter:
         self._last_wall: float | None = None
         self._sent: dict[int, float] = {}
         self._broker_ms: float | None = None
-        self.next_at = clock() + self.rng.uniform(0, cfg.interval_s)
+        # The first within jitter_s of the start: a city's gateways starting together spread.
+        self.next_at = clock() + self.rng.uniform(0, cfg.jitter_s)
         self._simulated = "simulated" in platform.kinds
 
     # -- schedule

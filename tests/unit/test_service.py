@@ -246,6 +246,8 @@ def test_a_radio_that_is_gone_costs_only_its_own_keys(tmp_path: Path) -> None:
     assert rep.errors is not None
     assert {"radio.gone0", "neighbours.gone0", "stations.gone0"} <= set(rep.errors)
     assert "wlan0" in rep.ssids and "gone0" not in rep.ssids
+    # What a consumer receives (nulls left out) reads back as the same report.
+    assert ServiceReport.model_validate_json(encode_report(rep)) == rep
 
 
 MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
