@@ -31,38 +31,63 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def dns_port() -> int:
+    """A loopback port free for both UDP and TCP (dnsmasq listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = int(u.getsockname()[1])
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no loopback port free for both UDP and TCP")
+
+
+def start_dnsmasq(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real dnsmasq on a free loopback port: portal.test is 127.0.0.1, nowhere.test does
+    not exist, and it forwards nothing. Ready when it answers; a port taken between our check
+    and dnsmasq's bind (other tests run beside this one) means another port."""
+    for _ in range(5):
+        port = dns_port()
+        proc = subprocess.Popen(
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                f"--port={port}",
+                "--address=/portal.test/127.0.0.1",
+                "--address=/nowhere.test/",
+                f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+                "--log-facility=-",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        server = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            # each try waits up to 0.2 s for the reply
+            if probes.probe_dns(server, "portal.test", 0.2, random.Random())[0] == "ok":
+                return proc, server
+        err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
+        proc.kill()
+        proc.wait(5)
+        if "in use" not in err:
+            raise AssertionError(f"dnsmasq did not answer within 10 s: {err}")
+    raise AssertionError("dnsmasq: no free port after 5 tries")
+
+
 @pytest.fixture
 def dnsmasq(tmp_path: Path) -> Iterator[str]:
-    """A real dnsmasq on a free loopback port: portal.test is 127.0.0.1, nowhere.test does
-    not exist, and it forwards nothing."""
-    port = free_port(socket.SOCK_DGRAM)
-    proc = subprocess.Popen(
-        [
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            f"--port={port}",
-            "--address=/portal.test/127.0.0.1",
-            "--address=/nowhere.test/",
-            f"--pid-file={tmp_path / 'dnsmasq.pid'}",
-            "--log-facility=-",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    server = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
+    proc, server = start_dnsmasq(tmp_path)
     try:
-        while True:  # ready when it answers (each try waits up to 0.2 s for the reply)
-            verdict, _, _ = probes.probe_dns(server, "portal.test", 0.2, random.Random())
-            if verdict == "ok":
-                break
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "dnsmasq did not answer within 10 s"
         yield server
     finally:
         proc.terminate()
@@ -132,8 +157,8 @@ def run(c: object) -> probes.ProbeResult:
     start = time.monotonic()
     result = probes.run_probes(c, random.Random(1))  # type: ignore[arg-type]
     took = time.monotonic() - start
-    assert took <= BUDGET_S + 0.1, f"probes took {took:.2f}s"
-    assert result.wall_ms is not None and result.wall_ms <= BUDGET_S * 1000 + 100
+    assert took <= BUDGET_S + 0.2, f"probes took {took:.2f}s"  # + scheduling on a busy machine
+    assert result.wall_ms is not None and result.wall_ms <= BUDGET_S * 1000 + 200
     return result
 
 
