@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -46,6 +47,9 @@ from agent.protocol.settings import (
     format_validation_error as format_validation_error,  # noqa: PLC0414
 )
 from agent.protocol.topics import TopicName
+
+if TYPE_CHECKING:
+    from agent.service_config import ServiceConfig
 
 
 def _collector_name(value: str) -> str:
@@ -177,16 +181,37 @@ class SecurityConfig(Section):
         return self
 
 
+def _service_section(value: Any) -> ServiceConfig | None:
+    """``[service]`` validated only when it is there: a gateway whose config has no such
+    section never imports :mod:`agent.service_config` (~60 KiB of allocations)."""
+    if value is None:
+        return None
+    from agent.service_config import ServiceConfig
+
+    if isinstance(value, ServiceConfig):
+        return value
+    try:
+        return ServiceConfig.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc).replace("\n", "; ")) from None
+
+
 class AgentConfig(Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     mqtt: MqttConfig
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    # A ServiceConfig or None: typed Any, since naming the model here would import it.
+    service: Annotated[Any, WithJsonSchema({"type": "object"})] = Field(
+        default=None, description="The service-health report ([service]); absent: off"
+    )
     state: StateConfig = Field(default_factory=StateConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+
+    _service = field_validator("service", mode="before")(_service_section)
 
 
 def _env_path(name: str, model: type[BaseModel]) -> list[str] | None:
@@ -262,7 +287,7 @@ def env_overrides(environ: Mapping[str, str]) -> EnvOverrides:
         # Lists come as comma-separated text; pydantic coerces the scalars.
         node[path[-1]] = (
             [v.strip() for v in value.split(",") if v.strip()]
-            if (path[-1] in {"groups", "collectors", "interfaces", "trusted_keys"})
+            if (path[-1] in {"groups", "collectors", "interfaces", "trusted_keys", "targets"})
             else value
         )
     return EnvOverrides(out, errors, ignored)

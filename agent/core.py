@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.remote.commands import CommandProcessor
+    from agent.service.report import ServiceReporter
 
 log = logging.getLogger("titik.agent")
 
@@ -202,6 +203,15 @@ class Agent(Generic[L]):
         self._remote_dir, self._verifier, self._wall = remote_dir, verifier, wall
         self._require_signature = cfg.security.require_signature
         self._commands: CommandProcessor | None = None
+        #: The service-health report, when ``[service] enabled``: imported only then (its
+        #: models and probes cost ~400 KiB; docs/architecture.md, "Service health").
+        self.service: ServiceReporter | None = None
+        self._service_waiting: bytes | None = None  # made while offline: the newest only
+        svc = cfg.service
+        if svc is not None and svc.enabled:
+            from agent.service.report import ServiceReporter
+
+            self.service = ServiceReporter(svc, platform, clock=clock, wall=wall, rng=rng)
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
             self.link.cfg, self._move_to = self._move_to, None
@@ -252,6 +262,9 @@ class Agent(Generic[L]):
             # Keep the cadence, but after a long stall skip missed slots instead of bursting.
             self._next_sample = max(self._next_sample + interval, now + interval / 2)
             self.delivery.publish_sample(self.sample())
+        service = self.service
+        if service is not None and service.due(now):
+            self._service_report(service)
         while self._inbox:
             self._handle(self._inbox.popleft())
         if self._move_to is not None:
@@ -266,7 +279,34 @@ class Agent(Generic[L]):
         if self._reboot_at is not None and now >= self._reboot_at:
             self._reboot_at = None
             self._reboot()
+        if service is not None:
+            wait = min(wait, service.next_at - self.clock())
         return max(0.0, min(self._next_sample - self.clock(), wait))
+
+    def _service_report(self, service: ServiceReporter) -> None:
+        """Make and publish a service report (QoS 1, not spooled: a report made offline waits
+        in memory, the newest replacing the older, until the next connection)."""
+        from agent.protocol.service import encode_report
+
+        try:
+            payload = encode_report(service.report())
+        except Exception:  # a bug in the report must not stop the agent's samples
+            log.exception(
+                "service report failed; the next one is due in %.0fs",
+                service.next_at - self.clock(),
+            )
+            return
+        self._service_waiting = payload
+        self._send_service_report()
+
+    def _send_service_report(self) -> None:
+        payload, service = self._service_waiting, self.service
+        if payload is None or service is None or not self.link.connected:
+            return
+        mid = self.link.publish(self.topics.service, payload, qos=1)
+        if mid is not None:
+            self._service_waiting = None
+            service.sent(mid)
 
     def kick(self) -> None:
         """Reconnect now if disconnected, and replay the buffer at once (no jitter)."""
@@ -319,8 +359,11 @@ class Agent(Generic[L]):
             self._status_mids.add(mid)
         self.delivery.on_connected()
         self.remote.on_connected()
+        self._send_service_report()
 
     def on_ack(self, mid: int) -> None:
+        if self.service is not None:
+            self.service.acked(mid)
         self.remote.on_ack(mid)
         self._status_mids.discard(mid)
         self.delivery.on_ack(mid)

@@ -44,9 +44,19 @@ CONFIG_DESIRED: Final = "config/desired"
 CONFIG_REPORTED: Final = "config/reported"
 CMD: Final = "cmd"
 CMD_RESULT: Final = "cmd/result"
+#: The service-health report (radios, client quality, probes): its own topic, every few
+#: minutes, so the telemetry sample keeps its size (docs/architecture.md, "Service health").
+SERVICE: Final = "service"
 
 #: What a gateway publishes.
-GATEWAY_PUBLISHES: Final = (TELEMETRY, TELEMETRY_BATCH, STATUS, CONFIG_REPORTED, CMD_RESULT)
+GATEWAY_PUBLISHES: Final = (
+    TELEMETRY,
+    TELEMETRY_BATCH,
+    STATUS,
+    CONFIG_REPORTED,
+    CMD_RESULT,
+    SERVICE,
+)
 #: What a gateway reads (its own and its groups' documents).
 GATEWAY_READS: Final = (CONFIG_DESIRED, CMD)
 #: What a group has.
@@ -155,6 +165,10 @@ class Topics:
     @property
     def telemetry_batch(self) -> str:
         return gw_topic(self.prefix, self.device, TELEMETRY_BATCH)
+
+    @property
+    def service(self) -> str:
+        return gw_topic(self.prefix, self.device, SERVICE)
 
     @property
     def config_desired(self) -> str:

@@ -197,6 +197,7 @@ def test_acl_patterns_groups_and_roles(kit: KitDir) -> None:
         "pattern write titik/gw/%u/status",
         "pattern write titik/gw/%u/config/reported",
         "pattern write titik/gw/%u/cmd/result",
+        "pattern write titik/gw/%u/service",
         "pattern read titik/gw/%u/config/desired",
         "pattern read titik/gw/%u/cmd",
     ]

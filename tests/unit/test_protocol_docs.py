@@ -60,6 +60,7 @@ def test_every_topic_is_documented() -> None:
         t.config_reported,
         t.cmd,
         t.cmd_result,
+        t.service,
         t.group_config_desired("{group}"),
         t.group_cmd("{group}"),
     ):

@@ -1,0 +1,87 @@
+"""The ``[service]`` section of agent.toml: the service-health report.
+
+Its own module so that a gateway whose config has no ``[service]`` section never imports it
+(:func:`agent.config._service_section` does, when the section is there).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from agent.protocol.settings import Section
+
+
+def _address_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        host = ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{value!r}: must be an IP address and a port, e.g. 1.1.1.1:443 or [2606:4700::1111]:443"
+            " (an address, so the probe measures the path and not the resolver)"
+        )
+    return value
+
+
+#: ``address:port`` (an IPv6 address in brackets: ``[2606:4700::1111]:443``).
+AddressPort = Annotated[str, AfterValidator(_address_port)]
+
+
+class ServiceConfig(Section):
+    """The ``[service]`` section: the service-health report (docs/architecture.md, "Service
+    health on its own topic"). Imported on first use (see
+    :func:`agent.config._service_section`)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Publish the service-health report (its own topic, docs/protocol.md)",
+    )
+    interval_s: float = Field(default=300.0, ge=30, le=86400, description="Seconds between reports")
+    jitter_s: float = Field(
+        default=30.0, ge=0, le=3600, description="Each report moves by up to this much, at random"
+    )
+    share_neighbour_ids: bool = Field(
+        default=False,
+        description="Send neighbouring APs' BSSIDs and SSIDs too (privacy: off unless the "
+        "operator needs them, e.g. to find a rogue AP)",
+    )
+    logs: Literal["auto", "logread", "journal", "off"] = Field(
+        default="auto",
+        description="Where hostapd and dnsmasq events are read: logread (OpenWrt), journal "
+        "(journalctl), auto (by platform), off",
+    )
+    probes: bool = Field(default=True, description="Run the service probes with each report")
+    probe_budget_s: float = Field(
+        default=2.0, gt=0, le=10, description="Wall time all probes of one report may take"
+    )
+    dns_server: AddressPort = Field(
+        default="127.0.0.1:53", description="The AP's own resolver, as its clients use it"
+    )
+    dns_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="The name the DNS probe looks up; default: portal_url's host (the portal "
+        "check then connects to the address it got)",
+    )
+    portal_url: str = Field(
+        default="http://connectivitycheck.gstatic.com/generate_204",
+        description="An http:// URL that answers 204 No Content on the open Internet",
+    )
+    targets: list[AddressPort] = Field(
+        default_factory=lambda: ["1.1.1.1:443", "9.9.9.9:443"],
+        max_length=8,
+        description="Internet targets for TCP connects (latency, loss, jitter)",
+    )
+    connects: int = Field(default=3, ge=1, le=10, description="TCP connects per target")
+
+    @model_validator(mode="after")
+    def _portal_is_http(self) -> ServiceConfig:
+        if not self.portal_url.startswith("http://"):
+            raise ValueError("portal_url: must start with http:// (a portal intercepts HTTP)")
+        return self
