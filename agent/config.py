@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     Field,
     ValidationError,
@@ -33,7 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from agent.collectors import REGISTRY as COLLECTORS
+from agent.protocol.collectors import REGISTRY as COLLECTORS
+from agent.protocol.collectors import CollectorName as CollectorName  # noqa: PLC0414
 
 # The sections central shares are defined once, in the protocol; re-exported for agent code.
 from agent.protocol.overlay import deep_merge as deep_merge  # noqa: PLC0414
@@ -52,20 +52,6 @@ if TYPE_CHECKING:
     from agent.service_config import ServiceConfig
 
 
-def _collector_name(value: str) -> str:
-    if value not in COLLECTORS:
-        raise ValueError(
-            f"unknown collector {value!r}; the collectors are: {', '.join(COLLECTORS)}"
-        )
-    return value
-
-
-#: A name of :data:`agent.collectors.REGISTRY` (its one line per collector is the only list).
-CollectorName = Annotated[
-    str,
-    AfterValidator(_collector_name),
-    WithJsonSchema({"type": "string", "enum": list(COLLECTORS)}),
-]
 #: The collectors that run when ``telemetry.collectors`` is not set.
 DEFAULT_COLLECTORS: tuple[str, ...] = tuple(name for name, on in COLLECTORS.items() if on)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.protocol import WIRE_INT_MAX
 from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
-from agent.remote.inbound import own_object, whole
+from agent.protocol.inbound import own_object, whole
 
 log = logging.getLogger("titik.state")
 

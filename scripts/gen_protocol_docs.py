@@ -34,7 +34,7 @@ def schema_block(name: str) -> str:
 
 
 def remote_schema() -> str:
-    from agent.remote.schema import RemoteConfig
+    from agent.protocol.remote_schema import RemoteConfig
 
     schema = RemoteConfig.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

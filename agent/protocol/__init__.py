@@ -10,6 +10,11 @@ may import.
 - :mod:`~agent.protocol.settings`: the ``[mqtt]`` config section both sides share
 - :mod:`~agent.protocol.client`: the one MQTT client factory
 - :mod:`~agent.protocol.atomicfile`: the one atomic-write helper
+- :mod:`~agent.protocol.collectors`, :mod:`~agent.protocol.desired`,
+  :mod:`~agent.protocol.remote_schema`, :mod:`~agent.protocol.inbound`,
+  :mod:`~agent.protocol.commands`, :mod:`~agent.protocol.cohort`: what a gateway accepts
+  (collector names, desired documents and their config, inbound JSON, commands, rollout
+  waves), checked by central the same way before anything is signed or sent
 
 Nothing here imports the rest of the agent (``.importlinter`` enforces it).
 """

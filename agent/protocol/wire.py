@@ -193,7 +193,7 @@ class TelemetryBatch(Wire):
 class ConfigDesired(Wire):
     """``{prefix}/gw/{id}/config/desired`` and ``{prefix}/group/{group}/config/desired``,
     retained: what any consumer may rely on. The gateway checks the whole document
-    (``agent/remote/desired.py``, docs/remote-config.md); central keeps it and reads ``version``."""
+    (``agent/protocol/desired.py``, docs/remote-config.md); central keeps it and reads ``version``."""
 
     version: Count = Field(description="Grows with every change of this document (per topic)")
     config: dict[str, Any] | None = Field(default=None, description="The settings to apply")

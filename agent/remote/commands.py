@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.protocol.commands import ID_RE as ID_RE  # noqa: PLC0414
+from agent.protocol.commands import MAC_RE as MAC_RE  # noqa: PLC0414
+from agent.protocol.commands import MAX_LIFETIME_S as MAX_LIFETIME_S  # noqa: PLC0414
+from agent.protocol.inbound import BadInput, load_object, name
 from agent.protocol.signing import SignatureError, Verifier
-from agent.remote.inbound import BadInput, load_object, name
 
 log = logging.getLogger("titik.commands")
 
@@ -39,16 +41,13 @@ MAX_COMMAND_BYTES = 16 * 1024
 MAX_PEEK_BYTES = 1 << 20
 IDS_FILE = "command-ids.json"
 HORIZON_FILE = "command-horizon.json"
-#: Longest a command may be valid for; bounds how long its id must be remembered.
-MAX_LIFETIME_S = 7 * 86400
-#: The horizon is rounded up to this, so it is written at most once an hour of commands.
+#: A command may be valid for at most MAX_LIFETIME_S (agent/protocol/commands.py), which bounds
+#: how long its id must be remembered. The horizon is rounded up to this, so it is written at most once an hour of commands.
 HORIZON_STEP_S = 3600.0
 #: Most unexpired ids remembered; past it, new commands are refused, never ids forgotten.
 MAX_IDS = 4096
 #: Longest error in a result (a refusal may quote a key from the command).
 MAX_ERROR = 300
-ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")
 
 
 class CommandFailed(Exception):

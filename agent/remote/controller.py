@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from agent.protocol import ConfigReported
 from agent.protocol.atomicfile import WriteFaults, describe, sweep_tmp, write_atomic
+from agent.protocol.inbound import BadInput, check, own_object, whole
 from agent.protocol.signing import SignatureError, Verifier
 from agent.remote.desired import (
     HOOK_SECTIONS,
@@ -49,7 +50,6 @@ from agent.remote.desired import (
     resolve,
     validate,
 )
-from agent.remote.inbound import BadInput, check, own_object, whole
 
 log = logging.getLogger("titik.remote")
 

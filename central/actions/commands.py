@@ -22,8 +22,8 @@ from pydantic import (
     ValidationError,
 )
 
-from agent.config import format_validation_error
-from agent.remote.commands import MAC_RE, MAX_LIFETIME_S
+from agent.protocol.commands import MAC_RE, MAX_LIFETIME_S
+from agent.protocol.settings import format_validation_error
 
 #: A number as the agent's ``arg_number`` takes it: int or float, never a bool or a string.
 Number = Annotated[StrictInt, Field()] | Annotated[StrictFloat, Field(allow_inf_nan=False)]

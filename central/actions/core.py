@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from agent.protocol.desired import Rejected, parse_document, validate
 from agent.protocol.signing import (
     SignatureError,
     Verifier,
@@ -36,7 +37,6 @@ from agent.protocol.topics import (
     gw_target,
     gw_topic,
 )
-from agent.remote.desired import Rejected, parse_document, validate
 from central.actions.commands import MAX_LIFETIME_S, check_args, redacted
 from central.store.base import DesiredDoc, ReportedDoc
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.protocol.remote_schema import RemoteConfig
 from agent.protocol.signing import SignatureError, Verifier, canonical, public_key_text, sign
 from agent.remote.commands import CommandFailed, CommandProcessor, parse_command
 from agent.remote.controller import ConfigController
@@ -26,7 +27,6 @@ from agent.remote.desired import (
     validate,
 )
 from agent.remote.hooks import HookError
-from agent.remote.schema import RemoteConfig
 
 
 def test_hook_sections_exist_in_the_schema() -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.protocol.remote_schema import HotspotSection, WifiSection
 from agent.remote.hooks import HookRunner
-from agent.remote.schema import HotspotSection, WifiSection
 from tests.hooks.shells import Shell
 
 REPO = Path(__file__).resolve().parents[3]

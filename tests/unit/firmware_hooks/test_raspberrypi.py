@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from agent.protocol.remote_schema import HotspotSection
 from agent.remote.hooks import HookError
-from agent.remote.schema import HotspotSection
 from tests.unit.firmware_hooks.harness import (
     HOTSPOT,
     ODD_SSIDS,

@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from agent.config import CollectorName, LogLevel, Port
-from agent.config import Section as Strict
+from agent.protocol.collectors import CollectorName
+from agent.protocol.settings import LogLevel, Port
+from agent.protocol.settings import Section as Strict
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _WINDOW = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]")
