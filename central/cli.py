@@ -79,7 +79,7 @@ def cmd_run(config: CentralConfig) -> int:
 
 
 def http_server(config: CentralConfig, store: SqliteStore, consumer: Consumer) -> uvicorn.Server:
-    app = create_app(store, consumer.stats)
+    app = create_app(store, consumer.stats, map_config=config.map)
     return uvicorn.Server(
         uvicorn.Config(
             app,

@@ -90,12 +90,30 @@ class HttpConfig(Section):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
+class MapConfig(Section):
+    """The console's map (central/api/web/map.js). Without ``tile_url`` it draws no tiles:
+    the access points on a plain background with a scale, so it works on a closed network."""
+
+    tile_url: str = Field(
+        default="",
+        max_length=500,
+        pattern=r"^(|https?://[^\s\"'<>]+|/[^\s\"'<>]*)$",
+        description="Leaflet tile URL template, e.g. https://tiles.example.net/{z}/{x}/{y}.png "
+        "or a path on this server; '' = no tiles",
+    )
+    attribution: str = Field(
+        default="", max_length=500, description="Shown in the map's corner (the tiles' licence)"
+    )
+    max_zoom: int = Field(default=19, ge=1, le=22, description="The tiles' deepest zoom level")
+
+
 class CentralConfig(Section):
     mqtt: CentralMqttConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    map: MapConfig = Field(default_factory=MapConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

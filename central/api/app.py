@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from agent import __version__
 from central.api.metrics import FleetCollector
 from central.api.queries import Api
-from central.api.routes import fleet, ops, public, web
+from central.api.routes import console, fleet, ops, public, web
 from central.api.routes.web import WEB_DIR
+from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.base import Store
 
@@ -38,6 +39,7 @@ def create_app(
     web_dir: Path = WEB_DIR,
     clock: Any = time.time,
     config_ttl_s: float = 5.0,
+    map_config: MapConfig | None = None,
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
@@ -50,6 +52,8 @@ def create_app(
         title="Titik central",
         version=__version__,
         description="Fleet state, history, alerts and config compliance of the Wi-Fi gateways.",
+        docs_url=None,  # /docs is the console's, from the vendored Swagger UI (routes/console.py)
+        redoc_url=None,  # ReDoc loads from a CDN: not offered
     )
     app.include_router(fleet.router(api))
     app.include_router(ops.quarantine_router(api))
@@ -57,5 +61,7 @@ def create_app(
     app.include_router(ops.health_router(stats))
     app.include_router(ops.metrics_router(registry))
     app.include_router(web.router(web_dir))
+    app.include_router(console.router(store, map_config or MapConfig(), clock))
+    app.include_router(console.pages_router(web_dir))
     web.mount_static(app, web_dir)
     return app
