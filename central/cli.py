@@ -1,4 +1,5 @@
-"""titik-central: run the consumer, or check a config.
+"""titik-central: run the consumer and the HTTP API, check a config, manage API tokens,
+verify the audit log.
 
 ``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api/app.py``)
 with uvicorn in a second thread on ``http.host:http.port``. SIGTERM or SIGINT: the writer
@@ -9,10 +10,13 @@ commits and acks what it has, the HTTP server stops, the consumer disconnects, e
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -21,11 +25,16 @@ import uvicorn
 from agent.protocol.settings import ConfigError
 from central.api.app import create_app
 from central.config import CentralConfig, load_config
+from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
+from central.store.audit import AuditLog
 from central.store.sqlite import SqliteStore
+from central.store.tokens import ROLES, Token, TokenError, TokenStore
 
 EXIT_CONFIG = 2
 EXIT_HTTP = 1
+EXIT_FAILED = 1
+DEFAULT_CONFIG = Path("/etc/titik/central.toml")
 HTTP_START_S = 15.0
 
 log = logging.getLogger("titik.central")
@@ -57,7 +66,9 @@ def cmd_run(config: CentralConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = http_server(config, store, consumer)
+    audit_log = AuditLog(config.store.path)
+    broker_audit = BrokerAudit(config, audit_log)
+    server = http_server(config, store, consumer, audit_log)
     # Not the main thread, so uvicorn installs no signal handlers: ours stop everything.
     http = threading.Thread(target=server.run, name="http", daemon=True)
     http.start()
@@ -65,21 +76,44 @@ def cmd_run(config: CentralConfig) -> int:
         log.error("HTTP API did not start on %s:%d", config.http.host, config.http.port)
         store.close()
         return 0 if stop.is_set() else EXIT_HTTP
-    log.info("dashboard: http://%s:%d/  (API docs: /docs)", config.http.host, config.http.port)
+    scheme = "https" if config.http.tls.cert else "http"
+    log.info(
+        "dashboard: %s://%s:%d/  (API docs: /docs)", scheme, config.http.host, config.http.port
+    )
+    if not TokenStore(config.store.path).tokens():
+        log.warning(
+            "no API token yet: create one with `titik-central token create --name NAME --role admin`"
+        )
     consumer.start()
+    broker_audit.start()
+    auditing = threading.Thread(target=broker_audit.run, args=(stop,), name="audit", daemon=True)
+    auditing.start()
     log.info("ingesting from %s:%d into %s", config.mqtt.host, config.mqtt.port, config.store.path)
     try:
         consumer.run(stop)
     finally:
         server.should_exit = True
         http.join(10)
+        auditing.join(10)
+        broker_audit.stop()
         consumer.stop()
         store.close()
+        audit_log.close()
     return 0
 
 
-def http_server(config: CentralConfig, store: SqliteStore, consumer: Consumer) -> uvicorn.Server:
-    app = create_app(store, consumer.stats, map_config=config.map)
+def http_server(
+    config: CentralConfig, store: SqliteStore, consumer: Consumer, audit_log: AuditLog | None = None
+) -> uvicorn.Server:
+    app = create_app(
+        store,
+        consumer.stats,
+        audit_log=audit_log,
+        session_s=config.auth.session_hours * 3600,
+        metrics_public=config.auth.metrics_public,
+        map_config=config.map,
+    )
+    tls = config.http.tls
     return uvicorn.Server(
         uvicorn.Config(
             app,
@@ -88,6 +122,12 @@ def http_server(config: CentralConfig, store: SqliteStore, consumer: Consumer) -
             log_config=None,  # keep our logging setup
             access_log=config.log.level == "debug",
             timeout_graceful_shutdown=5,
+            # Behind a reverse proxy: believe its X-Forwarded-Proto (https makes the session
+            # cookie Secure) and X-Forwarded-For (the address failures are logged with).
+            proxy_headers=True,
+            forwarded_allow_ips=config.http.trusted_proxies,
+            ssl_certfile=str(tls.cert) if tls.cert else None,
+            ssl_keyfile=str(tls.key) if tls.key else None,
         )
     )
 
@@ -102,13 +142,187 @@ def wait_started(server: uvicorn.Server, thread: threading.Thread, stop: threadi
     return server.started
 
 
+def _who() -> str:
+    """Who runs the CLI, for the audit log: the Unix user and the host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) + "Z"
+
+
+def _state(t: Token, now: float) -> str:
+    if t.revoked is not None:
+        return "revoked " + _when(t.revoked)
+    if t.expires is not None and t.expires <= now:
+        return "expired"
+    return "active"
+
+
+def token_list(tokens: TokenStore, show_all: bool) -> int:
+    now = time.time()
+    rows = [("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED", "STATE")]
+    rows += [
+        (t.id, t.name, t.role, _when(t.created), _when(t.expires), _when(t.last_used),
+         _state(t, now))
+        for t in tokens.tokens()
+        if show_all or t.active(now)
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def token_create(tokens: TokenStore, audit_log: AuditLog, args: argparse.Namespace) -> int:
+    days = args.expires_days
+    token, secret = tokens.create(
+        args.name, args.role, expires_in_s=None if days is None else days * 86400
+    )
+    audit_log.append(
+        _who(), "token.create", f"token/{token.id}", key_id=None, result="created",
+        detail={"name": token.name, "role": token.role, "expires": token.expires}, via="cli",
+    )  # fmt: skip
+    print(secret)
+    print(
+        f"token {token.id} for {token.name!r} ({token.role}) created. It is shown only this "
+        "once: store it now (a password manager, Prometheus' credentials file).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def token_revoke(tokens: TokenStore, audit_log: AuditLog, which: str) -> int:
+    token = tokens.revoke(which)
+    audit_log.append(
+        _who(), "token.revoke", f"token/{token.id}", key_id=None, result="revoked",
+        detail={"name": token.name, "role": token.role}, via="cli",
+    )  # fmt: skip
+    print(f"token {token.id} ({token.name}, {token.role}) revoked; its sessions have ended")
+    return 0
+
+
+def cmd_token(config: CentralConfig, args: argparse.Namespace) -> int:
+    tokens = TokenStore(config.store.path)
+    audit_log = AuditLog(config.store.path)
+    try:
+        if args.action == "list":
+            return token_list(tokens, args.all)
+        if args.action == "create":
+            return token_create(tokens, audit_log, args)
+        return token_revoke(tokens, audit_log, args.which)
+    except TokenError as exc:
+        print(f"titik-central token {args.action}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        tokens.close()
+        audit_log.close()
+
+
+def cmd_audit_verify(config: CentralConfig) -> int:
+    audit_log = AuditLog(config.store.path)
+    try:
+        problems = audit_log.verify()
+        head = audit_log.head()
+    finally:
+        audit_log.close()
+    if problems:
+        for p in problems:
+            print(f"BROKEN: {p}")
+        print(
+            f"{config.store.path}: the audit log is not whole (first break above)", file=sys.stderr
+        )
+        return EXIT_FAILED
+    if head is None:
+        print("the audit log is empty")
+    else:
+        print(f"the audit log is whole: {head.seq} entries, head #{head.seq} hash {head.hash}")
+    return 0
+
+
+TOKENS_DESCRIPTION = """\
+API tokens: who may use the HTTP API and the dashboard, with which role.
+
+Roles, each allowed what the ones before it are: viewer (read the fleet, alerts, audit log,
+/metrics), operator (also the quarantine and, from the web, config pushes, commands, alert
+acknowledgements), admin (also the token list). A token is printed once, when created; only
+its SHA-256 is stored. Log in to the dashboard with it, or send it as
+"Authorization: Bearer <token>" (scripts, Prometheus). Creating and revoking are written to
+the audit log. The commands work while central runs (same database file).
+
+examples:
+  titik-central token create --name alice --role operator
+  titik-central token create --name prometheus --role viewer --expires-days 365
+  titik-central token list --all
+  titik-central token revoke alice
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="titik-central", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="titik-central",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
+    config_help = f"central.toml (default {DEFAULT_CONFIG}); its store.path is the database"
     run = sub.add_parser("run", help="consume telemetry into the store and serve the HTTP API")
-    run.add_argument("--config", type=Path, default=Path("/etc/titik/central.toml"))
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
+
+    token = sub.add_parser(
+        "token",
+        help="create, list or revoke API tokens",
+        description=TOKENS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tsub = token.add_subparsers(dest="action", required=True)
+    create = tsub.add_parser(
+        "create",
+        help="create a token and print it once (stdout; the note goes to stderr)",
+        description="Create a token and print it on stdout, once: TOKEN=$(titik-central token create ...)",
+    )
+    create.add_argument(
+        "--name",
+        required=True,
+        help="who holds it (the audit log records this name); unique among active tokens",
+    )
+    create.add_argument("--role", required=True, choices=ROLES, help="viewer < operator < admin")
+    create.add_argument(
+        "--expires-days",
+        type=float,
+        metavar="DAYS",
+        help="it stops working after this many days (default: never)",
+    )
+    listing = tsub.add_parser("list", help="list active tokens (never the secrets)")
+    listing.add_argument("--all", action="store_true", help="revoked and expired ones too")
+    revoke = tsub.add_parser("revoke", help="revoke a token now; its dashboard sessions end")
+    revoke.add_argument(
+        "which", metavar="ID_OR_NAME", help="the token's id (token list) or its name"
+    )
+    for p in (create, listing, revoke):
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+
+    audit = sub.add_parser(
+        "audit",
+        help="check the audit log",
+        description='The audit log (docs/security.md, "Audit log"). Browse it with GET /api/audit.',
+    )
+    asub = audit.add_subparsers(dest="action", required=True)
+    verify = asub.add_parser(
+        "verify",
+        help="check the hash chain; exit 1 naming the first broken entry",
+        description="Recompute every entry's hash and its link to the one before. Exit 0 and "
+        "print the head hash (keep a copy elsewhere: it also detects a cut tail); exit 1 "
+        "naming each changed, inserted or deleted entry, first break first.",
+    )
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
+
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -118,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check-config":
         print(f"{args.config}: ok")
         return 0
+    if args.cmd == "token":
+        return cmd_token(config, args)
+    if args.cmd == "audit":
+        return cmd_audit_verify(config)
     return cmd_run(config)
 
 

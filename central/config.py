@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from agent.protocol.settings import (
     ConfigError,
@@ -20,6 +20,7 @@ from agent.protocol.settings import (
     Section,
     format_validation_error,
 )
+from agent.protocol.signing import parse_public_key
 from agent.protocol.topics import TopicName
 
 
@@ -85,9 +86,59 @@ class IngestConfig(Section):
     )
 
 
+class HttpTlsConfig(Section):
+    cert: Path | None = Field(default=None, description="PEM certificate chain: serve HTTPS")
+    key: Path | None = Field(default=None, description="Its private key (PEM)")
+
+
 class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Addresses whose X-Forwarded-Proto/For are believed (a reverse proxy)",
+    )
+    tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ValueError("tls: cert and key go together (both or neither)")
+        return self
+
+
+class AuthConfig(Section):
+    session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="A dashboard session lasts this long"
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (only on a closed network)"
+    )
+
+
+def _public_key(value: str) -> str:
+    parse_public_key(value)  # ValueError names what is wrong
+    return value
+
+
+class ConsoleConfig(Section):
+    """Actions from the web console (docs/central.md, "Console actions")."""
+
+    signing_keys: list[Annotated[str, AfterValidator(_public_key)]] = Field(
+        default_factory=list,
+        description="Public keys (ed25519:<base64>) whose signatures central publishes; the "
+        "same lines as the gateways' security.trusted_keys. Empty: web actions are refused",
+    )
+    action_ttl_s: float = Field(
+        default=600, ge=10, le=86400, description="A prepared action must be signed within this"
+    )
+
+
+class MetricsConfig(Section):
+    device_series: bool = Field(
+        default=False,
+        description="Per-gateway health series on /metrics (about 9 series a gateway)",
+    )
 
 
 class MapConfig(Section):
@@ -113,6 +164,9 @@ class CentralConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     map: MapConfig = Field(default_factory=MapConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 

@@ -1,5 +1,8 @@
 """The demo: a throwaway Mosquitto, central with its dashboard, and a simulated fleet.
 
+It makes an admin API token (``titik-central token create``) and prints it with the login
+address: the dashboard and the API need a credential (docs/security.md).
+
 Every gateway is a real agent (simulated platform) in this process; central runs as its own
 process, as in production. Ctrl-C stops everything.
 """
@@ -23,14 +26,39 @@ sys.path.insert(0, str(ROOT))
 from central.sim.fleet import SimulatedFleet, wait_connected
 from central.sim.localbroker import LocalBroker, free_port, wait_until
 
+#: The demo token's header, once it is made.
+HEADERS: dict[str, str] = {}
+
 
 def get_json(url: str) -> dict[str, object] | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own localhost URL
+        req = urllib.request.Request(url, headers=HEADERS)  # noqa: S310 - our own localhost URL
+        with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310
             data = json.load(resp)
     except (OSError, ValueError, urllib.error.URLError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def make_token(conf: Path) -> str:
+    """An admin token, made with the command an administrator runs for the first one."""
+    return subprocess.run(
+        [sys.executable, "-m", "central.cli", "token", "create", "--name", "demo", "--role",
+         "admin", "--config", str(conf)],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def print_urls(base: str, token: str) -> None:
+    print(f"\n    Dashboard:       {base}/  (log in at {base}/login with the token below)")
+    print(f"    Admin token:     {token}")
+    print(f"    API docs:        {base}/docs")
+    print(f"    Public summary:  {base}/api/public/summary  (no token needed)")
+    print(f"    Prometheus:      {base}/metrics  (Authorization: Bearer <token>)")
+    print(
+        f'    Try:             curl -H "Authorization: Bearer {token}" {base}/api/summary\n',
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -58,6 +86,8 @@ def main() -> int:
         f'[store]\npath = "{work / "titik.db"}"\n\n'
         f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
     )
+    token = make_token(conf)
+    HEADERS["Authorization"] = f"Bearer {token}"
     log = (work / "central.log").open("wb")
     central = subprocess.Popen(
         [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
@@ -81,10 +111,7 @@ def main() -> int:
     )
     fleet.start()
     print(f"==> {wait_connected(fleet)} gateways connected", flush=True)
-    print(f"\n    Dashboard:       {base}/")
-    print(f"    API docs:        {base}/docs")
-    print(f"    Public summary:  {base}/api/public/summary")
-    print(f"    Prometheus:      {base}/metrics\n", flush=True)
+    print_urls(base, token)
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda s, f: stop.set())

@@ -6,28 +6,34 @@ FastAPI runs them in its thread pool; the SQLite store gives each thread its own
 and, in WAL mode, readers never block the ingest writer. The contract is documented in
 docs/central.md ("HTTP API"); fields may be added, never renamed.
 
-The endpoints live in routers (central/api/routes/), the queries behind them in
-central/api/queries.py and the response models in central/api/models.py; this module only
-wires them together.
+The endpoints live in routers (central/api/routes/), each declaring its role
+(central/api/auth.py); the queries behind them are in central/api/queries.py and the response
+models in central/api/models.py; this module only wires them together. Routers reach the
+credentials check and the audit log as ``request.app.state.auth`` and
+``request.app.state.audit``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from agent import __version__
-from central.api.metrics import FleetCollector
+from central.api.auth import Auth, AuthCollector
+from central.api.metrics import FleetCollector, MetricsQueries, device_exposition
 from central.api.queries import Api
-from central.api.routes import console, fleet, ops, public, web
+from central.api.routes import audit, console, docs, fleet, ops, public, session, web
 from central.api.routes.web import WEB_DIR
 from central.config import MapConfig
 from central.ingest.consumer import IngestStats
+from central.store.audit import AuditLog
 from central.store.base import Store
+from central.store.tokens import TokenStore
 
 __all__ = ["WEB_DIR", "create_app"]
 
@@ -36,30 +42,65 @@ def create_app(
     store: Store,
     stats: IngestStats | None = None,
     *,
+    tokens: TokenStore | None = None,
+    audit_log: AuditLog | None = None,
     web_dir: Path = WEB_DIR,
     clock: Any = time.time,
     config_ttl_s: float = 5.0,
+    session_s: float = 12 * 3600.0,
+    metrics_public: bool = False,
+    device_series: bool = False,
+    routers: Sequence[APIRouter] = (),
     map_config: MapConfig | None = None,
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
-    ``config_ttl_s``: how long the config documents behind ``compliant`` may be reused.
+    ``tokens`` and ``audit_log`` default to the tables of the store's own SQLite file
+    (``store.path``); a store without one must pass them. ``config_ttl_s``: how long the
+    config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
+    session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
+    per-gateway series on /metrics ([metrics] device_series). ``routers``: more routers (the
+    console's actions: central.api.routes.actions.build_router).
     """
+    path: Path | None = getattr(store, "path", None)
+    if tokens is None or audit_log is None:
+        if path is None:
+            raise TypeError("create_app: pass tokens= and audit_log= for a store without a path")
+        tokens = tokens or TokenStore(path)
+        audit_log = audit_log or AuditLog(path)
     api = Api(store, clock, config_ttl_s)
+    auth = Auth(tokens, session_s=session_s)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store, stats, noncompliant=api.noncompliant))
+    registry.register(AuthCollector(auth))
     app = FastAPI(
         title="Titik central",
         version=__version__,
         description="Fleet state, history, alerts and config compliance of the Wi-Fi gateways.",
-        docs_url=None,  # /docs is the console's, from the vendored Swagger UI (routes/console.py)
-        redoc_url=None,  # ReDoc loads from a CDN: not offered
+        # Served by routes/docs.py instead, behind a credential.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.state.auth = auth
+    app.state.audit = audit_log
     app.include_router(fleet.router(api))
     app.include_router(ops.quarantine_router(api))
     app.include_router(public.router(api))
     app.include_router(ops.health_router(stats))
-    app.include_router(ops.metrics_router(registry))
+    rows = store.device_rows if device_series and isinstance(store, MetricsQueries) else None
+    app.include_router(
+        ops.metrics_router(
+            registry,
+            open_to_all=metrics_public,
+            extra=(lambda: device_exposition(rows())) if rows else None,
+        )
+    )
+    app.include_router(session.router(web_dir))
+    app.include_router(audit.router())
+    app.include_router(docs.router(app))
+    for extra in routers:
+        app.include_router(extra)
     app.include_router(web.router(web_dir))
     app.include_router(console.router(store, map_config or MapConfig(), clock))
     app.include_router(console.pages_router(web_dir))

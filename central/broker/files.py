@@ -126,7 +126,9 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
       reads them back (retained desired documents, to pick the next version); reads statuses,
       reports and command results; its snapshot marker and MQTT 5 reply topic live under
       ``{prefix}/ctl/{its user name}/`` (``BrokerSession.own_topic``), not under another operator's.
-    - central (central/ingest/consumer.py ``subscriptions``): reads what it stores, publishes nothing.
+    - central (central/ingest/consumer.py ``subscriptions``): reads what it stores, and (its
+      broker audit, central/ingest/audit.py ``audit_subscriptions``) the commands and command
+      results, to record every operator action; publishes nothing.
     """
     p = kit.prefix
     if ident.role == "gateway":
@@ -146,13 +148,17 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
             f"topic read {gw_filter(p, CMD_RESULT)}",
             f"topic readwrite {ctl_filter(p, ident.id)}",
         ]
-    # central: exactly what its consumer subscribes to (central/ingest/consumer.py).
+    # central: exactly what its consumer subscribes to (central/ingest/consumer.py), and what
+    # its broker audit adds to that (central/ingest/audit.py): commands and their results.
     return [
         own,
         *(
             f"topic read {gw_filter(p, leaf) if level == GW else group_filter(p, leaf)}"
             for level, leaf in KINDS
         ),
+        f"topic read {gw_filter(p, CMD)}",
+        f"topic read {group_filter(p, CMD)}",
+        f"topic read {gw_filter(p, CMD_RESULT)}",
     ]
 
 

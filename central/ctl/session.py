@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -38,6 +39,7 @@ from agent.protocol.topics import (
     gw_filter,
 )
 from central.ctl.rollout import Outcome
+from central.store.audit import VIA_PROPERTY
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -297,7 +299,13 @@ class BrokerSession:
         retain: bool = False,
         props: Properties | None = None,
     ) -> None:
-        """QoS 1, waiting for the PUBACK; a dict is signed first when a key is configured."""
+        """QoS 1, waiting for the PUBACK; a dict is signed first when a key is configured.
+
+        Every message carries the MQTT 5 user property ``titik-via: ctl``, so central's audit
+        log says it came from titik-ctl (a label; who signed it is the proof)."""
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = (VIA_PROPERTY, "ctl")
         if isinstance(body, bytes):
             payload = body
         else:

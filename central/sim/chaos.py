@@ -214,7 +214,8 @@ class Poisoner:
 
 
 def _api(stack: Stack, path: str) -> Any:
-    with urllib.request.urlopen(f"{stack.api}{path}", timeout=30) as resp:  # noqa: S310 - ours
+    req = urllib.request.Request(f"{stack.api}{path}", headers=stack.api_headers)  # noqa: S310
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - ours
         return json.loads(resp.read())
 
 

@@ -44,12 +44,12 @@ def steady(fleet: SimulatedFleet, stack: Stack, seconds: float) -> Result:
     """Run as is: connections held, messages/s sent and ingested, lag p50/p95."""
     probe = LagProbe(stack)
     try:
-        hist0 = lag_histogram(stack.api) if stack.api else {}
+        hist0 = lag_histogram(stack.api, stack.api_headers) if stack.api else {}
         sent0, rows0, t0 = fleet.sent, stored_rows(stack.db) if stack.db else 0, time.monotonic()
         time.sleep(seconds)
         dt = time.monotonic() - t0
         lags = probe.take()
-        hist1 = lag_histogram(stack.api) if stack.api else {}
+        hist1 = lag_histogram(stack.api, stack.api_headers) if stack.api else {}
         held = fleet.connected
         rows = stored_rows(stack.db) if stack.db else 0
         result: Result = {

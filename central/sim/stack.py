@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ from agent.protocol.topics import (
 )
 from central.sim.fleet import SimulatedFleet
 from central.sim.localbroker import LocalBroker, free_port, wait_until
+from central.store.tokens import TokenStore
 
 log = logging.getLogger("titik.sim")
 
@@ -51,6 +53,8 @@ class Stack:
     broker: LocalBroker | None = None  # set when the sim started it (outage needs it)
     central: subprocess.Popen[bytes] | None = None
     api: str | None = None  # central's HTTP base URL, for its /metrics
+    #: A viewer token's ``Authorization`` header for ``api`` (the sim makes it in ``db``).
+    api_headers: dict[str, str] = field(default_factory=dict)
     central_argv: list[str] = field(default_factory=list)  # how the sim started central
     central_log: Path | None = None
 
@@ -110,12 +114,15 @@ def local_stack(workdir: Path) -> Iterator[Stack]:
         'share_group = ""\n'
         f'[store]\npath = "{db}"\n[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
     )
+    # Each run its own name: the work directory (and its database) may be a previous run's.
+    _, secret = TokenStore(db).create(f"titik-sim-{os.getpid()}-{int(time.time())}", "viewer")
     stack = Stack(
         broker.host,
         broker.port,
         db,
         broker,
         api=f"http://127.0.0.1:{http_port}",
+        api_headers={"Authorization": f"Bearer {secret}"},
         central_argv=[sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
         central_log=workdir / "central.log",
     )
@@ -290,9 +297,11 @@ class LagProbe:
         self.client.disconnect()
 
 
-def lag_histogram(api: str) -> dict[float, float]:
-    """Central's ``titik_ingest_lag_seconds`` buckets: upper bound -> cumulative count."""
-    with urllib.request.urlopen(f"{api}/metrics", timeout=30) as resp:  # noqa: S310 - our URL
+def lag_histogram(api: str, headers: dict[str, str] | None = None) -> dict[float, float]:
+    """Central's ``titik_ingest_lag_seconds`` buckets: upper bound -> cumulative count.
+    ``headers``: the credential (/metrics needs a viewer token)."""
+    req = urllib.request.Request(f"{api}/metrics", headers=headers or {})  # noqa: S310 - our URL
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our URL
         text = resp.read().decode()
     out: dict[float, float] = {}
     for family in text_string_to_metric_families(text):

@@ -110,7 +110,9 @@ class ConsoleServer:
         self.store = SqliteStore(self.tmp / "console.db", clock=time.time)
         self.plan = fill(self.store, self.n, self.now)
         self.app: FastAPI = create_app(self.store, web_dir=WEB_DIR, map_config=self.map_config)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -35,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from central.ctl import cli as ctl
 from central.ctl import session
+from central.ingest.audit import audit_subscriptions
 from central.ingest.decode import subscriptions
 from central.sim.localbroker import wait_until
 from tests.agentproc import AgentProcess
@@ -317,27 +318,25 @@ def test_central_publishes_nothing(kit: RunningKit, obs: Observer) -> None:
         obs.allowed(a, gw("gw-a", "telemetry"), central)
 
 
-def test_central_reads_no_commands_results_or_ctl(kit: RunningKit, obs: Observer) -> None:
+def test_central_audit_reads_commands_and_results_but_no_ctl(
+    kit: RunningKit, obs: Observer
+) -> None:
+    """Issue 18: central's broker audit records every command and its result, so it reads
+    them (audit_subscriptions, shared as central runs it); an operator's own ctl topics stay
+    private."""
     with (
         connected(kit, "central", cert=True) as central,
         connected(kit, "gw-a", cert=True) as a,
         connected(kit, "ops", password=kit.password("ops")) as ops,
     ):
-        assert granted(
-            central.subscribe(
-                gw("+", "cmd"),
-                f"{PREFIX}/group/+/cmd",
-                gw("+", "cmd/result"),
-                f"$share/titik-central/{PREFIX}/gw/+/cmd",
-                f"{PREFIX}/ctl/#",
-                gw("+", "telemetry"),
-            )
-        )
-        obs.allowed(ops, gw("gw-a", "cmd"))
-        obs.allowed(ops, f"{PREFIX}/group/g1/cmd")
+        assert granted(central.subscribe(*audit_subscriptions(PREFIX, "titik-central")))
+        central.subscribe(f"{PREFIX}/ctl/#", gw("+", "telemetry"))
+        obs.allowed(ops, gw("gw-a", "cmd"), central)
+        obs.allowed(ops, f"{PREFIX}/group/g1/cmd", central)
+        obs.allowed(a, gw("gw-a", "cmd/result"), central)
+        obs.allowed(ops, gw("gw-a", "config/desired"), central)
         obs.allowed(ops, f"{PREFIX}/ctl/ops/x/sync")
-        obs.allowed(a, gw("gw-a", "cmd/result"))
-        obs.allowed(a, gw("gw-a", "telemetry"), central)  # its first message
+        obs.allowed(a, gw("gw-a", "telemetry"), central)  # its next message: no ctl one
 
 
 # -- operators ---------------------------------------------------------------------------

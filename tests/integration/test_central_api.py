@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.protocol import Telemetry
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, free_port, subscriber, wait_until
+from tests.central_auth import auth_headers
 
 pytestmark = pytest.mark.broker
 
@@ -27,8 +28,13 @@ AGENTS = 10
 INTERVAL_S = 2.5  # stale after 3 intervals: time enough to compare after pausing the agents
 
 
+#: A viewer's token, made in the test's database before central starts.
+HEADERS: dict[str, str] = {}
+
+
 def get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=HEADERS)
+    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - loopback
         return json.load(r)
 
 
@@ -59,6 +65,7 @@ host = "127.0.0.1"
 port = {port}
 """
     )
+    HEADERS.update(auth_headers(tmp_path / "central.db", "viewer"))
     log = tmp_path / "central.log"
     central = subprocess.Popen(
         [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
@@ -72,6 +79,10 @@ port = {port}
         # Logged by the ingest thread, which may come a moment after uvicorn is up.
         url = f"dashboard: http://127.0.0.1:{port}/"
         wait_until(lambda: url in log.read_text(), 10, "the dashboard URL in the log")
+        # Without a credential: 401 (the whole role matrix is tests/unit/test_api_roles.py).
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/summary", timeout=5)
+        assert refused.value.code == 401
         # A bad probe is counted once central has subscribed (so no status is missed).
         probe = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
         probe.connect(broker.host, broker.port)
@@ -154,7 +165,8 @@ port = {port}
         for a in agents:
             a.wait(15)
         wait_until(lambda: get(port, "/api/summary")["online"] == 0, 10, "all offline")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        metrics = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=HEADERS)
+        with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback
             assert 'titik_devices{status="offline"} 10.0' in r.read().decode()
         # SIGTERM: commit, ack, stop serving, disconnect, exit 0.
         central.send_signal(signal.SIGTERM)

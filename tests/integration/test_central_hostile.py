@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 
 from central.config import load_config
 from tests.broker import Broker, wait_until
+from tests.central_auth import auth_headers
 from tests.integration.test_central_ingest import Publisher, central_toml, rows, telemetry
 from tests.unit.test_central_fuzz import NAMED, messages
 
@@ -47,6 +48,8 @@ class Central:
         self.http = f"http://127.0.0.1:{cfg.http.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.probes = 0
+        # The quarantine needs the operator role.
+        self.headers = auth_headers(self.db, "operator")
 
     def start(self, broker: Broker) -> None:
         self.proc = subprocess.Popen(
@@ -73,7 +76,8 @@ class Central:
         probe.close(sent)
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.http + path, timeout=10) as r:  # noqa: S310 - loopback
+        req = urllib.request.Request(self.http + path, headers=self.headers)  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
             body = r.read()
         return body.decode() if path == "/metrics" else json.loads(body)
 

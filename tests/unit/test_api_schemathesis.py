@@ -34,9 +34,11 @@ from central.store.base import (
     WriteBatch,
 )
 from central.store.sqlite import SqliteStore
+from tests.central_auth import auth_headers
 
 NOW = 1_795_800_000.0
 MAX_EXAMPLES = 100
+HEADERS: dict[str, str] = {}
 
 
 def fill(store: SqliteStore) -> None:
@@ -89,10 +91,12 @@ def build_schema() -> Any:
     atexit.register(shutil.rmtree, where, True)
     store = SqliteStore(where / "api.db", clock=lambda: NOW)
     fill(store)
+    # An admin token: every operation is reached (the roles are tests/unit/test_api_roles.py's).
+    HEADERS.update(auth_headers(store, "admin"))
     app = create_app(
         store, IngestStats(received=3, stored=2), web_dir=where / "no-web", clock=lambda: NOW
     )
-    loaded = schemathesis.openapi.from_asgi("/openapi.json", app)
+    loaded = schemathesis.openapi.from_asgi("/openapi.json", app, headers=HEADERS)
     loaded.config.generation.update(max_examples=MAX_EXAMPLES)
     return loaded
 
@@ -107,4 +111,4 @@ schema = build_schema()
     suppress_health_check=[HealthCheck.too_slow],
 )
 def test_no_request_gets_a_server_error(case: schemathesis.Case) -> None:
-    case.call_and_validate(checks=[not_a_server_error])
+    case.call_and_validate(headers=HEADERS, checks=[not_a_server_error])

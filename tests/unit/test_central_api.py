@@ -23,6 +23,7 @@ from central.store.base import (
     WriteBatch,
 )
 from central.store.sqlite import SqliteStore
+from tests.central_auth import auth_headers
 
 NOW = 1_795_800_000.0  # a multiple of 300
 DAY = 86400.0
@@ -150,7 +151,13 @@ def stats() -> IngestStats:
 
 @pytest.fixture
 def client(store: SqliteStore, stats: IngestStats, tmp_path: Path) -> TestClient:
-    return TestClient(create_app(store, stats, web_dir=tmp_path / "no-web", clock=lambda: NOW))
+    return authed(store, create_app(store, stats, web_dir=tmp_path / "no-web", clock=lambda: NOW))
+
+
+def authed(store: SqliteStore, app: Any) -> TestClient:
+    """A client that sends an operator token (every endpoint below needs one; the roles
+    themselves are tests/unit/test_api_roles.py's)."""
+    return TestClient(app, headers=auth_headers(store, "operator"))
 
 
 def ids(body: dict[str, Any]) -> list[str]:
@@ -425,13 +432,13 @@ def test_quarantine_listing(client: TestClient, store: SqliteStore) -> None:
 
 
 def test_many_apps_have_their_own_registries(store: SqliteStore, tmp_path: Path) -> None:
-    a = TestClient(create_app(store, IngestStats(stored=1), web_dir=tmp_path))
-    b = TestClient(create_app(store, IngestStats(stored=2), web_dir=tmp_path))
+    a = authed(store, create_app(store, IngestStats(stored=1), web_dir=tmp_path))
+    b = authed(store, create_app(store, IngestStats(stored=2), web_dir=tmp_path))
     key = ("titik_ingest_messages_total", (("result", "stored"),))
     assert samples_of(a.get("/metrics").text)[key] == 1
     assert samples_of(b.get("/metrics").text)[key] == 2
     # Without a consumer: fleet gauges only.
-    c = TestClient(create_app(store, web_dir=tmp_path))
+    c = authed(store, create_app(store, web_dir=tmp_path))
     assert not any(n.startswith("titik_ingest") for n, _ in samples_of(c.get("/metrics").text))
 
 
@@ -467,13 +474,13 @@ def test_index_and_static_files_from_the_web_dir(store: SqliteStore, tmp_path: P
     web.mkdir()
     (web / "index.html").write_text("<h1>Titik</h1>")
     (web / "app.js").write_text("console.log(1)")
-    client = TestClient(create_app(store, web_dir=web))
+    client = authed(store, create_app(store, web_dir=web))
     assert client.get("/").text == "<h1>Titik</h1>"
     assert client.get("/static/app.js").text == "console.log(1)"
 
 
 def test_compliance_in_device_items_follows_new_reports(store: SqliteStore, tmp_path: Path) -> None:
-    client = TestClient(create_app(store, web_dir=tmp_path, config_ttl_s=0))
+    client = authed(store, create_app(store, web_dir=tmp_path, config_ttl_s=0))
     assert client.get("/api/devices/gw-b1").json()["compliant"] is False
     store.write(
         WriteBatch(
@@ -507,7 +514,7 @@ def test_lag_histogram_is_exposed_and_its_quantiles_interpolate(
     st = IngestStats()
     for lag in (0.004, 0.03, 0.03, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 3.5):
         st.observe_lag(lag)
-    got = samples_of(TestClient(create_app(store, st, web_dir=tmp_path)).get("/metrics").text)
+    got = samples_of(authed(store, create_app(store, st, web_dir=tmp_path)).get("/metrics").text)
     bucket = "titik_ingest_lag_seconds_bucket"
     assert got[(bucket, (("le", "0.01"),))] == 1
     assert got[(bucket, (("le", "0.05"),))] == 3

@@ -15,6 +15,7 @@ from central.api.app import WEB_DIR, create_app
 from central.config import ConfigError, MapConfig, parse_config
 from central.store.base import DeviceState, Sample, WriteBatch
 from central.store.sqlite import SqliteStore
+from tests.central_auth import auth_headers
 
 NOW = 1_795_800_000.0  # a multiple of 300
 DAY = 86400.0
@@ -55,7 +56,13 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 @pytest.fixture
 def client(store: SqliteStore) -> TestClient:
     conf = MapConfig(tile_url="/tiles/{z}/{x}/{y}.png", attribution="© test", max_zoom=17)
-    return TestClient(create_app(store, web_dir=WEB_DIR, clock=lambda: NOW, map_config=conf))
+    app = create_app(store, web_dir=WEB_DIR, clock=lambda: NOW, map_config=conf)
+    return TestClient(app, headers=auth_headers(store, "viewer"))
+
+
+@pytest.fixture
+def anonymous(client: TestClient) -> TestClient:
+    return TestClient(client.app, follow_redirects=False)
 
 
 def test_net_history_raw_reads_the_wan_interface(client: TestClient) -> None:
@@ -124,6 +131,18 @@ def test_docs_are_offline(client: TestClient) -> None:
         assert client.get(ref).status_code == 200, ref
     assert client.get("/redoc").status_code == 404
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_without_a_credential(anonymous: TestClient) -> None:
+    """The console's data need a viewer; its pages send a browser to /login; /city is public."""
+    for url in ("/api/console/settings", "/api/devices/gw-1/net"):
+        assert anonymous.get(url).status_code == 401, url
+    for url in ("/map", "/history?device=gw-1", "/alerts", "/actions", "/audit", "/docs"):
+        r = anonymous.get(url)
+        assert r.status_code == 303, url
+        assert r.headers["location"].startswith("/login?next=/"), url
+    for url in ("/city", "/login", "/api/public/summary", "/static/city.js"):
+        assert anonymous.get(url).status_code == 200, url
 
 
 def test_pages_are_served(client: TestClient) -> None:

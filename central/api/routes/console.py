@@ -1,10 +1,10 @@
-"""The web console: its pages, an offline ``/docs``, its settings and the WAN history.
+"""The web console: its pages, its settings and the WAN history.
 
-Every page is a static HTML shell under ``central/api/web/`` (no data in it): the data come
-from the JSON API with the visitor's credential, and a page that gets 401 sends the visitor
-to ``/login``. The libraries the pages use are vendored (``central/api/web/vendor/``,
-``scripts/vendor-web``), so no page loads anything from another host; ``/docs`` is FastAPI's
-Swagger UI page pointed at the vendored swagger-ui-dist instead of a CDN.
+Every page is a static HTML shell under ``central/api/web/`` (no data in it), viewer or more
+(a browser without a session is sent to ``/login``) except the citizens' page; the data come
+from the JSON API with the visitor's credential. The libraries the pages use are vendored
+(``central/api/web/vendor/``, ``scripts/vendor-web``), so no page loads anything from another
+host (``/docs`` too: routes/docs.py points Swagger UI at the vendored swagger-ui-dist).
 """
 
 from __future__ import annotations
@@ -13,29 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
 from agent.protocol import WIRE_TS_MAX
+from central.api.auth import public, require, require_page
 from central.api.routes.fleet import NOT_FOUND, DeviceId
 from central.config import MapConfig
 from central.store.base import Store
 
 DAY_S = 86400.0
-VENDOR = "/static/vendor"
 
-#: URL path -> the page's file in web/. "/" (the overview) is routes/web.py's.
+#: URL path -> the page's file in web/ (viewer or more). "/" (the overview) is routes/web.py's,
+#: "/login" routes/session.py's, "/docs" routes/docs.py's.
 PAGES = {
-    "/login": "login.html",
     "/map": "map.html",
     "/history": "history.html",
     "/alerts": "alerts.html",
     "/actions": "actions.html",
     "/audit": "audit.html",
-    "/city": "city.html",
 }
+#: The citizens' page: public, like the summary it shows.
+CITY = ("/city", "city.html")
 
 
 class MapSettings(BaseModel):
@@ -73,7 +73,7 @@ class NetHistoryOut(BaseModel):
 
 def router(store: Store, map_config: MapConfig, clock: Callable[[], float]) -> APIRouter:
     """The console's JSON endpoints (settings, WAN history)."""
-    r = APIRouter(tags=["console"])
+    r = APIRouter(tags=["console"], dependencies=[Depends(require("viewer"))])
 
     def retention() -> RetentionSettings:
         return RetentionSettings(
@@ -124,7 +124,7 @@ def router(store: Store, map_config: MapConfig, clock: Callable[[], float]) -> A
 
 
 def pages_router(web_dir: Path) -> APIRouter:
-    """The console's HTML pages and ``/docs`` (the vendored Swagger UI)."""
+    """The console's HTML pages: a browser without a session is sent to /login; /city is public."""
     r = APIRouter(include_in_schema=False)
 
     def page(file: str) -> FileResponse | HTMLResponse:
@@ -133,21 +133,23 @@ def pages_router(web_dir: Path) -> APIRouter:
             return FileResponse(path, headers={"Cache-Control": "no-cache"})
         return HTMLResponse("the console's pages are not installed", status_code=404)
 
+    viewer = [Depends(require_page("viewer"))]
     for url, file in PAGES.items():
         r.add_api_route(
-            url, lambda file=file: page(file), methods=["GET"], response_model=None, name=file
+            url,
+            lambda file=file: page(file),
+            methods=["GET"],
+            response_model=None,
+            name=file,
+            dependencies=viewer,
         )
-
-    @r.get("/docs", response_model=None)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Titik central · API",
-            swagger_js_url=f"{VENDOR}/swagger-ui-dist/swagger-ui-bundle.js",
-            swagger_css_url=f"{VENDOR}/swagger-ui-dist/swagger-ui.css",
-            swagger_favicon_url="data:,",
-            # The default asks validator.swagger.io about the spec: another host.
-            swagger_ui_parameters={"validatorUrl": None},
-        )
-
+    url, file = CITY
+    r.add_api_route(
+        url,
+        lambda: page(file),
+        methods=["GET"],
+        response_model=None,
+        name=file,
+        dependencies=[Depends(public)],
+    )
     return r

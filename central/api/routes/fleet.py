@@ -1,12 +1,14 @@
-"""Fleet endpoints: summary, devices, one device, its history, alerts, compliance."""
+"""Fleet endpoints (viewer or more): summary, devices, one device, its history, alerts,
+compliance."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from agent.protocol import WIRE_TS_MAX
+from central.api.auth import require
 from central.api.models import (
     AlertsOut,
     ComplianceOut,
@@ -32,7 +34,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
 def router(api: Api) -> APIRouter:
-    r = APIRouter(tags=["fleet"])
+    r = APIRouter(tags=["fleet"], dependencies=[Depends(require("viewer"))])
 
     @r.get("/api/summary")
     def get_summary() -> SummaryOut:

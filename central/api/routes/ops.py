@@ -1,19 +1,22 @@
-"""Operations endpoints: the quarantine, liveness, Prometheus metrics."""
+"""Operations endpoints: the quarantine (operator), liveness (public), Prometheus metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from central.api.auth import public, require
 from central.api.models import HealthOut, QuarantineOut
 from central.api.queries import MAX_OFFSET, MAX_QUARANTINE_LIMIT, Api, health
 from central.ingest.consumer import BAD_REASONS, IngestStats
 
 
 def quarantine_router(api: Api) -> APIRouter:
-    r = APIRouter(tags=["ops"])
+    """Operator or more: the kept payloads are raw bytes from the broker."""
+    r = APIRouter(tags=["ops"], dependencies=[Depends(require("operator"))])
 
     @r.get("/api/quarantine")
     def get_quarantine(
@@ -31,7 +34,8 @@ def quarantine_router(api: Api) -> APIRouter:
 
 
 def health_router(stats: IngestStats | None) -> APIRouter:
-    r = APIRouter(tags=["ops"])
+    """Public: a load balancer or systemd watchdog asks it without a token."""
+    r = APIRouter(tags=["ops"], dependencies=[Depends(public)])
 
     @r.get("/healthz")
     def get_health() -> HealthOut:
@@ -41,12 +45,25 @@ def health_router(stats: IngestStats | None) -> APIRouter:
     return r
 
 
-def metrics_router(registry: CollectorRegistry) -> APIRouter:
-    r = APIRouter(tags=["ops"])
+def metrics_router(
+    registry: CollectorRegistry,
+    *,
+    open_to_all: bool = False,
+    extra: Callable[[], bytes] | None = None,
+) -> APIRouter:
+    """Viewer or more (Prometheus sends a Bearer token: its ``authorization`` setting), or
+    public when ``auth.metrics_public`` is set in central.toml. ``extra``: more families in
+    the text format, appended (the per-gateway series)."""
+    dep = public if open_to_all else require("viewer")
+    r = APIRouter(tags=["ops"], dependencies=[Depends(dep)])
 
     @r.get("/metrics", response_class=Response)
     def get_metrics() -> Response:
-        """Prometheus text exposition: fleet gauges and ingest counters."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: fleet and per-region gauges, ingest counters and, with
+        [metrics] device_series, per-gateway health series."""
+        body = generate_latest(registry)
+        if extra is not None:
+            body += extra()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return r

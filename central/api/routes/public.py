@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
+from central.api.auth import public
 from central.api.models import PublicSummaryOut
 from central.api.queries import Api
 
 
 def router(api: Api) -> APIRouter:
-    r = APIRouter(tags=["public"])
+    r = APIRouter(tags=["public"], dependencies=[Depends(public)])
 
     @r.get("/api/public/summary")
     def get_public_summary(response: Response) -> PublicSummaryOut:
