@@ -124,6 +124,13 @@ class FakeApi:
     def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((path, query))
+            if path == "/api/me":
+                return 200, {"name": "test", "role": "viewer"}
+            if path == "/api/console/settings":
+                return 200, {
+                    "map": {"tile_url": "", "attribution": "", "max_zoom": 19},
+                    "retention": {"raw_days": 7, "rollup_days": 90},
+                }
             if path == "/api/summary":
                 return 200, copy.deepcopy(self.summary)
             if path == "/api/alerts":
