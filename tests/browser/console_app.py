@@ -20,8 +20,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from central.actions.core import Console
+from central.actions.publish import MqttPublisher
+from central.api import auth
 from central.api.app import WEB_DIR, create_app
-from central.config import MapConfig
+from central.api.routes.actions import build_router
+from central.config import CentralMqttConfig, MapConfig
 from central.sim.fleet import gateway_plan
 from central.store.base import AlertChange, DeviceState, Sample, WriteBatch
 from central.store.sqlite import SqliteStore
@@ -105,11 +109,39 @@ class ConsoleServer:
     n: int = 9000
     map_config: MapConfig = field(default_factory=MapConfig)
     now: float = field(default_factory=time.time)
+    #: The console's actions, as central runs them: published through this broker
+    #: (host, port), signatures checked against these keys ([console] signing_keys).
+    broker: tuple[str, int] | None = None
+    signing_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store = SqliteStore(self.tmp / "console.db", clock=time.time)
         self.plan = fill(self.store, self.n, self.now)
-        self.app: FastAPI = create_app(self.store, web_dir=WEB_DIR, map_config=self.map_config)
+        self.publisher: MqttPublisher | None = None
+        routers = []
+        if self.broker is not None:
+            host, port = self.broker
+            self.publisher = MqttPublisher(CentralMqttConfig(host=host, port=port))
+            self.publisher.start()
+            store = self.store
+            console = Console(
+                prefix="titik",
+                signing_keys=self.signing_keys,
+                publisher=self.publisher,
+                docs=store,
+                members=lambda g: store.devices(group=g, limit=0).total,
+            )
+            routers.append(
+                build_router(
+                    console=console,
+                    store=store,
+                    require=auth.require,
+                    audit_of=lambda request: request.app.state.audit,
+                )
+            )
+        self.app: FastAPI = create_app(
+            self.store, web_dir=WEB_DIR, map_config=self.map_config, routers=routers
+        )
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"
         )
@@ -130,4 +162,6 @@ class ConsoleServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        if self.publisher is not None:
+            self.publisher.stop()
         self.store.close()

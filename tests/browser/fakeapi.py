@@ -121,7 +121,7 @@ class FakeApi:
         with self.lock:
             return [q for p, q in self.requests if p == path]
 
-    def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:  # noqa: PLR0911
         with self.lock:
             self.requests.append((path, query))
             if path == "/api/me":

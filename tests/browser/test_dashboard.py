@@ -180,7 +180,9 @@ def test_overview_tiles_regions_map(dash: Dash, api: FakeApi, tmp_path: Path) ->
     counted = sum(int(c.get_attribute("data-count") or 0) for c in clusters.all())
     assert counted + dots.count() == len(located)
     off = sum(int(c.get_attribute("data-offline") or 0) for c in clusters.all())
-    assert off + page.locator('[data-testid="map-dot"][data-online="false"]').count() == len(offline)
+    assert off + page.locator('[data-testid="map-dot"][data-online="false"]').count() == len(
+        offline
+    )
     # The map asked for the whole fleet once.
     assert [q.get("limit") for q in api.queries("/api/devices")].count("10000") == 1
 

@@ -162,6 +162,7 @@ async function main() {
   if (params.get("device")) $("target").value = params.get("device");
   fillTemplates();
   keyState();
+  document.body.dataset.ready = "1";
 }
 
 main().catch((e) => showError(String(e.message || e)));

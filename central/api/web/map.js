@@ -81,12 +81,14 @@ export class FleetMap {
   // Replace the markers with these devices; the first call fits the view to them.
   setDevices(items) {
     const pts = items.filter((d) => isNum(d.lat) && isNum(d.lon) && Math.abs(d.lat) <= 90 && Math.abs(d.lon) <= 180);
+    this.byId = new Map();
     const markers = pts.map((d) => {
       const m = L.marker([d.lat, d.lon], { icon: dotIcon(d), online: Boolean(d.online), title: d.id, keyboard: true, riseOnHover: true });
       const clients = isNum(d.clients) ? `${d.clients} clients` : "";
       m.bindTooltip(`<b>${esc(d.id)}</b>${d.site ? ` · ${esc(d.site)}` : ""}<br>${d.online ? "online" : "offline"}${clients && d.online ? ` · ${clients}` : ""}`,
         { direction: "top", offset: [0, -6] });
       m.on("click", () => this.onPick?.(d.id));
+      this.byId.set(d.id, m);
       return m;
     });
     this.cluster.clearLayers();
@@ -94,10 +96,19 @@ export class FleetMap {
     this.elem.dataset.markers = String(markers.length);
     if (markers.length && !this.fitted) {
       const bounds = L.latLngBounds(pts.map((d) => [d.lat, d.lon]));
-      this.map.fitBounds(bounds, { padding: [20, 20], maxZoom: 16 });
+      this.map.fitBounds(bounds, { padding: [20, 20], maxZoom: 16, animate: false });
       this.fitted = true;
     }
     return markers.length;
+  }
+
+  // Zoom until this device is a dot of its own (spread out if it shares its spot) and open its
+  // label; false if it is not on the map.
+  show(id) {
+    const m = this.byId?.get(id);
+    if (!m) return false;
+    this.cluster.zoomToShowLayer(m, () => m.openTooltip());
+    return true;
   }
 
   invalidate() { this.map.invalidateSize(); }

@@ -40,8 +40,7 @@ function find() {
   const d = all.find((x) => x.id === id);
   if (!d) { $("m-found").textContent = id ? "no such device" : ""; return; }
   if (d.lat == null || d.lon == null) { $("m-found").textContent = "it has no coordinates"; return; }
-  $("m-found").textContent = "";
-  fmap.map.setView([d.lat, d.lon], Math.min(17, fmap.map.getMaxZoom()));
+  $("m-found").textContent = fmap.show(id) ? "" : "not shown with these filters";
 }
 
 async function main() {
