@@ -68,6 +68,10 @@ class Auth:
         self.logins = 0
         self._lock = threading.Lock()
 
+    def logged_in(self) -> None:
+        with self._lock:
+            self.logins += 1
+
     def count(self, reason: str, request: Request) -> None:
         with self._lock:
             self.failures[reason] += 1

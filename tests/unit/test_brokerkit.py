@@ -17,6 +17,7 @@ from agent.config import parse_config
 from central.broker.kit import KitDir
 from central.ctl import cli as ctl
 from central.ctl import session
+from central.ingest.audit import audit_subscriptions
 from central.ingest.decode import subscriptions
 
 needs_passwd = pytest.mark.skipif(
@@ -224,16 +225,15 @@ def test_acl_patterns_groups_and_roles(kit: KitDir) -> None:
     assert all(ln.startswith("topic read ") for ln in central[1:])
 
 
-def test_central_reads_exactly_what_ingest_subscribes_to(kit: KitDir) -> None:
-    """The central block is ingest's subscription list, read-only: a topic ingest adds
-    without the kit granting it (or one the kit grants that nothing uses) fails here."""
+def test_central_reads_exactly_what_ingest_and_the_audit_subscribe_to(kit: KitDir) -> None:
+    """The central block is ingest's subscription list and then what the broker audit adds
+    (commands and their results, issue 18), read-only: a topic either adds without the kit
+    granting it (or one the kit grants that nothing uses) fails here."""
     assert run("add-central", "--dir", str(kit.root), "central", "--cert") == 0
     rules = [ln for ln in kit.acl.read_text().splitlines() if ln and not ln.startswith("#")]
     block = rules[rules.index("user central") + 1 :]
-    assert block == [
-        "topic deny titik/gw/central/#",
-        *(f"topic read {t}" for t in subscriptions("titik", "")),
-    ]
+    wanted = list(dict.fromkeys([*subscriptions("titik", ""), *audit_subscriptions("titik", "")]))
+    assert block == ["topic deny titik/gw/central/#", *(f"topic read {t}" for t in wanted)]
 
 
 def test_operator_ctl_topics_are_its_own(kit: KitDir) -> None:

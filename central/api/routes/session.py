@@ -75,7 +75,7 @@ def router(web_dir: Path) -> APIRouter:
             auth.count("login", request)
             raise HTTPException(401, "token not valid (unknown, revoked, expired or mistyped)")
         sid, csrf, expires = auth.tokens.open_session(token, auth.session_s)
-        auth.logins += 1
+        auth.logged_in()
         response.set_cookie(
             COOKIE,
             sid,
