@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from agent.protocol.settings import (
     ConfigError,
@@ -20,6 +20,7 @@ from agent.protocol.settings import (
     Section,
     format_validation_error,
 )
+from agent.protocol.signing import parse_public_key
 from agent.protocol.topics import TopicName
 
 
@@ -115,6 +116,31 @@ class AuthConfig(Section):
     )
 
 
+def _public_key(value: str) -> str:
+    parse_public_key(value)  # ValueError names what is wrong
+    return value
+
+
+class ConsoleConfig(Section):
+    """Actions from the web console (docs/central.md, "Console actions")."""
+
+    signing_keys: list[Annotated[str, AfterValidator(_public_key)]] = Field(
+        default_factory=list,
+        description="Public keys (ed25519:<base64>) whose signatures central publishes; the "
+        "same lines as the gateways' security.trusted_keys. Empty: web actions are refused",
+    )
+    action_ttl_s: float = Field(
+        default=600, ge=10, le=86400, description="A prepared action must be signed within this"
+    )
+
+
+class MetricsConfig(Section):
+    device_series: bool = Field(
+        default=False,
+        description="Per-gateway health series on /metrics (about 9 series a gateway)",
+    )
+
+
 class CentralConfig(Section):
     mqtt: CentralMqttConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -122,6 +148,8 @@ class CentralConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

@@ -16,15 +16,16 @@ credentials check and the audit log as ``request.app.state.auth`` and
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from agent import __version__
 from central.api.auth import Auth, AuthCollector
-from central.api.metrics import FleetCollector
+from central.api.metrics import FleetCollector, MetricsQueries, device_exposition
 from central.api.queries import Api
 from central.api.routes import audit, docs, fleet, ops, public, session, web
 from central.api.routes.web import WEB_DIR
@@ -47,13 +48,17 @@ def create_app(
     config_ttl_s: float = 5.0,
     session_s: float = 12 * 3600.0,
     metrics_public: bool = False,
+    device_series: bool = False,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
     ``tokens`` and ``audit_log`` default to the tables of the store's own SQLite file
     (``store.path``); a store without one must pass them. ``config_ttl_s``: how long the
     config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
-    session lasts. ``metrics_public``: serve /metrics without a token.
+    session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
+    per-gateway series on /metrics ([metrics] device_series). ``routers``: more routers (the
+    console's actions: central.api.routes.actions.build_router).
     """
     path: Path | None = getattr(store, "path", None)
     if tokens is None or audit_log is None:
@@ -81,10 +86,19 @@ def create_app(
     app.include_router(ops.quarantine_router(api))
     app.include_router(public.router(api))
     app.include_router(ops.health_router(stats))
-    app.include_router(ops.metrics_router(registry, open_to_all=metrics_public))
+    rows = store.device_rows if device_series and isinstance(store, MetricsQueries) else None
+    app.include_router(
+        ops.metrics_router(
+            registry,
+            open_to_all=metrics_public,
+            extra=(lambda: device_exposition(rows())) if rows else None,
+        )
+    )
     app.include_router(session.router(web_dir))
     app.include_router(audit.router())
     app.include_router(docs.router(app))
+    for extra in routers:
+        app.include_router(extra)
     app.include_router(web.router(web_dir))
     web.mount_static(app, web_dir)
     return app

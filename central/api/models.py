@@ -110,6 +110,11 @@ class AlertOut(BaseModel):
     since: float
     until: float | None = Field(description="When it closed; None while open")
     detail: str
+    acked_by: str | None = Field(default=None, description="Who acknowledged it (the console)")
+    acked_at: float | None = None
+    snoozed_until: float | None = Field(default=None, description="Snoozed until (Unix seconds)")
+    snoozed_by: str | None = None
+    note: str | None = Field(default=None, description="The operator's last note on it")
 
 
 class AlertsOut(BaseModel):

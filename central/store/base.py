@@ -95,6 +95,19 @@ class Alert:
     closed: float | None = None
 
 
+@dataclass(frozen=True)
+class AlertMark:
+    """An operator's mark on one alert (by its API id ``<kind>/<device>/<since>``): who
+    acknowledged it, until when it is snoozed. Issue 19's alert lifecycle extends this."""
+
+    alert_id: str
+    acked_by: str | None = None
+    acked_at: float | None = None
+    snoozed_until: float | None = None
+    snoozed_by: str | None = None
+    note: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """Open an alert (``closed`` None) or close the open one of ``(device, kind)``."""

@@ -35,6 +35,7 @@ from central.store.base import (
     WriteResult,
 )
 from central.store.compliance import compliance
+from central.store.console import ConsoleQueries
 
 BUCKET_S = 300
 DAY_S = 86400.0
@@ -87,6 +88,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE INDEX IF NOT EXISTS quarantine_reason ON quarantine (reason);
 CREATE INDEX IF NOT EXISTS quarantine_device ON quarantine (device);
+CREATE TABLE IF NOT EXISTS alert_marks (
+    alert_id TEXT PRIMARY KEY, acked_by TEXT, acked_at REAL, snoozed_until REAL,
+    snoozed_by TEXT, note TEXT
+);
 """
 
 #: SQLite primary result codes that mean "the database cannot write now", not "this row is
@@ -203,7 +208,7 @@ def _device_from(row: sqlite3.Row) -> DeviceState:
     return DeviceState(**data)
 
 
-class SqliteStore:
+class SqliteStore(ConsoleQueries):
     def __init__(
         self,
         path: Path,

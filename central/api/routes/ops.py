@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -44,15 +45,25 @@ def health_router(stats: IngestStats | None) -> APIRouter:
     return r
 
 
-def metrics_router(registry: CollectorRegistry, *, open_to_all: bool = False) -> APIRouter:
+def metrics_router(
+    registry: CollectorRegistry,
+    *,
+    open_to_all: bool = False,
+    extra: Callable[[], bytes] | None = None,
+) -> APIRouter:
     """Viewer or more (Prometheus sends a Bearer token: its ``authorization`` setting), or
-    public when ``auth.metrics_public`` is set in central.toml."""
+    public when ``auth.metrics_public`` is set in central.toml. ``extra``: more families in
+    the text format, appended (the per-gateway series)."""
     dep = public if open_to_all else require("viewer")
     r = APIRouter(tags=["ops"], dependencies=[Depends(dep)])
 
     @r.get("/metrics", response_class=Response)
     def get_metrics() -> Response:
-        """Prometheus text exposition: fleet gauges and ingest counters."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition: fleet and per-region gauges, ingest counters and, with
+        [metrics] device_series, per-gateway health series."""
+        body = generate_latest(registry)
+        if extra is not None:
+            body += extra()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return r
