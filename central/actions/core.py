@@ -112,7 +112,9 @@ class Prepared:
 
     @property
     def action(self) -> str:
-        return "config.push" if self.kind == "config" else f"command.{self.payload['name']}"
+        """The audit's name of it, the same as the broker audit's (central/ingest/audit.py),
+        which links the gateways' answers to it by these names and ``detail``."""
+        return "config.push" if self.kind == "config" else "command"
 
 
 def config_of(body: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
@@ -125,12 +127,6 @@ def config_of(body: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
             raise ActionError(422, "body.version: must be a whole number of 1 or more")
         return dict(body["config"]), version
     return dict(body), None
-
-
-def _secrets_hidden(config: Mapping[str, Any]) -> dict[str, Any]:
-    from agent.remote.desired import redact
-
-    return redact(config)
 
 
 class Console:
@@ -227,7 +223,9 @@ class Console:
             payload=payload,
             retain=True,
             summary=summary,
-            detail={"version": version, "config": _secrets_hidden(config)},
+            # As the broker audit records a config: its version and top-level keys, never the
+            # values (they may hold Wi-Fi passphrases).
+            detail={"version": version, "keys": sorted(config)},
             version=version,
         )
 
@@ -267,7 +265,12 @@ class Console:
             payload=payload,
             retain=False,
             summary=f"run {name}({shown}) on {self._who(target)}, valid for {expires_in} s",
-            detail={"id": cid, "name": name, "args": redacted(args)},
+            detail={
+                "id": cid,
+                "name": name,
+                "expires_at": payload["expires_at"],
+                "args": redacted(args),
+            },
         )
 
     def _who(self, target: Target) -> str:
@@ -333,9 +336,13 @@ class Console:
             ) from None
         return signed
 
-    def publish(self, prepared: Prepared, signed: Mapping[str, Any]) -> None:
-        if self.publisher is None:
-            raise ActionError(503, "central has no broker connection for actions")
+    @staticmethod
+    def encode(signed: Mapping[str, Any]) -> bytes:
+        """The bytes published (as titik-ctl writes them)."""
+        return json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def check_current(self, prepared: Prepared) -> None:
+        """409 when the target's document moved past the prepared version meanwhile."""
         if prepared.version is not None:
             current = self._current_version(prepared.target)
             if current is not None and current >= prepared.version:
@@ -344,7 +351,10 @@ class Console:
                     f"{prepared.target.name} is at version {current} since this was prepared; "
                     "prepare it again",
                 )
-        payload = json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def publish(self, prepared: Prepared, payload: bytes) -> None:
+        if self.publisher is None:
+            raise ActionError(503, "central has no broker connection for actions")
         try:
             self.publisher.publish(prepared.topic, payload, retain=prepared.retain)
         except PublishError as exc:
