@@ -242,7 +242,15 @@ def test_central_reads_exactly_what_ingest_and_the_audit_subscribe_to(kit: KitDi
     rules = [ln for ln in kit.acl.read_text().splitlines() if ln and not ln.startswith("#")]
     block = rules[rules.index("user central") + 1 :]
     wanted = list(dict.fromkeys([*subscriptions("titik", ""), *audit_subscriptions("titik", "")]))
-    assert block == ["topic deny titik/gw/central/#", *(f"topic read {t}" for t in wanted)]
+    assert block == [
+        "topic deny titik/gw/central/#",
+        *(f"topic read {t}" for t in wanted),
+        # The web console's signed actions (central/actions/publish.py).
+        "topic write titik/gw/+/config/desired",
+        "topic write titik/group/+/config/desired",
+        "topic write titik/gw/+/cmd",
+        "topic write titik/group/+/cmd",
+    ]
 
 
 def test_operator_ctl_topics_are_its_own(kit: KitDir) -> None:
