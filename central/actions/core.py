@@ -38,7 +38,6 @@ from agent.protocol.topics import (
 )
 from agent.remote.desired import Rejected, parse_document, validate
 from central.actions.commands import MAX_LIFETIME_S, check_args, redacted
-from central.ctl.rollout import next_version
 from central.store.base import DesiredDoc, ReportedDoc
 
 Kind = Literal["config", "command"]
@@ -190,12 +189,18 @@ class Console:
     ) -> Prepared:
         config, given = config_of(body)
         current = self._current_version(target)
-        try:
-            version = next_version(
-                None if current is None else json.dumps({"version": current}).encode(), given
+        # As titik-ctl numbers a push (central.ctl.rollout.next_version): one more than the
+        # retained document's, or the given one if it is newer.
+        if given is None:
+            version = 1 if current is None else current + 1
+        elif current is not None and given <= current:
+            raise ActionError(
+                409,
+                f"body.version: {given} is not newer than the current document's version "
+                f"{current}; gateways would ignore it (use {current + 1} or leave it out)",
             )
-        except ValueError as exc:
-            raise ActionError(409, f"body.version: {exc}".replace("--version", "version")) from None
+        else:
+            version = given
         seen = self._seen_version(target)
         if given is None and seen is not None and version <= seen:
             version = seen + 1  # the retained document was cleared, but the gateways remember
