@@ -112,14 +112,19 @@ def fill(db: Path, devices: int, history: int) -> None:
     store.close()
 
 
-def serve(db: Path, port: int) -> int:
+def serve(db: Path, port: int, tree: str | None = None, device_series: bool = False) -> int:
+    if tree:  # another checkout's code (``--metrics-before``): first on the path
+        sys.path.insert(0, tree)
     import uvicorn
 
+    import central
     from central.api.app import create_app
     from central.ingest.consumer import IngestStats
     from central.store.sqlite import SqliteStore
 
-    app = create_app(SqliteStore(db), IngestStats())
+    print(f"serving {central.__file__} on port {port}", file=sys.stderr)
+    extra = {"device_series": True} if device_series else {}
+    app = create_app(SqliteStore(db), IngestStats(), **extra)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     return 0
 
@@ -162,10 +167,22 @@ def main() -> int:
         help="raw samples (one a minute) for each of the first 500 gateways",
     )
     parser.add_argument("--n", type=int, default=500, help="requests per query")
+    parser.add_argument(
+        "--metrics-before",
+        metavar="TREE",
+        help="only /metrics, side by side: the code in TREE (e.g. `git archive main | tar -x -C "
+        "TREE`), this tree's, and this tree's with [metrics] device_series, in alternating "
+        "rounds of --n requests on the same store",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --metrics-before")
     parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
+    parser.add_argument("--device-series", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(Path(args.serve[0]), int(args.serve[1]))
+        return serve(Path(args.serve[0]), int(args.serve[1]), args.tree, args.device_series)
+    if args.metrics_before:
+        return compare_metrics(args)
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         db = Path(tmp) / "central.db"
         t0 = time.monotonic()
@@ -210,6 +227,79 @@ def main() -> int:
         print(
             f"| {name} | `{path}` | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
             f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
+        )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
+    )
+    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    return 0
+
+
+def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(db), str(port), *extra], cwd=ROOT
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise SystemExit("the server did not start") from None
+            time.sleep(0.1)
+        else:
+            return server, port
+
+
+def compare_metrics(args: argparse.Namespace) -> int:
+    """/metrics before and after, side by side: the same store, one server per variant,
+    alternating rounds so that the machine's other load falls on all of them alike."""
+    variants = [
+        ("before", ["--tree", str(Path(args.metrics_before).resolve())]),
+        ("after", []),
+        ("after, device_series on", ["--device-series"]),
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        db = Path(tmp) / "central.db"
+        fill(db, args.devices, args.history)
+        from central.store.tokens import TokenStore
+
+        _, secret = TokenStore(db).create("bench", "viewer")
+        headers = {"Authorization": f"Bearer {secret}"}
+        servers = [(name, *start_server(db, *extra)) for name, extra in variants]
+        took: dict[str, list[list[float]]] = {name: [] for name, _ in variants}
+        sizes: dict[str, int] = {}
+        try:
+            for r in range(args.rounds):
+                for name, _, port in servers:
+                    took[name].append(measure(port, "/metrics", args.n, headers))
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                    conn.request("GET", "/metrics", headers=headers)
+                    sizes[name] = len(conn.getresponse().read())
+                    conn.close()
+                    print(
+                        f"round {r + 1} {name}: p95 {pct(took[name][-1], 95):.1f} ms",
+                        file=sys.stderr,
+                    )
+        finally:
+            for _, server, _ in servers:
+                server.terminate()
+                server.wait(10)
+    print(
+        f"### /metrics before and after ({args.devices:,} gateways, {args.rounds} alternating "
+        f"rounds of {args.n} requests, one keep-alive client)\n"
+    )
+    print("| variant | body bytes | p50 ms | p95 ms | p99 ms | p95 per round ms |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, _ in variants:
+        every = [t for rnd in took[name] for t in rnd]
+        rounds = " / ".join(f"{pct(rnd, 95):.1f}" for rnd in took[name])
+        print(
+            f"| {name} | {sizes[name]:,} | {pct(every, 50):.1f} | {pct(every, 95):.1f} | "
+            f"{pct(every, 99):.1f} | {rounds} |"
         )
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "

@@ -23,7 +23,10 @@ from types import FrameType
 import uvicorn
 
 from agent.protocol.settings import ConfigError
+from central.actions.core import Publisher
+from central.actions.publish import MqttPublisher
 from central.api.app import create_app
+from central.api.routes.actions import console_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
@@ -68,7 +71,8 @@ def cmd_run(config: CentralConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     audit_log = AuditLog(config.store.path)
     broker_audit = BrokerAudit(config, audit_log)
-    server = http_server(config, store, consumer, audit_log)
+    publisher = MqttPublisher(config.mqtt)
+    server = http_server(config, store, consumer, audit_log, publisher)
     # Not the main thread, so uvicorn installs no signal handlers: ours stop everything.
     http = threading.Thread(target=server.run, name="http", daemon=True)
     http.start()
@@ -85,6 +89,9 @@ def cmd_run(config: CentralConfig) -> int:
             "no API token yet: create one with `titik-central token create --name NAME --role admin`"
         )
     consumer.start()
+    publisher.start()
+    if not config.console.signing_keys:
+        log.info("no [console] signing_keys: web actions can be prepared but not published")
     broker_audit.start()
     auditing = threading.Thread(target=broker_audit.run, args=(stop,), name="audit", daemon=True)
     auditing.start()
@@ -96,6 +103,7 @@ def cmd_run(config: CentralConfig) -> int:
         http.join(10)
         auditing.join(10)
         broker_audit.stop()
+        publisher.stop()
         consumer.stop()
         store.close()
         audit_log.close()
@@ -103,14 +111,22 @@ def cmd_run(config: CentralConfig) -> int:
 
 
 def http_server(
-    config: CentralConfig, store: SqliteStore, consumer: Consumer, audit_log: AuditLog | None = None
+    config: CentralConfig,
+    store: SqliteStore,
+    consumer: Consumer,
+    audit_log: AuditLog | None = None,
+    publisher: Publisher | None = None,
 ) -> uvicorn.Server:
+    """``publisher``: the console's broker connection (central.actions.publish); without one,
+    web actions are prepared but refused at submit (503)."""
     app = create_app(
         store,
         consumer.stats,
         audit_log=audit_log,
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
+        device_series=config.metrics.device_series,
+        routers=[console_router(config, store, publisher)],
         map_config=config.map,
     )
     tls = config.http.tls

@@ -1,89 +1,31 @@
-"""A console app for tests: the actions router over a real SQLite store, with stand-ins for
-the two things the auth helper's branch provides (issue 18: central.api.auth.require and the
-audit log). They behave as the contract says (docs/helpers' console contract, section 1-2):
-
-- ``require(role)``: 401 without a credential, 403 when the role is too low, else a frozen
-  Principal(name, role, token_id). The credential here is ``X-Test-Principal: name:role``.
-- ``RecordingAudit.append(...)``: the contract's signature; it records the entries.
-
-These are stand-ins until the auth branch is merged; the tests assert on what the actions
-router does (refuse, publish, audit), which does not depend on how a principal is found.
-"""
+"""A console app for tests: the actions router over a real SQLite store, with the real
+credentials check (central.api.auth, tokens made as ``titik-central token create`` makes them:
+tests/central_auth.py) and the real hash-chained audit log (central.store.audit)."""
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from agent.protocol.signing import key_id, public_key_text
 from central.actions.core import Console, Publisher
 from central.api.app import create_app
-from central.api.routes.actions import build_router
+from central.api.auth import require
+from central.api.routes.actions import audit_of_app, build_router
+from central.store.audit import AuditLog
 from central.store.sqlite import SqliteStore
+from tests.central_auth import auth_headers
 
-ROLES = ("viewer", "operator", "admin")
 PREFIX = "titik"
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    role: str
-    token_id: str
-
-
-def require(role: str) -> Callable[..., Principal]:
-    def dep(x_test_principal: str | None = Header(default=None)) -> Principal:
-        if not x_test_principal:
-            raise HTTPException(401, "a credential is needed")
-        name, _, have = x_test_principal.partition(":")
-        if have not in ROLES:
-            raise HTTPException(401, "unknown credential")
-        if ROLES.index(have) < ROLES.index(role):
-            raise HTTPException(403, f"needs the role {role}")
-        return Principal(name, have, f"tok-{name}")
-
-    return dep
-
-
-@dataclass
-class RecordingAudit:
-    entries: list[dict[str, Any]] = field(default_factory=list)
-
-    def append(
-        self,
-        actor: str,
-        action: str,
-        target: str,
-        *,
-        key_id: str | None,
-        result: str,
-        detail: Mapping[str, Any] | None = None,
-        via: str,
-    ) -> dict[str, Any]:
-        entry = {
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "key_id": key_id,
-            "result": result,
-            "detail": dict(detail or {}),
-            "via": via,
-        }
-        self.entries.append(entry)
-        return entry
-
-
-def as_role(name: str, role: str) -> dict[str, str]:
-    return {"X-Test-Principal": f"{name}:{role}"}
 
 
 @dataclass
@@ -92,14 +34,33 @@ class Rig:
     client: TestClient
     store: SqliteStore
     console: Console
-    audit: RecordingAudit
     key: Ed25519PrivateKey
     clock: list[float]
+    _tokens: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    def as_(self, name: str, role: str) -> dict[str, str]:
+        """The headers of a token named ``name`` with ``role`` (made once, then reused)."""
+        if (name, role) not in self._tokens:
+            self._tokens[name, role] = auth_headers(self.store, role, name)
+        return self._tokens[name, role]
+
+    @property
+    def ops(self) -> dict[str, str]:
+        return self.as_("ana", "operator")
+
+    @property
+    def audit(self) -> AuditLog:
+        log: AuditLog = self.app.state.audit
+        return log
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The audit log, oldest first, as dicts."""
+        items = reversed(self.audit.page(limit=10_000).items)
+        keys = ("actor", "action", "target", "key_id", "result", "via")
+        return [{**{k: getattr(e, k) for k in keys}, "detail": e.details} for e in items]
 
     @property
     def kid(self) -> str:
-        from cryptography.hazmat.primitives import serialization
-
         raw = self.key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -121,16 +82,11 @@ def make_rig(
         ttl_s=ttl_s,
         clock=lambda: now[0],
     )
-    audit = RecordingAudit()
-
-    def audit_of(request: Request) -> RecordingAudit:
-        return audit
-
     router = build_router(
-        console=console, store=store, require=require, audit_of=audit_of, clock=lambda: now[0]
+        console=console, store=store, require=require, audit_of=audit_of_app, clock=lambda: now[0]
     )
     app = create_app(store, routers=[router], web_dir=tmp / "no-web")
-    return Rig(app, TestClient(app), store, console, audit, key, now)
+    return Rig(app, TestClient(app), store, console, key, now)
 
 
 def sign_prepared(key: Ed25519PrivateKey, prepared: Mapping[str, Any], kid: str) -> dict[str, str]:

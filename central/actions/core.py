@@ -38,7 +38,6 @@ from agent.protocol.topics import (
 )
 from agent.remote.desired import Rejected, parse_document, validate
 from central.actions.commands import MAX_LIFETIME_S, check_args, redacted
-from central.ctl.rollout import next_version
 from central.store.base import DesiredDoc, ReportedDoc
 
 Kind = Literal["config", "command"]
@@ -112,7 +111,9 @@ class Prepared:
 
     @property
     def action(self) -> str:
-        return "config.push" if self.kind == "config" else f"command.{self.payload['name']}"
+        """The audit's name of it, the same as the broker audit's (central/ingest/audit.py),
+        which links the gateways' answers to it by these names and ``detail``."""
+        return "config.push" if self.kind == "config" else "command"
 
 
 def config_of(body: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
@@ -125,12 +126,6 @@ def config_of(body: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
             raise ActionError(422, "body.version: must be a whole number of 1 or more")
         return dict(body["config"]), version
     return dict(body), None
-
-
-def _secrets_hidden(config: Mapping[str, Any]) -> dict[str, Any]:
-    from agent.remote.desired import redact
-
-    return redact(config)
 
 
 class Console:
@@ -194,12 +189,18 @@ class Console:
     ) -> Prepared:
         config, given = config_of(body)
         current = self._current_version(target)
-        try:
-            version = next_version(
-                None if current is None else json.dumps({"version": current}).encode(), given
+        # As titik-ctl numbers a push (central.ctl.rollout.next_version): one more than the
+        # retained document's, or the given one if it is newer.
+        if given is None:
+            version = 1 if current is None else current + 1
+        elif current is not None and given <= current:
+            raise ActionError(
+                409,
+                f"body.version: {given} is not newer than the current document's version "
+                f"{current}; gateways would ignore it (use {current + 1} or leave it out)",
             )
-        except ValueError as exc:
-            raise ActionError(409, f"body.version: {exc}".replace("--version", "version")) from None
+        else:
+            version = given
         seen = self._seen_version(target)
         if given is None and seen is not None and version <= seen:
             version = seen + 1  # the retained document was cleared, but the gateways remember
@@ -227,7 +228,9 @@ class Console:
             payload=payload,
             retain=True,
             summary=summary,
-            detail={"version": version, "config": _secrets_hidden(config)},
+            # As the broker audit records a config: its version and top-level keys, never the
+            # values (they may hold Wi-Fi passphrases).
+            detail={"version": version, "keys": sorted(config)},
             version=version,
         )
 
@@ -267,7 +270,12 @@ class Console:
             payload=payload,
             retain=False,
             summary=f"run {name}({shown}) on {self._who(target)}, valid for {expires_in} s",
-            detail={"id": cid, "name": name, "args": redacted(args)},
+            detail={
+                "id": cid,
+                "name": name,
+                "expires_at": payload["expires_at"],
+                "args": redacted(args),
+            },
         )
 
     def _who(self, target: Target) -> str:
@@ -333,9 +341,13 @@ class Console:
             ) from None
         return signed
 
-    def publish(self, prepared: Prepared, signed: Mapping[str, Any]) -> None:
-        if self.publisher is None:
-            raise ActionError(503, "central has no broker connection for actions")
+    @staticmethod
+    def encode(signed: Mapping[str, Any]) -> bytes:
+        """The bytes published (as titik-ctl writes them)."""
+        return json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def check_current(self, prepared: Prepared) -> None:
+        """409 when the target's document moved past the prepared version meanwhile."""
         if prepared.version is not None:
             current = self._current_version(prepared.target)
             if current is not None and current >= prepared.version:
@@ -344,7 +356,10 @@ class Console:
                     f"{prepared.target.name} is at version {current} since this was prepared; "
                     "prepare it again",
                 )
-        payload = json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def publish(self, prepared: Prepared, payload: bytes) -> None:
+        if self.publisher is None:
+            raise ActionError(503, "central has no broker connection for actions")
         try:
             self.publisher.publish(prepared.topic, payload, retain=prepared.retain)
         except PublishError as exc:

@@ -128,7 +128,9 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
       ``{prefix}/ctl/{its user name}/`` (``BrokerSession.own_topic``), not under another operator's.
     - central (central/ingest/consumer.py ``subscriptions``): reads what it stores, and (its
       broker audit, central/ingest/audit.py ``audit_subscriptions``) the commands and command
-      results, to record every operator action; publishes nothing.
+      results, to record every operator action; publishes only the web console's signed
+      desired documents and commands (central/actions/publish.py), which gateways verify as
+      they verify titik-ctl's.
     """
     p = kit.prefix
     if ident.role == "gateway":
@@ -159,6 +161,11 @@ def role_topics(kit: Kit, ident: Identity) -> list[str]:
         f"topic read {gw_filter(p, CMD)}",
         f"topic read {group_filter(p, CMD)}",
         f"topic read {gw_filter(p, CMD_RESULT)}",
+        # The console's actions (issue 18): signed in the operator's page, published by central.
+        f"topic write {gw_filter(p, CONFIG_DESIRED)}",
+        f"topic write {group_filter(p, CONFIG_DESIRED)}",
+        f"topic write {gw_filter(p, CMD)}",
+        f"topic write {group_filter(p, CMD)}",
     ]
 
 

@@ -305,16 +305,27 @@ def test_central_receives_everything_it_stores(
         obs.allowed(ops, f"{PREFIX}/group/g1/config/desired", central)
 
 
-def test_central_publishes_nothing(kit: RunningKit, obs: Observer) -> None:
+def test_central_publishes_only_the_consoles_documents_and_commands(
+    kit: RunningKit, obs: Observer
+) -> None:
+    """Issue 18: central publishes the web console's signed desired documents and commands
+    (central/actions/publish.py, a connection of its own next to the consumer's), and nothing
+    a gateway publishes, nor anything under ctl/."""
     with (
         connected(kit, "central", cert=True) as central,
+        connected(kit, "central", cert=True) as console,
         connected(kit, "gw-a", cert=True) as a,
     ):
         central.subscribe(*subscriptions(PREFIX, "titik-central"))
+        a.subscribe(*(gw("gw-a", leaf) for leaf in GW_READS))
+        a.subscribe(f"{PREFIX}/group/g1/config/desired", f"{PREFIX}/group/g1/cmd")
         for dev in ("gw-a", "central"):  # any gateway's, or "a gateway" by its own name
-            obs.denied(central, *(gw(dev, leaf) for leaf in (*GW_WRITES, *GW_READS)))
-        obs.denied(central, f"{PREFIX}/group/g1/config/desired", f"{PREFIX}/group/g1/cmd")
-        obs.denied(central, f"{PREFIX}/ctl/central/x/sync", f"{PREFIX}/ctl/ops/x/sync")
+            obs.denied(console, *(gw(dev, leaf) for leaf in GW_WRITES))
+        obs.denied(console, f"{PREFIX}/ctl/central/x/sync", f"{PREFIX}/ctl/ops/x/sync")
+        obs.allowed(console, gw("gw-a", "config/desired"), a, central)
+        obs.allowed(console, gw("gw-a", "cmd"), a)
+        obs.allowed(console, f"{PREFIX}/group/g1/config/desired", a, central)
+        obs.allowed(console, f"{PREFIX}/group/g1/cmd", a)
         obs.allowed(a, gw("gw-a", "telemetry"), central)
 
 

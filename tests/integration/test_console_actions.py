@@ -2,7 +2,7 @@
 the same bytes the browser signs), submit; what reaches the broker verifies with the
 gateways' own agent.protocol.signing.Verifier, and nothing unsigned or mis-signed is sent.
 
-require() and the audit log are stand-ins until the auth branch lands (tests/console_rig.py).
+Credentials and the audit log are the real ones (tests/console_rig.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.protocol.signing import Verifier, public_key_text
-from agent.protocol.topics import CMD, CONFIG_DESIRED, group_topic, gw_topic
+from agent.protocol.topics import CMD, CONFIG_DESIRED, CONFIG_REPORTED, group_topic, gw_topic
 from central.actions.publish import MqttPublisher
 from central.config import CentralMqttConfig
+from central.ingest.audit import Recorder, Seen
+from central.store.audit import message_ref
 from central.store.base import AlertChange, DeviceState, WriteBatch
 from tests.broker import Broker, Subscriber, subscriber, wait_until
-from tests.console_rig import PREFIX, Rig, as_role, make_rig, sign_prepared
+from tests.console_rig import PREFIX, Rig, make_rig, sign_prepared
 
-OPS = as_role("ana", "operator")
 CONFIG = {"telemetry": {"interval_s": 30}, "wifi": {"ssids": {"pub": {"ssid": "Titik Free"}}}}
 
 
@@ -48,12 +49,16 @@ def rig(tmp_path: Path, publisher: MqttPublisher) -> Rig:
 
 
 def prepare(
-    rig: Rig, kind: str, target: dict[str, str], body: dict[str, Any], headers: dict[str, str] = OPS
+    rig: Rig,
+    kind: str,
+    target: dict[str, str],
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> Any:
     return rig.client.post(
         "/api/actions/prepare",
         json={"kind": kind, "target": target, "body": body},
-        headers=headers,
+        headers=rig.ops if headers is None else headers,
     )
 
 
@@ -83,7 +88,7 @@ def test_config_prepared_signed_submitted_reaches_the_broker_and_verifies(
         s = rig.client.post(
             "/api/actions/submit",
             json={"action_id": p["action_id"], "sig": sign_prepared(rig.key, p, rig.kid)},
-            headers=OPS,
+            headers=rig.ops,
         )
         assert s.status_code == 200, s.text
         assert s.json() == {"status": "published", "topic": topic}
@@ -93,16 +98,33 @@ def test_config_prepared_signed_submitted_reaches_the_broker_and_verifies(
     gateway = Verifier([public_key_text(rig.key.public_key())])
     assert gateway.verify(topic, doc) == rig.kid
     assert doc["config"] == CONFIG and doc["version"] == 1
-    assert rig.audit.entries[-1] == {
+    assert rig.entries()[-1] == {
         "actor": "ana",
         "action": "config.push",
         "target": "gw/gw-1",
         "key_id": rig.kid,
         "result": "published",
-        "detail": {"action_id": p["action_id"], "topic": topic, "version": 1, "config": CONFIG},
+        "detail": {
+            "action_id": p["action_id"],
+            "topic": topic,
+            "version": 1,
+            "keys": ["telemetry", "wifi"],  # never the values (Wi-Fi passphrases)
+            "digest": message_ref(topic, msg.payload).removeprefix("msg:"),
+        },
         "via": "web",
     }
-    assert rig.audit.entries[0]["action"] == "config.prepare"
+    # The broker audit sees the same message cross the broker: it is the web's entry
+    # (same ref), not a second one under the bare key id; the gateway's answer links to it.
+    recorder = Recorder(PREFIX, rig.audit)
+    seen = recorder.record(Seen(topic, msg.payload))
+    assert seen is not None and seen.actor == "ana" and seen.via == "web"
+    report = {"version": 1, "source": "gw", "state": "applied", "versions": {"gw": 1}}
+    answer = recorder.record(
+        Seen(gw_topic(PREFIX, "gw-1", CONFIG_REPORTED), json.dumps(report).encode())
+    )
+    assert answer is not None and answer.actor == "ana" and answer.action == "config.result"
+    assert answer.details["of"] == seen.seq
+    assert rig.entries()[0]["action"] == "config.prepare"
     # Retained, as titik-ctl publishes desired documents: a gateway connecting later gets it.
     with subscriber(broker, topic, client_id="late") as late:
         assert late.next().retain
@@ -119,19 +141,20 @@ def test_command_to_a_group_reaches_the_group_topic_signed(broker: Broker, rig: 
         s = rig.client.post(
             "/api/actions/submit",
             json={"action_id": p["action_id"], "sig": sign_prepared(rig.key, p, rig.kid)},
-            headers=OPS,
+            headers=rig.ops,
         )
         assert s.status_code == 200, s.text
         msg = sub.next()
     assert not msg.retain
     assert Verifier([public_key_text(rig.key.public_key())]).verify(topic, msg.json()) == rig.kid
-    assert rig.audit.entries[-1]["action"] == "command.reboot"
-    assert rig.audit.entries[-1]["target"] == "group/north"
+    assert rig.entries()[-1]["action"] == "command"
+    assert rig.entries()[-1]["detail"]["name"] == "reboot"
+    assert rig.entries()[-1]["target"] == "group/north"
 
 
 def _submit(rig: Rig, action_id: str, sig: dict[str, str]) -> Any:
     return rig.client.post(
-        "/api/actions/submit", json={"action_id": action_id, "sig": sig}, headers=OPS
+        "/api/actions/submit", json={"action_id": action_id, "sig": sig}, headers=rig.ops
     )
 
 
@@ -154,8 +177,8 @@ def test_a_stolen_session_can_prepare_but_never_publish(broker: Broker, rig: Rig
         r = _submit(rig, p["action_id"], old_sig)  # replays an old signature
         assert r.status_code == 403
         nothing_before_a_marker(rig, sub)
-    refused = [e for e in rig.audit.entries if e["result"].startswith("refused")]
-    assert [e["action"] for e in refused] == ["command.reboot", "command.reboot"]
+    refused = [e for e in rig.entries() if e["result"].startswith("refused")]
+    assert [e["action"] for e in refused] == ["command", "command"]
     assert all("signature" in e["result"] for e in refused)
 
 
@@ -168,7 +191,7 @@ def test_untrusted_kid_tampered_payload_unknown_and_expired_ids_are_refused(
         other = Ed25519PrivateKey.generate()
         r = _submit(rig, p["action_id"], sign_prepared(other, p, "0123456789abcdef"))
         assert r.status_code == 403 and "not trusted" in r.json()["detail"]
-        assert rig.audit.entries[-1]["key_id"] == "0123456789abcdef"
+        assert rig.entries()[-1]["key_id"] == "0123456789abcdef"
 
         # Tampered: the page signs a payload other than the one central prepared.
         from agent.protocol.signing import signed_bytes
@@ -199,7 +222,7 @@ def test_an_action_is_submitted_only_by_the_login_that_prepared_it(rig: Rig) -> 
     r = rig.client.post(
         "/api/actions/submit",
         json={"action_id": p["action_id"], "sig": sign_prepared(rig.key, p, rig.kid)},
-        headers=as_role("bob", "operator"),
+        headers=rig.as_("bob", "operator"),
     )
     assert r.status_code == 403
 
@@ -223,14 +246,14 @@ def test_invalid_config_and_command_are_422_naming_the_key(rig: Rig) -> None:
     assert r.status_code == 422 and "body.name: unknown command" in r.json()["detail"]
     r = prepare(rig, "config", {"device": "gw/../x"}, {})
     assert r.status_code == 422
-    assert all(e["result"].startswith("refused") for e in rig.audit.entries)
-    assert len(rig.audit.entries) == 5  # the last one failed the request's own model
+    assert all(e["result"].startswith("refused") for e in rig.entries())
+    assert len(rig.entries()) == 5  # the last one failed the request's own model
 
 
 def test_roles(rig: Rig) -> None:
     body = {"kind": "command", "target": {"device": "gw-1"}, "body": {"name": "get_config"}}
     assert rig.client.post("/api/actions/prepare", json=body).status_code == 401
-    viewer = as_role("vic", "viewer")
+    viewer = rig.as_("vic", "viewer")
     assert rig.client.post("/api/actions/prepare", json=body, headers=viewer).status_code == 403
     sub = {"action_id": "x", "sig": {"alg": "ed25519", "kid": "k", "value": "AA=="}}
     assert rig.client.post("/api/actions/submit", json=sub, headers=viewer).status_code == 403
@@ -240,7 +263,7 @@ def test_roles(rig: Rig) -> None:
     assert r.status_code == 200 and r.json()["key_ids"] == [rig.kid]
     assert (
         rig.client.post(
-            "/api/actions/prepare", json=body, headers=as_role("root", "admin")
+            "/api/actions/prepare", json=body, headers=rig.as_("root", "admin")
         ).status_code
         == 200
     )
@@ -277,22 +300,22 @@ def test_alert_ack_and_snooze(rig: Rig) -> None:
             alerts=[AlertChange("temp", "gw-1", 1000.0, "hot")],
         )
     )
-    aid = rig.client.get("/api/alerts", headers=OPS).json()["items"][0]["id"]
+    aid = rig.client.get("/api/alerts", headers=rig.ops).json()["items"][0]["id"]
     assert aid == "temp/gw-1/1000.000"
-    r = rig.client.post(f"/api/alerts/{aid}/ack", json={"note": "on it"}, headers=OPS)
+    r = rig.client.post(f"/api/alerts/{aid}/ack", json={"note": "on it"}, headers=rig.ops)
     assert r.status_code == 200, r.text
     assert r.json()["acked_by"] == "ana" and r.json()["note"] == "on it"
-    r = rig.client.post(f"/api/alerts/{aid}/snooze", json={"minutes": 30}, headers=OPS)
+    r = rig.client.post(f"/api/alerts/{aid}/snooze", json={"minutes": 30}, headers=rig.ops)
     assert r.status_code == 200
-    item = rig.client.get("/api/alerts", headers=OPS).json()["items"][0]
+    item = rig.client.get("/api/alerts", headers=rig.ops).json()["items"][0]
     assert item["acked_by"] == "ana" and item["snoozed_by"] == "ana"
     assert item["snoozed_until"] == pytest.approx(rig.clock[0] + 1800)
     assert item["note"] == "on it"  # a snooze without a note keeps the last one
-    bad = rig.client.post(f"/api/alerts/{aid}/snooze", json={"minutes": 0}, headers=OPS)
+    bad = rig.client.post(f"/api/alerts/{aid}/snooze", json={"minutes": 0}, headers=rig.ops)
     assert bad.status_code == 422
-    r = rig.client.post("/api/alerts/temp/gw-9/5.000/ack", headers=OPS)
+    r = rig.client.post("/api/alerts/temp/gw-9/5.000/ack", headers=rig.ops)
     assert r.status_code == 404
-    actions = [(e["action"], e["result"]) for e in rig.audit.entries]
+    actions = [(e["action"], e["result"]) for e in rig.entries()]
     assert actions == [
         ("alert.ack", "done"),
         ("alert.snooze", "done"),
@@ -311,7 +334,12 @@ def test_a_broker_that_refuses_the_publish_is_a_503_and_audited(tmp_path: Path) 
     p = prepare(rig, "command", {"device": "gw-1"}, {"name": "get_config"}).json()
     r = _submit(rig, p["action_id"], sign_prepared(rig.key, p, rig.kid))
     assert r.status_code == 503 and "try again" in r.json()["detail"]
-    assert rig.audit.entries[-1]["result"].startswith("refused: the broker did not take it")
+    published, failed = rig.entries()[-2:]
+    # Appended before publishing (so the broker audit can recognise the message), then the
+    # failure as an entry of its own that names it: the log is append-only.
+    assert published["result"] == "published"
+    assert failed["result"].startswith("failed: the broker did not take it")
+    assert failed["detail"]["of"] == rig.audit.head().seq - 1  # type: ignore[union-attr]
 
 
 def test_kick_client_mac_is_not_kept_in_the_audit(rig: Rig) -> None:
@@ -319,5 +347,5 @@ def test_kick_client_mac_is_not_kept_in_the_audit(rig: Rig) -> None:
     r = prepare(rig, "command", {"device": "gw-1"}, {"name": "kick_client", "args": {"mac": mac}})
     assert r.status_code == 200
     assert r.json()["payload"]["args"]["mac"] == mac  # the gateway needs it
-    assert mac not in json.dumps(rig.audit.entries)
+    assert mac not in json.dumps(rig.entries())
     assert mac not in r.json()["summary"]

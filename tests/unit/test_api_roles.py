@@ -26,6 +26,8 @@ from starlette.routing import Mount
 
 from central.api.app import create_app
 from central.api.auth import Require, public
+from central.api.routes.actions import console_router
+from central.config import CentralConfig
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES
 from tests.central_auth import auth_headers
@@ -49,6 +51,12 @@ PINNED: dict[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "viewer",
     ("GET", "/docs"): "viewer",
     ("GET", "/"): "viewer",
+    # The console's actions (central/api/routes/actions.py).
+    ("GET", "/api/actions/signing"): "viewer",
+    ("POST", "/api/actions/prepare"): "operator",
+    ("POST", "/api/actions/submit"): "operator",
+    ("POST", "/api/alerts/{alert:path}/ack"): "operator",
+    ("POST", "/api/alerts/{alert:path}/snooze"): "operator",
 }
 #: Anyone: the city app's numbers, liveness, and what it takes to log in.
 PUBLIC = {
@@ -101,7 +109,10 @@ def concrete(path: str) -> str:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("roles")
     store = SqliteStore(tmp / "roles.db")
-    app = create_app(store)  # the real web directory: /, /login and /static exist
+    # The real web directory (/, /login and /static exist) and the console's actions, as
+    # titik-central run serves them (no broker: a submit would answer 503).
+    config = CentralConfig.model_validate({"mqtt": {"host": "localhost"}})
+    app = create_app(store, routers=[console_router(config, store, None)])
     headers = {role: auth_headers(store, role) for role in ROLES}
     with TestClient(app) as client:
         yield {"app": app, "client": client, "headers": headers}

@@ -222,7 +222,16 @@ def test_acl_patterns_groups_and_roles(kit: KitDir) -> None:
     ]
     central = rules[rules.index("user central") + 1 :]
     assert central[0] == "topic deny titik/gw/central/#"
-    assert all(ln.startswith("topic read ") for ln in central[1:])
+    reads = [ln for ln in central[1:] if ln.startswith("topic read ")]
+    writes = [ln for ln in central[1:] if not ln.startswith("topic read ")]
+    assert len(reads) + len(writes) == len(central) - 1
+    # Issue 18: what the web console publishes (signed in the operator's page), nothing else.
+    assert writes == [
+        "topic write titik/gw/+/config/desired",
+        "topic write titik/group/+/config/desired",
+        "topic write titik/gw/+/cmd",
+        "topic write titik/group/+/cmd",
+    ]
 
 
 def test_central_reads_exactly_what_ingest_and_the_audit_subscribe_to(kit: KitDir) -> None:
@@ -233,7 +242,15 @@ def test_central_reads_exactly_what_ingest_and_the_audit_subscribe_to(kit: KitDi
     rules = [ln for ln in kit.acl.read_text().splitlines() if ln and not ln.startswith("#")]
     block = rules[rules.index("user central") + 1 :]
     wanted = list(dict.fromkeys([*subscriptions("titik", ""), *audit_subscriptions("titik", "")]))
-    assert block == ["topic deny titik/gw/central/#", *(f"topic read {t}" for t in wanted)]
+    assert block == [
+        "topic deny titik/gw/central/#",
+        *(f"topic read {t}" for t in wanted),
+        # The web console's signed actions (central/actions/publish.py).
+        "topic write titik/gw/+/config/desired",
+        "topic write titik/group/+/config/desired",
+        "topic write titik/gw/+/cmd",
+        "topic write titik/group/+/cmd",
+    ]
 
 
 def test_operator_ctl_topics_are_its_own(kit: KitDir) -> None:

@@ -19,9 +19,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.protocol.topics import TOPIC_SAFE
-from central.actions.core import ActionError, Console, Prepared, Target, b64
+from central.actions.core import ActionError, Console, Prepared, Publisher, Target, b64
 from central.api.queries import AlertMarks, alert_id
+from central.config import CentralConfig
+from central.store.audit import message_ref
 from central.store.base import AlertMark, Store
+from central.store.sqlite import SqliteStore
 
 NAME_RE = f"^{TOPIC_SAFE.pattern}$"
 #: Longest snooze: a week; longer is a silence, which issue 19's alert windows will give.
@@ -49,6 +52,7 @@ class Audit(Protocol):
         result: str,
         detail: Mapping[str, Any] | None = None,
         via: str,
+        ref: str | None = None,
     ) -> Any: ...
 
 
@@ -163,8 +167,8 @@ def build_router(
 
     def audit(
         request: Request, who: Principal, action: str, target: str, result: str, **kw: Any
-    ) -> None:
-        _audit(audit_of, request, who, action, target, result, **kw)
+    ) -> Any:
+        return _audit(audit_of, request, who, action, target, result, **kw)
 
     @r.get("/api/actions/signing")
     def get_signing(who: Principal = as_viewer) -> SigningOut:
@@ -204,19 +208,28 @@ def build_router(
             raise HTTPException(exc.status, str(exc)) from None
         try:
             signed = console.verify(p, body.sig.model_dump())
-            console.publish(p, signed)
+            console.check_current(p)
         except ActionError as exc:
+            refused = {"action_id": p.action_id, "topic": p.topic}
             audit(
-                request,
-                who,
-                p.action,
-                p.target.name,
-                f"refused: {exc}",
-                key_id=kid,
-                detail=_detail(p),
+                request, who, p.action, p.target.name, f"refused: {exc}", key_id=kid, detail=refused
             )
             raise HTTPException(exc.status, str(exc)) from None
-        audit(request, who, p.action, p.target.name, "published", key_id=kid, detail=_detail(p))
+        payload = console.encode(signed)
+        # Appended before publishing, with the message's ref: the broker audit then knows the
+        # message when it crosses the broker and does not record it again under the key id.
+        entry = audit(
+            request, who, p.action, p.target.name, "published", key_id=kid,
+            detail=_detail(p, payload), ref=message_ref(p.topic, payload),
+        )  # fmt: skip
+        try:
+            console.publish(p, payload)
+        except ActionError as exc:
+            failed = {"of": getattr(entry, "seq", None), "action_id": p.action_id}
+            audit(
+                request, who, p.action, p.target.name, f"failed: {exc}", key_id=kid, detail=failed
+            )
+            raise HTTPException(exc.status, str(exc)) from None
         return SubmitOut(status="published", topic=p.topic)
 
     def _mark(
@@ -295,11 +308,40 @@ def _audit(
     *,
     key_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
-) -> None:
-    audit_of(request).append(
-        who.name, action, target, key_id=key_id, result=result, detail=detail, via="web"
+    ref: str | None = None,
+) -> Any:
+    extra = {"ref": ref} if ref is not None else {}
+    return audit_of(request).append(
+        who.name, action, target, key_id=key_id, result=result, detail=detail, via="web", **extra
     )
 
 
-def _detail(p: Prepared) -> dict[str, Any]:
-    return {"action_id": p.action_id, "topic": p.topic, **p.detail}
+def _detail(p: Prepared, payload: bytes | None = None) -> dict[str, Any]:
+    out = {"action_id": p.action_id, "topic": p.topic, **p.detail}
+    if payload is not None:
+        out["digest"] = message_ref(p.topic, payload).removeprefix("msg:")
+    return out
+
+
+def audit_of_app(request: Request) -> Audit:
+    """The app's audit log (``app.state.audit``, set by create_app)."""
+    log: Audit = request.app.state.audit
+    return log
+
+
+def console_router(
+    config: CentralConfig, store: SqliteStore, publisher: Publisher | None
+) -> APIRouter:
+    """The router as ``titik-central run`` serves it: central.api.auth's roles, the app's
+    audit log, ``[console]`` and ``[mqtt] topic_prefix`` of central.toml."""
+    from central.api.auth import require
+
+    console = Console(
+        prefix=config.mqtt.topic_prefix,
+        signing_keys=config.console.signing_keys,
+        publisher=publisher,
+        docs=store,
+        members=lambda g: store.devices(group=g, limit=0).total,
+        ttl_s=config.console.action_ttl_s,
+    )
+    return build_router(console=console, store=store, require=require, audit_of=audit_of_app)
