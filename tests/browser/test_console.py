@@ -165,7 +165,7 @@ def test_login_role_and_logout(site: Site, tab: Tab) -> None:
     expect(page).to_have_url(f"{site.url}/login?next=/map")
     page.get_by_test_id("login-token").fill("titik_not-a-token")
     page.get_by_test_id("login-submit").click()
-    expect(page.get_by_test_id("login-error")).to_contain_text("refused")
+    expect(page.get_by_test_id("login-error")).to_contain_text("not valid")
     tab.errors.clear()  # the refused login's 401 is logged by chromium; it was expected
 
     page.get_by_test_id("login-token").fill(site.tokens["viewer"])
@@ -300,14 +300,27 @@ def test_viewer_cannot_act(site: Site, tab: Tab) -> None:
     tab.assert_clean()
 
 
+def page_result(page: Any) -> str:
+    text: str = page.get_by_test_id("action-result").inner_text()
+    return text
+
+
+def load_key(page: Any, site: Site, key_file: Path) -> None:
+    """Load the key file once the page is wired (its listeners attach after /api/me)."""
+    expect(page.locator("body")).to_have_attribute("data-ready", "1")
+    page.get_by_test_id("key-file").set_input_files(str(key_file))
+    state = page.get_by_test_id("key-state")
+    try:
+        expect(state).not_to_have_text("no key loaded", timeout=15_000)
+    except AssertionError:
+        pytest.fail(f"no key loaded; the page says {page_result(page)!r}")
+
+
 def sign_in_page(
     page: Any, site: Site, kind: str, target_kind: str, target: str, body: Any
 ) -> None:
-    page.get_by_test_id("key-file").set_input_files(str(site.key_file))
-    (
-        expect(page.get_by_test_id("key-state")).to_contain_text(f"key {site.kid} loaded"),
-        page.get_by_test_id("action-result").inner_text(),
-    )
+    load_key(page, site, site.key_file)
+    expect(page.get_by_test_id("key-state")).to_contain_text(f"key {site.kid} loaded")
     page.get_by_test_id("action-kind").select_option(kind)
     page.get_by_test_id("target-kind").select_option(target_kind)
     page.get_by_test_id("target-name").fill(target)
@@ -375,8 +388,7 @@ def test_a_key_central_does_not_trust_is_refused(site: Site, tab: Tab, tmp_path:
             serialization.NoEncryption(),
         )
     )
-    expect(page.locator("body")).to_have_attribute("data-ready", "1")
-    page.get_by_test_id("key-file").set_input_files(str(other))
+    load_key(page, site, other)
     expect(page.get_by_test_id("key-state")).to_contain_text("central does not trust it")
     page.get_by_test_id("target-name").fill("gw-sim-00002")
     page.get_by_test_id("action-prepare").click()
@@ -407,8 +419,7 @@ def test_key_file_is_not_sent(site: Site, tab: Tab) -> None:
     bodies: list[str] = []
     page.on("request", lambda r: bodies.append(r.post_data or ""))
     login(tab, site.tokens["operator"], "/actions")
-    expect(page.locator("body")).to_have_attribute("data-ready", "1")
-    page.get_by_test_id("key-file").set_input_files(str(site.key_file))
+    load_key(page, site, site.key_file)
     expect(page.get_by_test_id("key-state")).to_contain_text("loaded")
     page.get_by_test_id("target-name").fill("gw-sim-00003")
     page.get_by_test_id("action-prepare").click()

@@ -177,6 +177,12 @@ def test_overview_tiles_regions_map(dash: Dash, api: FakeApi, tmp_path: Path) ->
     clusters = page.get_by_test_id("map-cluster")
     dots = page.get_by_test_id("map-dot")
     expect(clusters.or_(dots).first).to_be_visible()
+    page.wait_for_function(
+        """n => [...document.querySelectorAll('[data-testid=map-cluster]')]
+                 .reduce((k, c) => k + Number(c.dataset.count), 0)
+               + document.querySelectorAll('[data-testid=map-dot]').length === n""",
+        arg=len(located),
+    )
     counted = sum(int(c.get_attribute("data-count") or 0) for c in clusters.all())
     assert counted + dots.count() == len(located)
     off = sum(int(c.get_attribute("data-offline") or 0) for c in clusters.all())

@@ -23,7 +23,7 @@ form.addEventListener("submit", async (ev) => {
     location.assign(nextPath());
   } catch (e) {
     err.textContent = e.status === 401 || e.status === 403
-      ? "That token was refused: check it, or ask an administrator for a new one."
+      ? "That token is not valid (unknown, revoked or expired): check it, or ask an administrator for a new one."
       : `Cannot sign in: ${e.message}`;
     err.hidden = false;
     form.token.select();

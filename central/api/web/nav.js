@@ -20,6 +20,8 @@ export async function mountNav() {
     if (e.status === 401) { toLogin(); return new Promise(() => {}); }
     throw e;
   }
+  // /api/me gives the session's CSRF value too: a tab opened after login can act.
+  if (me.csrf) session.set(me.csrf);
   const here = location.pathname;
   const links = LINKS.filter(([, , role]) => !role || atLeast(me.role, role)).map(([href, label]) =>
     el("a", { href, class: href === here ? "active" : null, "aria-current": href === here ? "page" : null }, label));
