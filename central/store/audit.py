@@ -48,6 +48,8 @@ CREATE INDEX IF NOT EXISTS audit_ref ON audit (ref);
 CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor);
 CREATE INDEX IF NOT EXISTS audit_target ON audit (target);
 CREATE INDEX IF NOT EXISTS audit_of ON audit (json_extract(detail, '$.of'));
+-- A command's answers find it by its id (a group command: one lookup per gateway).
+CREATE INDEX IF NOT EXISTS audit_cmd_id ON audit (json_extract(detail, '$.id'));
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
