@@ -32,7 +32,9 @@ MAX_SNOOZE_MIN = 7 * 24 * 60
 MAX_NOTE = 500
 
 
-class Principal(Protocol):
+class Caller(Protocol):
+    """Who calls: what central.api.auth.require returns (its Principal)."""
+
     @property
     def name(self) -> str: ...
     @property
@@ -166,17 +168,17 @@ def build_router(
     as_viewer = Depends(require("viewer"))
 
     def audit(
-        request: Request, who: Principal, action: str, target: str, result: str, **kw: Any
+        request: Request, who: Caller, action: str, target: str, result: str, **kw: Any
     ) -> Any:
         return _audit(audit_of, request, who, action, target, result, **kw)
 
     @r.get("/api/actions/signing")
-    def get_signing(who: Principal = as_viewer) -> SigningOut:
+    def get_signing(who: Caller = as_viewer) -> SigningOut:
         """The key ids central accepts signatures from, so the page can say which key it needs."""
         return SigningOut(key_ids=console.kids, action_ttl_s=console.ttl_s)
 
     @r.post("/api/actions/prepare", responses={422: {}, 409: {}})
-    def prepare(body: PrepareIn, request: Request, who: Principal = as_operator) -> PrepareOut:
+    def prepare(body: PrepareIn, request: Request, who: Caller = as_operator) -> PrepareOut:
         """Validate a config (against the agent's schema) or a command and return the exact
         payload and bytes to sign; nothing is published."""
         target = Target(device=body.target.device, group=body.target.group)
@@ -197,7 +199,7 @@ def build_router(
         )
 
     @r.post("/api/actions/submit", responses={403: {}, 404: {}, 409: {}, 410: {}, 503: {}})
-    def submit(body: SubmitIn, request: Request, who: Principal = as_operator) -> SubmitOut:
+    def submit(body: SubmitIn, request: Request, who: Caller = as_operator) -> SubmitOut:
         """Publish a prepared action once its Ed25519 signature verifies against one of
         [console] signing_keys."""
         kid = body.sig.kid
@@ -232,9 +234,7 @@ def build_router(
             raise HTTPException(exc.status, str(exc)) from None
         return SubmitOut(status="published", topic=p.topic)
 
-    def _mark(
-        alert: str, request: Request, who: Principal, action: str, mark: AlertMark
-    ) -> MarkOut:
+    def _mark(alert: str, request: Request, who: Caller, action: str, mark: AlertMark) -> MarkOut:
         return mark_alert(
             store,
             mark,
@@ -243,7 +243,7 @@ def build_router(
 
     @r.post("/api/alerts/{alert:path}/ack", responses={404: {}})
     def ack(
-        alert: AlertId, request: Request, body: AckIn | None = None, who: Principal = as_operator
+        alert: AlertId, request: Request, body: AckIn | None = None, who: Caller = as_operator
     ) -> MarkOut:
         """Acknowledge an open alert (who and when are kept; GET /api/alerts shows them)."""
         note = body.note if body else None
@@ -257,7 +257,7 @@ def build_router(
 
     @r.post("/api/alerts/{alert:path}/snooze", responses={404: {}})
     def snooze(
-        alert: AlertId, body: SnoozeIn, request: Request, who: Principal = as_operator
+        alert: AlertId, body: SnoozeIn, request: Request, who: Caller = as_operator
     ) -> MarkOut:
         """Snooze an open alert for ``minutes`` (at most a week)."""
         until = clock() + body.minutes * 60
@@ -301,7 +301,7 @@ def mark_alert(
 def _audit(
     audit_of: Callable[[Request], Audit],
     request: Request,
-    who: Principal,
+    who: Caller,
     action: str,
     target: str,
     result: str,
