@@ -140,6 +140,7 @@ def http_server(
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
         routers=[console_router(config, store, publisher)],
+        map_config=config.map,
     )
     tls = config.http.tls
     return uvicorn.Server(

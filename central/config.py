@@ -147,6 +147,23 @@ class MetricsConfig(Section):
     )
 
 
+class MapConfig(Section):
+    """The console's map (central/api/web/map.js). Without ``tile_url`` it draws no tiles:
+    the access points on a plain background with a scale, so it works on a closed network."""
+
+    tile_url: str = Field(
+        default="",
+        max_length=500,
+        pattern=r"^(|https?://[^\s\"'<>]+|/[^\s\"'<>]*)$",
+        description="Leaflet tile URL template, e.g. https://tiles.example.net/{z}/{x}/{y}.png "
+        "or a path on this server; '' = no tiles",
+    )
+    attribution: str = Field(
+        default="", max_length=500, description="Shown in the map's corner (the tiles' licence)"
+    )
+    max_zoom: int = Field(default=19, ge=1, le=22, description="The tiles' deepest zoom level")
+
+
 class CentralConfig(Section):
     mqtt: CentralMqttConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -156,6 +173,7 @@ class CentralConfig(Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    map: MapConfig = Field(default_factory=MapConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

@@ -27,8 +27,9 @@ from agent import __version__
 from central.api.auth import Auth, AuthCollector
 from central.api.metrics import FleetCollector, MetricsQueries, device_exposition
 from central.api.queries import Api
-from central.api.routes import audit, docs, fleet, ops, public, session, web
+from central.api.routes import audit, console, docs, fleet, ops, public, session, web
 from central.api.routes.web import WEB_DIR
+from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.audit import AuditLog
 from central.store.base import Store
@@ -50,6 +51,7 @@ def create_app(
     metrics_public: bool = False,
     device_series: bool = False,
     routers: Sequence[APIRouter] = (),
+    map_config: MapConfig | None = None,
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
@@ -100,5 +102,7 @@ def create_app(
     for extra in routers:
         app.include_router(extra)
     app.include_router(web.router(web_dir))
+    app.include_router(console.router(store, map_config or MapConfig(), clock))
+    app.include_router(console.pages_router(web_dir))
     web.mount_static(app, web_dir)
     return app

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from agent.protocol import ConfigReported
+from central.store.net import NetPoint
 
 DeviceStatus = Literal["online", "offline"]
 SortKey = Literal["device", "-device", "clients", "-clients", "last_seen", "-last_seen", "region"]
@@ -282,6 +283,10 @@ class Store(Protocol):
     def device(self, device: str) -> DeviceState | None: ...
 
     def history(self, device: str, since: float, until: float) -> list[HistoryPoint]: ...
+
+    def net_history(self, device: str, since: float, until: float) -> list[NetPoint]:
+        """WAN traffic and state (central/store/net.py), raw or 5-minute rollups."""
+        ...
 
     def alerts(self, *, open_only: bool = True) -> list[Alert]: ...
 

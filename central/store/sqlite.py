@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol import ConfigReported
+from central.store import net
 from central.store.base import (
     Alert,
     ComplianceRow,
@@ -231,6 +232,7 @@ class SqliteStore(ConsoleQueries):
         self._w = self._connect()
         rename_legacy_columns(self._w)
         self._w.executescript(SCHEMA)
+        self._w.executescript(net.SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are explicit (BEGIN ... COMMIT) in write().
@@ -373,6 +375,7 @@ class SqliteStore(ConsoleQueries):
             top = w.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
             if top > mark:
                 w.execute(_ROLLUP_NEW, (mark, top))
+                w.execute(net.ROLLUP, (mark, top))
                 w.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_up', ?)", (top,))
             w.execute("COMMIT")
         except BaseException:
@@ -394,6 +397,7 @@ class SqliteStore(ConsoleQueries):
             "(SELECT rowid FROM rollups_5m WHERE bucket < ? LIMIT ?)",
             (roll_cut, chunk),
         ).rowcount
+        n += self._w.execute(net.PRUNE, (roll_cut, chunk)).rowcount
         # The quarantine: the newest quarantine_rows rows, none older than raw_days (ids grow
         # with time: AUTOINCREMENT).
         n += self._w.execute(
@@ -510,6 +514,11 @@ class SqliteStore(ConsoleQueries):
             )
             for r in rows
         ]
+
+    def net_history(self, device: str, since: float, until: float) -> list[net.NetPoint]:
+        """WAN traffic and state: from raw samples within ``raw_days``, else rollups."""
+        raw = since >= self.clock() - self.raw_days * DAY_S
+        return net.history(self._r(), device, since, until, raw=raw)
 
     def alerts(self, *, open_only: bool = True) -> list[Alert]:
         sql = "SELECT kind, device, since, detail, closed FROM alerts"

@@ -121,9 +121,16 @@ class FakeApi:
         with self.lock:
             return [q for p, q in self.requests if p == path]
 
-    def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, Any]:  # noqa: PLR0911
         with self.lock:
             self.requests.append((path, query))
+            if path == "/api/me":
+                return 200, {"name": "test", "role": "viewer"}
+            if path == "/api/console/settings":
+                return 200, {
+                    "map": {"tile_url": "", "attribution": "", "max_zoom": 19},
+                    "retention": {"raw_days": 7, "rollup_days": 90},
+                }
             if path == "/api/summary":
                 return 200, copy.deepcopy(self.summary)
             if path == "/api/alerts":

@@ -58,15 +58,17 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/alerts/{alert:path}/ack"): "operator",
     ("POST", "/api/alerts/{alert:path}/snooze"): "operator",
 }
-#: Anyone: the city app's numbers, liveness, and what it takes to log in.
+#: Anyone: the city app's numbers (and the citizens' page showing them), liveness, and what it
+#: takes to log in.
 PUBLIC = {
     ("GET", "/api/public/summary"),
+    ("GET", "/city"),
     ("GET", "/healthz"),
     ("GET", "/login"),
     ("POST", "/api/login"),
 }
 #: Browser pages: without a credential they answer 303 to the login page.
-PAGES = {"/", "/docs"}
+PAGES = {"/", "/docs", "/map", "/history", "/alerts", "/actions", "/audit"}
 PUBLIC_MOUNTS = {"/static"}
 
 

@@ -90,12 +90,14 @@ def test_retention_deletes_in_chunks(tmp_path: Path) -> None:
     new = [s("d", 100 + i, NOW + i) for i in range(5)]
     st.write(WriteBatch(samples=old + new))
     st.roll_up()
-    assert count(st, "rollups_5m") == 2
+    assert count(st, "rollups_5m") == 2 and count(st, "rollups_net_5m") == 2
     deleted = []
     while n := st.prune(NOW, chunk=10):
         deleted.append(n)
-    assert deleted == [11, 10, 5]  # 10 raw + 1 rollup, then 10 raw, then 5 raw
+    # 10 raw + 1 rollup + 1 WAN rollup (central/store/net.py), then 10 raw, then 5 raw
+    assert deleted == [12, 10, 5]
     assert count(st, "samples") == 5 and count(st, "rollups_5m") == 1
+    assert count(st, "rollups_net_5m") == 1
     st.close()
 
 

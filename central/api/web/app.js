@@ -2,7 +2,8 @@
 // Plain ES modules, no build step, no network beyond the page's own origin.
 import { api } from "./api.js";
 import { lineChart } from "./charts.js";
-import { drawMap } from "./map.js";
+import { FleetMap } from "./map.js";
+import { mountNav } from "./nav.js";
 import { DASH, ago, dateTime, el, fixed1, hms, int, num1, text, yesNo } from "./format.js";
 
 const params = new URLSearchParams(location.search);
@@ -28,7 +29,7 @@ const COLUMNS = [
 const state = {
   q: "", region: "", group: "", status: "",
   sort: "id", offset: 0, total: 0,
-  paused: false, timer: null, lastMap: 0, detailId: null,
+  paused: false, timer: null, lastMap: 0, detailId: null, map: null,
   devicesSeq: 0, devicesAbort: null,
 };
 
@@ -164,10 +165,14 @@ async function loadDevices() {
 
 // ---- map -----------------------------------------------------------------------------------
 async function loadMap() {
+  if (!state.map) {
+    const settings = await api.settings();
+    state.map = state.map || new FleetMap($("map"), settings.map, openDetail);
+  }
   const data = await api.devices({ limit: 10000, offset: 0 });
   state.lastMap = Date.now();
   const items = data.items || [];
-  const n = drawMap($("map"), items, openDetail);
+  const n = state.map.setDevices(items);
   const missing = items.length - n;
   $("map-count").textContent = `· ${int(n)} located${missing ? `, ${int(missing)} without coordinates` : ""}`;
   $("map-count").dataset.dots = String(n);
@@ -215,6 +220,7 @@ async function openDetail(id) {
   const panel = $("detail");
   panel.hidden = false;
   $("detail-h").textContent = id;
+  $("detail-history").href = `/history?device=${encodeURIComponent(id)}`;
   $("detail-fields").replaceChildren(el("dd", { class: "muted" }, "loading…"));
   $("detail-charts").replaceChildren();
   for (const tr of document.querySelectorAll('[data-testid="device-row"]')) {
@@ -341,4 +347,4 @@ function onError(e) {
 
 wire();
 renderHead();
-tick();
+mountNav().then(tick, onError);

@@ -1,36 +1,34 @@
-// The login page: POST /api/login {token}; the session cookie is HttpOnly, the CSRF value is
-// kept in sessionStorage for the pages that change state (header X-Titik-CSRF).
-const form = document.getElementById("login");
-const error = document.getElementById("login-error");
+// The sign-in page: a token -> POST /api/login -> the session cookie (HttpOnly, set by
+// central) and the CSRF value (kept in this tab's sessionStorage) -> back where we came from.
+import { api, session } from "./api.js";
 
-function nextPage() {
+const form = document.getElementById("login");
+const err = document.getElementById("login-error");
+
+// Only a path on this server (not "//host", not a URL): no open redirect.
+function nextPath() {
   const next = new URLSearchParams(location.search).get("next") || "/";
-  // Only a path on this site (never //host or a URL).
-  return next.startsWith("/") && !next.startsWith("//") && !next.includes("\\") ? next : "/";
+  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : "/";
 }
 
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  error.hidden = true;
-  const token = document.getElementById("token").value.trim();
-  let resp;
+form.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  err.hidden = true;
+  const token = form.token.value.trim();
+  const button = form.querySelector("button");
+  button.disabled = true;
   try {
-    resp = await fetch("/api/login", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ token }),
-    });
-  } catch {
-    error.textContent = "Cannot reach central.";
-    error.hidden = false;
-    return;
+    const me = await api.login(token);
+    session.set(me.csrf);
+    location.assign(nextPath());
+  } catch (e) {
+    err.textContent = e.status === 401 || e.status === 403
+      ? "That token is not valid (unknown, revoked or expired): check it, or ask an administrator for a new one."
+      : `Cannot sign in: ${e.message}`;
+    err.hidden = false;
+    form.token.select();
+  } finally {
+    button.disabled = false;
   }
-  if (!resp.ok) {
-    error.textContent = resp.status === 401 ? "That token is not valid (unknown, revoked or expired)." : `Login failed: HTTP ${resp.status}`;
-    error.hidden = false;
-    return;
-  }
-  const me = await resp.json();
-  sessionStorage.setItem("titik.csrf", me.csrf);
-  location.assign(nextPage());
 });
+form.token.focus();

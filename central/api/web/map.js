@@ -1,107 +1,115 @@
-// The access-point map: an inline SVG with one dot per device that has coordinates.
-// No tiles: lat/lon are projected (equirectangular, scaled by cos(lat)) into the
-// bounding box of the data, so it works offline.
+// The access-point map: Leaflet with leaflet.markercluster (vendored, global L), one marker
+// per device with coordinates. Clusters show their count and are coloured by the share of
+// offline access points in them; single access points are green (online) or red (offline).
+// Tiles only when the config names a tile URL ([map] tile_url); without one the map draws a
+// plain background with a light grid and a scale, and asks no other host for anything.
 import { isNum } from "./format.js";
 
-const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 600;
-const HEIGHT = 420;
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-export function drawMap(svgEl, items, onPick) {
-  const pts = items.filter((d) => isNum(d.lat) && isNum(d.lon));
-  svgEl.replaceChildren();
-  if (!pts.length) {
-    svgEl.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
-    const t = document.createElementNS(SVG, "text");
-    Object.entries({ x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", class: "axis" })
-      .forEach(([k, v]) => t.setAttribute(k, String(v)));
-    t.textContent = "no coordinates";
-    svgEl.append(t);
-    return 0;
-  }
-  let [latMin, latMax, lonMin, lonMax] = [Infinity, -Infinity, Infinity, -Infinity];
-  for (const d of pts) {
-    latMin = Math.min(latMin, d.lat); latMax = Math.max(latMax, d.lat);
-    lonMin = Math.min(lonMin, d.lon); lonMax = Math.max(lonMax, d.lon);
-  }
-  // At least ~1 km of span, so one device or a tight cluster still draws sensibly.
-  const minSpan = 0.01;
-  if (latMax - latMin < minSpan) { const c = (latMax + latMin) / 2; latMin = c - minSpan / 2; latMax = c + minSpan / 2; }
-  if (lonMax - lonMin < minSpan) { const c = (lonMax + lonMin) / 2; lonMin = c - minSpan / 2; lonMax = c + minSpan / 2; }
-  const k = Math.cos(((latMin + latMax) / 2) * Math.PI / 180);
-  const spanX = (lonMax - lonMin) * k;
-  const spanY = latMax - latMin;
-  const height = HEIGHT;
-  const pad = 18;
-  const scale = Math.min((WIDTH - 2 * pad) / spanX, (height - 2 * pad) / spanY);
-  const offX = (WIDTH - spanX * scale) / 2;
-  const offY = (height - spanY * scale) / 2;
-  const px = (lon) => offX + (lon - lonMin) * k * scale;
-  const py = (lat) => offY + (latMax - lat) * scale;
-  svgEl.setAttribute("viewBox", `0 0 ${WIDTH} ${height}`);
+function clusterIcon(cluster) {
+  const children = cluster.getAllChildMarkers();
+  const n = children.length;
+  const off = children.reduce((k, m) => k + (m.options.online ? 0 : 1), 0);
+  const share = off / n;
+  const level = off === 0 ? "ok" : share < 0.1 ? "some" : "bad";
+  const size = n < 100 ? 36 : n < 1000 ? 44 : 52;
+  const label = n >= 10000 ? `${Math.round(n / 1000)}k` : String(n);
+  return L.divIcon({
+    html: `<div data-testid="map-cluster" data-count="${n}" data-offline="${off}"
+             title="${n} access points, ${off} offline"><span>${label}</span>${
+               off ? `<b class="cl-off">${off} off</b>` : ""}</div>`,
+    className: `ap-cluster cl-${level}`,
+    iconSize: L.point(size, size),
+  });
+}
 
-  const add = (tag, attrs, textContent = null) => {
-    const n = document.createElementNS(SVG, tag);
-    for (const [a, v] of Object.entries(attrs)) n.setAttribute(a, String(v));
-    if (textContent !== null) n.textContent = textContent;
-    svgEl.append(n);
-    return n;
-  };
-  add("rect", { x: 0, y: 0, width: WIDTH, height, class: "map-bg" });
-  // A graticule instead of tiles: lines every 0.05° (~5.5 km), labelled at the edges.
-  const step = 0.05;
-  const lonLo = (WIDTH * 0 - offX) / (k * scale) + lonMin;
-  const lonHi = (WIDTH - offX) / (k * scale) + lonMin;
-  const latHi = latMax + offY / scale;
-  const latLo = latMax - (height - offY) / scale;
-  for (let g = Math.ceil(lonLo / step) * step; g <= lonHi; g += step) {
-    const x = px(g).toFixed(1);
-    add("line", { x1: x, x2: x, y1: 0, y2: height, class: "graticule" });
-    add("text", { x: Number(x) + 2, y: height - 4, class: "grat-label" }, `${g.toFixed(2)}°E`);
-  }
-  for (let g = Math.ceil(latLo / step) * step; g <= latHi; g += step) {
-    const y = py(g).toFixed(1);
-    add("line", { x1: 0, x2: WIDTH, y1: y, y2: y, class: "graticule" });
-    add("text", { x: 3, y: Number(y) - 3, class: "grat-label" }, `${Math.abs(g).toFixed(2)}°${g < 0 ? "S" : "N"}`);
-  }
+function dotIcon(d) {
+  return L.divIcon({
+    html: `<span data-testid="map-dot" data-id="${esc(d.id)}" data-online="${Boolean(d.online)}"></span>`,
+    className: `ap-dot ${d.online ? "on" : "off"}`,
+    iconSize: L.point(14, 14),
+  });
+}
 
-  const r = pts.length > 3000 ? 1.6 : pts.length > 500 ? 2.5 : 4.5;
-  const frag = document.createDocumentFragment();
-  // Online first, so offline dots (the ones that need attention) are drawn on top.
-  const ordered = [...pts].sort((a, b) => Number(b.online === true) - Number(a.online === true));
-  for (const d of ordered) {
-    const c = document.createElementNS(SVG, "circle");
-    c.setAttribute("cx", px(d.lon).toFixed(1));
-    c.setAttribute("cy", py(d.lat).toFixed(1));
-    c.setAttribute("r", String(r));
-    c.setAttribute("class", d.online ? "dot-on" : "dot-off");
-    c.setAttribute("data-testid", "map-dot");
-    c.dataset.id = d.id;
-    c.dataset.online = String(Boolean(d.online));
-    frag.append(c);
+// A light graticule over the view (redrawn on every move), for bearings when there are no
+// tiles: about 6 lines across, at a round step (0.001° is ~110 m).
+const STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20];
+function drawGrid(map, layer) {
+  const b = map.getBounds();
+  const step = STEPS.find((s) => (b.getEast() - b.getWest()) / s <= 8) || 30;
+  const lines = [];
+  const opts = { className: "grid-minor", interactive: false };
+  for (let x = Math.floor(b.getWest() / step) * step; x <= b.getEast(); x += step) {
+    lines.push(L.polyline([[b.getSouth(), x], [b.getNorth(), x]], opts));
   }
-  svgEl.append(frag);
+  for (let y = Math.floor(b.getSouth() / step) * step; y <= b.getNorth(); y += step) {
+    lines.push(L.polyline([[y, b.getWest()], [y, b.getEast()]], opts));
+  }
+  layer.clearLayers();
+  lines.forEach((l) => layer.addLayer(l));
+}
 
-  if (!svgEl.dataset.wired) {
-    svgEl.dataset.wired = "1";
-    const tip = document.getElementById("map-tip");
-    const wrap = svgEl.parentElement;
-    const show = (ev) => {
-      const c = ev.target.closest?.("circle[data-id]");
-      if (!c) { tip.hidden = true; return; }
-      const box = wrap.getBoundingClientRect();
-      tip.textContent = `${c.dataset.id} · ${c.dataset.online === "true" ? "online" : "offline"}`;
-      tip.style.left = `${ev.clientX - box.left + 10}px`;
-      tip.style.top = `${ev.clientY - box.top + 10}px`;
-      tip.hidden = false;
-    };
-    svgEl.addEventListener("mousemove", show);
-    svgEl.addEventListener("mouseleave", () => { tip.hidden = true; });
-    svgEl.addEventListener("click", (ev) => {
-      const c = ev.target.closest?.("circle[data-id]");
-      if (c) { show(ev); svgEl.__onPick?.(c.dataset.id); }
+export class FleetMap {
+  // settings: /api/console/settings' "map" ({tile_url, attribution, max_zoom}).
+  constructor(elem, settings, onPick) {
+    this.elem = elem;
+    this.onPick = onPick;
+    const maxZoom = settings?.max_zoom || 19;
+    this.map = L.map(elem, { zoomControl: true, minZoom: 3, maxZoom, worldCopyJump: false });
+    this.map.attributionControl.setPrefix("Leaflet");
+    if (settings?.tile_url) {
+      L.tileLayer(settings.tile_url, { attribution: esc(settings.attribution || ""), maxZoom }).addTo(this.map);
+      elem.dataset.tiles = "yes";
+    } else {
+      elem.classList.add("no-tiles");
+      elem.dataset.tiles = "no";
+      this.map.attributionControl.addAttribution("no map tiles configured");
+      this.grid = L.layerGroup().addTo(this.map);
+      this.map.on("moveend zoomend resize", () => drawGrid(this.map, this.grid));
+    }
+    L.control.scale({ imperial: false }).addTo(this.map);
+    this.cluster = L.markerClusterGroup({
+      chunkedLoading: true, showCoverageOnHover: false, spiderfyOnMaxZoom: true,
+      maxClusterRadius: 80, iconCreateFunction: clusterIcon,
     });
+    this.map.addLayer(this.cluster);
+    this.fitted = false;
+    this.map.setView([0, 0], 3);
   }
-  svgEl.__onPick = onPick;
-  return pts.length;
+
+  // Replace the markers with these devices; the first call fits the view to them.
+  setDevices(items) {
+    const pts = items.filter((d) => isNum(d.lat) && isNum(d.lon) && Math.abs(d.lat) <= 90 && Math.abs(d.lon) <= 180);
+    this.byId = new Map();
+    const markers = pts.map((d) => {
+      const m = L.marker([d.lat, d.lon], { icon: dotIcon(d), online: Boolean(d.online), title: d.id, keyboard: true, riseOnHover: true });
+      const clients = isNum(d.clients) ? `${d.clients} clients` : "";
+      m.bindTooltip(`<b>${esc(d.id)}</b>${d.site ? ` · ${esc(d.site)}` : ""}<br>${d.online ? "online" : "offline"}${clients && d.online ? ` · ${clients}` : ""}`,
+        { direction: "top", offset: [0, -6] });
+      m.on("click", () => this.onPick?.(d.id));
+      this.byId.set(d.id, m);
+      return m;
+    });
+    this.cluster.clearLayers();
+    this.cluster.addLayers(markers);
+    this.elem.dataset.markers = String(markers.length);
+    if (markers.length && !this.fitted) {
+      const bounds = L.latLngBounds(pts.map((d) => [d.lat, d.lon]));
+      this.map.fitBounds(bounds, { padding: [20, 20], maxZoom: 16, animate: false });
+      this.fitted = true;
+    }
+    return markers.length;
+  }
+
+  // Zoom until this device is a dot of its own (spread out if it shares its spot) and open its
+  // label; false if it is not on the map.
+  show(id) {
+    const m = this.byId?.get(id);
+    if (!m) return false;
+    this.cluster.zoomToShowLayer(m, () => m.openTooltip());
+    return true;
+  }
+
+  invalidate() { this.map.invalidateSize(); }
 }
