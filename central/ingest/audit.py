@@ -52,6 +52,16 @@ RETRY_S = 1.0
 MAX_ERROR = 300
 
 
+def audit_share_group(group: str) -> str:
+    """The broker audit's own share group: ``<mqtt.share_group>-audit`` ('' stays plain).
+
+    Never the consumer's: a shared subscription is the pair (group, filter), so the audit
+    reading ``gw/+/config/desired`` in the consumer's group would take every other desired
+    document and report away from the consumer. In its own group, each central instance's
+    audit shares the audit's load, and the consumer still gets every message."""
+    return f"{group}-audit" if group else ""
+
+
 def audit_subscriptions(prefix: str, group: str) -> list[str]:
     """What the broker audit reads: desired configs and commands of gateways and groups, and
     the gateways' answers (command results, config reports)."""
@@ -253,7 +263,8 @@ class BrokerAudit:
             return
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         m = self.config.mqtt
-        client.subscribe([(t, opts) for t in audit_subscriptions(m.topic_prefix, m.share_group)])
+        group = audit_share_group(m.share_group)
+        client.subscribe([(t, opts) for t in audit_subscriptions(m.topic_prefix, group)])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         via = "broker"

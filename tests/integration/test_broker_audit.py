@@ -19,24 +19,29 @@ from fastapi.testclient import TestClient
 
 from agent.protocol.signing import key_id, parse_public_key
 from central.api.app import create_app
-from central.config import parse_config
+from central.config import CentralConfig, parse_config
 from central.ctl import cli as ctl
 from central.ingest.audit import BrokerAudit
 from central.store.audit import AuditEntry, AuditLog
 from central.store.sqlite import SqliteStore
 from tests.broker import Broker, wait_until
 from tests.central_auth import auth_headers
+from tests.integration.test_central_ingest import Publisher, running_central
 from tests.integration.test_ctl import ssid_config, start_agent, wait_online
 
 pytestmark = pytest.mark.broker
 
 
+def central_config(broker: Broker, tmp_path: Path) -> CentralConfig:
+    return parse_config(
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "c-audit"\n'
+        f'[store]\npath = "{tmp_path / "central.db"}"\nbatch_interval_s = 0.05\n'
+    )
+
+
 @pytest.fixture
 def audited(broker: Broker, tmp_path: Path) -> Iterator[AuditLog]:
-    config = parse_config(
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "c-audit"\n'
-        f'[store]\npath = "{tmp_path / "central.db"}"\n'
-    )
+    config = central_config(broker, tmp_path)
     log = AuditLog(config.store.path)
     audit = BrokerAudit(config, log)
     stop = threading.Event()
@@ -110,3 +115,19 @@ def test_ctl_actions_and_the_gateways_answers_are_audited(
     items = client.get("/api/audit?action=command").json()["items"]
     assert items[0]["answers"][0]["result"] == "ok"
     store.close()
+
+
+def test_the_audit_takes_nothing_away_from_the_consumer(
+    broker: Broker, audited: AuditLog, tmp_path: Path
+) -> None:
+    """Both read desired documents through shared subscriptions (the default share group):
+    in one group they would split them; the audit has its own group, so each gets all."""
+    config = central_config(broker, tmp_path)
+    with running_central(config) as (store, _):
+        ops = Publisher(broker, "ops")
+        for i in range(8):
+            doc = f'{{"version": {i + 1}, "config": {{}}}}'.encode()
+            ops.publish(f"titik/group/g{i}/config/desired", doc)
+        ops.close(8)
+        wait_until(lambda: len(store.desired_docs()) == 8, 20, "the consumer has all 8")
+        wait_until(lambda: audited.page(action="config.push").total == 8, 20, "all 8 audited")
