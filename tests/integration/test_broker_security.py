@@ -302,7 +302,10 @@ def test_titik_ctl_works_with_the_operator_role(
     ]
     with connected(kit, "gw-b", password=kit.password("gw-b")) as b:
         b.subscribe(gw("gw-b", "cmd"))
-        # The gateway gets the command; nobody answers, so titik-ctl times out (exit 1).
+        # An online gateway, as its retained status says (ctl refuses ids no gateway has
+        # published under), which gets the command; nobody answers, so ctl times out (exit 1).
+        status = json.dumps({"online": True, "boot": 1})
+        assert not b.publish(gw("gw-b", "status"), status, retain=True).is_failure
         assert ctl.main([*base, "--timeout", "1", "cmd", "--device", "gw-b", "collect_now"]) == 1
         msg = b.messages.get(timeout=5)
         assert json.loads(msg.payload)["name"] == "collect_now"
