@@ -209,8 +209,13 @@ def test_overview_tiles_regions_map(dash: Dash, api: FakeApi, tmp_path: Path) ->
     expect(page.get_by_test_id("error")).to_be_hidden()
 
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    # Leaflet drops a click on a marker that is still moving (a zoom or a cluster animation,
+    # which a loaded machine stretches well past their 250 ms).
+    page.wait_for_function(
+        "() => !document.querySelector('.leaflet-zoom-anim, .leaflet-cluster-anim')"
+    )
     dot.click()
-    expect(page.get_by_test_id("device-detail")).to_be_visible()
+    expect(page.get_by_test_id("device-detail")).to_be_visible(timeout=10_000)
     expect(page.get_by_test_id("detail-id")).to_have_text(str(dot_id))
     dash.assert_clean()
 
