@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from central.store.tables import SqliteTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -73,34 +74,9 @@ def _row(r: sqlite3.Row) -> StoredRollout:
     )
 
 
-class RolloutStore:
+class RolloutStore(SqliteTables):
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._conn().executescript(SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
-        self._local = threading.local()
+        super().__init__(path, SCHEMA, clock=clock)
 
     def create(self, rid: str, group: str, who: str, state: Mapping[str, Any]) -> None:
         """A new rollout; refused while the group has one running or paused, or the id exists."""

@@ -19,12 +19,13 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from central.store.tables import SqliteTables
 
 #: Ordered: each role may do what the roles before it may.
 ROLES: Final = ("viewer", "operator", "admin")
@@ -91,37 +92,12 @@ def _token(row: sqlite3.Row) -> Token:
     )
 
 
-class TokenStore:
+class TokenStore(SqliteTables):
     """Tokens and sessions in the SQLite file at ``path`` (the store's file: one database)."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        super().__init__(path, SCHEMA, clock=clock)
         self._last_used: dict[str, float] = {}
-        self._conn().executescript(SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
-        self._local = threading.local()
 
     # --- tokens -----------------------------------------------------------------------
 
