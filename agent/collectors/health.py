@@ -34,16 +34,25 @@ TEMP_RANGE_C = (-40.0, 150.0)
 
 
 class CpuTimes(NamedTuple):
-    busy: float
-    total: float
+    """Busy and total CPU time in clock ticks (1/100 s: USER_HZ, as ``/proc/stat`` counts)."""
+
+    busy: int
+    total: int
+
+
+def _ticks(seconds: float) -> int:
+    return round(seconds * 100)
 
 
 def cpu_times() -> CpuTimes:
+    """Now, in whole ticks: psutil gives seconds as floats, and two float sums that differ only in
+    rounding made a busy delta of -1e-12 between samples 0.2 s apart on an idle CPU, which read as
+    "counters went back" and gave no figure (seen in tests/integration/test_agent_broker.py)."""
     t = psutil.cpu_times()
-    idle = t.idle + getattr(t, "iowait", 0.0)
-    total = sum(t)
+    idle = _ticks(t.idle) + _ticks(getattr(t, "iowait", 0.0))
     # guest time is already counted in user on Linux (psutil docs)
-    total -= getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
+    guest = _ticks(getattr(t, "guest", 0.0)) + _ticks(getattr(t, "guest_nice", 0.0))
+    total = sum(_ticks(x) for x in t) - guest
     return CpuTimes(total - idle, total)
 
 

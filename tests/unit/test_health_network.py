@@ -322,3 +322,24 @@ def test_build_net() -> None:
     assert "lan4" not in net.ifaces  # down and never used
     assert build_net(cur, link, prev, 10.0, None, False).wan_up is False
     assert build_net(cur, link, prev, 10.0, "wan", False).wan_up is False
+
+
+def test_cpu_times_are_whole_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Float seconds whose sums differ only in rounding must not read as counters going back:
+    a busy delta of -1e-12 on an idle CPU gave a sample with no CPU figure."""
+    from collections import namedtuple
+
+    from agent.collectors import health
+
+    T = namedtuple("T", "user nice system idle iowait irq softirq steal guest guest_nice")
+    readings = iter(
+        [
+            T(0.1, 0.0, 0.2, 1000.3, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0),
+            T(0.1, 0.0, 0.2, 1000.5, 0.7, 0.0, 0.0, 0.0, 0.0, 0.0),  # only idle moved
+        ]
+    )
+    monkeypatch.setattr(health.psutil, "cpu_times", lambda: next(readings))
+    a, b = health.cpu_times(), health.cpu_times()
+    assert all(isinstance(x, int) for x in (*a, *b))
+    assert b.busy == a.busy and b.total == a.total + 20
+    assert health.cpu_pct(a, b) == 0.0
