@@ -90,6 +90,7 @@ def run_scenario(
     stack: stack_mod.Stack,
     run_dir: Path,
     plan: chaos.ChaosPlan | None = None,
+    base: scenarios.RolloutBase | None = None,
 ) -> stack_mod.Result:
     seconds = args.minutes * 60
     if name == "chaos":
@@ -106,6 +107,7 @@ def run_scenario(
             fleet,
             stack,
             args.rollout_group,
+            base=base,
             failing_pct=args.failing_pct,
             soak_s=args.soak,
             timeout=args.ctl_timeout,
@@ -256,11 +258,12 @@ def run_all(
     report: scenarios.Report,
     mem: dict[str, object],
     plan: chaos.ChaosPlan | None = None,
+    base: scenarios.RolloutBase | None = None,
 ) -> None:
     """The scenarios in order, each one's figures logged and (with --report) written."""
     for name in args.scenario:
         log.info("scenario %s", name)
-        result = run_scenario(name, args, fleet, stack, run_dir, plan)
+        result = run_scenario(name, args, fleet, stack, run_dir, plan, base)
         result |= mem
         report.sections.append((name, result))
         for k, v in result.items():
@@ -311,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         rss0 = rss_bytes()
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
+        base = None
+        if "rollout" in args.scenario and stack.db is not None:
+            log.info("seeding group %s's current config on its gateways", args.rollout_group)
+            base = scenarios.seed_rollout_base(stack, state, args.gateways, args.rollout_group)
         fleet = SimulatedFleet(
             args.gateways,
             stack.host,
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mb": round(rss_bytes() / 2**20),
                 "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
             }
-            run_all(args, fleet, stack, run_dir, report, mem, plan)
+            run_all(args, fleet, stack, run_dir, report, mem, plan, base)
         except KeyboardInterrupt:
             log.info("interrupted: stopping the gateways")
             return 130

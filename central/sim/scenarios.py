@@ -225,11 +225,57 @@ def _applied(fleet: SimulatedFleet, ssid: str) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class RolloutBase:
+    """The config a group had before the rollout: its document's version and its SSID."""
+
+    group: str
+    version: int
+    ssid: str
+
+
+def seed_rollout_base(stack: Stack, workdir: Path, n: int, group: str) -> RolloutBase:
+    """Give the gateways of ``group`` the group's current config before they start, as a city's
+    fleet that has run it for months has: its document published once (retained, by
+    titik-ctl), and each member's state already showing it applied (its ``remote.json``, and
+    its simulated firmware's state file), so the fleet starts on it without 9,000 applies.
+
+    Call it before :class:`SimulatedFleet` is built on ``workdir``, with the same ``n``.
+    Pushing it to 9,000 connected gateways at once instead ran 9,000 firmware hooks at once:
+    on two cores the fleet's loop starved and 1,947 gateways rolled back (docs/benchmarks.md).
+    """
+    from agent.remote.desired import validate
+    from agent.remote.hooks import flatten
+    from central.sim.fleet import gateway_plan
+
+    ssid = f"Titik before {int(time.time())}"
+    version = _push_with_ctl(stack, group, _ssid(ssid), 2.0, new=True)
+    applied = validate(_ssid(ssid))
+    source = f"group/{group}"
+    state = {
+        "docs": {source: {"version": version, "config": _ssid(ssid)}},
+        "acted": {source: version},
+        "applied": applied,
+        "report": None,
+    }
+    for device in gateway_plan(n):
+        if group not in device["groups"]:  # type: ignore[operator]
+            continue
+        gw = workdir / str(device["id"])
+        (gw / "remote").mkdir(parents=True, exist_ok=True)
+        (gw / "remote" / "remote.json").write_text(json.dumps(state))
+        sim = gw / "root" / "var/lib/titik-sim"
+        sim.mkdir(parents=True, exist_ok=True)
+        (sim / "wifi.json").write_bytes(flatten(applied["wifi"]))
+    return RolloutBase(group, version, ssid)
+
+
 def rollout_in_waves(
     fleet: SimulatedFleet,
     stack: Stack,
     group: str,
     *,
+    base: RolloutBase | None = None,
     failing_pct: float = 2.0,
     waves: tuple[float, ...] = (1.0, 5.0, 25.0, 100.0),
     soak_s: float = 30.0,
@@ -250,12 +296,16 @@ def rollout_in_waves(
     key = Ed25519PrivateKey.generate()
     topic = group_topic("titik", group, CONFIG_DESIRED)
     stamp = int(time.time())
-    old, new = f"Titik before {stamp}", f"Titik rollout {stamp}"
-    # The config the group has before the rollout, applied everywhere first: pushed with
-    # titik-ctl in its own process, as an operator would (this process holds a socket per
-    # gateway, past what paho's select() in an in-process client can take).
+    new = f"Titik rollout {stamp}"
     t0 = time.monotonic()
-    base = _push_with_ctl(stack, group, _ssid(old), timeout)
+    if base is not None and base.group == group:
+        old, version = base.ssid, base.version  # seeded before the fleet started
+    else:
+        # The config the group has before the rollout, applied everywhere first: pushed with
+        # titik-ctl in its own process, as an operator would (this process holds a socket per
+        # gateway, past what paho's select() in an in-process client can take).
+        old = f"Titik before {stamp}"
+        version = _push_with_ctl(stack, group, _ssid(old), timeout)
     wait_until(lambda: _applied(fleet, old) >= len(members), timeout, "the group's config")
     base_s = time.monotonic() - t0
     markers = [by_id[d] / "etc/titik-sim/fail-apply" for d in failing]
@@ -266,7 +316,7 @@ def rollout_in_waves(
         f"sim-{stamp}",
         group,
         waves,
-        base,
+        version,
         _ssid(new),
         _ssid(old),
         Limits(soak_s=soak_s, max_failures=max_failures_pct, max_failures_percent=True),
@@ -308,6 +358,7 @@ def rollout_in_waves(
         "waves": " / ".join(f"{w:g}%" for w in waves),
         "soak_s": soak_s,
         "max_failures": f"{max_failures_pct:g}% of a wave",
+        "base_config": "seeded at start" if base is not None else "pushed by titik-ctl",
         "base_config_s": round(base_s, 1),
         "status": final.status,
         "waves_published": len(published),
@@ -324,15 +375,18 @@ def _ssid(name: str) -> dict[str, object]:
     return {"wifi": {"ssids": {"public": {"ssid": name, "radios": ["radio0"]}}}}
 
 
-def _push_with_ctl(stack: Stack, group: str, config: dict[str, object], timeout: float) -> int:
-    """``titik-ctl config push --group`` in a subprocess; the version it published."""
+def _push_with_ctl(
+    stack: Stack, group: str, config: dict[str, object], timeout: float, *, new: bool = False
+) -> int:
+    """``titik-ctl config push --group`` in a subprocess; the version it published. With
+    ``new``: a group no gateway has reported yet (before the fleet starts)."""
     with tempfile.TemporaryDirectory(prefix="titik-sim-") as tmp:
         cfg = Path(tmp) / "config.json"
         cfg.write_text(json.dumps(config))
         argv = [
             sys.executable, "-m", "central.ctl.cli",
             "--broker", f"{stack.host}:{stack.port}", "--timeout", str(timeout),
-            "config", "push", "--group", group, "--file", str(cfg),
+            "config", "push", "--group", group, "--file", str(cfg), *(["--new"] if new else []),
         ]  # fmt: skip
         proc = subprocess.run(  # noqa: S603 - our own interpreter and module
             argv, capture_output=True, text=True, timeout=timeout * 2 + 60, check=False

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from central.sim.fleet import SimulatedFleet, wait_connected
-from central.sim.scenarios import canary, flap, outage, rollout_in_waves, steady
+from central.sim.scenarios import (
+    canary,
+    flap,
+    outage,
+    rollout_in_waves,
+    seed_rollout_base,
+    steady,
+)
 from central.sim.stack import Stack, local_stack
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -119,3 +126,29 @@ def test_a_rollout_in_waves_with_two_percent_failing_halts_and_restores(
     assert "failed its gate" in str(result["reason"]) and "rolled back" in str(result["reason"])
     assert result["restore_reached_all_s"] is not None
     assert result["on_new_config_after"] == 0 and result["on_old_config_after"] == N
+
+
+def test_a_rollout_on_a_fleet_seeded_with_its_base_config(tmp_path: Path) -> None:
+    """The 9,000-gateway run's way (titik-sim --scenario rollout): the group's current config
+    is seeded before the fleet starts, so no gateway runs a firmware hook until the rollout's
+    first wave, and the halt's restore still gives every gateway that config back."""
+    n = 40
+    with local_stack(tmp_path / "stack") as st:
+        base = seed_rollout_base(st, tmp_path / "gw", n, "city")
+        f = SimulatedFleet(
+            n, st.host, st.port, tmp_path / "gw", interval_s=2.0, ramp_s=1.0, reconnect_max_s=5
+        )
+        f.start()
+        try:
+            assert wait_connected(f, 60) == n
+            assert not any((r / "var/lib/titik-sim/events.log").exists() for r in f.roots)
+            result = rollout_in_waves(
+                f, st, "city", base=base, failing_pct=10.0, waves=(25.0, 100.0), soak_s=2,
+                timeout=90,
+            )  # fmt: skip
+        finally:
+            f.stop()
+    print(result)
+    assert result["base_config"] == "seeded at start"
+    assert result["status"] == "halted"
+    assert result["on_new_config_after"] == 0 and result["on_old_config_after"] == n
