@@ -139,6 +139,7 @@ def http_server(
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
+        device_series_max_age_s=config.metrics.device_series_max_age_s,
         routers=[console_router(config, store, publisher)],
         map_config=config.map,
     )

@@ -145,6 +145,13 @@ class MetricsConfig(Section):
         default=False,
         description="Per-gateway health series on /metrics (about 9 series a gateway)",
     )
+    device_series_max_age_s: float = Field(
+        default=15,
+        ge=1,
+        le=300,
+        description="How old the per-gateway series may be: rebuilt in the background this "
+        "often while /metrics is scraped, so a scrape does not pay for 10,000 gateways' rows",
+    )
 
 
 class MapConfig(Section):

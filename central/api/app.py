@@ -25,7 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from agent import __version__
 from central.api.auth import Auth, AuthCollector
-from central.api.metrics import FleetCollector, MetricsQueries, device_exposition
+from central.api.metrics import (
+    FleetCollector,
+    MetricsQueries,
+    RefreshedBlock,
+    device_exposition,
+)
 from central.api.queries import Api
 from central.api.routes import audit, console, docs, fleet, ops, public, session, web
 from central.api.routes.web import WEB_DIR
@@ -50,6 +55,7 @@ def create_app(
     session_s: float = 12 * 3600.0,
     metrics_public: bool = False,
     device_series: bool = False,
+    device_series_max_age_s: float = 15.0,
     routers: Sequence[APIRouter] = (),
     map_config: MapConfig | None = None,
 ) -> FastAPI:
@@ -59,7 +65,8 @@ def create_app(
     (``store.path``); a store without one must pass them. ``config_ttl_s``: how long the
     config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
     session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
-    per-gateway series on /metrics ([metrics] device_series). ``routers``: more routers (the
+    per-gateway series on /metrics ([metrics] device_series), rebuilt in the background every
+    ``device_series_max_age_s`` while scraped (central.api.metrics.RefreshedBlock). ``routers``: more routers (the
     console's actions: central.api.routes.actions.build_router).
     """
     path: Path | None = getattr(store, "path", None)
@@ -88,13 +95,13 @@ def create_app(
     app.include_router(ops.quarantine_router(api))
     app.include_router(public.router(api))
     app.include_router(ops.health_router(stats))
-    rows = store.device_rows if device_series and isinstance(store, MetricsQueries) else None
+    block = None
+    if device_series and isinstance(store, MetricsQueries):
+        rows = store.device_rows
+        block = RefreshedBlock(lambda: device_exposition(rows()), max_age_s=device_series_max_age_s)
+    app.state.device_series = block
     app.include_router(
-        ops.metrics_router(
-            registry,
-            open_to_all=metrics_public,
-            extra=(lambda: device_exposition(rows())) if rows else None,
-        )
+        ops.metrics_router(registry, open_to_all=metrics_public, extra=block.get if block else None)
     )
     app.include_router(session.router(web_dir))
     app.include_router(audit.router())

@@ -201,6 +201,49 @@ def test_region_series_and_device_series_option(tmp_path: Path) -> None:
         assert ("titik_device_up" in fams) is on
 
 
+def test_device_block_is_built_by_its_own_thread_while_scraped() -> None:
+    """A scrape serves the block the thread built; the thread rebuilds every max_age_s, stops
+    when nobody has scraped for idle_s, and a build that fails keeps the last good block."""
+    import threading
+
+    from central.api.metrics import RefreshedBlock
+
+    built = threading.Semaphore(0)
+    calls: list[int] = []
+    fail = threading.Event()
+
+    def build() -> bytes:
+        calls.append(1)
+        if fail.is_set():
+            built.release()
+            raise RuntimeError("store gone")
+        built.release()
+        return f"block {len(calls)}\n".encode()
+
+    now = [100.0]
+    block = RefreshedBlock(build, max_age_s=0.05, idle_s=10.0, clock=lambda: now[0])
+    try:
+        assert block.get() == b"block 1\n"  # the first scrape builds it itself
+        assert built.acquire(timeout=1)
+        assert built.acquire(timeout=5)  # and the thread rebuilds without being asked
+        assert block.get().startswith(b"block ")
+        assert block.builds >= 2 and len(calls) >= 2
+        fail.set()
+        assert built.acquire(timeout=5)
+        assert built.acquire(timeout=5)
+        assert block.get().startswith(b"block ")  # the last good one
+        fail.clear()
+        now[0] += 60.0  # nobody scraped for longer than idle_s: the thread stops
+        thread = block._thread
+        assert thread is not None
+        thread.join(timeout=5)
+        assert not thread.is_alive() and block._body is None
+        n = len(calls)
+        assert block.get() == f"block {n + 1}\n".encode()  # built by the scrape again
+    finally:
+        block.close()
+
+
 # --- prepare on arbitrary bodies ------------------------------------------------------------
 
 json_values = st.recursive(
