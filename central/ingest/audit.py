@@ -49,6 +49,8 @@ log = logging.getLogger("titik.central.audit")
 #: Report states that end a config change (``applying`` does not).
 FINAL_STATES = frozenset({"applied", "rejected", "rolled_back"})
 RETRY_S = 1.0
+#: Messages recorded in one transaction at most.
+BATCH = 500
 MAX_ERROR = 300
 
 
@@ -279,30 +281,46 @@ class BrokerAudit:
         self.inbox.put(Seen(topic, bytes(msg.payload), via, bool(msg.retain), msg.mid, msg.qos))
 
     def run(self, stop: threading.Event) -> None:
-        """Record and ack until ``stop`` is set. A store that cannot write makes this wait
-        and try the same message again (it is not acked, so nothing is lost)."""
+        """Record and ack until ``stop`` is set, up to :data:`BATCH` messages in one
+        transaction (a group push brings one answer per gateway). A store that cannot write
+        makes this wait and try the same messages again (they are not acked, so nothing is
+        lost); a message the log refuses is counted, logged and acked."""
         while not stop.is_set():
             try:
-                m = self.inbox.get(timeout=0.2)
+                batch = [self.inbox.get(timeout=0.2)]
             except queue.Empty:
                 continue
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
             while not stop.is_set():
                 try:
-                    if self.recorder.record(m) is not None:
-                        self.recorded += 1
-                    break
-                except ValueError as exc:  # a field the log refuses: say so, never block
-                    self.errors += 1
-                    log.warning("audit: %s not recorded: %s", m.topic, exc)
+                    self._record(batch)
                     break
                 except Exception:
                     self.errors += 1
-                    log.exception("audit: cannot append %s; trying again", m.topic)
+                    log.exception("audit: cannot append %d message(s); trying again", len(batch))
                     stop.wait(RETRY_S)
             else:
                 return
-            if m.qos:
-                self.client.ack(m.mid, m.qos)
+            for m in batch:
+                if m.qos:
+                    self.client.ack(m.mid, m.qos)
+
+    def _record(self, batch: list[Seen]) -> None:
+        recorded, refused = 0, 0
+        with self.recorder.audit.batch():
+            for m in batch:
+                try:
+                    if self.recorder.record(m) is not None:
+                        recorded += 1
+                except ValueError as exc:  # a field the log refuses: say so, never block
+                    refused += 1
+                    log.warning("audit: %s not recorded: %s", m.topic, exc)
+        self.recorded += recorded
+        self.errors += refused
 
     def stop(self) -> None:
         self.client.disconnect()

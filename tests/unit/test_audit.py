@@ -64,6 +64,33 @@ def test_entries_are_chained(audit: AuditLog) -> None:
     assert audit.verify() == []
 
 
+def test_a_batch_commits_together_or_not_at_all(audit: AuditLog) -> None:
+    """The broker audit records many answers in one transaction: they chain like single
+    appends, a ref repeated inside the batch is recorded once, and a failure rolls the whole
+    batch back (the messages are not acked, so they come again)."""
+    fill(audit, 1)
+    with audit.batch():
+        fill(audit, 3)
+        again = [
+            audit.append("x", "config.result", "gw/a", key_id=None, result="applied",
+                         via="broker", ref="answer:1:a")
+            for _ in range(2)
+        ]  # fmt: skip
+    assert again[0].seq == again[1].seq == 5
+    assert audit.head() is not None and audit.head().seq == 5  # type: ignore[union-attr]
+
+    def failing() -> None:
+        with audit.batch():
+            fill(audit, 2)
+            raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        failing()
+    assert audit.head().seq == 5  # type: ignore[union-attr]
+    fill(audit, 1)  # and the log goes on from where it was
+    assert audit.head().seq == 6 and audit.verify() == []  # type: ignore[union-attr]
+
+
 def test_the_store_refuses_updates_and_deletes(audit: AuditLog) -> None:
     fill(audit, 2)
     conn = sqlite3.connect(audit.path)
