@@ -79,9 +79,55 @@ class ServiceConfig(Section):
         description="Internet targets for TCP connects (latency, loss, jitter)",
     )
     connects: int = Field(default=3, ge=1, le=10, description="TCP connects per target")
+    citizen_path: bool = Field(
+        default=False,
+        description="Walk the citizen path: a DHCP lease on citizen_interface, DNS through the "
+        "leased server, the portal check and an Internet fetch (docs/protocol.md)",
+    )
+    citizen_interface: str = Field(
+        default="br-lan",
+        min_length=1,
+        max_length=15,
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="The LAN bridge the citizens' DHCP answers on (br-lan on OpenWrt)",
+    )
+    citizen_every: int = Field(
+        default=1,
+        ge=1,
+        le=288,
+        description="Walk it with every Nth report only (1: every report; 3: every third)",
+    )
+    citizen_dhcp_timeout_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=30,
+        description="Wall time the citizen path's DHCP step may take (dnsmasq waits up to 3 s "
+        "on a ping before it offers an address)",
+    )
+    citizen_budget_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=10,
+        description="Wall time the citizen path's steps after the lease (DNS, portal, Internet) "
+        "may take together",
+    )
+    citizen_portal: Literal["open", "portal"] = Field(
+        default="open",
+        description="What the portal check should meet for a citizen: open (the Internet) or "
+        "portal (a captive portal the citizens sign in at; the path ends there)",
+    )
+    citizen_url: str = Field(
+        default="http://detectportal.firefox.com/success.txt",
+        description="An http:// URL the path's last step fetches; it must answer 2xx",
+    )
 
     @model_validator(mode="after")
     def _portal_is_http(self) -> ServiceConfig:
         if not self.portal_url.startswith("http://"):
             raise ValueError("portal_url: must start with http:// (a portal intercepts HTTP)")
+        if not self.citizen_url.startswith("http://"):
+            raise ValueError(
+                "citizen_url: must start with http:// (a portal intercepts HTTP, and plain HTTP "
+                "needs no CA bundle on the gateway)"
+            )
         return self

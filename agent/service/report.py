@@ -21,6 +21,7 @@ from agent.collectors.base import Context, recalled, remember
 from agent.collectors.files import read_file
 from agent.collectors.wifi import ParseError
 from agent.protocol.service import (
+    CitizenPath,
     DhcpEvents,
     NeighbourId,
     Probes,
@@ -33,6 +34,7 @@ from agent.runner import CommandError, run_checked
 from agent.service import events, neighbours, stations
 
 if TYPE_CHECKING:
+    from agent.service.citizen import CitizenResult
     from agent.service.probes import ProbeResult
     from agent.service_config import ServiceConfig
 
@@ -55,11 +57,14 @@ class ServiceReporter:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         probe: Callable[[ServiceConfig, random.Random], ProbeResult] | None = None,
+        citizen: Callable[[ServiceConfig, random.Random, list[str]], CitizenResult] | None = None,
     ) -> None:
         self.cfg, self.platform = cfg, platform
         self.clock, self.wall = clock, wall
         self.rng = rng or random.Random()
         self._probe = probe
+        self._citizen = citizen
+        self._reports = 0  # made so far: the citizen path walks with every citizen_every-th
         self._memo: dict[str, Any] = {}
         self._stations: dict[str, dict[str, stations.Station]] = {}
         self._log_since = wall()
@@ -108,6 +113,7 @@ class ServiceReporter:
         ssids = self._ssids(ctx, list(radios))
         dhcp = self._events(ctx, ssids)
         probes = self._probes(ctx)
+        citizen = self._citizen_path(ctx)
         return ServiceReport(
             ts=round(wall, 3),
             interval_s=interval,
@@ -115,6 +121,7 @@ class ServiceReporter:
             ssids=ssids,
             dhcp=dhcp,
             probes=probes,
+            citizen_path=citizen,
             errors=ctx.errors or None,
         )
 
@@ -246,3 +253,28 @@ class ServiceReporter:
         fields = result._asdict()
         log.debug("probes took %.0f ms", fields.pop("wall_ms") or 0.0)
         return Probes(**fields, broker_ms=self._broker_ms)
+
+    def _citizen_path(self, ctx: Context) -> CitizenPath | None:
+        """A walk of the citizen path with every ``citizen_every``-th report (the first
+        included), None otherwise. What went wrong on the AP itself (no such interface, port
+        68 taken) goes to the log only: such a text could name an address."""
+        self._reports += 1
+        cfg = self.cfg
+        if not cfg.citizen_path or (self._reports - 1) % cfg.citizen_every:
+            return None
+        walk = self._citizen
+        if walk is None:
+            from agent.service.citizen import run_citizen_path
+
+            walk = run_citizen_path
+        notes: list[str] = []
+        try:
+            r = walk(cfg, self.rng, notes)
+        except (OSError, ValueError) as exc:
+            log.warning("citizen path: %s", exc)
+            ctx.warn("citizen_path", type(exc).__name__)
+            return None
+        for note in notes:
+            log.warning("citizen path on %s: %s", cfg.citizen_interface, note)
+        log.debug("citizen path took %.0f ms", r.wall_ms)
+        return CitizenPath(lease=r.lease, ms=r.ms, portal=r.portal, fail=r.fail, why=r.why)
