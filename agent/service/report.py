@@ -229,7 +229,7 @@ class ServiceReporter:
         except CommandError as exc:
             ctx.warn(f"events.{source}", str(exc))
             return None
-        counts = events.parse_log(text, since, journal=source == "journal")
+        counts = events.parse_log(text, since, journal=source == "journal", ignore=self._own_macs())
         self._log_since = counts.newest
         for iface, q in list(ssids.items()):
             assoc, disassoc, auth_fail = counts.by_iface.get(iface, (0, 0, 0))
@@ -253,6 +253,16 @@ class ServiceReporter:
         fields = result._asdict()
         log.debug("probes took %.0f ms", fields.pop("wall_ms") or 0.0)
         return Probes(**fields, broker_ms=self._broker_ms)
+
+    def _own_macs(self) -> tuple[str, ...]:
+        """The citizen path's hardware address as dnsmasq logs it, when the path is on: the
+        DHCP events count citizens' leases, not the probe's."""
+        if not self.cfg.citizen_path:
+            return ()
+        from agent.service.citizen import probe_mac
+
+        root = str(self.platform.root).rstrip("/")
+        return (probe_mac(self.cfg.citizen_interface, root).hex(":"),)
 
     def _citizen_path(self, ctx: Context) -> CitizenPath | None:
         """A walk of the citizen path with every ``citizen_every``-th report (the first
