@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,3 +273,38 @@ def test_walk_reports_a_missing_interface_as_an_error_without_an_address() -> No
     )
     assert (r.lease, r.fail, r.why, len(r.ms)) == (False, "dhcp", "error", 1)
     assert notes and "tk-no-such-if" in notes[0]
+
+
+# -- OpenWrt's split stdlib ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", ["openwrt-24.10", "openwrt-25.12"])
+def test_its_stdlib_modules_are_in_the_packages_depends(release: str) -> None:
+    """Every module the citizen path loads (on top of what the agent had) is in python3-light or
+    in a package the .ipk/.apk Depends bring in (packaging/nfpm.yaml; the split as OpenWrt
+    builds it: packaging/openwrt/python3-split/). The whole packaged agent runs under the split
+    in tests/packaging/test_python_split.py."""
+    from tests.packaging.pysplit import NOWHERE, Split
+
+    root = Path(__file__).resolve().parents[2]
+    nfpm = (root / "packaging/nfpm.yaml").read_text()
+    block = nfpm.split("depends: &openwrt_depends\n", 1)[1].split("\n    scripts:", 1)[0]
+    depends = re.findall(r"(?m)^\s+- ([\w.+-]+)", block)
+    assert "python3-light" in depends and "python3-urllib" in depends
+    code = (
+        "import sys\nimport agent.service.report, agent.service.probes\nbefore = set(sys.modules)\n"
+        "import agent.service.citizen\nprint(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    ).stdout.split()
+    assert "agent.service.citizen" in loaded
+    split = Split(release)
+    closure = split.closure(depends)
+    outside = {
+        m: split.package_of(m)
+        for m in loaded
+        if m.partition(".")[0] in sys.stdlib_module_names
+        and (split.package_of(m) == NOWHERE or split.package_of(m) not in closure | {None})
+    }
+    assert outside == {}
