@@ -368,3 +368,44 @@ def test_internet_name_unknown_fails_at_inet(lab: Lab) -> None:
     lab.portal("open")
     r = lab.walk(fetch_url="http://unknown.test/")
     assert (r["fail"], r["why"]) == ("inet", "no_address"), r
+
+
+def test_the_configured_walk_makes_the_reports_section_and_score(lab: Lab) -> None:
+    """From agent.toml's [service] to the report: run_citizen_path with the parsed settings, the
+    section built from its result, and the score naming the failed step (here the portal is in
+    the way where open Internet is expected)."""
+    lab.dnsmasq()
+    lab.portal("portal")
+    lab.internet()
+    script = (
+        "import json, random\n"
+        "from agent.config import parse_config\n"
+        "from agent.protocol.score import score\n"
+        "from agent.protocol.service import CitizenPath, ServiceReport, encode_report\n"
+        "from agent.service.citizen import run_citizen_path\n"
+        "cfg = parse_config({'mqtt': {'host': 'x'}, 'service': {'enabled': True,"
+        f" 'citizen_path': True, 'portal_url': {PORTAL_URL!r}, 'citizen_url': {FETCH_URL!r}}}}})"
+        ".service\n"
+        "r = run_citizen_path(cfg, random.Random(7))\n"
+        "section = CitizenPath(lease=r.lease, ms=r.ms, portal=r.portal, fail=r.fail, why=r.why)\n"
+        "report = ServiceReport(ts=1.0, interval_s=300, citizen_path=section)\n"
+        "s = score(report)\n"
+        "print(json.dumps([encode_report(report).decode(), s.score, [d._asdict() for d in"
+        " s.deductions]]))\n"
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", lab.ap, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    payload, points, deductions = json.loads(done.stdout)
+    section = json.loads(payload)["citizen_path"]
+    assert (section["fail"], section["why"], section["lease"]) == ("portal", "portal", True)
+    assert points == 75 and [d["name"] for d in deductions] == ["citizen_portal"]
+    assert "(portal)" in deductions[0]["detail"]
+    assert not re.search(r"192\.168\.|10\.77\.|[0-9a-f]{2}(:[0-9a-f]{2}){5}", payload), payload
+    lab.assert_released()
