@@ -7,6 +7,7 @@ Its own module so that a gateway whose config has no ``[service]`` section never
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -30,6 +31,23 @@ def _address_port(value: str) -> str:
 
 #: ``address:port`` (an IPv6 address in brackets: ``[2606:4700::1111]:443``).
 AddressPort = Annotated[str, AfterValidator(_address_port)]
+
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def _interface_name(value: str) -> str:
+    # Python's re, not Field(pattern=...): pydantic-core's regex engine costs ~0.5 MB
+    # (docs/architecture.md, "Memory on the gateway").
+    if not _IFNAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r}: must be a network interface name (1 to 15 letters, digits, or . _ - : @),"
+            " e.g. br-lan"
+        )
+    return value
+
+
+#: A Linux network interface name (IFNAMSIZ: 15 characters).
+InterfaceName = Annotated[str, AfterValidator(_interface_name)]
 
 
 class ServiceConfig(Section):
@@ -84,11 +102,8 @@ class ServiceConfig(Section):
         description="Walk the citizen path: a DHCP lease on citizen_interface, DNS through the "
         "leased server, the portal check and an Internet fetch (docs/protocol.md)",
     )
-    citizen_interface: str = Field(
+    citizen_interface: InterfaceName = Field(
         default="br-lan",
-        min_length=1,
-        max_length=15,
-        pattern=r"^[A-Za-z0-9_.:@-]+$",
         description="The LAN bridge the citizens' DHCP answers on (br-lan on OpenWrt)",
     )
     citizen_every: int = Field(

@@ -24,7 +24,7 @@ SO_BINDTODEVICE and sends from port 68 to the broadcast address with the BROADCA
 the server's answers come back as broadcasts to port 68, which the kernel hands to this socket
 and also loops back to a dnsmasq on the AP itself. Nothing is configured: the leased address
 is never put on an interface, the AP's own addresses and routes stay as they were, and the
-lease is released (DHCPRELEASE) before the path returns, however it ended. The client's
+lease is released (DHCPRELEASE, to the server) before the path returns, however it ended. The client's
 hardware address is not the AP's: a locally administered one derived from the bridge's own
 (stable, so that a lost release leaves at most one stale lease in the pool, and distinct, so
 that a bridged AP that got its own address by DHCP never shares, or releases, its own lease).
@@ -263,12 +263,14 @@ def obtain_lease(s: socket.socket, mac: bytes, xid: int, deadline: float) -> Lea
 
 
 def release(s: socket.socket, mac: bytes, xid: int, lease: Lease) -> None:
-    """DHCPRELEASE, broadcast on the interface: RFC 2131 sends it to the server's address, but
-    when the server is the AP's own dnsmasq, a packet to a local address arrives on ``lo``,
-    where dnsmasq serves no range and drops it; the broadcast reaches it on the bridge (looped
-    back) and a server upstream on the wire alike."""
+    """DHCPRELEASE to the server that gave the lease (RFC 2131, 4.4.6: unicast), by broadcast
+    on the interface when it cannot be sent there (the AP has no address or route on the
+    bridge's network; dnsmasq takes a broadcast release alike)."""
     message = dhcp_message(RELEASE, xid, mac, ciaddr=lease.address, server=lease.server)
-    s.sendto(message, ("255.255.255.255", DHCP_SERVER_PORT))
+    try:
+        s.sendto(message, (socket.inet_ntoa(lease.server), DHCP_SERVER_PORT))
+    except OSError:
+        s.sendto(message, ("255.255.255.255", DHCP_SERVER_PORT))
 
 
 def fetch(url: str, address: str, timeout: float) -> str | None:

@@ -409,3 +409,14 @@ def test_the_configured_walk_makes_the_reports_section_and_score(lab: Lab) -> No
     assert "(portal)" in deductions[0]["detail"]
     assert not re.search(r"192\.168\.|10\.77\.|[0-9a-f]{2}(:[0-9a-f]{2}){5}", payload), payload
     lab.assert_released()
+
+
+def test_an_ap_without_an_address_on_the_bridge_gets_and_releases_a_lease(lab: Lab) -> None:
+    """A bridged AP with no IPv4 address on br-lan: the DHCP step works (it needs none), the
+    lease's DNS server is then out of the AP's reach, and the lease is still released."""
+    ip("-n", lab.ap, "addr", "del", "192.168.77.1/24", "dev", "br-lan")
+    lab.dnsmasq()
+    lab.portal("open")
+    r = lab.walk()
+    assert (r["lease"], r["fail"], r["why"]) == (True, "dns", "fail"), r
+    lab.assert_released()
