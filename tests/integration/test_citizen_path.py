@@ -420,3 +420,10 @@ def test_an_ap_without_an_address_on_the_bridge_gets_and_releases_a_lease(lab: L
     r = lab.walk()
     assert (r["lease"], r["fail"], r["why"]) == (True, "dns", "fail"), r
     lab.assert_released()
+
+
+def test_a_lease_without_a_dns_server_fails_at_dhcp(lab: Lab) -> None:
+    lab.dnsmasq("--dhcp-option=6")  # dnsmasq: an option without a value is not sent
+    r = lab.walk()
+    assert (r["lease"], r["fail"], r["why"], len(r["ms"])) == (True, "dhcp", "no_dns", 1), r  # type: ignore[arg-type]
+    lab.assert_released()
