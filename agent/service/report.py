@@ -106,9 +106,12 @@ class ServiceReporter:
         interval = max(0, round(wall - since))
         self._last_wall = wall
         if self._simulated:
-            from agent.service.simulated import simulate
+            from agent.service.simulated import simulate, simulate_citizen_path
 
-            return simulate(self.platform, ctx, interval)
+            rep = simulate(self.platform, ctx, interval)
+            if self._citizen_due():
+                rep = rep.model_copy(update={"citizen_path": simulate_citizen_path(self.platform)})
+            return rep
         radios = self._radios(ctx)
         ssids = self._ssids(ctx, list(radios))
         dhcp = self._events(ctx, ssids)
@@ -264,13 +267,18 @@ class ServiceReporter:
         root = str(self.platform.root).rstrip("/")
         return (probe_mac(self.cfg.citizen_interface, root).hex(":"),)
 
+    def _citizen_due(self) -> bool:
+        """Whether this report walks the path: with every ``citizen_every``-th, the first
+        included, when ``citizen_path`` is on."""
+        self._reports += 1
+        return self.cfg.citizen_path and (self._reports - 1) % self.cfg.citizen_every == 0
+
     def _citizen_path(self, ctx: Context) -> CitizenPath | None:
         """A walk of the citizen path with every ``citizen_every``-th report (the first
         included), None otherwise. What went wrong on the AP itself (no such interface, port
         68 taken) goes to the log only: such a text could name an address."""
-        self._reports += 1
         cfg = self.cfg
-        if not cfg.citizen_path or (self._reports - 1) % cfg.citizen_every:
+        if not self._citizen_due():
             return None
         walk = self._citizen
         if walk is None:

@@ -308,3 +308,21 @@ def test_its_stdlib_modules_are_in_the_packages_depends(release: str) -> None:
         and (split.package_of(m) == NOWHERE or split.package_of(m) not in closure | {None})
     }
     assert outside == {}
+
+
+def test_the_simulated_platform_walks_too() -> None:
+    from agent.platforms.simulated import SimulatedPlatform
+
+    r = ServiceReporter(
+        service_cfg(citizen_path=True, citizen_every=2),  # type: ignore[arg-type]
+        SimulatedPlatform(seed=3),
+        probe=no_probes,  # type: ignore[arg-type]
+        citizen=walked,  # type: ignore[arg-type]
+    )
+    reports = [r.report() for _ in range(3)]
+    assert [rep.citizen_path is not None for rep in reports] == [True, False, True]
+    path = reports[0].citizen_path
+    assert path is not None and path.fail is None and len(path.ms) == 4
+    assert not [d for d in scoring.score(reports[0]).deductions if d.name.startswith("citizen")]
+    off = ServiceReporter(service_cfg(), SimulatedPlatform(seed=3), probe=no_probes)  # type: ignore[arg-type]
+    assert off.report().citizen_path is None
