@@ -3,8 +3,10 @@
 1. **dhcp**: a DHCP DISCOVER and REQUEST (RFC 2131) broadcast on the LAN bridge
    (``service.citizen_interface``, ``br-lan`` on OpenWrt), answered by whichever server serves
    the citizens (the AP's own dnsmasq, or one upstream of a bridged AP);
-2. **dns**: one A lookup of ``service.portal_url``'s host through the DNS server of the lease;
-3. **portal**: the captive-portal check of :mod:`agent.service.probes` on the address it got:
+2. **dns**: one A lookup of ``service.dns_name`` (default: ``service.portal_url``'s host)
+   through the DNS server of the lease;
+3. **portal**: the captive-portal check of :mod:`agent.service.probes` on the address of
+   ``portal_url``'s host (what the DNS step got, when it looked that host up):
    ``open``, ``portal`` or ``broken``, passed when it is what ``service.citizen_portal`` says
    a citizen should meet (``open`` by default). When a portal is expected and found, the path
    ends there: a citizen must sign in before the Internet answers;
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import random
 import socket
 import struct
@@ -331,6 +334,7 @@ def walk(
     fetch_url: str,
     *,
     expect_portal: str = "open",
+    dns_name: str | None = None,
     dhcp_timeout: float = 4.0,
     budget: float = 2.0,
     rng: random.Random | None = None,
@@ -368,7 +372,9 @@ def walk(
         try:
             if not lease.dns:
                 return w.result("dhcp", "no_dns")
-            return _after_lease(w, f"{lease.dns[0]}:53", portal_url, fetch_url, expect_portal, rng)
+            server = f"{lease.dns[0]}:53"
+            urls = (portal_url, fetch_url)
+            return _after_lease(w, server, urls, expect_portal, dns_name, rng)
         finally:
             try:
                 release(s, mac, xid, lease)
@@ -377,28 +383,57 @@ def walk(
                     log.append(f"release: {exc.strerror or exc}")
 
 
+def _resolve(
+    server: str, host: str, known: tuple[str, list[str]], timeout: float, rng: random.Random
+) -> str | None:
+    """``host``'s address: itself when it is one, from ``known`` (a name the DNS step looked
+    up, and what it got) when it is that name, else looked up through ``server`` now."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if host == known[0]:
+        return known[1][0] if known[1] else None
+    verdict, _, addresses = probe_dns(server, host, timeout, rng)
+    return addresses[0] if verdict == "ok" else None
+
+
 def _after_lease(
-    w: _Walk, server: str, portal_url: str, fetch_url: str, expect_portal: str, rng: random.Random
+    w: _Walk,
+    server: str,
+    urls: tuple[str, str],
+    expect_portal: str,
+    name: str | None,
+    rng: random.Random,
 ) -> CitizenResult:
-    """Steps dns, portal and inet through the lease's DNS ``server``."""
-    verdict, _, addresses = probe_dns(
-        server, urlsplit(portal_url).hostname or "", w.timeout("dns"), rng
-    )
+    """Steps dns, portal and inet through the lease's DNS ``server``: the DNS step looks up
+    ``name``, or the portal URL's host when there is no name."""
+    portal_url, fetch_url = urls
+    portal_host = urlsplit(portal_url).hostname or ""
+    name = name or portal_host
+    verdict, _, addresses = probe_dns(server, name, w.timeout("dns"), rng)
     w.done()
     if verdict != "ok":
         return w.result("dns", verdict)
-    w.portal, _ = probe_portal(portal_url, addresses[0], w.timeout("portal"))
+    known = (name, addresses)
+    timeout = w.timeout("portal")
+    address = _resolve(server, portal_host, known, timeout / 2, rng)
+    if address is None:  # the check's host has no address: neither portal nor Internet
+        w.portal = "broken"
+    else:
+        left = max(0.001, w.step_start + timeout - time.monotonic())
+        w.portal, _ = probe_portal(portal_url, address, left)
     w.done()
     if w.portal != expect_portal:
         return w.result("portal", w.portal)
     if w.portal == "portal":  # expected and met: a citizen signs in before going further
         return w.result()
     timeout = w.timeout("inet")
-    verdict, _, addresses = probe_dns(server, urlsplit(fetch_url).hostname or "", timeout / 3, rng)
-    if verdict != "ok":
+    address = _resolve(server, urlsplit(fetch_url).hostname or "", known, timeout / 3, rng)
+    if address is None:
         w.done()
         return w.result("inet", "no_address")
-    why = fetch(fetch_url, addresses[0], max(0.001, w.deadline - time.monotonic()))
+    why = fetch(fetch_url, address, max(0.001, w.deadline - time.monotonic()))
     w.done()
     return w.result("inet", why) if why else w.result()
 
@@ -412,6 +447,7 @@ def run_citizen_path(
         cfg.portal_url,
         cfg.citizen_url,
         expect_portal=cfg.citizen_portal,
+        dns_name=cfg.dns_name,
         dhcp_timeout=cfg.citizen_dhcp_timeout_s,
         budget=cfg.citizen_budget_s,
         rng=rng,

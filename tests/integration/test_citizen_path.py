@@ -436,3 +436,19 @@ def test_a_lease_without_a_dns_server_fails_at_dhcp(lab: Lab) -> None:
     r = lab.walk()
     assert (r["lease"], r["fail"], r["why"], len(r["ms"])) == (True, "dhcp", "no_dns", 1), r  # type: ignore[arg-type]
     lab.assert_released()
+
+
+def test_addresses_in_the_urls_and_a_dns_name_of_its_own(lab: Lab) -> None:
+    """URLs with addresses need no lookup; the DNS step then looks up service.dns_name."""
+    lab.dnsmasq()
+    lab.portal("open")
+    lab.internet()
+    r = lab.walk(
+        portal_url="http://192.168.77.2/generate_204",
+        fetch_url="http://10.77.0.2/success.txt",
+        dns_name="internet.test",
+    )
+    assert (r["fail"], r["portal"], len(r["ms"])) == (None, "open", 4), r  # type: ignore[arg-type]
+    r = lab.walk(dns_name="nowhere.test")  # dnsmasq has no such name, and forwards nothing
+    assert (r["fail"], r["why"]) == ("dns", "fail"), r
+    lab.assert_released()
