@@ -84,8 +84,8 @@ class ServiceConfig(Section):
         default=None,
         min_length=1,
         max_length=253,
-        description="The name the DNS probe looks up; default: portal_url's host (the portal "
-        "check then connects to the address it got)",
+        description="The name the DNS probe (and the citizen path) looks up; default: "
+        "portal_url's host (the portal check then connects to the address it got)",
     )
     portal_url: str = Field(
         default="http://connectivitycheck.gstatic.com/generate_204",

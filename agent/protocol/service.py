@@ -139,7 +139,7 @@ class Probes(Wire):
 
 class CitizenPath(Wire):
     """The citizen path: the AP took a DHCP lease on its own LAN bridge as a citizen would, then
-    looked up the portal check's host through the leased DNS server, ran the portal check and
+    looked up a name (the portal check's host) through the leased DNS server, ran the portal check and
     fetched a page from the Internet. The first step that failed ends the path. Verdicts and
     times only: no address (the lease's, the server's, the probe's own) is in any field."""
 
