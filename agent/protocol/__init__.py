@@ -30,6 +30,7 @@ from agent.protocol.wire import *  # noqa: F403
 _SERVICE_NAMES = frozenset(
     {
         "RSSI_EDGES",
+        "CitizenPath",
         "DhcpEvents",
         "NeighbourId",
         "Probes",

@@ -104,14 +104,29 @@ def _broker_ms(r: ServiceReport) -> float | None:
     return r.probes.broker_ms if r.probes is not None else None
 
 
+def _citizen(step: str) -> Callable[[ServiceReport], float | None]:
+    def check(r: ServiceReport) -> float | None:
+        if r.citizen_path is None:
+            return None
+        return 1.0 if r.citizen_path.fail == step else 0.0
+
+    return check
+
+
+def _citizen_why(r: ServiceReport) -> str:
+    return f" ({r.citizen_path.why})" if r.citizen_path is not None and r.citizen_path.why else ""
+
+
 class Rule(NamedTuple):
-    """``name`` deducts ``points`` when ``measure(report)`` is at least ``threshold``."""
+    """``name`` deducts ``points`` when ``measure(report)`` is at least ``threshold``; ``why``
+    adds to the detail what the report says of the cause."""
 
     name: str
     points: int
     threshold: float
     what: str  # the measure, with its unit, for the reason's detail and the docs
     measure: Callable[[ServiceReport], float | None]
+    why: Callable[[ServiceReport], str] | None = None
 
 
 #: The rules, in the order their deductions are listed. Where two rules share a name, the
@@ -146,6 +161,17 @@ RULES: tuple[Rule, ...] = (
     Rule("internet_slow", 5, 150, "median Internet connect time, ms", _inet_ms),
     Rule("internet_jitter", 5, 30, "Internet connect jitter, ms", _jitter),
     Rule("broker_slow", 5, 2000, "MQTT publish to PUBACK, ms", _broker_ms),
+    *(
+        Rule(
+            f"citizen_{step}",
+            25,
+            1,
+            f"the citizen path failed at its {step} step (1 = yes; the reason follows)",
+            _citizen(step),
+            _citizen_why,
+        )
+        for step in ("dhcp", "dns", "portal", "inet")
+    ),
 )
 
 
@@ -159,8 +185,9 @@ def score(report: ServiceReport) -> Score:
         value = rule.measure(report)
         if value is not None and value >= rule.threshold:
             taken.add(rule.name)
+            why = rule.why(report) if rule.why is not None else ""
             deductions.append(
-                Deduction(rule.name, rule.points, f"{rule.what}: {round(value, 1):g}")
+                Deduction(rule.name, rule.points, f"{rule.what}: {round(value, 1):g}{why}")
             )
     return Score(max(0, 100 - sum(d.points for d in deductions)), deductions)
 

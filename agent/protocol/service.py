@@ -137,6 +137,53 @@ class Probes(Wire):
     )
 
 
+class CitizenPath(Wire):
+    """The citizen path: the AP took a DHCP lease on its own LAN bridge as a citizen would, then
+    looked up a name (the portal check's host) through the leased DNS server, ran the portal check and
+    fetched a page from the Internet. The first step that failed ends the path. Verdicts and
+    times only: no address (the lease's, the server's, the probe's own) is in any field."""
+
+    lease: bool = Field(description="A DHCP lease was obtained (and released again)")
+    ms: list[Millis] = Field(
+        max_length=4,
+        description="Each step's time, in order (dhcp, dns, portal, inet), for the steps that "
+        "ran, the failing one included",
+    )
+    portal: Literal["open", "portal", "broken"] | None = Field(
+        default=None, description="What the portal check met, when it ran"
+    )
+    fail: Literal["dhcp", "dns", "portal", "inet"] | None = Field(
+        default=None, description="The step that failed and ended the path; absent: all passed"
+    )
+    why: (
+        Literal[
+            "no_offer",
+            "nak",
+            "no_ack",
+            "no_dns",
+            "error",
+            "timeout",
+            "nxdomain",
+            "fail",
+            "open",
+            "portal",
+            "broken",
+            "no_address",
+            "refused",
+            "redirect",
+            "status",
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Why it failed: dhcp no_offer (no server answered, or its pool is "
+        "exhausted), nak, no_ack, no_dns (a lease without a DNS server), error (on the AP: no "
+        "such interface, port 68 taken); dns timeout, nxdomain, fail; portal: what it met "
+        "(open, portal, broken) when another was expected; inet no_address, timeout, refused, "
+        "redirect (a 3xx), status (another non-2xx), error",
+    )
+
+
 class ServiceReport(Wire):
     """``{prefix}/gw/{id}/service``, QoS 1, not retained: one service-health report.
 
@@ -153,6 +200,10 @@ class ServiceReport(Wire):
     )
     dhcp: DhcpEvents | None = None
     probes: Probes | None = None
+    citizen_path: CitizenPath | None = Field(
+        default=None,
+        description="The citizen path's last walk; absent unless service.citizen_path is on",
+    )
     errors: dict[str, str] | None = Field(
         default=None, description="Part to error, for what could not be read"
     )
@@ -165,6 +216,7 @@ def encode_report(report: ServiceReport) -> bytes:
 
 __all__ = [
     "RSSI_EDGES",
+    "CitizenPath",
     "DhcpEvents",
     "NeighbourId",
     "Probes",

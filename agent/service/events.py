@@ -69,10 +69,11 @@ def _count(counts: LogCounts, program: str, message: str) -> None:
             counts.no_address += 1
 
 
-def parse_log(text: str, since: float, *, journal: bool) -> LogCounts:
+def parse_log(text: str, since: float, *, journal: bool, ignore: tuple[str, ...] = ()) -> LogCounts:
     """Events in the lines of ``text`` newer than ``since`` (UNIX seconds). logread's times
     are whole seconds in local time: a line in the same second as ``since`` is taken as
-    already counted."""
+    already counted. A line that holds one of ``ignore`` (the citizen path's own hardware
+    address: its lease is no citizen's) is not counted."""
     counts = LogCounts(newest=since)
     pattern = _JOURNAL if journal else _LOGREAD
     for line in text.splitlines():
@@ -85,6 +86,8 @@ def parse_log(text: str, since: float, *, journal: bool) -> LogCounts:
         if ts is None or ts <= since:
             continue
         counts.newest = max(counts.newest, ts)
+        if ignore and any(word in m[3] for word in ignore):
+            continue
         _count(counts, m[2], m[3])
     return counts
 

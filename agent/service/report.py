@@ -21,6 +21,7 @@ from agent.collectors.base import Context, recalled, remember
 from agent.collectors.files import read_file
 from agent.collectors.wifi import ParseError
 from agent.protocol.service import (
+    CitizenPath,
     DhcpEvents,
     NeighbourId,
     Probes,
@@ -33,6 +34,7 @@ from agent.runner import CommandError, run_checked
 from agent.service import events, neighbours, stations
 
 if TYPE_CHECKING:
+    from agent.service.citizen import CitizenResult
     from agent.service.probes import ProbeResult
     from agent.service_config import ServiceConfig
 
@@ -55,11 +57,14 @@ class ServiceReporter:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         probe: Callable[[ServiceConfig, random.Random], ProbeResult] | None = None,
+        citizen: Callable[[ServiceConfig, random.Random, list[str]], CitizenResult] | None = None,
     ) -> None:
         self.cfg, self.platform = cfg, platform
         self.clock, self.wall = clock, wall
         self.rng = rng or random.Random()
         self._probe = probe
+        self._citizen = citizen
+        self._reports = 0  # made so far: the citizen path walks with every citizen_every-th
         self._memo: dict[str, Any] = {}
         self._stations: dict[str, dict[str, stations.Station]] = {}
         self._log_since = wall()
@@ -101,13 +106,17 @@ class ServiceReporter:
         interval = max(0, round(wall - since))
         self._last_wall = wall
         if self._simulated:
-            from agent.service.simulated import simulate
+            from agent.service.simulated import simulate, simulate_citizen_path
 
-            return simulate(self.platform, ctx, interval)
+            rep = simulate(self.platform, ctx, interval)
+            if self._citizen_due():
+                rep = rep.model_copy(update={"citizen_path": simulate_citizen_path(self.platform)})
+            return rep
         radios = self._radios(ctx)
         ssids = self._ssids(ctx, list(radios))
         dhcp = self._events(ctx, ssids)
         probes = self._probes(ctx)
+        citizen = self._citizen_path(ctx)
         return ServiceReport(
             ts=round(wall, 3),
             interval_s=interval,
@@ -115,6 +124,7 @@ class ServiceReporter:
             ssids=ssids,
             dhcp=dhcp,
             probes=probes,
+            citizen_path=citizen,
             errors=ctx.errors or None,
         )
 
@@ -222,7 +232,7 @@ class ServiceReporter:
         except CommandError as exc:
             ctx.warn(f"events.{source}", str(exc))
             return None
-        counts = events.parse_log(text, since, journal=source == "journal")
+        counts = events.parse_log(text, since, journal=source == "journal", ignore=self._own_macs())
         self._log_since = counts.newest
         for iface, q in list(ssids.items()):
             assoc, disassoc, auth_fail = counts.by_iface.get(iface, (0, 0, 0))
@@ -246,3 +256,43 @@ class ServiceReporter:
         fields = result._asdict()
         log.debug("probes took %.0f ms", fields.pop("wall_ms") or 0.0)
         return Probes(**fields, broker_ms=self._broker_ms)
+
+    def _own_macs(self) -> tuple[str, ...]:
+        """The citizen path's hardware address as dnsmasq logs it, when the path is on: the
+        DHCP events count citizens' leases, not the probe's."""
+        if not self.cfg.citizen_path:
+            return ()
+        from agent.service.citizen import probe_mac
+
+        root = str(self.platform.root).rstrip("/")
+        return (probe_mac(self.cfg.citizen_interface, root).hex(":"),)
+
+    def _citizen_due(self) -> bool:
+        """Whether this report walks the path: with every ``citizen_every``-th, the first
+        included, when ``citizen_path`` is on."""
+        self._reports += 1
+        return self.cfg.citizen_path and (self._reports - 1) % self.cfg.citizen_every == 0
+
+    def _citizen_path(self, ctx: Context) -> CitizenPath | None:
+        """A walk of the citizen path with every ``citizen_every``-th report (the first
+        included), None otherwise. What went wrong on the AP itself (no such interface, port
+        68 taken) goes to the log only: such a text could name an address."""
+        cfg = self.cfg
+        if not self._citizen_due():
+            return None
+        walk = self._citizen
+        if walk is None:
+            from agent.service.citizen import run_citizen_path
+
+            walk = run_citizen_path
+        notes: list[str] = []
+        try:
+            r = walk(cfg, self.rng, notes)
+        except (OSError, ValueError) as exc:
+            log.warning("citizen path: %s", exc)
+            ctx.warn("citizen_path", type(exc).__name__)
+            return None
+        for note in notes:
+            log.warning("citizen path on %s: %s", cfg.citizen_interface, note)
+        log.debug("citizen path took %.0f ms", r.wall_ms)
+        return CitizenPath(lease=r.lease, ms=r.ms, portal=r.portal, fail=r.fail, why=r.why)

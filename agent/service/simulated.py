@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agent.collectors import radio
-from agent.protocol.service import DhcpEvents, Probes, RadioReport, ServiceReport, SsidQuality
+from agent.protocol.service import (
+    CitizenPath,
+    DhcpEvents,
+    Probes,
+    RadioReport,
+    ServiceReport,
+    SsidQuality,
+)
 from agent.service.stations import rssi_histogram
 
 if TYPE_CHECKING:
@@ -50,3 +57,10 @@ def simulate(sim: SimHost, ctx: Context, interval: int) -> ServiceReport:
             jitter_ms=round(r.uniform(0, 8), 1),
         ),
     )
+
+
+def simulate_citizen_path(sim: SimHost) -> CitizenPath:
+    """A walk that passes, with times like a dnsmasq that pings before it offers (~3 s)."""
+    r = sim.rng
+    ms = [r.uniform(2950, 3100), r.uniform(1, 30), r.uniform(20, 120), r.uniform(40, 250)]
+    return CitizenPath(lease=True, ms=[round(m, 1) for m in ms], portal="open")
