@@ -94,7 +94,9 @@ class WebhookNotifier:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(config.queue_max)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._last_drop_log = -LOG_EVERY_S
+        self._pending = 0
         self.idle = threading.Event()
         self.idle.set()
 
@@ -108,8 +110,10 @@ class WebhookNotifier:
             return False
         self._ensure_thread()
         try:
-            self.idle.clear()
-            self._queue.put_nowait(payload)
+            with self._lock:
+                self._queue.put_nowait(payload)
+                self._pending += 1
+                self.idle.clear()
         except queue.Full:
             self.stats.dropped += 1
             now = time.monotonic()
@@ -127,7 +131,7 @@ class WebhookNotifier:
         return True
 
     def _ensure_thread(self) -> None:
-        with self._lock:
+        with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
                 self._thread.start()
@@ -153,8 +157,10 @@ class WebhookNotifier:
                 self._deliver(payload)
             except Exception:  # a bug here must not end the thread
                 log.exception("webhook delivery failed unexpectedly")
-            if self._queue.empty():
-                self.idle.set()
+            with self._lock:
+                self._pending -= 1
+                if self._pending == 0:
+                    self.idle.set()
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         c = self.config
