@@ -114,7 +114,7 @@ class AlertEngine:
             s.set_info(r["id"], resolved=r["closed"])
             if r["incident"] is not None:
                 touched.add(r["incident"])
-            elif r["notified"]:
+            elif r["notified"] and not self._silenced(r["device"], now):
                 a = s.rows(rowids=[r["id"]])
                 if a:
                     self.notify(self._alert_payload(a[0], "resolved", CENTRAL, r["closed"]))
