@@ -30,7 +30,7 @@ from central.alerting.engine import AlertEngine
 from central.alerting.webhook import WebhookNotifier
 from central.api.app import create_app
 from central.api.routes.actions import console_router
-from central.api.routes.alerting import alerting_router
+from central.api.routes.alerting import WebhookCollector, alerting_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
@@ -165,6 +165,7 @@ def http_server(
             alerting_router(config, store, notifier),
         ],
         map_config=config.map,
+        collectors=[WebhookCollector(notifier)] if notifier else [],
     )
     tls = config.http.tls
     return uvicorn.Server(

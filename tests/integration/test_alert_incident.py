@@ -21,7 +21,7 @@ import pytest
 from central.sim.localbroker import free_port
 from tests.broker import Broker, wait_until
 from tests.integration.test_alert_webhook import ReceiverProc
-from tests.integration.test_central_hostile import Central
+from tests.integration.test_central_hostile import Central, metric
 from tests.integration.test_central_ingest import Publisher, central_toml, rows, telemetry
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -167,6 +167,10 @@ def test_a_webhook_that_is_down_costs_ingest_nothing(broker: Broker, tmp_path: P
         assert note["stats"]["delivered"] == 0
         assert {r["status"] for r in note["recent"]} == {"failed"}
         assert note["recent"][0]["attempts"] == 2
+        text = central.get("/metrics")
+        failed = metric(text, 'titik_alert_notifications_total{result="failed"}')
+        assert failed == note["stats"]["failed"] >= 1
+        assert metric(text, 'titik_alert_notifications_total{result="delivered"}') == 0
         assert central.stop() == 0
     finally:
         pub.client.disconnect()

@@ -10,10 +10,12 @@ record their history here through :func:`history_hook`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from central.alerting.engine import Notify, operator_event
@@ -268,6 +270,35 @@ def build_router(  # noqa: PLR0915 (one closure per endpoint)
         )
 
     return r
+
+
+class WebhookCollector(Collector):
+    """``titik_alert_notifications_total{result}`` (delivered, failed, dropped),
+    ``titik_alert_notification_retries_total`` and ``titik_alert_notifications_waiting``."""
+
+    def __init__(self, notifier: WebhookNotifier) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.notifier.stats
+        sent = CounterMetricFamily(
+            "titik_alert_notifications",
+            "Webhook notifications: delivered, failed (given up after retries), dropped "
+            "(queue full)",
+            labels=["result"],
+        )
+        for result, n in (("delivered", st.delivered), ("failed", st.failed),
+                          ("dropped", st.dropped)):  # fmt: skip
+            sent.add_metric([result], n)
+        yield sent
+        yield CounterMetricFamily(
+            "titik_alert_notification_retries", "Webhook attempts after a failed one", st.retries
+        )
+        yield GaugeMetricFamily(
+            "titik_alert_notifications_waiting",
+            "Webhook notifications queued and not yet delivered or given up",
+            st.queued - st.delivered - st.failed,
+        )
 
 
 def alerting_router(
