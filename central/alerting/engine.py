@@ -58,11 +58,15 @@ class AlertEngine:
 
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
-        self._take_new(now)
-        self._resolve(now)
-        self._unsnooze(now)
-        self._notify_pending(now)
-        self._notify_incidents(now)
+        # One transaction: when a whole region goes down, thousands of rows in one commit.
+        # A notification handed over before a failed commit may be sent again next tick
+        # (at least once, never lost).
+        with self.store.transaction():
+            self._take_new(now)
+            self._resolve(now)
+            self._unsnooze(now)
+            self._notify_pending(now)
+            self._notify_incidents(now)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -91,11 +95,11 @@ class AlertEngine:
             return
         s = self.store
         inc = s.active_incident(r.by, key)
-        if inc is not None and inc.first_down - r.window_s <= since <= inc.last_down + r.window_s:
-            s.set_info(alert, incident=inc.id)
-            s.update_incident(
-                inc.id, first_down=min(inc.first_down, since), last_down=max(inc.last_down, since)
-            )
+        if inc is not None and inc[1] - r.window_s <= since <= inc[2] + r.window_s:
+            iid, first, last = inc
+            s.set_info(alert, incident=iid)
+            if since < first or since > last:
+                s.update_incident(iid, first_down=min(first, since), last_down=max(last, since))
             return
         loose = s.loose_offline(r.by, key, since - r.window_s, since + r.window_s)
         if len(loose) < r.min_count:

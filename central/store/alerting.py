@@ -18,10 +18,11 @@ alert, open until closed. Everything an operator or the lifecycle adds lives her
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,19 @@ class AlertingStore(SqliteTables):
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(path, SCHEMA, clock=clock)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for a whole engine tick (thousands of rows when a city goes down
+        at once: one commit, not one per row)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # --- alerts and their history -----------------------------------------------------------
 
@@ -454,17 +468,18 @@ class AlertingStore(SqliteTables):
         )
         return int(cur.lastrowid or 0)
 
-    def active_incident(self, scope: str, key: str) -> Incident | None:
+    def active_incident(self, scope: str, key: str) -> tuple[int, float, float] | None:
+        """The open incident of a region (or site): ``(id, first_down, last_down)``."""
         r = (
             self._conn()
             .execute(
-                "SELECT id FROM incidents WHERE scope = ? AND key = ? AND resolved IS NULL "
-                "ORDER BY id DESC LIMIT 1",
+                "SELECT id, first_down, last_down FROM incidents WHERE scope = ? AND key = ? "
+                "AND resolved IS NULL ORDER BY id DESC LIMIT 1",
                 (scope, key),
             )
             .fetchone()
         )
-        return self.incident(r[0]) if r else None
+        return (r[0], r[1], r[2]) if r else None
 
     def update_incident(self, iid: int, **cols: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in cols)
