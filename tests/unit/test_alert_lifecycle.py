@@ -311,3 +311,27 @@ def test_restart_repeats_nothing(w: World) -> None:
     assert len(w.sent) == 1
     aid = f"mem/gw-1/{T0:.3f}"
     assert w.events(aid) == ["raised"]
+
+
+def test_operators_transitions_are_notified_with_who(w: World) -> None:
+    """What routes/actions.py records after an ack or snooze (history_hook) also goes to the
+    webhook, naming the operator; not for a gateway in maintenance."""
+    from central.api.routes.alerting import history_hook
+
+    w.devices(("gw-1", "north", ["g1"]), ("gw-2", "north", ["quiet"]))
+    w.life.add_window(group="quiet", start=T0, end=T0 + 3600, reason="works", who="ana")
+    a1 = w.raise_("gw-1", "disk")
+    a2 = w.raise_("gw-2", "disk")
+    w.tick()
+    w.sent.clear()
+    hook = history_hook(w.store, w.sent.append, "https://ops")
+    hook(a1, "acked", "budi", note="on it")
+    hook(a1, "snoozed", "budi", until=T0 + 900)
+    hook(a2, "acked", "budi")
+    assert [(n["event"], n["who"], n["alert"]["id"]) for n in w.sent] == [
+        ("acked", "budi", a1), ("snoozed", "budi", a1),
+    ]  # fmt: skip
+    assert w.sent[0]["alert"]["state"] == "acknowledged"
+    assert w.sent[1]["until"] == T0 + 900
+    assert w.sent[1]["links"]["console"] == "https://ops/alerts"
+    assert w.events(a2) == ["raised", "acked"]  # recorded all the same

@@ -22,7 +22,7 @@ function stateText(a) {
   const parts = [];
   if (a.until) parts.push(`closed ${ago(a.until)}`);
   if (a.acked_by && a.state === "acknowledged") parts.push(`acknowledged by ${a.acked_by} ${ago(a.acked_at)}`);
-  if (a.snoozed_until && a.snoozed_until * 1000 > Date.now()) parts.push(`snoozed until ${dateTime(a.snoozed_until)} by ${text(a.snoozed_by)}`);
+  if (a.state === "snoozed" && a.snoozed_until && a.snoozed_until * 1000 > Date.now()) parts.push(`snoozed until ${dateTime(a.snoozed_until)} by ${text(a.snoozed_by)}`);
   if (a.note) parts.push(`“${a.note}”`);
   return parts.join(" · ");
 }
