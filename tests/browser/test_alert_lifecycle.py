@@ -7,7 +7,8 @@ same file, ticked by the test where central's writer thread would tick it, and i
 notifications are collected. An operator acknowledges, snoozes and reopens an alert from the
 page and sees its state and history change; a maintenance window created from the page
 silences the next alert of a gateway in its group (marked in the page, nobody notified),
-while a gateway outside it notifies.
+while a gateway outside it notifies; gateways of one region down together are one incident
+line with their count and list.
 """
 
 from __future__ import annotations
@@ -192,3 +193,37 @@ def test_a_window_from_the_page_silences_a_gateways_alert(site: Site, tab: Tab) 
     # The browser logs the refused typo (the 422 the page showed); nothing else went wrong.
     assert len(tab.errors) == 1
     assert "422" in tab.errors[0]
+
+
+def test_gateways_down_together_are_one_incident_line(site: Site, tab: Tab) -> None:
+    plan = site.server.plan
+    region = str(plan[0]["region"])
+    fallen = [str(p["id"]) for i, p in enumerate(plan) if not offline(i) and p["region"] == region]
+    fallen = fallen[:6]
+    now = site.server.store.clock()
+    site.server.store.write(
+        WriteBatch(
+            alerts=[AlertChange("offline", d, now - k, "offline") for k, d in enumerate(fallen)]
+        )
+    )
+    grouping = AlertEngine(
+        AlertingStore(site.server.store.path), IncidentsConfig(group_wait_s=0, min_count=3),
+        site.sent.append,
+    )  # fmt: skip
+    before = len(site.sent)
+    grouping.tick()
+    grouping.store.close()
+    assert [(n["type"], n["event"]) for n in site.sent[before:]] == [("incident", "opened")]
+    page = tab.page
+    login(tab, site.tokens["operator"], "/alerts")
+    line = page.get_by_test_id("incident-row")
+    expect(line).to_have_count(1)
+    expect(line.first).to_contain_text(f"region {region}")
+    expect(line.first.get_by_test_id("incident-count")).to_have_text("6 gateways, 6 still down")
+    line.first.get_by_test_id("incident-count").click()  # opens the list
+    for d in fallen:
+        expect(line.first).to_contain_text(d)
+    iid = site.sent[-1]["incident"]["id"]
+    row = page.locator(f'[data-testid="alert-row"][data-id^="offline/{fallen[0]}/"]')
+    expect(row.get_by_test_id("alert-incident")).to_have_text(f"incident #{iid}")
+    tab.assert_clean()
