@@ -343,7 +343,8 @@ class Api:
             alerts = [a for a in alerts if a.closed is not None]
         marks = self.store.alert_marks() if isinstance(self.store, AlertMarks) else {}
         life = self._lifecycle()
-        rows = {r.id: r for r in life.rows()} if life is not None else {}
+        open_only = open_ is True or state not in (None, "resolved")
+        rows = {r.id: r for r in life.rows(open_only=open_only)} if life is not None else {}
         items = []
         for a in alerts:
             aid = alert_id(a)

@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS alerting_meta (key TEXT PRIMARY KEY, value REAL NOT N
 
 STATES = ("open", "acknowledged", "snoozed", "resolved")
 EVENTS = ("raised", "acked", "snoozed", "unsnoozed", "reopened", "resolved")
+#: Webhook deliveries kept (GET /api/notifications shows the newest).
+KEEP_DELIVERIES = 10_000
 #: Who the lifecycle's own transitions are by.
 CENTRAL = "central"
 
@@ -223,14 +225,19 @@ class AlertingStore(SqliteTables):
         return self._alert_row(r, self.clock()) if r else None
 
     def rows(
-        self, *, state: str | None = None, rowids: Iterable[int] | None = None, limit: int = 10_000
+        self,
+        *,
+        state: str | None = None,
+        rowids: Iterable[int] | None = None,
+        open_only: bool = False,
+        limit: int = 100_000,
     ) -> list[AlertRow]:
         """Alerts with their state, oldest first; ``state`` one of :data:`STATES`."""
         now = self.clock()
         where, args = "", []
         if state == "resolved":
             where = "WHERE a.closed IS NOT NULL"
-        elif state is not None:
+        elif state is not None or open_only:
             where = "WHERE a.closed IS NULL"
         if rowids is not None:
             ids = list(rowids)
@@ -530,11 +537,16 @@ class AlertingStore(SqliteTables):
     # --- webhook deliveries -----------------------------------------------------------------
 
     def delivery_started(self, subject: str, event: str) -> int:
-        cur = self._conn().execute(
+        """A delivery begins; the table keeps the newest :data:`KEEP_DELIVERIES` rows."""
+        conn = self._conn()
+        cur = conn.execute(
             "INSERT INTO notifications (at, subject, event, status) VALUES (?,?,?,'sending')",
             (self.clock(), subject, event),
         )
-        return int(cur.lastrowid or 0)
+        nid = int(cur.lastrowid or 0)
+        if nid % 100 == 0:
+            conn.execute("DELETE FROM notifications WHERE id <= ?", (nid - KEEP_DELIVERIES,))
+        return nid
 
     def delivery_done(self, nid: int, status: str, attempts: int, error: str | None) -> None:
         self._conn().execute(
