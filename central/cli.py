@@ -1,5 +1,5 @@
 """titik-central: run the consumer and the HTTP API, check a config, manage API tokens,
-verify the audit log.
+verify the audit log, add maintenance windows, receive test webhooks (docs/alerts.md).
 
 ``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api/app.py``)
 with uvicorn in a second thread on ``http.host:http.port``. SIGTERM or SIGINT: the writer
