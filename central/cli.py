@@ -1,5 +1,5 @@
 """titik-central: run the consumer and the HTTP API, check a config, manage API tokens,
-verify the audit log.
+verify the audit log, add maintenance windows, receive test webhooks (docs/alerts.md).
 
 ``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api/app.py``)
 with uvicorn in a second thread on ``http.host:http.port``. SIGTERM or SIGINT: the writer
@@ -25,12 +25,17 @@ import uvicorn
 from agent.protocol.settings import ConfigError
 from central.actions.core import Publisher
 from central.actions.publish import MqttPublisher
+from central.alerting import receiver, windows
+from central.alerting.engine import AlertEngine
+from central.alerting.webhook import WebhookNotifier
 from central.api.app import create_app
 from central.api.routes.actions import console_router
+from central.api.routes.alerting import WebhookCollector, alerting_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
 from central.rollout.runner import RolloutRunner
+from central.store.alerting import AlertingStore
 from central.store.audit import AuditLog
 from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
@@ -64,7 +69,22 @@ def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
         publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
     )
     consumer.periodic.append(runner.tick)
+    consumer.periodic.append(alert_engine(config).tick)
     return store, consumer
+
+
+def alert_engine(config: CentralConfig) -> AlertEngine:
+    """The alert lifecycle (central/alerting/): history, windows, incidents, the webhook
+    (its thread starts with the first notification)."""
+    a = config.alerts
+    alerting = AlertingStore(config.store.path)
+    notifier = WEBHOOKS.setdefault(config.store.path, WebhookNotifier(a.webhook, alerting))
+    return AlertEngine(alerting, a.incidents, notifier.submit, console_url=a.console_url)
+
+
+#: The webhook notifier of each store (one per process): the engine submits, the API shows
+#: its counters and submits operators' transitions.
+WEBHOOKS: dict[Path, WebhookNotifier] = {}
 
 
 def cmd_run(config: CentralConfig) -> int:
@@ -132,6 +152,7 @@ def http_server(
 ) -> uvicorn.Server:
     """``publisher``: the console's broker connection (central.actions.publish); without one,
     web actions are prepared but refused at submit (503)."""
+    notifier = WEBHOOKS.get(config.store.path)
     app = create_app(
         store,
         consumer.stats,
@@ -140,8 +161,12 @@ def http_server(
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
         device_series_max_age_s=config.metrics.device_series_max_age_s,
-        routers=[console_router(config, store, publisher)],
+        routers=[
+            console_router(config, store, publisher, notifier.submit if notifier else None),
+            alerting_router(config, store, notifier),
+        ],
         map_config=config.map,
+        collectors=[WebhookCollector(notifier)] if notifier else [],
     )
     tls = config.http.tls
     return uvicorn.Server(
@@ -274,6 +299,20 @@ def cmd_audit_verify(config: CentralConfig) -> int:
     return 0
 
 
+def cmd_maintenance(config: CentralConfig, args: argparse.Namespace) -> int:
+    SqliteStore(config.store.path).close()  # the fleet's tables, before central's first start
+    audit_log = AuditLog(config.store.path)
+    try:
+        return windows.run(
+            config.store.path,
+            args,
+            _who(),
+            lambda *a, **kw: audit_log.append(*a, key_id=None, via="cli", **kw),
+        )
+    finally:
+        audit_log.close()
+
+
 TOKENS_DESCRIPTION = """\
 API tokens: who may use the HTTP API and the dashboard, with which role.
 
@@ -292,7 +331,7 @@ examples:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per command)
     parser = argparse.ArgumentParser(
         prog="titik-central",
         description=__doc__,
@@ -353,7 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help)
 
+    windows.add_parser(
+        sub,
+        lambda p: p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=config_help),
+    )
+    receiver.add_parser(sub)
+
     args = parser.parse_args(argv)
+    if args.cmd == "webhook-receiver":
+        return receiver.main(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -366,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_token(config, args)
     if args.cmd == "audit":
         return cmd_audit_verify(config)
+    if args.cmd == "maintenance":
+        return cmd_maintenance(config, args)
     return cmd_run(config)
 
 

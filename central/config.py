@@ -53,6 +53,63 @@ class StoreConfig(Section):
     )
 
 
+class IncidentsConfig(Section):
+    """Gateways going down together become one incident (docs/alerts.md, "Incidents")."""
+
+    by: Literal["region", "site"] = Field(
+        default="region", description="Group offline gateways by their region or their site"
+    )
+    window_s: float = Field(
+        default=120, gt=0, le=86400, description="Down within this many seconds of each other"
+    )
+    min_count: int = Field(default=3, ge=2, le=100_000, description="Gateways that make one")
+    group_wait_s: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Hold a new offline alert (or incident) this long before notifying, so the "
+        "others going down with it join first (Alertmanager's group_wait)",
+    )
+    update_interval_s: float = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="At most one 'more gateways joined' notification per incident this often",
+    )
+
+
+class WebhookConfig(Section):
+    """Notifications to one HTTP(S) endpoint (docs/alerts.md, "Webhook")."""
+
+    url: str = Field(
+        default="",
+        max_length=2000,
+        pattern=r"^(|https?://\S+)$",
+        description="POST JSON here; '' = no notifications",
+    )
+    timeout_s: float = Field(default=5, gt=0, le=120)
+    retries: int = Field(default=5, ge=0, le=50, description="Attempts after the first")
+    backoff_s: float = Field(
+        default=1, gt=0, le=600, description="First wait between attempts; doubles each time"
+    )
+    backoff_max_s: float = Field(default=60, gt=0, le=3600)
+    queue_max: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Notifications waiting; beyond, dropped"
+    )
+    secret: str = Field(
+        default="",
+        max_length=500,
+        description="HMAC-SHA256 key: each request carries X-Titik-Signature (never logged)",
+    )
+    header: str = Field(
+        default="",
+        max_length=2000,
+        pattern=r"^(|[A-Za-z0-9-]+: .+)$",
+        description="One extra header, 'Name: value' (e.g. an Authorization the receiver "
+        "wants; never logged)",
+    )
+
+
 class AlertsConfig(Section):
     offline_after_min: float = Field(default=10, gt=0)
     temp_c: float = Field(default=80)
@@ -64,6 +121,14 @@ class AlertsConfig(Section):
     mem_used_pct: float = Field(
         default=90, ge=0, le=100, validation_alias=AliasChoices("mem_used_pct", "mem_pct")
     )
+    console_url: str = Field(
+        default="",
+        max_length=500,
+        pattern=r"^(|https?://\S+)$",
+        description="The console's address as operators reach it, for links in notifications",
+    )
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
 
 class IngestConfig(Section):

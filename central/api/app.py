@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from agent import __version__
 from central.api.auth import Auth, AuthCollector
@@ -58,6 +59,7 @@ def create_app(
     device_series_max_age_s: float = 15.0,
     routers: Sequence[APIRouter] = (),
     map_config: MapConfig | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
@@ -66,8 +68,10 @@ def create_app(
     config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
     session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
     per-gateway series on /metrics ([metrics] device_series), rebuilt in the background every
-    ``device_series_max_age_s`` while scraped (central.api.metrics.RefreshedBlock). ``routers``: more routers (the
-    console's actions: central.api.routes.actions.build_router).
+    ``device_series_max_age_s`` while scraped (central.api.metrics.RefreshedBlock).
+    ``routers``: more routers (the console's actions: central.api.routes.actions.build_router).
+    ``collectors``: more series on /metrics (the webhook's:
+    central.api.routes.alerting.WebhookCollector).
     """
     path: Path | None = getattr(store, "path", None)
     if tokens is None or audit_log is None:
@@ -80,6 +84,8 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store, stats, noncompliant=api.noncompliant))
     registry.register(AuthCollector(auth))
+    for extra_collector in collectors:
+        registry.register(extra_collector)
     app = FastAPI(
         title="Titik central",
         version=__version__,

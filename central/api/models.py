@@ -115,6 +115,11 @@ class AlertOut(BaseModel):
     snoozed_until: float | None = Field(default=None, description="Snoozed until (Unix seconds)")
     snoozed_by: str | None = None
     note: str | None = Field(default=None, description="The operator's last note on it")
+    state: str = Field(default="open", description="open, acknowledged, snoozed or resolved")
+    maintenance: int | None = Field(
+        default=None, description="The maintenance window it was raised under (notified nobody)"
+    )
+    incident: int | None = Field(default=None, description="The incident it belongs to")
 
 
 class AlertsOut(BaseModel):

@@ -37,6 +37,7 @@ from central.api.models import (
     SummaryOut,
 )
 from central.ingest.consumer import IngestStats
+from central.store.alerting import AlertingStore
 from central.store.base import (
     Alert,
     AlertMark,
@@ -167,6 +168,14 @@ class Api:
         self.config_ttl_s = config_ttl_s
         self._docs: tuple[float, dict[str, DesiredDoc], dict[str, ReportedDoc]] | None = None
         self._docs_lock = threading.Lock()
+        self._life: AlertingStore | None = None
+
+    def _lifecycle(self) -> AlertingStore | None:
+        """The alert lifecycle's tables of the store's file (central/store/alerting.py)."""
+        path = getattr(self.store, "path", None)
+        if self._life is None and path is not None:
+            self._life = AlertingStore(path)
+        return self._life
 
     def config_docs(self) -> tuple[dict[str, DesiredDoc], dict[str, ReportedDoc]] | None:
         """Desired and reported documents, re-read at most every ``config_ttl_s``.
@@ -328,17 +337,27 @@ class Api:
             points=[HistoryPointOut.model_validate(p, from_attributes=True) for p in points],
         )
 
-    def alerts(self, open_: bool | None) -> AlertsOut:
-        alerts = self.store.alerts(open_only=open_ is True)
-        if open_ is False:
+    def alerts(self, open_: bool | None, state: str | None = None) -> AlertsOut:
+        alerts = self.store.alerts(open_only=open_ is True or state not in (None, "resolved"))
+        if open_ is False or state == "resolved":
             alerts = [a for a in alerts if a.closed is not None]
         marks = self.store.alert_marks() if isinstance(self.store, AlertMarks) else {}
+        life = self._lifecycle()
+        open_only = open_ is True or state not in (None, "resolved")
+        rows = {r.id: r for r in life.rows(open_only=open_only)} if life is not None else {}
         items = []
         for a in alerts:
             aid = alert_id(a)
             m = marks.get(aid)
+            r = rows.get(aid)
+            st = r.state if r is not None else ("resolved" if a.closed is not None else "open")
+            if state is not None and st != state:
+                continue
             items.append(
                 AlertOut(
+                    state=st,
+                    maintenance=r.maintenance if r is not None else None,
+                    incident=r.incident if r is not None else None,
                     id=aid,
                     kind=a.kind,
                     device=a.device,

@@ -24,6 +24,7 @@ from central.actions.core import Console
 from central.actions.publish import MqttPublisher
 from central.api import auth
 from central.api.app import WEB_DIR, create_app
+from central.api.routes import alerting
 from central.api.routes.actions import build_router
 from central.config import CentralMqttConfig, MapConfig
 from central.sim.fleet import gateway_plan
@@ -139,6 +140,8 @@ class ConsoleServer:
                     audit_of=lambda request: request.app.state.audit,
                 )
             )
+        # The alert lifecycle's endpoints (history, reopen, maintenance, incidents).
+        routers.append(alerting.build_router(self.store, require=auth.require))
         self.app: FastAPI = create_app(
             self.store, web_dir=WEB_DIR, map_config=self.map_config, routers=routers
         )

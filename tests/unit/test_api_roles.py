@@ -27,6 +27,7 @@ from starlette.routing import Mount
 from central.api.app import create_app
 from central.api.auth import Require, public
 from central.api.routes.actions import console_router
+from central.api.routes.alerting import alerting_router
 from central.config import CentralConfig
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES
@@ -57,6 +58,15 @@ PINNED: dict[tuple[str, str], str] = {
     ("POST", "/api/actions/submit"): "operator",
     ("POST", "/api/alerts/{alert:path}/ack"): "operator",
     ("POST", "/api/alerts/{alert:path}/snooze"): "operator",
+    # The alert lifecycle (central/api/routes/alerting.py, issue 19).
+    ("GET", "/api/alerts/{alert:path}/history"): "viewer",
+    ("POST", "/api/alerts/{alert:path}/reopen"): "operator",
+    ("GET", "/api/maintenance"): "viewer",
+    ("POST", "/api/maintenance"): "operator",
+    ("DELETE", "/api/maintenance/{wid}"): "operator",
+    ("GET", "/api/incidents"): "viewer",
+    ("GET", "/api/incidents/{iid}"): "viewer",
+    ("GET", "/api/notifications"): "viewer",
 }
 #: Anyone: the city app's numbers (and the citizens' page showing them), liveness, and what it
 #: takes to log in.
@@ -114,7 +124,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # The real web directory (/, /login and /static exist) and the console's actions, as
     # titik-central run serves them (no broker: a submit would answer 503).
     config = CentralConfig.model_validate({"mqtt": {"host": "localhost"}})
-    app = create_app(store, routers=[console_router(config, store, None)])
+    app = create_app(
+        store,
+        routers=[console_router(config, store, None), alerting_router(config, store, None)],
+    )
     headers = {role: auth_headers(store, role) for role in ROLES}
     with TestClient(app) as client:
         yield {"app": app, "client": client, "headers": headers}

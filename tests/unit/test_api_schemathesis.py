@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from agent.protocol import ConfigReported
+from central.api import auth
 from central.api.app import create_app
+from central.api.routes import alerting
 from central.ingest.consumer import IngestStats
 from central.store.base import (
     AlertChange,
@@ -94,7 +96,12 @@ def build_schema() -> Any:
     # An admin token: every operation is reached (the roles are tests/unit/test_api_roles.py's).
     HEADERS.update(auth_headers(store, "admin"))
     app = create_app(
-        store, IngestStats(received=3, stored=2), web_dir=where / "no-web", clock=lambda: NOW
+        store,
+        IngestStats(received=3, stored=2),
+        web_dir=where / "no-web",
+        clock=lambda: NOW,
+        # The alert lifecycle's endpoints (issue 19): windows, history, incidents.
+        routers=[alerting.build_router(store, require=auth.require, clock=lambda: NOW)],
     )
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app, headers=HEADERS)
     loaded.config.generation.update(max_examples=MAX_EXAMPLES)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agent.protocol.topics import TOPIC_SAFE
 from central.actions.core import ActionError, Console, Prepared, Publisher, Target, b64
 from central.api.queries import AlertMarks, alert_id
+from central.api.routes.alerting import history_hook
 from central.config import CentralConfig
 from central.store.audit import message_ref
 from central.store.base import AlertMark, Store
@@ -153,15 +154,19 @@ AlertId = Annotated[
 # --- the router ---------------------------------------------------------------------------
 
 
-def build_router(
+def build_router(  # noqa: PLR0915 (one closure per endpoint)
     *,
     console: Console,
     store: Store,
     require: Callable[[str], Any],
     audit_of: Callable[[Request], Audit],
     clock: Callable[[], float] = time.time,
+    history: Callable[..., None] | None = None,
 ) -> APIRouter:
+    """``history``: records an acknowledgement or snooze in the alert's history
+    (routes/alerting.py's ``history_hook``, the default)."""
     r = APIRouter(tags=["actions"])
+    record = history if history is not None else history_hook(store)
     # Dependencies as defaults: annotations here are strings (postponed), which FastAPI
     # resolves in the module's globals, where a local alias is not.
     as_operator = Depends(require("operator"))
@@ -247,13 +252,15 @@ def build_router(
     ) -> MarkOut:
         """Acknowledge an open alert (who and when are kept; GET /api/alerts shows them)."""
         note = body.note if body else None
-        return _mark(
+        out = _mark(
             alert,
             request,
             who,
             "alert.ack",
             AlertMark(alert, acked_by=who.name, acked_at=clock(), note=note),
         )
+        record(alert, "acked", who.name, note=note)
+        return out
 
     @r.post("/api/alerts/{alert:path}/snooze", responses={404: {}})
     def snooze(
@@ -261,13 +268,15 @@ def build_router(
     ) -> MarkOut:
         """Snooze an open alert for ``minutes`` (at most a week)."""
         until = clock() + body.minutes * 60
-        return _mark(
+        out = _mark(
             alert,
             request,
             who,
             "alert.snooze",
             AlertMark(alert, snoozed_until=until, snoozed_by=who.name, note=body.note),
         )
+        record(alert, "snoozed", who.name, until=until, note=body.note)
+        return out
 
     return r
 
@@ -330,7 +339,10 @@ def audit_of_app(request: Request) -> Audit:
 
 
 def console_router(
-    config: CentralConfig, store: SqliteStore, publisher: Publisher | None
+    config: CentralConfig,
+    store: SqliteStore,
+    publisher: Publisher | None,
+    notify: Callable[[dict[str, Any]], object] | None = None,
 ) -> APIRouter:
     """The router as ``titik-central run`` serves it: central.api.auth's roles, the app's
     audit log, ``[console]`` and ``[mqtt] topic_prefix`` of central.toml."""
@@ -344,4 +356,10 @@ def console_router(
         members=lambda g: store.devices(group=g, limit=0).total,
         ttl_s=config.console.action_ttl_s,
     )
-    return build_router(console=console, store=store, require=require, audit_of=audit_of_app)
+    return build_router(
+        console=console,
+        store=store,
+        require=require,
+        audit_of=audit_of_app,
+        history=history_hook(store, notify, config.alerts.console_url),
+    )

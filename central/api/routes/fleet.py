@@ -92,9 +92,13 @@ def router(api: Api) -> APIRouter:
             bool | None,
             Query(alias="open", description="true: open only; false: closed only; absent: all"),
         ] = None,
+        state: Annotated[
+            Literal["open", "acknowledged", "snoozed", "resolved"] | None,
+            Query(description="Only alerts in this state (docs/alerts.md, 'States')"),
+        ] = None,
     ) -> AlertsOut:
-        """Alerts, oldest first."""
-        return api.alerts(open_)
+        """Alerts, oldest first, with their state (open, acknowledged, snoozed, resolved)."""
+        return api.alerts(open_, state)
 
     @r.get("/api/compliance")
     def get_compliance() -> ComplianceOut:
