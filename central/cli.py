@@ -141,6 +141,7 @@ def http_server(
         device_series=config.metrics.device_series,
         routers=[console_router(config, store, publisher)],
         map_config=config.map,
+        service_score_below=config.alerts.service_score_below,
     )
     tls = config.http.tls
     return uvicorn.Server(

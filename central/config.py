@@ -64,6 +64,13 @@ class AlertsConfig(Section):
     mem_used_pct: float = Field(
         default=90, ge=0, le=100, validation_alias=AliasChoices("mem_used_pct", "mem_pct")
     )
+    service_score_below: int = Field(
+        default=60,
+        ge=0,
+        le=100,
+        description="A service report scoring under this raises a service_score alert; the "
+        "roll-ups and /metrics count the APs under it",
+    )
 
 
 class IngestConfig(Section):

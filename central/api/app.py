@@ -25,14 +25,20 @@ from prometheus_client import CollectorRegistry
 
 from agent import __version__
 from central.api.auth import Auth, AuthCollector
-from central.api.metrics import FleetCollector, MetricsQueries, device_exposition
+from central.api.metrics import (
+    FleetCollector,
+    MetricsQueries,
+    ServiceCollector,
+    device_exposition,
+)
 from central.api.queries import Api
-from central.api.routes import audit, console, docs, fleet, ops, public, session, web
+from central.api.routes import audit, console, docs, fleet, ops, public, service, session, web
 from central.api.routes.web import WEB_DIR
 from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.audit import AuditLog
 from central.store.base import Store
+from central.store.service import ServiceStore
 from central.store.tokens import TokenStore
 
 __all__ = ["WEB_DIR", "create_app"]
@@ -52,6 +58,7 @@ def create_app(
     device_series: bool = False,
     routers: Sequence[APIRouter] = (),
     map_config: MapConfig | None = None,
+    service_score_below: int = 60,
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
@@ -60,7 +67,9 @@ def create_app(
     config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
     session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
     per-gateway series on /metrics ([metrics] device_series). ``routers``: more routers (the
-    console's actions: central.api.routes.actions.build_router).
+    console's actions: central.api.routes.actions.build_router). ``service_score_below``:
+    [alerts] service_score_below, for the service roll-ups (a store without a path has no
+    service tables, and no service endpoints).
     """
     path: Path | None = getattr(store, "path", None)
     if tokens is None or audit_log is None:
@@ -73,6 +82,9 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store, stats, noncompliant=api.noncompliant))
     registry.register(AuthCollector(auth))
+    health = ServiceStore(path, clock=getattr(store, "clock", clock)) if path else None
+    if health is not None:
+        registry.register(ServiceCollector(health, service_score_below))
     app = FastAPI(
         title="Titik central",
         version=__version__,
@@ -87,6 +99,8 @@ def create_app(
     app.include_router(fleet.router(api))
     app.include_router(ops.quarantine_router(api))
     app.include_router(public.router(api))
+    if health is not None:
+        app.include_router(service.router(health, service_score_below, clock))
     app.include_router(ops.health_router(stats))
     rows = store.device_rows if device_series and isinstance(store, MetricsQueries) else None
     app.include_router(
