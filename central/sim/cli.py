@@ -207,6 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--soak", type=float, default=30.0, help="rollout: each wave's soak, seconds (default: 30)"
     )
     ap.add_argument(
+        "--service-interval",
+        type=float,
+        metavar="S",
+        help="turn the gateways' service-health report on ([service], issue 20), one every S "
+        "seconds (at least 30; default: off)",
+    )
+    ap.add_argument(
+        "--service-faults",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --service-interval: N gateways each get a saturated channel, an exhausted "
+        "DHCP pool and a dead portal, for the dashboard's worst-APs list to find (logged at "
+        "start; default: 0)",
+    )
+    ap.add_argument(
         "--workdir",
         type=Path,
         default=Path("titik-sim-work"),
@@ -280,11 +296,26 @@ def setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
+def check_service_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.service_interval is not None and args.service_interval < 30:
+        parser.error("--service-interval: at least 30 seconds (the agent's [service] interval_s)")
+    if args.service_faults < 0:
+        parser.error("--service-faults: 0 or more")
+    if args.service_faults and args.service_interval is None:
+        parser.error("--service-faults needs --service-interval (the report that shows them)")
+    if 3 * args.service_faults > args.gateways:
+        parser.error(
+            f"--service-faults {args.service_faults}: three faults need "
+            f"{3 * args.service_faults} gateways; --gateways is {args.gateways}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if "chaos" in args.scenario and args.broker:
         parser.error("the chaos scenario restarts the broker and central: run it without --broker")
+    check_service_args(parser, args)
     if args.outage_minutes is None:
         args.outage_minutes = args.minutes
     setup_logging()
@@ -318,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             state,
             interval_s=args.interval,
             ramp_s=args.ramp,
+            service_interval_s=args.service_interval,
+            service_faults=args.service_faults,
         )
+        for device, fault in sorted(fleet.faults.items()):
+            log.info("service fault planted: %s has %s", device, fault)
         log.info("%d gateways built; event loop starting", args.gateways)
         stop = threading.Event()
         ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)
