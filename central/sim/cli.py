@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -70,7 +71,9 @@ def rss_bytes() -> int:
     return 0
 
 
-SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos")
+SCENARIOS = (
+    "steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos", "service",
+)  # fmt: skip
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -95,12 +98,16 @@ def run_scenario(
     if name == "chaos":
         assert plan is not None  # noqa: S101 - main() makes it when chaos is asked for
         return chaos.chaos(fleet, stack, seconds, plan)
-    if name == "steady":
-        return scenarios.steady(fleet, stack, seconds)
-    if name == "outage":
-        return scenarios.outage(fleet, stack, args.outage_minutes * 60)
-    if name == "flap":
-        return scenarios.flap(fleet, stack, seconds)
+    simple: dict[str, Callable[[], stack_mod.Result]] = {
+        "steady": lambda: scenarios.steady(fleet, stack, seconds),
+        "outage": lambda: scenarios.outage(fleet, stack, args.outage_minutes * 60),
+        "flap": lambda: scenarios.flap(fleet, stack, seconds),
+        "service": lambda: scenarios.service_faults(
+            fleet, stack, timeout=max(120.0, 3 * (args.service_interval or 0))
+        ),
+    }
+    if name in simple:
+        return simple[name]()
     if name == "rollout":
         return scenarios.rollout_in_waves(
             fleet,
@@ -150,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
             "                  messages, the broker restarted, central killed (SIGKILL) and\n"
             "                  restarted; then every record of every gateway must be stored\n"
             "                  once (full disks need root: a small tmpfs per gateway)\n"
+            "  service         with --service-interval and --service-faults: wait for every\n"
+            "                  gateway's service report, then check that central's worst-APs\n"
+            "                  list starts with the planted faults, each with its reason\n"
             "docs/simulator.md explains each figure."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -316,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     if "chaos" in args.scenario and args.broker:
         parser.error("the chaos scenario restarts the broker and central: run it without --broker")
     check_service_args(parser, args)
+    if "service" in args.scenario and (args.service_interval is None or args.broker):
+        parser.error(
+            "the service scenario needs --service-interval (and --service-faults), and "
+            "central's API: run it without --broker"
+        )
     if args.outage_minutes is None:
         args.outage_minutes = args.minutes
     setup_logging()

@@ -7,24 +7,21 @@ and their alerts must be open."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from central.sim.cli import main as titik_sim
 from central.sim.fleet import SimulatedFleet, plant_faults, wait_connected
+from central.sim.scenarios import FAULT_REASONS, service_faults
 from central.sim.stack import local_stack
 
 pytestmark = pytest.mark.broker
 
 #: The reason each planted fault must show in the worst-APs list.
-REASON = {
-    "busy_channel": "channel_busy",
-    "dhcp_exhausted": "dhcp_pool_exhausted",
-    "dead_portal": "portal_broken",
-}
+REASON = FAULT_REASONS
 
 
 def test_faults_are_planted_deterministically() -> None:
@@ -34,6 +31,28 @@ def test_faults_are_planted_deterministically() -> None:
     assert plant_faults(30, 0) == {}
     with pytest.raises(ValueError, match="only 5"):
         plant_faults(5, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--service-faults", "1"], "needs --service-interval"),
+        (["--service-interval", "10"], "at least 30 seconds"),
+        (["--gateways", "5", "--service-interval", "60", "--service-faults", "2"], "need 6"),
+        (["--scenario", "service"], "service scenario needs"),
+        (
+            ["--scenario", "service", "--service-interval", "60", "--broker", "h:1"],
+            "without --broker",
+        ),
+    ],
+)
+def test_titik_sim_refuses_service_options_that_cannot_work(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        titik_sim(argv)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
 
 
 def get(api: str, path: str, headers: dict[str, str]) -> Any:
@@ -59,13 +78,12 @@ def test_the_worst_aps_are_the_faulty_ones_with_their_reasons(tmp_path: Path) ->
         fleet.start()
         try:
             assert wait_connected(fleet, 30) == n
-            deadline = time.monotonic() + 60
-            while True:
-                scores = get(stack.api, "/api/service/scores", stack.api_headers)["items"]
-                if len(scores) == n:
-                    break
-                assert time.monotonic() < deadline, f"{len(scores)}/{n} service reports stored"
-                time.sleep(0.5)
+            # What `titik-sim --scenario service` reports: it waits for every report.
+            result = service_faults(fleet, stack, timeout=60)
+            assert result["all_reported"] and result["reports_stored"] == n, result
+            assert result["planted"] == result["planted_at_the_head"] == 3 * each, result
+            assert result["with_their_reason"] == 3 * each, result
+            assert result["best_faulty_score"] < result["worst_healthy_score"], result
             worst = get(stack.api, f"/api/service/worst?limit={n}", stack.api_headers)["items"]
             alerts = get(stack.api, "/api/alerts?open=true", stack.api_headers)["items"]
         finally:
