@@ -141,6 +141,10 @@ def test_worst_aps_list_and_scores_on_the_map_and_table(page: Any, tmp_path: Pat
     # The device table's score column.
     table_scores = page.locator('[data-testid="devices"] [data-testid="score"]')
     expect(table_scores).to_have_count(N)
+    # A worst row opens the AP's detail with its score and reasons.
+    rows.nth(0).locator("button").click()
+    detail = page.get_by_test_id("detail-service")
+    expect(detail).to_contain_text(FAULTS[top[0]][1])
     # The map: zoom to a faulty AP; its dot carries its score, in the poor or fair colour.
     busy = page.locator('[data-testid="worst-row"][data-id="gw-sim-00004"]')
     score = busy.get_attribute("data-score")

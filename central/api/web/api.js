@@ -82,5 +82,6 @@ export const api = {
   // Service health (issue 20).
   serviceScores: () => get("/api/service/scores"),
   serviceWorst: (limit = 10) => get("/api/service/worst", { limit }),
+  serviceLatest: (id) => get(`/api/devices/${encodeURIComponent(id)}/service`),
   serviceHistory: (id, since, until) => get(`/api/devices/${encodeURIComponent(id)}/service/history`, { since, until }),
 };

@@ -5,7 +5,7 @@ import { lineChart } from "./charts.js";
 import { FleetMap } from "./map.js";
 import { mountNav } from "./nav.js";
 import { DASH, ago, dateTime, el, fixed1, hms, int, num1, text, yesNo } from "./format.js";
-import { loadScores, renderWorst, scoreCell, withScores } from "./service.js";
+import { loadScores, renderWorst, scoreCell, serviceText, withScores } from "./service.js";
 
 const params = new URLSearchParams(location.search);
 // Poll interval in seconds: 10 by default; ?refresh=1 (tests) or any other positive number.
@@ -252,6 +252,12 @@ async function openDetail(id) {
       ...field("Config", configText(d.compliant, cfg), "detail-config"),
       ...(d.online ? [] : field("Offline since", `${dateTime(d.offline_since)}${d.offline_reason ? ` (${d.offline_reason})` : ""}`)),
     );
+    if (state.scores.byId.has(id)) {
+      // Only for an AP with a report (the others would answer 404): its score and reasons.
+      const s = await api.serviceLatest(id);
+      if (state.detailId !== id) return;
+      $("detail-fields").append(...field("Service", serviceText(s, state.scores.below), "detail-service"));
+    }
     $("detail-res").textContent = h.resolution ? `· ${h.resolution === "raw" ? "raw samples" : `${h.resolution} buckets`}` : "";
     const points = h.points || [];
     $("detail-charts").replaceChildren(...CHARTS.map((c) => lineChart({ ...c, points })));

@@ -39,6 +39,13 @@ export function scoreCell(d) {
   return el("td", { class: "num" }, el("span", { class: `score sc-${d.score_band}`, "data-testid": "score" }, String(d.score)));
 }
 
+// One AP's latest (GET /api/devices/{id}/service) in words, for the detail panel.
+export function serviceText(s, below) {
+  const why = s.deductions.length ? s.deductions.map((d) => `${d.name} −${d.points} (${d.detail})`).join("; ") : "no deduction";
+  const stale = s.fresh ? "" : " · report older than 3 intervals";
+  return el("span", {}, el("span", { class: `score sc-${band(s.score, below)}` }, String(s.score)), ` ${why}${stale}`);
+}
+
 // The worst-APs list: {items: [{device, region, site, score, deductions: [{name, points,
 // detail}], failed, received}]}, lowest score first.
 export function renderWorst(tbody, data, below, onPick) {
