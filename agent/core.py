@@ -205,13 +205,10 @@ class Agent(Generic[L]):
         self._commands: CommandProcessor | None = None
         #: The service-health report, when ``[service] enabled``: imported only then (its
         #: models and probes cost ~400 KiB; docs/architecture.md, "Service health").
+        #: Made by apply_runtime when [service] (the file's, or the remote config's) says so.
         self.service: ServiceReporter | None = None
         self._service_waiting: bytes | None = None  # made while offline: the newest only
-        svc = cfg.service
-        if svc is not None and svc.enabled:
-            from agent.service.report import ServiceReporter
-
-            self.service = ServiceReporter(svc, platform, clock=clock, wall=wall, rng=rng)
+        self._rng = rng
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
             self.link.cfg, self._move_to = self._move_to, None
@@ -444,6 +441,36 @@ class Agent(Generic[L]):
             self._next_sample = min(self._next_sample, self.clock() + telemetry.interval_s)
         if (mqtt.host, mqtt.port) != (self.link.cfg.host, self.link.cfg.port):
             self._move_to = mqtt  # done by tick(), outside any paho callback
+        self._apply_service(applied.get("service") or {})
+
+    def service_interval(self) -> float | None:
+        """Seconds between service reports, None while the report is off."""
+        return self.service.cfg.interval_s if self.service is not None else None
+
+    def _apply_service(self, remote: Mapping[str, Any]) -> None:
+        """``[service]`` of the config file with the remote config's ``enabled`` and
+        ``interval_s`` over it: the reporter is made, dropped, or given its new interval (the
+        next report comes no later than one new interval from now)."""
+        base = self.base_cfg.service
+        if base is None and not remote:
+            self.service = None  # nothing imported: the report's ~400 KiB stay unpaid
+            return
+        from agent.service_config import ServiceConfig
+
+        svc = (base or ServiceConfig()).model_copy(
+            update={k: v for k, v in remote.items() if k in ("enabled", "interval_s")}
+        )
+        if not svc.enabled:
+            self.service, self._service_waiting = None, None
+        elif self.service is None:
+            from agent.service.report import ServiceReporter
+
+            self.service = ServiceReporter(
+                svc, self.platform, clock=self.clock, wall=self._wall, rng=self._rng
+            )
+        elif self.service.cfg != svc:
+            self.service.cfg = svc
+            self.service.next_at = min(self.service.next_at, self.clock() + svc.interval_s)
 
     def collect_now(self) -> int:
         sample = self.sample()

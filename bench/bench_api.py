@@ -108,6 +108,15 @@ def fill(db: Path, devices: int, history: int) -> None:
     store.write(
         WriteBatch(alerts=[AlertChange("temp", f"gw-{i:05d}", now, "hot") for i in range(0, 50)])
     )
+    # Every gateway's service report (issue 20), a tenth of them with a dead portal: /metrics
+    # carries their per-region aggregates.
+    from agent.protocol.service import Probes, ServiceReport
+    from central.store.service import to_row
+
+    healthy = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="open"))
+    dead = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="broken"))
+    rows = [to_row(d.device, dead if i % 10 == 3 else healthy, now) for i, d in enumerate(states)]
+    store.write(WriteBatch(service=rows))
     store.roll_up()
     store.close()
 

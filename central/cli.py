@@ -167,6 +167,7 @@ def http_server(
         ],
         map_config=config.map,
         collectors=[WebhookCollector(notifier)] if notifier else [],
+        service_score_below=config.alerts.service_score_below,
     )
     tls = config.http.tls
     return uvicorn.Server(

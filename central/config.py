@@ -129,6 +129,13 @@ class AlertsConfig(Section):
     )
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    service_score_below: int = Field(
+        default=60,
+        ge=0,
+        le=100,
+        description="A service report scoring under this raises a service_score alert; the "
+        "roll-ups and /metrics count the APs under it",
+    )
 
 
 class IngestConfig(Section):

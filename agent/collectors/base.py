@@ -108,6 +108,10 @@ class SimHost(Protocol):
     def busy(self, wall: float) -> float:
         """How busy the site is at ``wall`` (0.05 at night to about 1.0)."""
 
+    @property
+    def service_fault(self) -> str | None:
+        """A fault the service report shows (agent.service.simulated.FAULTS), or None."""
+
     def count_bytes(self, rx: float, tx: float) -> tuple[int, int]:
         """Add to the simulated WAN byte counters; returns them (received, sent)."""
 

@@ -44,6 +44,9 @@ class SimulatedPlatform(Platform):
         )
         self._rx = self.rng.randint(10**6, 10**9)
         self._tx = self.rng.randint(10**6, 10**9)
+        #: A fault for the service report to show (agent.service.simulated.FAULTS): titik-sim
+        #: plants them for the dashboard to find.
+        self.service_fault: str | None = None
 
     # -- what the collectors' simulated readings draw on (agent.collectors.base.SimHost)
     radios = RADIOS

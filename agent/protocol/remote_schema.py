@@ -110,6 +110,16 @@ class MaintenanceSection(Strict):
     )
 
 
+class ServiceSection(Strict):
+    """The service-health report (issue 20): on or off, and how often. The rest of
+    ``[service]`` (probes' targets, the portal URL...) stays in the gateway's agent.toml."""
+
+    enabled: bool | None = Field(default=None, description="Publish the service report")
+    interval_s: float | None = Field(
+        default=None, ge=30, le=86400, description="Seconds between reports"
+    )
+
+
 class RemoteConfig(Strict):
     wifi: WifiSection | None = None
     hotspot: HotspotSection | None = None
@@ -117,3 +127,4 @@ class RemoteConfig(Strict):
     mqtt: MqttSection | None = None
     agent: AgentSection | None = None
     maintenance: MaintenanceSection | None = None
+    service: ServiceSection | None = None

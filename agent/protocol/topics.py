@@ -70,6 +70,7 @@ KINDS: Final = {
     (GW, CONFIG_REPORTED): "reported",
     (GW, CONFIG_DESIRED): "desired",
     (GROUP, CONFIG_DESIRED): "group_desired",
+    (GW, SERVICE): "service",
 }
 
 

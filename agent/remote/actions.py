@@ -27,6 +27,7 @@ class Gateway(Protocol):
     def remote(self) -> ConfigController: ...
     def schedule_reboot(self, delay_s: float) -> None: ...
     def collect_now(self) -> int: ...
+    def service_interval(self) -> float | None: ...
 
 
 #: Commands that change nothing on the gateway: running one twice does no harm, so they run
@@ -89,6 +90,8 @@ def handlers(agent: Gateway) -> dict[str, Handler]:
                 "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
                 "groups": list(cfg.device.groups),
                 "require_signature": cfg.security.require_signature,
+                # The service report as it runs now (file and remote config): null when off.
+                "service": ({"interval_s": every} if (every := agent.service_interval()) else None),
             },
         }
 

@@ -8,8 +8,8 @@ The life of a change:
    validated as a whole. A bad config is reported ``rejected`` with its key path, and
    nothing changes.
 3. A journal is written, then every changed hook section is validated, snapshotted and
-   applied; the agent's own sections (telemetry, mqtt, agent, maintenance) are applied in
-   memory.
+   applied; the agent's own sections (telemetry, mqtt, agent, maintenance, service) are
+   applied in memory.
 4. The agent must then get a PUBACK from the broker (for the ``applying`` report) within
    ``config.rollback_timeout_s``. If it does, the config is committed and reported
    ``applied``. If it does not, or a hook fails, every applied section is restored from its

@@ -30,15 +30,17 @@ from central.api.metrics import (
     FleetCollector,
     MetricsQueries,
     RefreshedBlock,
+    ServiceCollector,
     device_exposition,
 )
 from central.api.queries import Api
-from central.api.routes import audit, console, docs, fleet, ops, public, session, web
+from central.api.routes import audit, console, docs, fleet, ops, public, service, session, web
 from central.api.routes.web import WEB_DIR
 from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.audit import AuditLog
 from central.store.base import Store
+from central.store.service import ServiceStore
 from central.store.tokens import TokenStore
 
 __all__ = ["WEB_DIR", "create_app"]
@@ -60,6 +62,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     map_config: MapConfig | None = None,
     collectors: Sequence[Collector] = (),
+    service_score_below: int = 60,
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
@@ -72,6 +75,8 @@ def create_app(
     ``routers``: more routers (the console's actions: central.api.routes.actions.build_router).
     ``collectors``: more series on /metrics (the webhook's:
     central.api.routes.alerting.WebhookCollector).
+    ``service_score_below``: [alerts] service_score_below, for the service roll-ups (a store
+    without a path has no service tables, and no service endpoints).
     """
     path: Path | None = getattr(store, "path", None)
     if tokens is None or audit_log is None:
@@ -86,6 +91,9 @@ def create_app(
     registry.register(AuthCollector(auth))
     for extra_collector in collectors:
         registry.register(extra_collector)
+    health = ServiceStore(path, clock=getattr(store, "clock", clock)) if path else None
+    if health is not None:
+        registry.register(ServiceCollector(health, service_score_below))
     app = FastAPI(
         title="Titik central",
         version=__version__,
@@ -100,6 +108,8 @@ def create_app(
     app.include_router(fleet.router(api))
     app.include_router(ops.quarantine_router(api))
     app.include_router(public.router(api))
+    if health is not None:
+        app.include_router(service.router(health, service_score_below, clock))
     app.include_router(ops.health_router(stats))
     block = None
     if device_series and isinstance(store, MetricsQueries):

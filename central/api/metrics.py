@@ -25,6 +25,7 @@ from prometheus_client.utils import floatToGoString
 from central.ingest.consumer import LAG_BUCKETS, IngestStats
 from central.store.base import Store
 from central.store.console import DeviceRow, RegionRow
+from central.store.service import ServiceStore
 
 log = logging.getLogger("titik.central.metrics")
 
@@ -194,6 +195,55 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "titik_ingest_connected", "1 while connected to the broker", value=int(st.connected)
         )
+
+
+class ServiceCollector(Collector):
+    """Service health per region (issue 20), from one SQL aggregate over the APs' latest fresh
+    reports (central/store/service.py): no per-AP series, so a scrape stays fast at 10,000."""
+
+    def __init__(self, service: ServiceStore, below: int) -> None:
+        self.service = service
+        self.below = below
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self.service.rollups("region", self.below)
+        families = {
+            "aps": GaugeMetricFamily(
+                "titik_region_service_aps",
+                "APs with a fresh service report, by region",
+                labels=["region"],
+            ),
+            "mean": GaugeMetricFamily(
+                "titik_region_service_score_mean",
+                "Mean service-health score (0-100) of the region's APs",
+                labels=["region"],
+            ),
+            "min": GaugeMetricFamily(
+                "titik_region_service_score_min",
+                "Lowest service-health score in the region",
+                labels=["region"],
+            ),
+            "below": GaugeMetricFamily(
+                "titik_region_service_score_below",
+                "APs scoring under alerts.service_score_below, by region",
+                labels=["region"],
+            ),
+        }
+        failed = GaugeMetricFamily(
+            "titik_region_service_probe_failed",
+            "APs whose last service probe failed, by region and probe (dns, portal, internet)",
+            labels=["region", "probe"],
+        )
+        for r in rows:
+            families["aps"].add_metric([r.region], r.aps)
+            families["mean"].add_metric([r.region], r.mean_score)
+            families["min"].add_metric([r.region], r.min_score)
+            families["below"].add_metric([r.region], r.below)
+            failed.add_metric([r.region, "dns"], r.dns_failed)
+            failed.add_metric([r.region, "portal"], r.portal_failed)
+            failed.add_metric([r.region, "internet"], r.inet_failed)
+        yield from families.values()
+        yield failed
 
 
 # --- per-gateway series (``[metrics] device_series``) ---------------------------------------

@@ -37,6 +37,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch, topics
 from agent.protocol.client import client_for
+from agent.protocol.service import ServiceReport
 from central.config import CentralConfig
 from central.ingest.decode import (
     Built,
@@ -62,6 +63,7 @@ from central.store.base import (
     WriteBatch,
     WriteResult,
 )
+from central.store.service import to_row as to_service_row
 
 log = logging.getLogger("titik.central.ingest")
 
@@ -69,7 +71,9 @@ log = logging.getLogger("titik.central.ingest")
 #: refused it although it passed the model; central failed on it (a bug, kept for replay).
 BAD_REASONS = ("oversized", "json", "schema", "device_mismatch", "topic", "store", "internal")
 #: Messages taken, by kind (``cleared``: an empty retained payload).
-KINDS = ("telemetry", "batch", "status", "reported", "desired", "group_desired", "cleared")
+KINDS = (
+    "telemetry", "batch", "status", "reported", "desired", "group_desired", "service", "cleared",
+)  # fmt: skip
 #: Quarantine rows kept per gateway (or topic) per minute; the rest are counted only.
 LOG_EVERY_S = 60.0
 CHECK_EVERY_S = 1.0
@@ -168,11 +172,12 @@ class Processor:
                     raise QuarantinedMessage(
                         "oversized", f"{len(m.payload)} bytes > {self.max_payload}"
                     )
-                accepted[self._one(where[0], where[1], m.payload, now, built, i)] += 1
+                take = self._service if where[0] == "service" else self._one
+                accepted[take(where[0], where[1], m.payload, now, built, i)] += 1
             except Exception as exc:
                 # Whatever the message appended goes; the message itself is quarantined.
                 del batch.samples[ends[-1] if ends else 0 :]
-                for rows, of in ((batch.desired, built.desired_of), (batch.reported, built.reported_of)):  # fmt: skip
+                for rows, of in ((batch.desired, built.desired_of), (batch.reported, built.reported_of), (batch.service, built.service_of)):  # fmt: skip
                     if of and of[-1] == i:
                         del rows[-1], of[-1]
                 bad = exc if isinstance(exc, QuarantinedMessage) else self._internal(exc, m.topic)
@@ -270,6 +275,17 @@ class Processor:
             built.desired_of.append(i)
         return kind
 
+    def _service(
+        self, kind: str, name: str, payload: bytes, now: float, built: Built, i: int
+    ) -> str:
+        """A service report (issue 20): scored with the agent's own function, stored in this
+        batch's transaction, and its alerts raised or cleared."""
+        row = to_service_row(name, validate_payload(ServiceReport, payload), now)
+        built.batch.service.append(row)
+        built.service_of.append(i)
+        self.fleet.apply_service(row, now)
+        return kind
+
     def _internal(self, exc: Exception, topic: str) -> QuarantinedMessage:
         """An exception no rule names: a bug in central. Its traceback is logged (once a
         minute per exception type) and the message quarantined, for a replay once fixed."""
@@ -315,6 +331,7 @@ class Consumer:
             a.disk_used_pct,
             a.mem_used_pct,
             future_s=config.ingest.future_tolerance_s,
+            service_score_below=a.service_score_below,
         )
         self.fleet = FleetState.restore(rules, store.load_devices(), store.alerts(open_only=True))
         self.processor = Processor(config, self.fleet, self.stats, clock)

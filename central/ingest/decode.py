@@ -47,8 +47,8 @@ def _topic_safe(name: str) -> bool:
 
 
 def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
-    """``(kind, name)``: kind is telemetry, batch, status, reported, desired or group_desired
-    (``agent.protocol.topics.KINDS``); None unless the name is a device id or group name
+    """``(kind, name)``: kind is telemetry, batch, status, reported, desired, group_desired
+    or service (``agent.protocol.topics.KINDS``); None unless the name is a device id or group name
     (``TOPIC_SAFE``)."""
     parts = topics.parse_topic(prefix, topic)
     if parts is None:
@@ -133,6 +133,7 @@ class Built:
     desired_of: list[int] = field(default_factory=list)
     reported_of: list[int] = field(default_factory=list)
     quarantined_of: list[int] = field(default_factory=list)
+    service_of: list[int] = field(default_factory=list)
 
     def part(self, lo: int, hi: int) -> WriteBatch:
         """The rows of messages ``lo`` to ``hi - 1`` (no device rows or alert changes)."""
@@ -144,6 +145,7 @@ class Built:
             quarantined=[
                 r for r, i in zip(b.quarantined, self.quarantined_of, strict=True) if lo <= i < hi
             ],
+            service=[r for r, i in zip(b.service, self.service_of, strict=True) if lo <= i < hi],
         )
 
     def kind(self, i: int, prefix: str) -> str | None:

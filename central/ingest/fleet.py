@@ -12,7 +12,9 @@
 - A gateway with no live telemetry for 3x its interval (inferred from consecutive samples,
   default 60 s) is offline ("stale").
 - Alerts: offline longer than N minutes; temperature, disk and memory over thresholds;
-  a config report that says ``rejected`` or ``rolled_back``.
+  a config report that says ``rejected`` or ``rolled_back``; a service report (issue 20)
+  whose score is under ``Rules.service_score_below`` (``service_score``) or whose DNS,
+  portal or Internet probe failed (``service_probe``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.protocol import Status
 from central.store.base import (
@@ -29,6 +32,9 @@ from central.store.base import (
     ReportedDoc,
     Sample,
 )
+
+if TYPE_CHECKING:
+    from central.store.service import ServiceRow
 
 STALE_FACTOR = 3.0
 #: Closer samples are a burst (e.g. collect_now), not the interval.
@@ -48,6 +54,9 @@ CLOCK = "clock"
 
 #: Config report states that raise an alert, and the alert kind.
 CONFIG_ALERTS = {"rejected": "config_rejected", "rolled_back": "config_rolled_back"}
+#: Alert kinds of the service report: a low score, a failed probe on the citizen's path.
+SERVICE_SCORE = "service_score"
+SERVICE_PROBE = "service_probe"
 
 
 def _utc(ts: float) -> str:
@@ -62,6 +71,7 @@ class Rules:
     mem_used_pct: float = 90.0
     stale_factor: float = STALE_FACTOR
     future_s: float = FUTURE_S
+    service_score_below: float = 60.0
 
 
 @dataclass
@@ -196,6 +206,20 @@ class FleetState:
                 self._open(doc.device, kind, now, doc.report.error or state)
             elif doc.report.state == "applied":
                 self._close(doc.device, kind, now)
+
+    def apply_service(self, row: ServiceRow, now: float) -> None:
+        """A service report's score and failed probes open or close their alerts."""
+        self._state(row.device)
+        limit = self.rules.service_score_below
+        if row.score < limit:
+            why = ", ".join(name for name, _, _ in row.deductions) or "no deduction named"
+            self._open(row.device, SERVICE_SCORE, now, f"score {row.score} < {limit:g}: {why}")
+        else:
+            self._close(row.device, SERVICE_SCORE, now)
+        if row.failed:
+            self._open(row.device, SERVICE_PROBE, now, "failed: " + ", ".join(row.failed))
+        else:
+            self._close(row.device, SERVICE_PROBE, now)
 
     def check(self, now: float) -> None:
         """Staleness and the offline alert; call it every few seconds."""

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -70,7 +71,9 @@ def rss_bytes() -> int:
     return 0
 
 
-SCENARIOS = ("steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos")
+SCENARIOS = (
+    "steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos", "service",
+)  # fmt: skip
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -96,12 +99,16 @@ def run_scenario(
     if name == "chaos":
         assert plan is not None  # noqa: S101 - main() makes it when chaos is asked for
         return chaos.chaos(fleet, stack, seconds, plan)
-    if name == "steady":
-        return scenarios.steady(fleet, stack, seconds)
-    if name == "outage":
-        return scenarios.outage(fleet, stack, args.outage_minutes * 60)
-    if name == "flap":
-        return scenarios.flap(fleet, stack, seconds)
+    simple: dict[str, Callable[[], stack_mod.Result]] = {
+        "steady": lambda: scenarios.steady(fleet, stack, seconds),
+        "outage": lambda: scenarios.outage(fleet, stack, args.outage_minutes * 60),
+        "flap": lambda: scenarios.flap(fleet, stack, seconds),
+        "service": lambda: scenarios.service_faults(
+            fleet, stack, timeout=max(120.0, 3 * (args.service_interval or 0))
+        ),
+    }
+    if name in simple:
+        return simple[name]()
     if name == "rollout":
         return scenarios.rollout_in_waves(
             fleet,
@@ -152,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
             "                  messages, the broker restarted, central killed (SIGKILL) and\n"
             "                  restarted; then every record of every gateway must be stored\n"
             "                  once (full disks need root: a small tmpfs per gateway)\n"
+            "  service         with --service-interval and --service-faults: wait for every\n"
+            "                  gateway's service report, then check that central's worst-APs\n"
+            "                  list starts with the planted faults, each with its reason\n"
             "docs/simulator.md explains each figure."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -207,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--soak", type=float, default=30.0, help="rollout: each wave's soak, seconds (default: 30)"
+    )
+    ap.add_argument(
+        "--service-interval",
+        type=float,
+        metavar="S",
+        help="turn the gateways' service-health report on ([service], issue 20), one every S "
+        "seconds (at least 30; default: off)",
+    )
+    ap.add_argument(
+        "--service-faults",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --service-interval: N gateways each get a saturated channel, an exhausted "
+        "DHCP pool and a dead portal, for the dashboard's worst-APs list to find (logged at "
+        "start; default: 0)",
     )
     ap.add_argument(
         "--workdir",
@@ -283,13 +309,48 @@ def setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
+def check_service_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.service_interval is not None and args.service_interval < 30:
+        parser.error("--service-interval: at least 30 seconds (the agent's [service] interval_s)")
+    if args.service_faults < 0:
+        parser.error("--service-faults: 0 or more")
+    if args.service_faults and args.service_interval is None:
+        parser.error("--service-faults needs --service-interval (the report that shows them)")
+    if 3 * args.service_faults > args.gateways:
+        parser.error(
+            f"--service-faults {args.service_faults}: three faults need "
+            f"{3 * args.service_faults} gateways; --gateways is {args.gateways}"
+        )
+
+
+def rollout_setup(
+    args: argparse.Namespace, stack: stack_mod.Stack, state: Path
+) -> scenarios.RolloutBase | None:
+    """With the rollout scenario: the group's current config, seeded on its gateways."""
+    if "rollout" not in args.scenario or stack.db is None:
+        return None
+    log.info("seeding group %s's current config on its gateways", args.rollout_group)
+    return scenarios.seed_rollout_base(stack, state, args.gateways, args.rollout_group)
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations the scenarios cannot run with (exit 2, naming the option)."""
+    if "chaos" in args.scenario and args.broker:
+        parser.error("the chaos scenario restarts the broker and central: run it without --broker")
+    check_service_args(parser, args)
+    if "service" in args.scenario and (args.service_interval is None or args.broker):
+        parser.error(
+            "the service scenario needs --service-interval (and --service-faults), and "
+            "central's API: run it without --broker"
+        )
+    if args.outage_minutes is None:
+        args.outage_minutes = args.minutes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if "chaos" in args.scenario and args.broker:
-        parser.error("the chaos scenario restarts the broker and central: run it without --broker")
-    if args.outage_minutes is None:
-        args.outage_minutes = args.minutes
+    check_args(parser, args)
     setup_logging()
     soft, hard = raise_nofile()
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
@@ -314,10 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         rss0 = rss_bytes()
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
-        base = None
-        if "rollout" in args.scenario and stack.db is not None:
-            log.info("seeding group %s's current config on its gateways", args.rollout_group)
-            base = scenarios.seed_rollout_base(stack, state, args.gateways, args.rollout_group)
+        base = rollout_setup(args, stack, state)
         fleet = SimulatedFleet(
             args.gateways,
             stack.host,
@@ -325,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
             state,
             interval_s=args.interval,
             ramp_s=args.ramp,
+            service_interval_s=args.service_interval,
+            service_faults=args.service_faults,
         )
+        for device, fault in sorted(fleet.faults.items()):
+            log.info("service fault planted: %s has %s", device, fault)
         log.info("%d gateways built; event loop starting", args.gateways)
         stop = threading.Event()
         ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)

@@ -31,6 +31,7 @@ from agent.config import parse_config
 from agent.core import Agent, open_spool
 from agent.platforms.simulated import SimulatedPlatform
 from agent.protocol import Telemetry
+from agent.service.simulated import FAULTS
 from agent.state import AgentState
 
 log = logging.getLogger("titik.sim")
@@ -98,6 +99,17 @@ HOOK_WORKERS = 8
 CONNECT_WORKERS = 16
 
 
+def plant_faults(n: int, each: int, seed: int = 1) -> dict[str, str]:
+    """Pure: ``each`` gateways of ``n`` for each service fault (agent.service.simulated.FAULTS),
+    picked at random but the same for a seed; device id -> fault."""
+    if each <= 0:
+        return {}
+    if 3 * each > n:
+        raise ValueError(f"{each} gateways for each of 3 faults: the fleet has only {n}")
+    picked = random.Random(f"faults-{seed}").sample(range(n), 3 * each)
+    return {f"gw-sim-{i:05d}": FAULTS[k // each] for k, i in enumerate(picked)}
+
+
 def raise_nofile() -> tuple[int, int]:
     """Raise the soft limit of open files to the hard limit: one socket per gateway."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -156,6 +168,8 @@ class SimulatedFleet:
         reconnect_max_s: float | None = None,
         replay_jitter_s: float | None = None,
         seed: int = 1,
+        service_interval_s: float | None = None,
+        service_faults: int = 0,
     ) -> None:
         self.agents: list[TrackedAgent] = []
         self.roots: list[Path] = []
@@ -169,6 +183,17 @@ class SimulatedFleet:
         if reconnect_max_s is not None:
             mqtt["reconnect_max_s"] = reconnect_max_s
         buffer = {} if replay_jitter_s is None else {"replay_jitter_s": replay_jitter_s}
+        #: Gateways given a service fault (issue 20): device id -> fault.
+        self.faults = plant_faults(n, service_faults, seed) if service_interval_s else {}
+        service: dict[str, object] = (
+            {
+                "enabled": True,
+                "interval_s": service_interval_s,
+                "jitter_s": min(30.0, service_interval_s / 10),
+            }
+            if service_interval_s
+            else {}
+        )
         for device in gateway_plan(n, seed):
             state = workdir / str(device["id"])
             cfg = parse_config(
@@ -179,10 +204,12 @@ class SimulatedFleet:
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
                     "buffer": buffer,
+                    **({"service": service} if service else {}),
                 },
                 {},
             )
             platform = SimulatedPlatform(str(device["id"]))
+            platform.service_fault = self.faults.get(str(device["id"]))
             wall = self._wall(len(self.agents))
             agent = TrackedAgent(
                 cfg,

@@ -33,6 +33,7 @@ from central.sim.stack import (
     LoadSampler,
     Result,
     Stack,
+    api_get,
     broker_connects,
     histogram_quantile,
     lag_histogram,
@@ -82,6 +83,64 @@ def steady(fleet: SimulatedFleet, stack: Stack, seconds: float) -> Result:
         return result
     finally:
         probe.close()
+
+
+#: The deduction each planted service fault must show (agent/service/simulated.py).
+FAULT_REASONS = {
+    "busy_channel": "channel_busy",
+    "dhcp_exhausted": "dhcp_pool_exhausted",
+    "dead_portal": "portal_broken",
+}
+
+
+def service_faults(fleet: SimulatedFleet, stack: Stack, timeout: float) -> Result:
+    """Issue 20: wait until central holds a service report of every gateway, then read its
+    worst-APs list as the dashboard does: the planted faults must be its head, each with its
+    reason. Needs ``--service-interval`` (and ``--service-faults``) and central's API."""
+    n, planted = len(fleet.agents), fleet.faults
+    t0 = time.monotonic()
+    try:
+        wait_until(
+            lambda: len(api_get(stack, "/api/service/scores")["items"]) >= n,
+            timeout,
+            "every gateway's service report",
+            poll=1.0,
+        )
+        ok = True
+    except AssertionError:
+        ok = False
+    took = time.monotonic() - t0
+    scores = api_get(stack, "/api/service/scores")["items"]
+    worst = api_get(stack, f"/api/service/worst?limit={n}")["items"]
+    head = worst[: len(planted)]
+    found = [w for w in head if w["device"] in planted]
+    right = [
+        w
+        for w in found
+        if FAULT_REASONS[planted[w["device"]]] in [d["name"] for d in w["deductions"]]
+    ]
+    healthy = [w["score"] for w in worst if w["device"] not in planted]
+    faulty = [w["score"] for w in worst if w["device"] in planted]
+    for w in head:
+        log.info(
+            "worst: %s score %d (%s)%s",
+            w["device"],
+            w["score"],
+            ", ".join(d["name"] for d in w["deductions"]) or "no deduction",
+            f" planted {planted[w['device']]}" if w["device"] in planted else "",
+        )
+    return {
+        "gateways": n,
+        "reports_stored": len(scores),
+        "all_reported": ok,
+        "seconds_to_all_reports": round(took, 1),
+        "planted": len(planted),
+        "planted_at_the_head": len(found),
+        "with_their_reason": len(right),
+        "worst_faulty_score": min(faulty) if faulty else None,
+        "best_faulty_score": max(faulty) if faulty else None,
+        "worst_healthy_score": min(healthy) if healthy else None,
+    }
 
 
 def _devices_stored(db: Path, fleet: SimulatedFleet) -> int:

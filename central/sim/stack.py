@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import psutil
@@ -310,6 +311,15 @@ def lag_histogram(api: str, headers: dict[str, str] | None = None) -> dict[float
                 if sample.name.endswith("_bucket"):
                     out[float(sample.labels["le"])] = sample.value
     return out
+
+
+def api_get(stack: Stack, path: str) -> Any:
+    """GET central's JSON API with the sim's viewer token."""
+    if stack.api is None:
+        raise ValueError("central's API is not known: run without --broker")
+    req = urllib.request.Request(stack.api + path, headers=stack.api_headers)  # noqa: S310
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our loopback URL
+        return json.loads(resp.read())
 
 
 def histogram_quantile(

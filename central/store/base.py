@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from agent.protocol import ConfigReported
 from central.store.net import NetPoint
+
+if TYPE_CHECKING:
+    from central.store.service import ServiceRow
 
 DeviceStatus = Literal["online", "offline"]
 SortKey = Literal["device", "-device", "clients", "-clients", "last_seen", "-last_seen", "region"]
@@ -166,6 +169,8 @@ class WriteBatch:
     reported: list[ReportedDoc] = field(default_factory=list)
     alerts: list[AlertChange] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
+    #: Service-health reports (central/store/service.py), in the same transaction.
+    service: list[ServiceRow] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -175,6 +180,7 @@ class WriteBatch:
             or self.reported
             or self.alerts
             or self.quarantined
+            or self.service
         )
 
 

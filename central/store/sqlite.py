@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol import ConfigReported
-from central.store import net
+from central.store import net, service
 from central.store.base import (
     Alert,
     ComplianceRow,
@@ -233,6 +233,7 @@ class SqliteStore(ConsoleQueries):
         rename_legacy_columns(self._w)
         self._w.executescript(SCHEMA)
         self._w.executescript(net.SCHEMA)
+        self._w.executescript(service.SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are explicit (BEGIN ... COMMIT) in write().
@@ -315,6 +316,8 @@ class SqliteStore(ConsoleQueries):
                         for q in batch.quarantined
                     ],
                 )
+            if batch.service:
+                service.write(w, batch.service)
             w.execute("COMMIT")
         except BaseException:
             # SQLite rolls back by itself after some errors (FULL, IOERR, NOMEM, BUSY); a
@@ -398,6 +401,7 @@ class SqliteStore(ConsoleQueries):
             (roll_cut, chunk),
         ).rowcount
         n += self._w.execute(net.PRUNE, (roll_cut, chunk)).rowcount
+        n += self._w.execute(service.PRUNE, (roll_cut, chunk)).rowcount
         # The quarantine: the newest quarantine_rows rows, none older than raw_days (ids grow
         # with time: AUTOINCREMENT).
         n += self._w.execute(

@@ -137,6 +137,10 @@ class FakeApi:
                 return 200, copy.deepcopy(self.alerts)
             if path == "/api/devices":
                 return self._devices(query)
+            if path == "/api/service/scores":  # no service reports in these fixtures
+                return 200, {"items": [], "below": 60}
+            if path == "/api/service/worst":
+                return 200, {"items": []}
             if path.startswith("/api/devices/"):
                 return self._device(path.split("/")[3:])
             return 404, {"detail": "not found"}

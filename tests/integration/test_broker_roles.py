@@ -143,7 +143,7 @@ def test_gateway_publishes_its_own_topics_and_nothing_else(kit: RunningKit, obs:
             "status": [central, ops],
             "config/reported": [central, ops],
             "cmd/result": [ops],
-            "service": [],  # the observer only, until central consumes it (issue 20, point 7)
+            "service": [central],  # central consumes it (issue 20, point 7)
         }
         # Its own topics, with a certificate (gw-a) and with a password (gw-b).
         for dev, client in (("gw-a", a), ("gw-b", b)):

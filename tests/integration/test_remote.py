@@ -373,3 +373,48 @@ def test_signatures(broker: Broker, tmp_path: Path) -> None:
     finally:
         agent.stop()
         ops.close()
+
+
+def test_the_service_report_is_turned_on_and_off_by_a_signed_desired_config(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Issue 20: ``service.enabled`` and ``service.interval_s`` through the signed remote
+    config; the agent's file keeps the report off (and names no jitter, so the first report
+    comes at once)."""
+    key = Ed25519PrivateKey.generate()
+    extra = (
+        f'[security]\ntrusted_keys = ["{public_key_text(key.public_key())}"]\n'
+        "require_signature = true\n[service]\nenabled = false\njitter_s = 0\nprobes = false\n"
+    )
+    ops = Ops(broker, key)
+    service = Subscriber(broker, f"{BASE}/service", client_id="ops-service")
+    agent = AgentProcess(agent_config(tmp_path, broker, extra))
+    try:
+        ops.sub.next(lambda m: m.topic.endswith("/status") and m.json()["online"])
+        assert ops.command("get_config")["result"]["agent"]["service"] is None
+        ops.desire(1, {"service": {"enabled": True, "interval_s": 45}})
+        assert ops.report(lambda r: r["version"] == 1)["state"] == "applied"
+        first = service.next(timeout=20).json()
+        assert first["radios"] and "ts" in first
+        assert ops.command("get_config")["result"]["agent"]["service"] == {"interval_s": 45}
+        # Out of range: refused, naming the key; the report stays as it was.
+        ops.desire(2, {"service": {"enabled": True, "interval_s": 5}})
+        rep = ops.report(lambda r: r["version"] == 2)
+        assert rep["state"] == "rejected" and "service.interval_s" in rep["error"], rep
+        assert ops.command("get_config")["result"]["agent"]["service"] == {"interval_s": 45}
+        ops.desire(3, {"service": {"enabled": False}})
+        assert ops.report(lambda r: r["version"] == 3)["state"] == "applied"
+        assert ops.command("get_config")["result"]["agent"]["service"] is None
+        # An unsigned document is refused whatever it says.
+        ops.send(
+            DESIRED,
+            {"version": 4, "config": {"service": {"enabled": True}}},
+            retain=True,
+            signed=False,
+        )
+        assert "signature: missing" in ops.report(lambda r: r["version"] == 4)["error"]
+        assert ops.command("get_config")["result"]["agent"]["service"] is None
+    finally:
+        agent.stop()
+        service.close()
+        ops.close()

@@ -67,6 +67,12 @@ PINNED: dict[tuple[str, str], str] = {
     ("GET", "/api/incidents"): "viewer",
     ("GET", "/api/incidents/{iid}"): "viewer",
     ("GET", "/api/notifications"): "viewer",
+    # Service health (issue 20, central/api/routes/service.py).
+    ("GET", "/api/service/worst"): "viewer",
+    ("GET", "/api/service/scores"): "viewer",
+    ("GET", "/api/service/rollups"): "viewer",
+    ("GET", "/api/devices/{device}/service"): "viewer",
+    ("GET", "/api/devices/{device}/service/history"): "viewer",
 }
 #: Anyone: the city app's numbers (and the citizens' page showing them), liveness, and what it
 #: takes to log in.

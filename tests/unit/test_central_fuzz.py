@@ -34,10 +34,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.protocol import WIRE_INT_MAX
+from agent.protocol.score import score
+from agent.protocol.service import ServiceReport
 from central.config import parse_config
 from central.ingest.consumer import Consumer
 from central.ingest.decode import Incoming
+from central.store.service import ServiceStore
 from central.store.sqlite import SqliteStore
+from tests.service_reports import report
 
 NAMED = {"json", "schema", "device_mismatch", "topic", "oversized"}
 SETTINGS = settings(
@@ -148,6 +152,8 @@ def valid(kind: str, name: str) -> Any:
             "hash": "576d07b0e45d1c21",
             "error": None,
         }
+    if kind == "service":
+        return report(ts=1.7e9)
     return {"version": 12, "config": {"telemetry": {"interval_s": 60}}}
 
 
@@ -158,6 +164,7 @@ TOPICS = {
     "reported": "titik/gw/{}/config/reported",
     "desired": "titik/gw/{}/config/desired",
     "group_desired": "titik/group/{}/config/desired",
+    "service": "titik/gw/{}/service",
 }
 names = st.sampled_from(["gw-fuzz", "gw-x.y_z", "g1"]) | st.from_regex(
     r"[A-Za-z0-9][A-Za-z0-9._-]{0,70}", fullmatch=True
@@ -299,6 +306,12 @@ class Harness:
             assert self.store.device(name) is not None
         elif kind == "reported" and doc is not None:
             assert self.store.reported_docs()[name].doc == payload.decode()
+        elif kind == "service":
+            # The newest report by its ts is the latest (examples share the store).
+            got = ServiceStore(self.store.path).latest(name)
+            assert got is not None and got.ts >= doc["ts"]
+            if got.ts == doc["ts"]:
+                assert got.score == score(ServiceReport.model_validate_json(payload)).score
         elif kind in ("desired", "group_desired"):
             target = f"gw/{name}" if kind == "desired" else f"group/{name}"
             got = self.store.desired_docs()[target]
@@ -360,7 +373,7 @@ def test_any_topic_name(harness: Harness, topic: str, payload: bytes) -> None:
 
 
 @SETTINGS
-@given(data=st.data(), kind=st.sampled_from(["telemetry", "batch"]), name=names)
+@given(data=st.data(), kind=st.sampled_from(["telemetry", "batch", "service"]), name=names)
 def test_samples_with_unknown_keys_and_edge_values(
     harness: Harness, data: st.DataObject, kind: str, name: str
 ) -> None:

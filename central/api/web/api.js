@@ -85,4 +85,9 @@ export const api = {
   audit: (params) => get("/api/audit", params),
   auditVerify: () => get("/api/audit/verify"),
   publicSummary: () => request("GET", "/api/public/summary", { on401: "throw" }),
+  // Service health (issue 20).
+  serviceScores: () => get("/api/service/scores"),
+  serviceWorst: (limit = 10) => get("/api/service/worst", { limit }),
+  serviceLatest: (id) => get(`/api/devices/${encodeURIComponent(id)}/service`),
+  serviceHistory: (id, since, until) => get(`/api/devices/${encodeURIComponent(id)}/service/history`, { since, until }),
 };

@@ -5,6 +5,7 @@ import { lineChart } from "./charts.js";
 import { FleetMap } from "./map.js";
 import { mountNav } from "./nav.js";
 import { DASH, ago, dateTime, el, fixed1, hms, int, num1, text, yesNo } from "./format.js";
+import { loadScores, renderWorst, scoreCell, serviceText, withScores } from "./service.js";
 
 const params = new URLSearchParams(location.search);
 // Poll interval in seconds: 10 by default; ?refresh=1 (tests) or any other positive number.
@@ -24,6 +25,7 @@ const COLUMNS = [
   { key: "temp_c", label: "Temp °C", sort: "temp_c", num: true },
   { key: "version", label: "Version" },
   { key: "compliant", label: "Config" },
+  { key: "score", label: "Service", num: true }, // issue 20: from /api/service/scores
 ];
 
 const state = {
@@ -31,6 +33,7 @@ const state = {
   sort: "id", offset: 0, total: 0,
   paused: false, timer: null, lastMap: 0, detailId: null, map: null,
   devicesSeq: 0, devicesAbort: null,
+  scores: { byId: new Map(), below: 60 },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -126,6 +129,8 @@ function cell(d, c) {
       return el("td", {}, v === true ? "in sync" : v === false ? el("span", { class: "warn-text" }, "drift") : DASH);
     case "id":
       return el("td", { class: "mono" }, text(v));
+    case "score":
+      return scoreCell(d);
     default:
       return el("td", {}, text(v));
   }
@@ -160,7 +165,7 @@ async function loadDevices() {
     region: state.region, group: state.group, status: state.status, q: state.q.trim(),
     sort: state.sort, limit: PAGE, offset: state.offset,
   }, ctrl.signal).catch((e) => { if (e.name !== "AbortError") throw e; return null; });
-  if (data && seq === state.devicesSeq) renderDevices(data);
+  if (data && seq === state.devicesSeq) renderDevices({ ...data, items: withScores(data.items || [], state.scores) });
 }
 
 // ---- map -----------------------------------------------------------------------------------
@@ -169,9 +174,12 @@ async function loadMap() {
     const settings = await api.settings();
     state.map = state.map || new FleetMap($("map"), settings.map, openDetail);
   }
-  const data = await api.devices({ limit: 10000, offset: 0 });
+  const [data, scores] = await Promise.all([api.devices({ limit: 10000, offset: 0 }), loadScores()]);
   state.lastMap = Date.now();
-  const items = data.items || [];
+  const first = !state.scores.byId.size;
+  state.scores = scores;
+  if (first && scores.byId.size) loadDevices().catch(onError); // the table's score column, without waiting a refresh
+  const items = withScores(data.items || [], scores);
   const n = state.map.setDevices(items);
   const missing = items.length - n;
   $("map-count").textContent = `· ${int(n)} located${missing ? `, ${int(missing)} without coordinates` : ""}`;
@@ -244,6 +252,12 @@ async function openDetail(id) {
       ...field("Config", configText(d.compliant, cfg), "detail-config"),
       ...(d.online ? [] : field("Offline since", `${dateTime(d.offline_since)}${d.offline_reason ? ` (${d.offline_reason})` : ""}`)),
     );
+    if (state.scores.byId.has(id)) {
+      // Only for an AP with a report (the others would answer 404): its score and reasons.
+      const s = await api.serviceLatest(id);
+      if (state.detailId !== id) return;
+      $("detail-fields").append(...field("Service", serviceText(s, state.scores.below), "detail-service"));
+    }
     $("detail-res").textContent = h.resolution ? `· ${h.resolution === "raw" ? "raw samples" : `${h.resolution} buckets`}` : "";
     const points = h.points || [];
     $("detail-charts").replaceChildren(...CHARTS.map((c) => lineChart({ ...c, points })));
@@ -278,7 +292,8 @@ function closeDetail() {
 
 // ---- live refresh --------------------------------------------------------------------------
 async function refresh() {
-  const jobs = [api.summary().then(renderSummary), loadDevices(), api.alerts().then(renderAlerts)];
+  const jobs = [api.summary().then(renderSummary), loadDevices(), api.alerts().then(renderAlerts),
+    api.serviceWorst(10).then((w) => renderWorst($("worst-body"), w, state.scores.below, openDetail))];
   if (Date.now() - state.lastMap >= MAP_EVERY_MS) jobs.push(loadMap());
   const results = await Promise.allSettled(jobs);
   const failed = results.filter((r) => r.status === "rejected");

@@ -5,6 +5,7 @@ import uPlot from "/static/vendor/uplot/uPlot.esm.js";
 import { api } from "./api.js";
 import { el, int, isNum, num1 } from "./format.js";
 import { mountNav } from "./nav.js";
+import { serviceCharts } from "./service.js";
 
 const $ = (id) => document.getElementById(id);
 const H = 3600;
@@ -78,12 +79,15 @@ async function load() {
   $("hist-device").textContent = state.device;
   document.title = `Titik · History of ${state.device}`;
   try {
-    const [h, n] = await Promise.all([api.history(state.device, since, until), api.net(state.device, since, until)]);
+    const [h, n, s] = await Promise.all([api.history(state.device, since, until), api.net(state.device, since, until),
+      api.serviceHistory(state.device, since, until).catch(() => ({ points: [] }))]);
     state.plots.forEach((p) => p.destroy());
     state.plots = [];
     const width = Math.max(280, ($("charts").clientWidth - 12) / (window.innerWidth > 1100 ? 2 : 1) - 24);
     const src = { hist: h.points || [], net: n.points || [] };
-    $("charts").replaceChildren(...CHARTS.map((c) => chart(c, src[c.src], width)));
+    const svc = serviceCharts(s.points || []); // issue 20: radio and client quality, when reported
+    $("charts").replaceChildren(...CHARTS.map((c) => chart(c, src[c.src], width)),
+      ...svc.specs.map((c) => chart(c, svc.points, width)));
     $("hist-res").textContent = `· ${h.resolution === "raw" ? "raw samples" : "5-minute averages"} · ${int((h.points || []).length)} points`;
     $("hist-res").dataset.resolution = h.resolution;
     showError("");

@@ -15,19 +15,31 @@ function clusterIcon(cluster) {
   const level = off === 0 ? "ok" : share < 0.1 ? "some" : "bad";
   const size = n < 100 ? 36 : n < 1000 ? 44 : 52;
   const label = n >= 10000 ? `${Math.round(n / 1000)}k` : String(n);
+  // The lowest service score inside (issue 20), so a poor AP is not hidden by its cluster.
+  const scores = children.map((m) => m.options.score).filter((s) => typeof s === "number");
+  const low = scores.length ? Math.min(...scores) : null;
+  const lowBand = low === null ? null : children.find((m) => m.options.score === low).options.band;
   return L.divIcon({
-    html: `<div data-testid="map-cluster" data-count="${n}" data-offline="${off}"
-             title="${n} access points, ${off} offline"><span>${label}</span>${
-               off ? `<b class="cl-off">${off} off</b>` : ""}</div>`,
+    html: `<div data-testid="map-cluster" data-count="${n}" data-offline="${off}"${low === null ? "" : ` data-min-score="${low}"`}
+             title="${n} access points, ${off} offline${low === null ? "" : `, lowest service score ${low}`}"><span>${label}</span>${
+               off ? `<b class="cl-off">${off} off</b>` : ""}${
+               low !== null && lowBand !== "good" ? `<b class="ap-score cl-score sc-${esc(lowBand)}">${low}</b>` : ""}</div>`,
     className: `ap-cluster cl-${level}`,
     iconSize: L.point(size, size),
   });
 }
 
+// A dot; with a service score (d.score, d.score_band: service.js), the score beside it in its
+// band's colour (issue 20).
 function dotIcon(d) {
+  const scored = typeof d.score === "number";
+  const score = scored
+    ? `<b class="ap-score sc-${esc(d.score_band)}" data-testid="map-score">${d.score}</b>`
+    : "";
   return L.divIcon({
-    html: `<span data-testid="map-dot" data-id="${esc(d.id)}" data-online="${Boolean(d.online)}"></span>`,
-    className: `ap-dot ${d.online ? "on" : "off"}`,
+    html: `<span data-testid="map-dot" data-id="${esc(d.id)}" data-online="${Boolean(d.online)}"${
+      scored ? ` data-score="${d.score}"` : ""}></span>${score}`,
+    className: `ap-dot ${d.online ? "on" : "off"}${scored ? ` sc-${esc(d.score_band)}` : ""}`,
     iconSize: L.point(14, 14),
   });
 }
@@ -83,9 +95,11 @@ export class FleetMap {
     const pts = items.filter((d) => isNum(d.lat) && isNum(d.lon) && Math.abs(d.lat) <= 90 && Math.abs(d.lon) <= 180);
     this.byId = new Map();
     const markers = pts.map((d) => {
-      const m = L.marker([d.lat, d.lon], { icon: dotIcon(d), online: Boolean(d.online), title: d.id, keyboard: true, riseOnHover: true });
+      const m = L.marker([d.lat, d.lon], { icon: dotIcon(d), online: Boolean(d.online), title: d.id, keyboard: true, riseOnHover: true,
+        score: d.score, band: d.score_band });
       const clients = isNum(d.clients) ? `${d.clients} clients` : "";
-      m.bindTooltip(`<b>${esc(d.id)}</b>${d.site ? ` · ${esc(d.site)}` : ""}<br>${d.online ? "online" : "offline"}${clients && d.online ? ` · ${clients}` : ""}`,
+      const score = typeof d.score === "number" ? ` · service score ${d.score}` : "";
+      m.bindTooltip(`<b>${esc(d.id)}</b>${d.site ? ` · ${esc(d.site)}` : ""}<br>${d.online ? "online" : "offline"}${clients && d.online ? ` · ${clients}` : ""}${score}`,
         { direction: "top", offset: [0, -6] });
       m.on("click", () => this.onPick?.(d.id));
       this.byId.set(d.id, m);

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { el, int } from "./format.js";
 import { FleetMap } from "./map.js";
 import { mountNav } from "./nav.js";
+import { loadScores, withScores } from "./service.js";
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 60_000;
@@ -23,8 +24,8 @@ function render() {
 }
 
 async function load() {
-  const data = await api.devices({ limit: 10000, offset: 0 });
-  all = data.items || [];
+  const [data, scores] = await Promise.all([api.devices({ limit: 10000, offset: 0 }), loadScores()]);
+  all = withScores(data.items || [], scores);
   const regions = [...new Set(all.map((d) => d.region).filter(Boolean))].sort();
   const sel = $("m-region");
   const keep = sel.value;
