@@ -92,6 +92,16 @@ def failed_probes(report: ServiceReport) -> list[str]:
     return out
 
 
+def failures(report: ServiceReport) -> list[str]:
+    """What a citizen cannot get past: the failed probes, and a citizen path that failed
+    (``citizen_path:<step>``, the step that ended the walk)."""
+    out = failed_probes(report)
+    walk = report.citizen_path
+    if walk is not None and walk.fail is not None:
+        out.append(f"citizen_path:{walk.fail}")
+    return out
+
+
 def to_row(device: str, report: ServiceReport, received: float) -> ServiceRow:
     """Score a validated report with the agent's own function (agent.protocol.score)."""
     s = score(report)
@@ -101,7 +111,7 @@ def to_row(device: str, report: ServiceReport, received: float) -> ServiceRow:
         report=report,
         score=s.score,
         deductions=[(d.name, d.points, d.detail) for d in s.deductions],
-        failed=failed_probes(report),
+        failed=failures(report),
     )
 
 

@@ -219,6 +219,28 @@ def test_low_score_and_failed_probe_raise_alerts_and_clear(tmp_path: Path) -> No
         rig.close()
 
 
+def test_a_failed_citizen_path_raises_the_probe_alert_naming_its_step(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    try:
+        doc = report(ts=rig.now)
+        doc["citizen_path"] = {"lease": False, "ms": [4000.0], "fail": "dhcp", "why": "no_offer"}
+        rig.send("gw-walk", doc)
+        open_ = {(a.device, a.kind): a.detail for a in rig.store.alerts(open_only=True)}
+        assert open_[("gw-walk", "service_probe")] == "failed: citizen_path:dhcp"
+        worst = {w.device: w for w in rig.service.worst()}
+        assert worst["gw-walk"].failed == ["citizen_path:dhcp"]
+        assert "citizen_dhcp" in [d[0] for d in worst["gw-walk"].deductions]
+        rig.now += 300
+        doc = report(ts=rig.now)
+        doc["citizen_path"] = {"lease": True, "ms": [5.0, 1.0, 20.0, 40.0], "portal": "open"}
+        rig.send("gw-walk", doc)
+        assert ("gw-walk", "service_probe") not in {
+            (a.device, a.kind) for a in rig.store.alerts(open_only=True)
+        }
+    finally:
+        rig.close()
+
+
 def test_api_and_metrics(rig: Rig, tmp_path: Path) -> None:
     fleet(rig)
     app = create_app(
