@@ -44,7 +44,7 @@ Format = Literal["deb", "ipk", "apk", "sim"]
 FORMATS: tuple[str, ...] = ("deb", "ipk", "apk", "sim")
 #: The health gate's bounds (``args.health_timeout_s``) and its default.
 HEALTH_TIMEOUT_S = 300.0
-HEALTH_TIMEOUT_MIN_S = 30.0
+HEALTH_TIMEOUT_MIN_S = 10.0
 HEALTH_TIMEOUT_MAX_S = 3600.0
 
 

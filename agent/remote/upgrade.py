@@ -125,15 +125,19 @@ class Upgrader:
         """The agent version running now: on the simulated platform, the package its hook
         installed last (no process is replaced there)."""
         if self.platform == "simulated":
-            try:
-                pkg = json.loads((self._sim_root() / "agent.pkg").read_text())
-                return str(pkg["version"])
-            except (OSError, ValueError, KeyError, TypeError):
-                return __version__
+            version = self._sim_package().get("version")
+            return version if isinstance(version, str) else __version__
         return __version__
 
-    def _sim_root(self) -> Path:
-        return self.sim_state or Path("/var/lib/titik-sim")
+    def _sim_package(self) -> dict[str, Any]:
+        """The simulated platform's installed package: its first line is a JSON object."""
+        path = (self.sim_state or Path("/var/lib/titik-sim")) / "agent.pkg"
+        try:
+            with path.open("rb") as f:
+                pkg = json.loads(f.readline(4096))
+        except (OSError, ValueError):
+            return {}
+        return pkg if isinstance(pkg, dict) else {}
 
     # -- the command
     def start(self, cid: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,6 +355,8 @@ class Upgrader:
             return
         # The new agent runs.
         if j.get("phase") == "installing":
+            # The gate counts from here: a sample acknowledged before the install proves nothing.
+            self._acked_at_start = self.acked()
             self._write_journal({**j, "phase": "installed"})
             self._report(cid, "installed", version=running)
             return
@@ -388,11 +394,7 @@ class Upgrader:
         return self.connected() and self.acked() > self._acked_at_start
 
     def _sim_healthy(self) -> bool:
-        try:
-            pkg = json.loads((self._sim_root() / "agent.pkg").read_text())
-        except (OSError, ValueError):
-            return True
-        return bool(pkg.get("healthy", True)) if isinstance(pkg, dict) else True
+        return self._sim_package().get("healthy", True) is not False
 
     def _worker_alive(self) -> bool:
         pid = self._result_file("worker.pid")
