@@ -88,8 +88,10 @@ upgrade_rollback() {
 	reply_ok
 }
 
-# upgrade_spawn DIR MODE REASON: the worker, detached from the agent and its service.
+# upgrade_spawn DIR MODE REASON: the worker, detached from the agent and its service. It runs
+# under /bin/sh (TITIK_HOOK_SHELL overrides it: the tests run it under the shell under test).
 upgrade_spawn() {
+	_up_sh=${TITIK_HOOK_SHELL:-/bin/sh}
 	if [ -z "$R" ] && [ -d /run/systemd/system ] && have systemd-run; then
 		systemd-run --quiet --collect --unit="titik-upgrade-$(date +%s)" \
 			--description="Titik agent upgrade" \
@@ -97,9 +99,9 @@ upgrade_spawn() {
 			/bin/sh "$0" worker "$1" "$2" "$3" 3>&- ||
 			fail worker "systemd-run could not start the upgrade worker"
 	elif have setsid; then
-		setsid /bin/sh "$0" worker "$1" "$2" "$3" </dev/null >>"$1/worker.log" 2>&1 3>&- &
+		setsid "$_up_sh" "$0" worker "$1" "$2" "$3" </dev/null >>"$1/worker.log" 2>&1 3>&- &
 	else
-		/bin/sh "$0" worker "$1" "$2" "$3" </dev/null >>"$1/worker.log" 2>&1 3>&- &
+		"$_up_sh" "$0" worker "$1" "$2" "$3" </dev/null >>"$1/worker.log" 2>&1 3>&- &
 	fi
 }
 
