@@ -1,0 +1,155 @@
+"""The upgrade hook's apt/dpkg path for real: Debian 13's apt-get and dpkg in a debootstrap root.
+
+The root is the cached trixie minbase root of test_chroot.py (a copy per test). The hook, its
+lib/ and the packages are copied in, and the hook runs chrooted, as it would on a Raspberry Pi
+(no systemd runs in a chroot, so the worker is a setsid'd process, as under procd). The
+packages are small titik-agent .debs made with dpkg-deb, with maintainer scripts that log their
+calls and a conffile an administrator edits; the real package's own install, upgrade and purge
+are test_chroot.py's.
+
+What is checked: the previous package is rebuilt from dpkg's database (as dpkg-repack does)
+before anything changes; apt-get installs the new one; without the new agent's confirmation
+the worker reinstalls the old one (apt-get --allow-downgrades) at the deadline, maintainer
+scripts and the edited conffile included; with it, the new one stays.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.remote.hooks import flatten
+from tests.broker import wait_until
+from tests.packaging.test_chroot import Chroot, Target, cached_root
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = "titik-agent"
+LOG_SCRIPT = '#!/bin/sh\necho "$(basename "$0") $*" >>/var/log/titik-scripts.log\n'
+
+
+def make_deb(tmp: Path, version: str) -> Path:
+    tree = tmp / f"tree-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "usr/lib/titik").mkdir(parents=True)
+    (tree / "etc/titik").mkdir(parents=True)
+    (tree / "usr/lib/titik/VERSION").write_text(f"{version}\n")
+    (tree / f"usr/lib/titik/only-{version}").write_text("")
+    (tree / "etc/titik/agent.toml").write_text("# shipped\n")
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {PKG}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: Titik tests <tests@example.org>\nSection: net\nPriority: optional\n"
+        "Description: upgrade test package\n a test package for the upgrade hook\n"
+    )
+    (tree / "DEBIAN/conffiles").write_text("/etc/titik/agent.toml\n")
+    for script in ("postinst", "prerm", "postrm"):
+        (tree / "DEBIAN" / script).write_text(LOG_SCRIPT)
+        (tree / "DEBIAN" / script).chmod(0o755)
+    out = tmp / f"{PKG}_{version}_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Chroot]:
+    if os.geteuid() != 0 or shutil.which("chroot") is None:
+        pytest.skip("chroot needs root")
+    pristine = cached_root("trixie")
+    path = tmp_path / "trixie"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(pristine), str(path)], check=True)
+    ch = Chroot(path, Target("trixie"))
+    try:
+        ch.mount("-t", "proc", "proc", target="proc")
+        shutil.copytree(REPO / "firmware_hooks", path / "usr/lib/titik-hooks")
+        yield ch
+    finally:
+        # Let a worker still running end before its root goes away.
+        ch.sh("pkill -f titik-hooks || true")
+        if ch.umount_all():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def hook(ch: Chroot, action: str, data: dict[str, object]) -> str:
+    res = subprocess.run(
+        ["chroot", str(ch.root), "/bin/sh", "/usr/lib/titik-hooks/raspberrypi/upgrade", action],
+        input=flatten(data),
+        capture_output=True,
+        env=ch.environ({"TITIK_ROOT": "/"}),
+        timeout=120,
+        check=False,
+    )
+    out = res.stdout.decode()
+    assert res.returncode == 0, f"{action}: {out}\n{res.stderr.decode()}"
+    return out
+
+
+def installed(ch: Chroot) -> str:
+    return ch.ok(f"dpkg-query -W -f '${{Version}} ${{Status}}' {PKG}")
+
+
+def start_upgrade(ch: Chroot, tmp_path: Path, deadline_in: int) -> Path:
+    for version in ("0.1.0-1", "0.2.0-1"):
+        shutil.copy(make_deb(tmp_path, version), ch.root / "tmp")
+    ch.ok(f"dpkg -i /tmp/{PKG}_0.1.0-1_all.deb >/dev/null")
+    ch.ok("echo '# edited by the admin' >>/etc/titik/agent.toml")
+    ch.ok(f"rm /tmp/{PKG}_0.1.0-1_all.deb")  # the running package's file is gone, as usual
+    probe = hook(ch, "probe", {"dir": "/var/lib/titik/upgrade"})
+    assert '"format":"deb"' in probe and '"installed":"0.1.0-1"' in probe, probe
+    hook(
+        ch,
+        "install",
+        {
+            "dir": "/var/lib/titik/upgrade",
+            "package": f"/tmp/{PKG}_0.2.0-1_all.deb",
+            "version": "0.2.0",
+            "from": "0.1.0",
+            "deadline": int(time.time()) + deadline_in,
+        },
+    )
+    up = ch.root / "var/lib/titik/upgrade"
+    # Rebuilt from dpkg's database before anything changed: a .deb dpkg-deb can read.
+    info = ch.ok("dpkg-deb -f /var/lib/titik/upgrade/previous.deb Package Version")
+    assert info == f"Package: {PKG}\nVersion: 0.1.0-1\n"
+    files = ch.ok("dpkg-deb -c /var/lib/titik/upgrade/previous.deb")
+    assert "./usr/lib/titik/only-0.1.0-1" in files
+    wait_until(lambda: (up / "install.result").exists(), 120, "install.result")
+    assert (up / "install.result").read_text() == "ok\n", (up / "worker.log").read_text()
+    return up
+
+
+def test_apt_upgrade_without_confirmation_is_rolled_back(root: Chroot, tmp_path: Path) -> None:
+    up = start_upgrade(root, tmp_path, deadline_in=8)
+    assert installed(root).startswith("0.2.0-1 install ok installed")
+    wait_until(lambda: (up / "rollback.result").exists(), 120, "rollback.result")
+    result = (up / "rollback.result").read_text()
+    assert result.startswith("rolled back to 0.1.0-1: health gate"), (
+        result + (up / "worker.log").read_text()
+    )
+    assert installed(root) == "0.1.0-1 install ok installed"
+    assert (root.root / "usr/lib/titik/VERSION").read_text() == "0.1.0-1\n"
+    assert (root.root / "usr/lib/titik/only-0.1.0-1").exists()
+    assert not (root.root / "usr/lib/titik/only-0.2.0-1").exists()
+    assert "# edited by the admin" in (root.root / "etc/titik/agent.toml").read_text()
+    scripts = (root.root / "var/log/titik-scripts.log").read_text().splitlines()
+    # The rebuilt package kept its maintainer scripts: the old postinst configured it again.
+    assert scripts[-1] == f"{PKG}.postinst configure 0.2.0-1", scripts
+
+
+def test_apt_upgrade_confirmed_stays(root: Chroot, tmp_path: Path) -> None:
+    up = start_upgrade(root, tmp_path, deadline_in=60)
+    (up / "confirmed").write_text("0.2.0\n")
+    wait_until(lambda: not (up / "worker.pid").exists(), 60, "the worker to end")
+    assert not (up / "rollback.result").exists()
+    assert installed(root) == "0.2.0-1 install ok installed"
+    assert "# edited by the admin" in (root.root / "etc/titik/agent.toml").read_text()
