@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent import __version__
-from agent.protocol.atomicfile import write_atomic
+from agent.protocol.atomicfile import describe, write_atomic
 from agent.protocol.signing import Verifier
 from agent.protocol.upgrade import (
     Manifest,
@@ -160,7 +161,10 @@ class Upgrader:
         probe = self._probe()
         check_versions(manifest, self.running())
         pkg = manifest.package_for(str(probe["format"]), str(probe["arch"]))
-        self._check_space(pkg, probe, before_download=True)
+        try:
+            self._check_space(pkg, probe, before_download=True)
+        except OSError as exc:
+            raise UpgradeRefused(f"(state): {describe(exc)} in {self.dir}") from None
         job = {
             "id": cid,
             "from": self.running(),
@@ -277,6 +281,8 @@ class Upgrader:
             self._report(cid, step, error=str(exc))
             if self.journal is not None and self.journal.get("id") == cid:
                 self._write_journal({**self.journal, "phase": "failed", "reason": str(exc)})
+        except OSError as exc:  # the state disk: full or failing
+            self._report(cid, "failed", error=f"(state): {describe(exc)} in {self.dir}")
         except Exception as exc:  # a bug must end this upgrade, not the agent
             log.exception("upgrade %s failed", cid)
             self._report(cid, "failed", error=f"internal error: {type(exc).__name__}")
@@ -314,7 +320,11 @@ class Upgrader:
         except (OSError, ValueError) as exc:
             log.error("upgrade journal %s unreadable (%s); ignored", self.dir / JOURNAL, exc)
             return None
-        return data if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+        why = _journal_problem(data)
+        if why is not None:
+            log.error("upgrade journal %s damaged (%s); ignored", self.dir / JOURNAL, why)
+            return None
+        return dict(data)
 
     def _write_journal(self, journal: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +338,19 @@ class Upgrader:
             return None
 
     def tick(self) -> None:
-        """The health gate and the worker's results; called from the agent's loop."""
+        """The health gate and the worker's results; called from the agent's loop. A failing
+        disk costs a log line and a retry at the next tick, never the agent."""
+        try:
+            self._tick()
+        except OSError as exc:
+            now = self.wall()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.error("upgrade: cannot write in %s (%s); retrying", self.dir, describe(exc))
+
+    _warned_at = float("-inf")
+
+    def _tick(self) -> None:
         j = self.journal
         if j is None or j.get("phase") not in ACTIVE:
             return
@@ -411,6 +433,23 @@ class Upgrader:
     def put_back(self, report: dict[str, Any]) -> None:
         """A report that could not be published now (offline): first in line next time."""
         self.reports.appendleft(report)
+
+
+def _journal_problem(data: Any) -> str | None:
+    """None if ``data`` is a journal this module wrote, else what is wrong with it."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key in ("id", "phase", "from", "to", "format"):
+        if not isinstance(data.get(key), str):
+            return f"{key}: missing or not a string"
+    deadline = data.get("deadline")
+    if (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, int | float)
+        or not math.isfinite(deadline)
+    ):
+        return "deadline: not a finite number"
+    return None
 
 
 def _iso(t: float) -> str:

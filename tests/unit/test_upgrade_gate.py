@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.remote.hooks import HookRunner
 from agent.remote.upgrade import Upgrader
 from tests.broker import wait_until
@@ -124,10 +126,22 @@ def test_the_old_agent_reports_a_rollback_the_worker_made(tmp_path: Path) -> Non
     assert json.loads((up / "journal.json").read_text())["phase"] == "rolled_back"
 
 
-def test_a_damaged_journal_is_ignored_and_upgrades_stay_possible(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00{not json",
+        b"[1, 2]",
+        b'{"id": "up-1", "phase": "installing", "from": "0.1.0", "to": "0.2.0", "format": "sim",'
+        b' "deadline": "soon"}',
+        b'{"id": "up-1", "phase": "installing", "deadline": 1e308}',
+    ],
+)
+def test_a_damaged_journal_is_ignored_and_upgrades_stay_possible(
+    tmp_path: Path, body: bytes
+) -> None:
     up = tmp_path / "state/upgrade"
     up.mkdir(parents=True)
-    (up / "journal.json").write_bytes(b"\x00{not json")
+    (up / "journal.json").write_bytes(body)
     u = upgrader(tmp_path, Link())
     assert u.journal is None
     u.tick()
