@@ -397,14 +397,16 @@ class Upgrader:
                 self._report(cid, "failed", error=f"rollback: {exc}")
 
     def _keep_current(self, j: Mapping[str, Any]) -> None:
-        """The confirmed package becomes ``current.<format>``: the next upgrade's rollback."""
+        """The confirmed package becomes ``current.<format>``, the next upgrade's way back, and
+        ``previous.*`` goes: flash holds one package between upgrades."""
         try:
             pkg = Path(str(j.get("package", "")))
             fmt = str(j.get("format"))
             if pkg.is_file() and pkg.parent == self.dir:
                 pkg.replace(self.dir / f"current.{fmt}")
                 write_atomic(self.dir / f"current.{fmt}.version", f"{j.get('to')}\n".encode())
-            for old in self.dir.glob("*.part"):
+            # The previous package was this upgrade's way back; the next one's is current.
+            for old in (*self.dir.glob("*.part"), *self.dir.glob("previous.*")):
                 old.unlink()
         except OSError as exc:
             log.warning("upgrade: cannot keep the confirmed package (%s)", exc)

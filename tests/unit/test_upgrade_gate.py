@@ -75,6 +75,7 @@ def test_the_new_agent_confirms_after_a_sample_is_acknowledged(tmp_path: Path) -
     up = journal(tmp_path)
     (up / "install.result").write_text("ok\n")
     (up / "titik-agent_0.2.0.sim").write_text("package")
+    (up / "previous.sim").write_text("the old one")
     install_sim(tmp_path, "0.2.0")
     link = Link()
     u = upgrader(tmp_path, link)
@@ -88,6 +89,7 @@ def test_the_new_agent_confirms_after_a_sample_is_acknowledged(tmp_path: Path) -
     assert steps(u) == [("confirmed", True)]
     assert (up / "confirmed").read_text() == "0.2.0\n"
     assert (up / "current.sim").read_text() == "package"
+    assert not (up / "previous.sim").exists()  # one package kept between upgrades
     assert json.loads((up / "journal.json").read_text())["phase"] == "confirmed"
     u.tick()
     assert steps(u) == []  # once
