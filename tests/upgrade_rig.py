@@ -35,6 +35,8 @@ class Files:
     cut_after: dict[str, int] = field(default_factory=dict)
     cuts_left: dict[str, int] = field(default_factory=dict)
     ignore_range: bool = False
+    #: path -> the URL a 302 sends the client to.
+    redirects: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +56,13 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
                 if files.cuts_left.get(self.path.split("?")[0], 0) > 0:
                     files.cuts_left[self.path.split("?")[0]] -= 1
                     cut = files.cut_after[self.path.split("?")[0]]
+            where = files.redirects.get(self.path.split("?")[0])
+            if where is not None:
+                self.send_response(302)
+                self.send_header("Location", where)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if body is None:
                 self.send_error(404)
                 return

@@ -54,6 +54,33 @@ def _sha256_of(path: Path) -> hashlib._Hash:
     return h
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects only to http(s) (urllib would follow one to ftp), and credentials never to
+    another host (urllib would send the Authorization header along)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        target = urlsplit(newurl)
+        if target.scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(
+                redact_url(req.full_url), code, "redirect to a non-HTTP URL refused", headers, fp
+            )
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and target.hostname != urlsplit(req.full_url).hostname:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
 def _request(url: str, offset: int) -> urllib.request.Request:
     parts = urlsplit(url)
     headers = {"User-Agent": f"titik-agent/{__version__}", "Accept-Encoding": "identity"}
@@ -128,7 +155,7 @@ class _Transfer:
 
     def run(self, timeout_s: float, deadline_s: float) -> None:
         try:
-            resp = urllib.request.urlopen(_request(self.pkg.url, self.have), timeout=timeout_s)  # noqa: S310
+            resp = _OPENER.open(_request(self.pkg.url, self.have), timeout=timeout_s)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and self.have:  # our range is past the server's file: restart
                 self.part.unlink()

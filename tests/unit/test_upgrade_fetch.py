@@ -119,3 +119,22 @@ def test_credentials_go_as_basic_auth_and_never_into_errors(tmp_path: Path) -> N
     assert "t0k3n" not in str(err.value)
     assert files.requests[0]["Authorization"] == "Basic ZmxlZXQ6czNjcmV0"  # fleet:s3cret
     assert files.requests[0]["path"] == "/missing.sim?token=t0k3n"
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(tmp_path: Path) -> None:
+    files = Files(blobs={"/p.sim": BLOB})
+    with http_server(files) as base:
+        other = base.replace("127.0.0.1", "localhost")  # the same server, another host name
+        files.redirects["/moved.sim"] = f"{other}/p.sim"
+        url = base.replace("http://", "http://fleet:s3cret@") + "/moved.sim"
+        out = download(pkg(url), tmp_path / "p.sim")
+    assert out.read_bytes() == BLOB
+    assert files.requests[0]["Authorization"] == "Basic ZmxlZXQ6czNjcmV0"
+    assert "Authorization" not in files.requests[1]
+
+
+def test_a_redirect_out_of_http_is_refused(tmp_path: Path) -> None:
+    files = Files(redirects={"/p.sim": "ftp://files.example/p.sim"})
+    with http_server(files) as base, pytest.raises(FetchError, match="non-HTTP") as err:
+        download(pkg(f"{base}/p.sim"), tmp_path / "p.sim")
+    assert not err.value.resumable
