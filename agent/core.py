@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agent.remote.commands import CommandProcessor
+    from agent.remote.upgrade import Upgrader
     from agent.service.report import ServiceReporter
 
 log = logging.getLogger("titik.agent")
@@ -126,6 +127,11 @@ class HooksOnFirstUse:
     def restore(self, section: str) -> None:
         self._get().restore(section)
 
+    def call(self, section: str, action: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        runner: Any = self._get()  # a HookRunner (the config controller's port lacks call)
+        result: dict[str, Any] = runner.call(section, action, data)
+        return result
+
 
 class Agent(Generic[L]):
     """One gateway. Implements :class:`agent.link.LinkEvents` for its link, which
@@ -185,7 +191,8 @@ class Agent(Generic[L]):
         self.delivery = Delivery(
             spool, self.link, self.topics, lambda: self.cfg.buffer, clock=clock, rng=rng
         )
-        remote_dir = (cfg.state.dir or platform.state_dir()) / "remote"
+        self._state_dir = cfg.state.dir or platform.state_dir()
+        remote_dir = self._state_dir / "remote"
         verifier = Verifier(cfg.security.trusted_keys) if cfg.security.trusted_keys else None
         self.remote = ConfigController(
             remote_dir,
@@ -209,6 +216,11 @@ class Agent(Generic[L]):
         self.service: ServiceReporter | None = None
         self._service_waiting: bytes | None = None  # made while offline: the newest only
         self._rng = rng
+        #: Upgrades (agent/remote/upgrade.py): made at the first ``upgrade`` command, or at
+        #: start when a journal says an upgrade waits for its health gate or report.
+        self._upgrader: Upgrader | None = None
+        if (self._state_dir / "upgrade" / "journal.json").exists():
+            _ = self.upgrader
         self.apply_runtime(self.remote.applied)
         if self._move_to is not None:  # a broker move that was verified and committed earlier
             self.link.cfg, self._move_to = self._move_to, None
@@ -232,6 +244,40 @@ class Agent(Generic[L]):
                 faults=self.faults,
             )
         return self._commands
+
+    @property
+    def upgrader(self) -> Upgrader:
+        if self._upgrader is None:
+            from agent.remote.upgrade import Upgrader
+
+            cfg, remote_dir = self.cfg, self._remote_dir
+            self._upgrader = Upgrader(
+                self._state_dir,
+                HooksOnFirstUse(lambda: _hook_runner(cfg, self.platform.name, remote_dir)),
+                device=self.device_id,
+                platform=self.platform.name,
+                verifier=self._verifier,
+                connected=lambda: self.link.connected,
+                acked=lambda: self.delivery.counts.acked,
+                sim_state=cfg.platform.root / "var/lib/titik-sim",
+                wall=self._wall,
+            )
+        return self._upgrader
+
+    def start_upgrade(self, args: dict[str, Any]) -> dict[str, Any]:
+        running = self.commands.running
+        return self.upgrader.start(running.id if running else "-", args)
+
+    def _upgrade_tick(self, upgrader: Upgrader) -> None:
+        upgrader.tick()
+        for report in upgrader.take_reports():
+            if not self.link.connected:
+                upgrader.put_back(report)
+                break
+            payload = json.dumps(report, separators=(",", ":")).encode()
+            if self.link.publish(self.topics.cmd_result, payload, qos=1) is None:
+                upgrader.put_back(report)
+                break
 
     @property
     def counts(self) -> Counts:
@@ -271,6 +317,8 @@ class Agent(Generic[L]):
         wait = self.delivery.replay(now)
         self.spool.tick()
         self.remote.tick()
+        if self._upgrader is not None:
+            self._upgrade_tick(self._upgrader)
         if self.state.unsaved:  # a counters write failed: try again now and then
             self.state.retry(now)
         if self._reboot_at is not None and now >= self._reboot_at:

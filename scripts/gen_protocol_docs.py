@@ -1,7 +1,9 @@
 """Regenerate the JSON Schema in docs/ from the models (protocol.md, remote-config.schema.json).
 
 Usage: .venv/bin/python scripts/gen_protocol_docs.py [--check]
-A block is ``<!-- schema:Name -->`` ... ``<!-- /schema -->``; Name is a model in agent.protocol.
+A block is ``<!-- schema:Name -->`` ... ``<!-- /schema -->``; Name is a model in agent.protocol,
+or ``module.Name`` for one of a module of agent.protocol that its ``__init__`` does not import
+(``upgrade.Manifest``: the gateway imports it only when an upgrade comes).
 ``<!-- bounds -->`` ... ``<!-- /bounds -->`` is a table of every number the models accept.
 tests/unit/test_protocol_docs.py fails when the docs drift from the models.
 """
@@ -9,6 +11,7 @@ tests/unit/test_protocol_docs.py fails when the docs drift from the models.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -22,11 +25,13 @@ from agent import protocol
 
 DOC = ROOT / "docs" / "protocol.md"
 REMOTE_SCHEMA = ROOT / "docs" / "remote-config.schema.json"
-BLOCK = re.compile(r"(<!-- schema:(\w+) -->\n)(.*?)(<!-- /schema -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- schema:([\w.]+) -->\n)(.*?)(<!-- /schema -->)", re.DOTALL)
 
 
 def schema_block(name: str) -> str:
-    model = getattr(protocol, name)
+    module, _, attr = name.rpartition(".")
+    where = importlib.import_module(f"agent.protocol.{module}") if module else protocol
+    model = getattr(where, attr)
     # Validation mode: what a receiver accepts (bounds included). Serialization mode would
     # lose Telemetry's fields behind its wrap serializer.
     schema = model.model_json_schema(mode="validation")

@@ -28,6 +28,7 @@ class Gateway(Protocol):
     def schedule_reboot(self, delay_s: float) -> None: ...
     def collect_now(self) -> int: ...
     def service_interval(self) -> float | None: ...
+    def start_upgrade(self, args: dict[str, Any]) -> dict[str, Any]: ...
 
 
 #: Commands that change nothing on the gateway: running one twice does no harm, so they run
@@ -95,6 +96,17 @@ def handlers(agent: Gateway) -> dict[str, Handler]:
             },
         }
 
+    def upgrade(args: dict[str, Any]) -> dict[str, Any]:
+        # The arguments and the manifest's signature are checked before anything else
+        # (agent/remote/upgrade.py; docs/upgrades.md).
+        from agent.protocol.upgrade import UpgradeRefused, parse_args
+
+        try:
+            parse_args(args)
+            return agent.start_upgrade(args)
+        except UpgradeRefused as exc:
+            raise CommandFailed(str(exc)) from None
+
     return {
         "reboot": reboot,
         "restart_wifi": restart_wifi,
@@ -102,4 +114,5 @@ def handlers(agent: Gateway) -> dict[str, Handler]:
         "diagnostics": diagnostics,
         "kick_client": kick_client,
         "get_config": get_config,
+        "upgrade": upgrade,
     }

@@ -161,6 +161,8 @@ class CommandProcessor:
         self.faults = faults or WriteFaults()
         self._last_error = ""
         self.seen: dict[str, float] = {}
+        #: The command whose handler is running (a handler that reports later needs its id).
+        self.running: Command | None = None
         #: The horizon on flash: every id remembered there expires at or before it.
         self.horizon = 0.0
         #: Set when the id memory was lost: commands expiring at or before it are refused.
@@ -308,6 +310,7 @@ class CommandProcessor:
             )
             return _result(cmd.id, now, error=error)
         log.info("running command %s (%s)", cmd.id, cmd.name)
+        self.running = cmd
         try:
             return _result(cmd.id, self.wall(), result=handler(cmd.args))
         except CommandFailed as exc:
@@ -315,6 +318,8 @@ class CommandProcessor:
         except Exception as exc:  # a bug in one command must not stop the agent
             log.exception("command %s (%s) failed", cmd.id, cmd.name)
             return _result(cmd.id, self.wall(), error=f"internal error: {type(exc).__name__}")
+        finally:
+            self.running = None
 
     def _refusal(self, cmd: Command, now: float) -> str | None:
         if cmd.id in self.seen:

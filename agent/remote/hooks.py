@@ -175,6 +175,10 @@ class HookRunner:
         """Put back what the last :meth:`snapshot` saved and reload the service."""
         self._run(section, "restore", {})
 
+    def call(self, section: str, action: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Run a hook's other action (e.g. ``upgrade probe``); its whole reply."""
+        return self._run(section, action, data)
+
     def _run(self, section: str, action: str, data: Mapping[str, Any]) -> dict[str, Any]:
         secrets = secrets_of(data)
 

@@ -24,6 +24,7 @@ from pydantic import (
 
 from agent.protocol.commands import MAC_RE, MAX_LIFETIME_S
 from agent.protocol.settings import format_validation_error
+from agent.protocol.upgrade import UpgradeArgs
 
 #: A number as the agent's ``arg_number`` takes it: int or float, never a bool or a string.
 Number = Annotated[StrictInt, Field()] | Annotated[StrictFloat, Field(allow_inf_nan=False)]
@@ -70,13 +71,14 @@ class KickClientArgs(Args):
 
 
 #: Command name -> its arguments' model; the same names as agent.remote.actions.handlers.
-COMMANDS: dict[str, type[Args]] = {
+COMMANDS: dict[str, type[BaseModel]] = {
     "reboot": RebootArgs,
     "restart_wifi": NoArgs,
     "collect_now": NoArgs,
     "diagnostics": DiagnosticsArgs,
     "kick_client": KickClientArgs,
     "get_config": NoArgs,
+    "upgrade": UpgradeArgs,  # the manifest's signature is the gateway's to check
 }
 #: Arguments never written to the audit log as they are (a client's MAC stays on the gateway).
 REDACTED_ARGS = frozenset({"mac"})

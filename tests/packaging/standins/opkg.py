@@ -23,6 +23,10 @@ pkg.c pkg_run_script) and as seen running opkg-lede 38eccbb
   postinst configure. A conffile changed since it was installed is kept and the package's new
   version written beside it as NAME-opkg ("Existing conffile %s is different from the conffile in
   the new package. The new conffile will be placed at %s.").
+- An older version than the installed one is refused ("Not downgrading package NAME on root
+  from OLD to NEW.") unless --force-downgrade, with which it is installed as an upgrade is,
+  after "Downgrading NAME on root from OLD to NEW..." (opkg_install_check_downgrade,
+  libopkg/opkg_install.c @9b7155d; the agent's upgrade hook rolls back with it).
 - Remove: prerm remove, delete the files (not a changed conffile: "Not deleting modified conffile
   %s."), postrm remove, delete the maintainer scripts. The file list (info/NAME.list) holds files
   only, so the directories the package created stay.
@@ -46,7 +50,8 @@ the / of a running device (files go under ROOT, scripts run chrooted into ROOT, 
 Not modelled: package feeds and downloads, Replaces/Conflicts/Provides, alternatives, arch checks.
 
     python -m tests.packaging.standins.opkg (--offline-root ROOT | --live-root ROOT)
-        [--force-postinstall] [--force-depends] [-V2] install FILE.ipk... | remove NAME...
+        [--force-postinstall] [--force-depends] [--force-downgrade] [-V2]
+        install FILE.ipk... | remove NAME...
 """
 
 from __future__ import annotations
@@ -149,12 +154,14 @@ class Opkg:
         offline: bool,
         force_postinstall: bool = False,
         force_depends: bool = False,
+        force_downgrade: bool = False,
         verbosity: int = 1,
     ) -> None:
         self.root = root
         self.offline = offline
         self.force_postinstall = force_postinstall
         self.force_depends = force_depends
+        self.force_downgrade = force_downgrade
         self.verbosity = verbosity
 
     # ---- status database --------------------------------------------------------------
@@ -211,12 +218,17 @@ class Opkg:
     # ---- install / upgrade --------------------------------------------------------------
     def check(self, ipk: Ipk, old: dict[str, str] | None) -> bool:
         """opkg_install_check_downgrade, satisfy_dependencies_for and verify_pkg_installable."""
-        if old and version_key(old["Version"]) >= version_key(ipk.version):
+        if old and version_key(old["Version"]) > version_key(ipk.version) and self.force_downgrade:
+            self.msg(
+                1,
+                f"Downgrading {ipk.name} on root from {old['Version']} to {ipk.version}...",
+            )
+        elif old and version_key(old["Version"]) >= version_key(ipk.version):
             if old["Version"] == ipk.version:
                 self.msg(1, f"Package {ipk.name} ({ipk.version}) installed in root is up to date.")
                 return False
             raise OpkgError(
-                f"Not downgrading package {ipk.name} from {old['Version']} to {ipk.version}."
+                f"Not downgrading package {ipk.name} on root from {old['Version']} to {ipk.version}."
             )
         missing = [d for d in dep_names(ipk.control.get("Depends", "")) if not self.installed(d)]
         if missing and not self.force_depends:
@@ -393,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--live-root", type=Path, help="stand-in only: ROOT is a device's /")
     ap.add_argument("--force-postinstall", action="store_true")
     ap.add_argument("--force-depends", action="store_true")
+    ap.add_argument("--force-downgrade", action="store_true")
     ap.add_argument("-V", "--verbosity", type=int, default=1)
     ap.add_argument("command", choices=["install", "remove"])
     ap.add_argument("args", nargs="+")
@@ -403,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         offline=a.offline_root is not None,
         force_postinstall=a.force_postinstall,
         force_depends=a.force_depends,
+        force_downgrade=a.force_downgrade,
         verbosity=a.verbosity,
     )
     try:
