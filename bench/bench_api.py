@@ -180,7 +180,7 @@ def main() -> int:
         "--metrics-before",
         metavar="TREE",
         help="only /metrics, side by side: the code in TREE (e.g. `git archive main | tar -x -C "
-        "TREE`), this tree's, and this tree's with [metrics] device_series, in alternating "
+        "TREE`) without and with [metrics] device_series, and this tree's alike, in alternating "
         "rounds of --n requests on the same store",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --metrics-before")
@@ -268,6 +268,10 @@ def compare_metrics(args: argparse.Namespace) -> int:
     alternating rounds so that the machine's other load falls on all of them alike."""
     variants = [
         ("before", ["--tree", str(Path(args.metrics_before).resolve())]),
+        (
+            "before, device_series on",
+            ["--tree", str(Path(args.metrics_before).resolve()), "--device-series"],
+        ),
         ("after", []),
         ("after, device_series on", ["--device-series"]),
     ]
