@@ -32,6 +32,8 @@ from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
 from central.rollout.runner import RolloutRunner
 from central.store.audit import AuditLog
+from central.store.base import StoreUnavailable
+from central.store.pg import PgStore
 from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES, Token, TokenError, TokenStore
@@ -45,14 +47,40 @@ HTTP_START_S = 15.0
 log = logging.getLogger("titik.central")
 
 
-def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
-    """The store and the (not yet connected) consumer for ``config``."""
-    store = SqliteStore(
+CentralStore = SqliteStore | PgStore
+#: What stays in the SQLite file at store.path when the store is on PostgreSQL.
+NOT_ON_POSTGRES = "API tokens and sessions, the audit log, rollouts"
+
+
+def open_store(config: CentralConfig) -> CentralStore:
+    """PostgreSQL when ``[store] url`` is set, else SQLite at ``[store] path``.
+
+    :class:`StoreUnavailable` when PostgreSQL cannot be reached; RuntimeError when its
+    schema is newer than this central."""
+    if config.store.url:
+        return PgStore(
+            config.store.url,
+            raw_days=config.store.raw_days,
+            rollup_days=config.store.rollup_days,
+            quarantine_rows=config.ingest.quarantine_rows,
+            pool_size=config.store.pool_size,
+        )
+    return SqliteStore(
         config.store.path,
         raw_days=config.store.raw_days,
         rollup_days=config.store.rollup_days,
         quarantine_rows=config.ingest.quarantine_rows,
     )
+
+
+def store_name(config: CentralConfig, store: CentralStore) -> str:
+    """Where the store is, for logs: the SQLite path or PostgreSQL's user@host:port/db."""
+    return f"PostgreSQL {store.where}" if isinstance(store, PgStore) else str(config.store.path)
+
+
+def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
+    """The store (:func:`open_store`) and the (not yet connected) consumer for ``config``."""
+    store = open_store(config)
     consumer = Consumer(config, store)
     runner = RolloutRunner(
         RolloutStore(config.store.path),
@@ -73,7 +101,17 @@ def cmd_run(config: CentralConfig) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         level=config.log.level.upper(),
     )
-    store, consumer = build(config)
+    try:
+        store, consumer = build(config)
+    except (StoreUnavailable, RuntimeError) as exc:
+        log.error("[store] url: %s", exc)
+        return EXIT_FAILED
+    if isinstance(store, PgStore):
+        log.info(
+            "store: PostgreSQL %s (schema version %d -> %d); %s are still in the SQLite "
+            "file %s (not yet on PostgreSQL: run one central instance)",
+            store.where, *store.migrated, NOT_ON_POSTGRES, config.store.path,
+        )  # fmt: skip
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -108,7 +146,10 @@ def cmd_run(config: CentralConfig) -> int:
     broker_audit.start()
     auditing = threading.Thread(target=broker_audit.run, args=(stop,), name="audit", daemon=True)
     auditing.start()
-    log.info("ingesting from %s:%d into %s", config.mqtt.host, config.mqtt.port, config.store.path)
+    log.info(
+        "ingesting from %s:%d into %s",
+        config.mqtt.host, config.mqtt.port, store_name(config, store),
+    )  # fmt: skip
     try:
         consumer.run(stop)
     finally:
@@ -125,7 +166,7 @@ def cmd_run(config: CentralConfig) -> int:
 
 def http_server(
     config: CentralConfig,
-    store: SqliteStore,
+    store: CentralStore,
     consumer: Consumer,
     audit_log: AuditLog | None = None,
     publisher: Publisher | None = None,

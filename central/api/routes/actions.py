@@ -24,6 +24,7 @@ from central.api.queries import AlertMarks, alert_id
 from central.config import CentralConfig
 from central.store.audit import message_ref
 from central.store.base import AlertMark, Store
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 NAME_RE = f"^{TOPIC_SAFE.pattern}$"
@@ -330,7 +331,7 @@ def audit_of_app(request: Request) -> Audit:
 
 
 def console_router(
-    config: CentralConfig, store: SqliteStore, publisher: Publisher | None
+    config: CentralConfig, store: SqliteStore | PgStore, publisher: Publisher | None
 ) -> APIRouter:
     """The router as ``titik-central run`` serves it: central.api.auth's roles, the app's
     audit log, ``[console]`` and ``[mqtt] topic_prefix`` of central.toml."""
