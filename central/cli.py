@@ -176,7 +176,9 @@ def http_server(
     app = create_app(
         store,
         consumer.stats,
-        audit_log=audit_log,
+        # In the SQLite file at store.path, also when the store is on PostgreSQL.
+        tokens=TokenStore(config.store.path),
+        audit_log=audit_log or AuditLog(config.store.path),
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
