@@ -75,16 +75,23 @@ class Postgres:
             "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
             "--locale=C", "--no-sync", "--no-instructions",
         )  # fmt: skip
-        opts = (
+        self._opts = (
             f"-p {self.port} -c listen_addresses={self.host} -k {self.dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200 -c shared_buffers=32MB"
         )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w",
-            "-t", str(START_S), "start",
-        )  # fmt: skip
+        self.resume()
         return self
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown), keeping its data: :meth:`resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", self._opts, "-l", str(self.dir / "log"),
+            "-w", "-t", str(START_S), "start",
+        )  # fmt: skip
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname}"

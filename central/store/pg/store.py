@@ -58,7 +58,7 @@ BUCKET_S = 300
 DAY_S = 86400.0
 #: Partitions are made this far ahead of the clock (and again at every retention round).
 AHEAD_S = 2 * DAY_S
-#: How long a caller waits for a pooled connection before the store counts as unavailable.
+#: How long a caller waits for a (pooled) connection before the store counts as unavailable.
 POOL_TIMEOUT_S = 10.0
 
 #: SQLSTATE classes that mean "the database cannot write now", not "this row is wrong":
@@ -177,6 +177,7 @@ class PgStore(PgConsoleQueries):
         rollup_days: float = 90,
         quarantine_rows: int = 10_000,
         pool_size: int = 8,
+        connect_timeout_s: float = POOL_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
@@ -191,16 +192,16 @@ class PgStore(PgConsoleQueries):
             max_size=max(2, pool_size),
             kwargs={"autocommit": True, "row_factory": dict_row},
             check=ConnectionPool.check_connection,
-            timeout=POOL_TIMEOUT_S,
+            timeout=connect_timeout_s,
             name="titik-store",
             open=False,
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+            self._pool.open(wait=True, timeout=connect_timeout_s)
         except PoolTimeout as exc:
             self._pool.close()
             raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {self.where} within {POOL_TIMEOUT_S:.0f} s: "
+                f"cannot connect to PostgreSQL at {self.where} within {connect_timeout_s:g} s: "
                 "check [store] url, that the server runs and accepts this user (pg_hba.conf)"
             ) from exc
         try:
