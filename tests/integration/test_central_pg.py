@@ -29,13 +29,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def pg_toml(tmp_path: Path, broker: Broker, url: str, client_id: str) -> Path:
-    conf = central_toml(tmp_path / "central.toml", broker, client_id=client_id, db=tmp_path / "c.db")
+    conf = central_toml(
+        tmp_path / "central.toml", broker, client_id=client_id, db=tmp_path / "c.db"
+    )
     text = conf.read_text().replace("[store]\n", f'[store]\nurl = "{url}"\n', 1)
     conf.write_text(text)
     return conf
 
 
-def pg_rows(url: str, sql: str = "SELECT device, sid, seq FROM samples") -> list[tuple[object, ...]]:
+def pg_rows(
+    url: str, sql: str = "SELECT device, sid, seq FROM samples"
+) -> list[tuple[object, ...]]:
     try:
         with psycopg.connect(url) as conn:
             return [tuple(r) for r in conn.execute(sql.encode())]
