@@ -16,6 +16,7 @@ import pytest
 from central.store.base import DeviceState, Sample, StoreUnavailable, WriteBatch
 from central.store.pg import PgStore, schema
 from central.store.pg.store import describe, unavailable
+from tests.broker import wait_until
 from tests.postgres import Postgres
 
 NOW = 1_795_800_000.0  # 2026-11-27 17:20 UTC, a multiple of 300
@@ -184,3 +185,35 @@ def test_a_server_that_goes_away_is_unavailable_then_comes_back() -> None:
         st.close()
     finally:
         pg.stop()
+
+
+def test_roll_up_waits_for_a_writer_in_flight_and_skips_no_sample(store: PgStore) -> None:
+    """Ids are handed out at insert and committed later: a fold that read the top id while
+    a lower id was still uncommitted would skip that sample for good. A writer (another
+    central instance) inserts and holds its transaction open; a later sample commits
+    meanwhile; the roll-up waits for the first writer (its SHARE lock) and counts both."""
+    with psycopg.connect(store.url) as slow:
+        slow.execute(
+            "INSERT INTO samples (device, sid, seq, ts, historical, raw) "
+            "VALUES ('d', 'a', 1, %s, false, '{}')",
+            (NOW,),
+        )  # id 1, not committed yet
+        store.write(WriteBatch(samples=[s(2, NOW + 1)]))  # id 2, committed
+        folded: list[int] = []
+        roll = threading.Thread(target=lambda: folded.append(store.roll_up()))
+        roll.start()
+
+        def waiting_for_a_lock() -> bool:
+            rows = sql(
+                store.url,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE 'LOCK TABLE samples%'",
+            )
+            return rows[0][0] == 1
+
+        wait_until(waiting_for_a_lock, 10, "the roll-up to wait for the open writer")
+        slow.commit()
+    roll.join(10)
+    assert folded == [2]
+    assert store.roll_up() == 0
+    assert sql(store.url, "SELECT sum(count)::bigint FROM rollups_5m") == [(2,)]

@@ -30,6 +30,10 @@ DAY_S = 86400
 #: pg_advisory_xact_lock keys: one for migrations, one for making/dropping partitions.
 LOCK_MIGRATE = 0x7469_7469_6B00_0001
 LOCK_PARTITIONS = 0x7469_7469_6B00_0002
+#: Making or dropping a partition locks its parent table for an instant; behind a long query
+#: that wait would queue every writer and reader after it. Give up instead (SQLSTATE 55P03)
+#: and try again at the next retention round.
+LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,24 +217,31 @@ def ensure_partitions(
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_PARTITIONS,))
             if start in partitions(conn, p).values():
                 continue
+            conn.execute(LOCK_TIMEOUT)
             lo, hi = sql.Literal(start), sql.Literal(end)
-            conn.execute(
-                sql.SQL("CREATE TEMP TABLE moving (LIKE {t}) ON COMMIT DROP").format(
-                    t=ident(p.table)
+            default, col, table = ident(f"{p.table}_default"), ident(p.column), ident(p.table)
+            waiting = conn.execute(
+                sql.SQL("SELECT 1 FROM {d} WHERE {c} >= {lo} AND {c} < {hi} LIMIT 1").format(
+                    d=default, c=col, lo=lo, hi=hi
                 )
-            )
-            conn.execute(
-                sql.SQL(
-                    "WITH m AS (DELETE FROM {d} WHERE {c} >= {lo} AND {c} < {hi} RETURNING *) "
-                    "INSERT INTO moving SELECT * FROM m"
-                ).format(d=ident(f"{p.table}_default"), c=ident(p.column), lo=lo, hi=hi)
-            )
+            ).fetchone()
+            if waiting:
+                conn.execute(
+                    sql.SQL("CREATE TEMP TABLE moving (LIKE {t}) ON COMMIT DROP").format(t=table)
+                )
+                conn.execute(
+                    sql.SQL(
+                        "WITH m AS (DELETE FROM {d} WHERE {c} >= {lo} AND {c} < {hi} "
+                        "RETURNING *) INSERT INTO moving SELECT * FROM m"
+                    ).format(d=default, c=col, lo=lo, hi=hi)
+                )
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE {n} PARTITION OF {t} FOR VALUES FROM ({lo}) TO ({hi})"
-                ).format(n=ident(name), t=ident(p.table), lo=lo, hi=hi)
+                ).format(n=ident(name), t=table, lo=lo, hi=hi)
             )
-            conn.execute(sql.SQL("INSERT INTO {t} SELECT * FROM moving").format(t=ident(p.table)))
+            if waiting:
+                conn.execute(sql.SQL("INSERT INTO {t} SELECT * FROM moving").format(t=table))
         made += 1
     return made
 
@@ -246,6 +257,7 @@ def drop_one_expired(conn: psycopg.Connection[Any], p: Partitioned, cut: float) 
     _, name = due[0]
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_PARTITIONS,))
+        conn.execute(LOCK_TIMEOUT)
         rows = _rows(
             conn, "SELECT reltuples FROM pg_class WHERE relname = %s AND relkind = 'r'", (name,)
         )

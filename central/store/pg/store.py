@@ -339,6 +339,8 @@ class PgStore(PgConsoleQueries):
         """
         with self._conn() as conn:
             with conn.transaction():
+                # Not behind a stuck transaction for long: writers would queue behind us.
+                conn.execute(schema.LOCK_TIMEOUT)
                 conn.execute("LOCK TABLE samples IN SHARE MODE")
                 got = conn.execute("SELECT coalesce(max(id), 0) AS top FROM samples").fetchone()
                 top = int(got["top"]) if got else 0
