@@ -34,6 +34,8 @@ from central.rollout.runner import RolloutRunner
 from central.store.audit import AuditLog
 from central.store.base import StoreUnavailable
 from central.store.pg import PgStore
+from central.store.pg.store import describe
+from central.store.pg.tables import PgAuditLog, PgRolloutStore, PgTokenStore
 from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES, Token, TokenError, TokenStore
@@ -48,8 +50,6 @@ log = logging.getLogger("titik.central")
 
 
 CentralStore = SqliteStore | PgStore
-#: What stays in the SQLite file at store.path when the store is on PostgreSQL.
-NOT_ON_POSTGRES = "API tokens and sessions, the audit log, rollouts"
 
 
 def open_store(config: CentralConfig) -> CentralStore:
@@ -73,6 +73,31 @@ def open_store(config: CentralConfig) -> CentralStore:
     )
 
 
+def open_tokens(config: CentralConfig) -> TokenStore:
+    """API tokens and sessions: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    return PgTokenStore(config.store.url) if config.store.url else TokenStore(config.store.path)
+
+
+def open_audit(config: CentralConfig) -> AuditLog:
+    """The audit log: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    return PgAuditLog(config.store.url) if config.store.url else AuditLog(config.store.path)
+
+
+def open_rollouts(config: CentralConfig) -> RolloutStore:
+    """Rollouts: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    if config.store.url:
+        return PgRolloutStore(config.store.url)
+    return RolloutStore(config.store.path)
+
+
+def where(config: CentralConfig) -> str:
+    """Where central's data is, for messages: the SQLite path or PostgreSQL's
+    user@host:port/db (never a password)."""
+    return (
+        f"PostgreSQL {describe(config.store.url)}" if config.store.url else str(config.store.path)
+    )
+
+
 def store_name(config: CentralConfig, store: CentralStore) -> str:
     """Where the store is, for logs: the SQLite path or PostgreSQL's user@host:port/db."""
     return f"PostgreSQL {store.where}" if isinstance(store, PgStore) else str(config.store.path)
@@ -83,7 +108,7 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
     store = open_store(config)
     consumer = Consumer(config, store)
     runner = RolloutRunner(
-        RolloutStore(config.store.path),
+        open_rollouts(config),
         prefix=config.mqtt.topic_prefix,
         states=lambda: consumer.fleet.states,
         reports=store.reported_docs,
@@ -93,6 +118,18 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
     )
     consumer.periodic.append(runner.tick)
     return store, consumer
+
+
+def warn_without_tokens(config: CentralConfig) -> None:
+    tokens = open_tokens(config)
+    try:
+        if not tokens.tokens():
+            log.warning(
+                "no API token yet: create one with "
+                "`titik-central token create --name NAME --role admin`"
+            )
+    finally:
+        tokens.close()
 
 
 def cmd_run(config: CentralConfig) -> int:
@@ -107,11 +144,7 @@ def cmd_run(config: CentralConfig) -> int:
         log.error("[store] url: %s", exc)
         return EXIT_FAILED
     if isinstance(store, PgStore):
-        log.info(
-            "store: PostgreSQL %s (schema version %d -> %d); %s are still in the SQLite "
-            "file %s (not yet on PostgreSQL: run one central instance)",
-            store.where, *store.migrated, NOT_ON_POSTGRES, config.store.path,
-        )  # fmt: skip
+        log.info("store: PostgreSQL %s (schema version %d -> %d)", store.where, *store.migrated)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -120,7 +153,7 @@ def cmd_run(config: CentralConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    audit_log = AuditLog(config.store.path)
+    audit_log = open_audit(config)
     broker_audit = BrokerAudit(config, audit_log)
     publisher = MqttPublisher(config.mqtt)
     server = http_server(config, store, consumer, audit_log, publisher)
@@ -135,10 +168,7 @@ def cmd_run(config: CentralConfig) -> int:
     log.info(
         "dashboard: %s://%s:%d/  (API docs: /docs)", scheme, config.http.host, config.http.port
     )
-    if not TokenStore(config.store.path).tokens():
-        log.warning(
-            "no API token yet: create one with `titik-central token create --name NAME --role admin`"
-        )
+    warn_without_tokens(config)
     consumer.start()
     publisher.start()
     if not config.console.signing_keys:
@@ -176,9 +206,8 @@ def http_server(
     app = create_app(
         store,
         consumer.stats,
-        # In the SQLite file at store.path, also when the store is on PostgreSQL.
-        tokens=TokenStore(config.store.path),
-        audit_log=audit_log or AuditLog(config.store.path),
+        tokens=open_tokens(config),
+        audit_log=audit_log or open_audit(config),
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
@@ -280,8 +309,8 @@ def token_revoke(tokens: TokenStore, audit_log: AuditLog, which: str) -> int:
 
 
 def cmd_token(config: CentralConfig, args: argparse.Namespace) -> int:
-    tokens = TokenStore(config.store.path)
-    audit_log = AuditLog(config.store.path)
+    tokens = open_tokens(config)
+    audit_log = open_audit(config)
     try:
         if args.action == "list":
             return token_list(tokens, args.all)
@@ -297,7 +326,7 @@ def cmd_token(config: CentralConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(config: CentralConfig) -> int:
-    audit_log = AuditLog(config.store.path)
+    audit_log = open_audit(config)
     try:
         problems = audit_log.verify()
         head = audit_log.head()
@@ -306,9 +335,7 @@ def cmd_audit_verify(config: CentralConfig) -> int:
     if problems:
         for p in problems:
             print(f"BROKEN: {p}")
-        print(
-            f"{config.store.path}: the audit log is not whole (first break above)", file=sys.stderr
-        )
+        print(f"{where(config)}: the audit log is not whole (first break above)", file=sys.stderr)
         return EXIT_FAILED
     if head is None:
         print("the audit log is empty")

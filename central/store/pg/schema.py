@@ -132,8 +132,54 @@ EXCEPTION WHEN others THEN
 END $$;
 """
 
+#: Version 3: the tables beside the samples (central/store/pg/tables.py runs the SQLite
+#: classes' code on them): API tokens and sessions, the audit log, rollouts. The same columns
+#: as their SQLite SCHEMA; the audit log refuses UPDATE and DELETE by trigger, as there.
+V3 = """
+CREATE TABLE tokens (
+    id text PRIMARY KEY, name text NOT NULL, role text NOT NULL, hash text NOT NULL UNIQUE,
+    created double precision NOT NULL, expires double precision, revoked double precision,
+    last_used double precision
+);
+CREATE TABLE sessions (
+    hash text PRIMARY KEY, token_id text NOT NULL REFERENCES tokens (id), csrf text NOT NULL,
+    created double precision NOT NULL, expires double precision NOT NULL
+);
+CREATE INDEX sessions_token ON sessions (token_id);
+CREATE TABLE audit (
+    seq bigint PRIMARY KEY, at double precision NOT NULL, actor text NOT NULL,
+    action text NOT NULL, target text NOT NULL, key_id text, via text NOT NULL,
+    result text NOT NULL, detail text NOT NULL, ref text, prev text NOT NULL,
+    hash text NOT NULL
+);
+CREATE INDEX audit_ref ON audit (ref);
+CREATE INDEX audit_actor ON audit (actor);
+CREATE INDEX audit_target ON audit (target);
+CREATE INDEX audit_of ON audit ((detail::jsonb -> 'of'));
+CREATE INDEX audit_cmd_id ON audit ((detail::jsonb -> 'id'));
+CREATE FUNCTION titik_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END $$;
+CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION titik_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION titik_audit_append_only();
+CREATE TABLE rollouts (
+    id text PRIMARY KEY, grp text NOT NULL, status text NOT NULL,
+    created double precision NOT NULL, created_by text NOT NULL,
+    updated double precision NOT NULL, state text NOT NULL, gate text
+);
+CREATE INDEX rollouts_status ON rollouts (status);
+CREATE TABLE rollout_intents (
+    seq bigserial PRIMARY KEY, rollout text NOT NULL REFERENCES rollouts (id),
+    action text NOT NULL, who text NOT NULL, at double precision NOT NULL,
+    taken double precision
+);
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 VERSION = len(MIGRATIONS)
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
