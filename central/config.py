@@ -55,14 +55,13 @@ def _postgres_url(value: str) -> str:
 class StoreConfig(Section):
     path: Path = Field(
         default=Path("/var/lib/titik-central/titik.db"),
-        description="The SQLite file; with url set, it keeps only what is not yet on "
-        "PostgreSQL (API tokens and sessions, the audit log, rollouts)",
+        description="The SQLite file (not used when url is set)",
     )
     url: Annotated[str, AfterValidator(_postgres_url)] = Field(
         default="",
         max_length=2000,
-        description="postgresql://... : telemetry, fleet state, rollups, configs, alerts and "
-        "the quarantine in PostgreSQL (docs/central.md); '' = all in SQLite at path",
+        description="postgresql://... : everything in PostgreSQL instead (docs/central.md, "
+        "'Central on PostgreSQL'); '' = SQLite at path",
     )
     pool_size: int = Field(
         default=8, ge=2, le=200, description="PostgreSQL connections this central may open"
