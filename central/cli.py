@@ -34,6 +34,7 @@ from central.rollout.runner import RolloutRunner
 from central.store.audit import AuditLog
 from central.store.base import StoreUnavailable
 from central.store.pg import PgStore
+from central.store.pg.schema import SchemaTooNew
 from central.store.pg.store import describe
 from central.store.pg.tables import PgAuditLog, PgRolloutStore, PgTokenStore
 from central.store.rollouts import RolloutStore
@@ -55,8 +56,8 @@ CentralStore = SqliteStore | PgStore
 def open_store(config: CentralConfig) -> CentralStore:
     """PostgreSQL when ``[store] url`` is set, else SQLite at ``[store] path``.
 
-    :class:`StoreUnavailable` when PostgreSQL cannot be reached; RuntimeError when its
-    schema is newer than this central."""
+    :class:`StoreUnavailable` when PostgreSQL cannot be reached; :class:`SchemaTooNew` when
+    its schema is newer than this central."""
     if config.store.url:
         return PgStore(
             config.store.url,
@@ -140,7 +141,7 @@ def cmd_run(config: CentralConfig) -> int:
     )
     try:
         store, consumer = build(config)
-    except (StoreUnavailable, RuntimeError) as exc:
+    except (StoreUnavailable, SchemaTooNew) as exc:
         log.error("[store] url: %s", exc)
         return EXIT_FAILED
     if isinstance(store, PgStore):
@@ -432,10 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check-config":
         print(f"{args.config}: ok")
         return 0
-    if args.cmd == "token":
-        return cmd_token(config, args)
-    if args.cmd == "audit":
-        return cmd_audit_verify(config)
+    try:
+        if args.cmd == "token":
+            return cmd_token(config, args)
+        if args.cmd == "audit":
+            return cmd_audit_verify(config)
+    except (StoreUnavailable, SchemaTooNew) as exc:
+        print(f"titik-central {args.cmd}: [store] url: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return cmd_run(config)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import psycopg.errors
@@ -16,6 +17,7 @@ import pytest
 from central.store.base import DeviceState, Sample, StoreUnavailable, WriteBatch
 from central.store.pg import PgStore, schema
 from central.store.pg.store import describe, unavailable
+from central.store.pg.tables import PgAuditLog
 from tests.broker import wait_until
 from tests.postgres import Postgres
 
@@ -58,19 +60,23 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 2)
-        assert sql(pg_url, "SELECT version FROM schema_version") == [(2,)]
+        assert st.migrated == (1, schema.VERSION) == (1, 3)
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(3,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
         assert [p.clients for p in st.history("d", NOW - 10, NOW + 10)] == [5]
-        # Version 2's tables work on the upgraded database.
+        # Version 2's and 3's tables work on the upgraded database.
         assert st.roll_up() == 1
         assert [p.count for p in st.net_history("d", NOW - 30 * DAY, NOW + 300)] == [1]
         assert st.alert_marks() == {}
+        audit = PgAuditLog(pg_url)
+        audit.append("ann", "x", "t", key_id=None, result="ok", via="cli")
+        assert audit.verify() == []
+        audit.close()
     finally:
         st.close()
     again = PgStore(pg_url, clock=lambda: NOW)
-    assert again.migrated == (2, 2)
+    assert again.migrated == (3, 3)
     again.close()
 
 
@@ -78,7 +84,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(RuntimeError, match=r"schema version 99, newer than this central \(2\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(3\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 
@@ -147,6 +153,23 @@ def test_unavailable_is_told_from_a_bad_row() -> None:
 def test_the_url_is_described_without_its_password() -> None:
     assert describe("postgresql://titik:sekrit@db:6432/fleet") == "titik@db:6432/fleet"
     assert "sekrit" not in describe("postgresql://titik:sekrit@/fleet?host=/run/pg")
+
+
+def test_the_cli_says_postgresql_is_unreachable_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from central.cli import main
+    from tests.broker import free_port
+
+    conf = tmp_path / "central.toml"
+    url = f"postgresql://titik:sekrit@127.0.0.1:{free_port()}/fleet?connect_timeout=1"
+    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n[store]\nurl = "{url}"\n')
+    assert main(["token", "list", "--config", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "titik-central token: [store] url: cannot connect to PostgreSQL at titik@127.0.0.1:" in err
+    )
+    assert "sekrit" not in err
 
 
 def test_no_server_at_start_is_unavailable_naming_where_not_the_password() -> None:

@@ -182,6 +182,11 @@ CREATE TABLE rollout_intents (
 MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 VERSION = len(MIGRATIONS)
 
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer central than this one."""
+
+
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
 
 
@@ -200,14 +205,14 @@ def current_version(conn: psycopg.Connection[Any]) -> int:
 
 
 def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
-    """Bring the database to :data:`VERSION`; ``(from, to)``. RuntimeError if the database
-    is newer than this code (a downgrade would misread it)."""
+    """Bring the database to :data:`VERSION`; ``(from, to)``. :class:`SchemaTooNew` if the
+    database is newer than this code (a downgrade would misread it)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_MIGRATE,))
         conn.execute(_VERSION_TABLE)
     start = current_version(conn)
     if start > VERSION:
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"the database is at schema version {start}, newer than this central ({VERSION}): "
             "upgrade central, or point [store] url at another database"
         )

@@ -29,15 +29,18 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from central.store import audit as sqlite_audit
 from central.store.audit import AuditEntry, AuditLog
+from central.store.base import StoreUnavailable
 from central.store.pg import schema
+from central.store.pg.store import describe
 from central.store.rollouts import RolloutStore
 from central.store.tokens import TokenStore
 
 POOL_MAX = 4
+CONNECT_TIMEOUT_S = 10.0
 #: pg_advisory_xact_lock keys of the three classes' write transactions.
 LOCK_TOKENS = 0x7469_7469_6B00_0010
 LOCK_AUDIT = 0x7469_7469_6B00_0011
@@ -144,9 +147,19 @@ class PgTables:
             max_size=POOL_MAX,
             kwargs={"autocommit": True},
             check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT_S,
             name=f"titik-{type(self).__name__}",
-            open=True,
+            open=False,
         )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {describe(url)} within "
+                f"{CONNECT_TIMEOUT_S:g} s: check [store] url, that the server runs and "
+                "accepts this user (pg_hba.conf)"
+            ) from exc
         try:
             with self._pool.connection() as conn:
                 schema.migrate(conn)
