@@ -175,6 +175,7 @@ def test_device_filters_sort_and_paging(fleet_store: AnyStore) -> None:
     assert names(status="offline") == ["gw-c"]
     assert names(status="online", group="jkt") == ["gw-a", "gw-b"]
     assert names(q="mall") == ["gw-b"]
+    assert names(q="MALL") == ["gw-b"]  # ASCII case is ignored (SQLite's LIKE)
     assert names(q="_") == ["gw-c"]  # LIKE wildcards are literal
     assert names(sort="-clients") == ["gw-a", "gw-c", "gw-b", "gw-d"]
     assert names(sort="-last_seen") == ["gw-a", "gw-c", "gw-b", "gw-d"]

@@ -442,9 +442,10 @@ class PgStore(PgConsoleQueries):
             args.append(status == "online")
         if q:
             like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            # ILIKE: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             where.append(
-                "(device LIKE %s ESCAPE '\\' OR site LIKE %s ESCAPE '\\' "
-                "OR region LIKE %s ESCAPE '\\')"
+                "(device ILIKE %s ESCAPE '\\' OR site ILIKE %s ESCAPE '\\' "
+                "OR region ILIKE %s ESCAPE '\\')"
             )
             args += [like, like, like]
         clause = f" WHERE {' AND '.join(where)}" if where else ""
