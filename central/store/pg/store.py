@@ -220,9 +220,11 @@ class PgStore(PgConsoleQueries):
     def close(self) -> None:
         self._pool.close()
 
-    def ensure_partitions(self) -> int:
-        """Make the partitions from the retention's start to :data:`AHEAD_S` ahead."""
-        now = self.clock()
+    def ensure_partitions(self, now: float | None = None) -> int:
+        """Make the partitions from the retention's start to :data:`AHEAD_S` ahead of ``now``
+        (the clock's by default). None of them lies wholly past the retention, so retention
+        never drops what this has just made."""
+        now = self.clock() if now is None else now
         made = 0
         with self._conn() as conn:
             c: Any = conn
@@ -366,7 +368,7 @@ class PgStore(PgConsoleQueries):
         call again while it returns more than 0."""
         raw_cut = now - self.raw_days * DAY_S
         roll_cut = int((now - self.rollup_days * DAY_S) // BUCKET_S * BUCKET_S)
-        self.ensure_partitions()
+        self.ensure_partitions(now)
         n = 0
         with self._conn() as conn:
             c: Any = conn
