@@ -240,3 +240,30 @@ def test_roll_up_waits_for_a_writer_in_flight_and_skips_no_sample(store: PgStore
     assert folded == [2]
     assert store.roll_up() == 0
     assert sql(store.url, "SELECT sum(count)::bigint FROM rollups_5m") == [(2,)]
+
+
+def test_the_tables_connection_speaks_sqlites_sql(pg_url: str) -> None:
+    """central/store/pg/tables.py's PgConn: ``?`` placeholders, a literal ``%``, rows by name
+    and by position, BEGIN ... ROLLBACK on one connection, executemany."""
+    from central.store.pg.tables import PgTables
+
+    class T(PgTables):
+        pass
+
+    t = T()
+    t._setup(pg_url, lambda: NOW)
+    try:
+        conn = t._conn()
+        row = conn.execute("SELECT 'a%b' AS x, ? AS y", (7,)).fetchone()
+        assert row is not None and (row["x"], row[1], dict(row)) == ("a%b", 7, {"x": "a%b", "y": 7})
+        conn.execute("CREATE TABLE t (v bigint)")
+        conn.execute("BEGIN IMMEDIATE")
+        assert conn.in_transaction
+        conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+        conn.execute("ROLLBACK")
+        assert not conn.in_transaction
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+        assert conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)]).rowcount == 2
+        assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == [1, 2]
+    finally:
+        t.close()

@@ -5,7 +5,8 @@ run on a connection that speaks their SQL to PostgreSQL.
 Their SQL is plain (``?`` placeholders, ``BEGIN IMMEDIATE`` ... ``COMMIT``); what differs
 is handled here, once, instead of a second copy of every method:
 
-- ``?`` becomes psycopg's ``%s`` (none of their statements holds a literal ``?`` or ``%``);
+- ``?`` becomes psycopg's ``%s`` and ``%`` is escaped (none of their statements holds a
+  literal ``?``);
 - ``BEGIN IMMEDIATE`` takes a pooled connection for the transaction, and a transaction-level
   advisory lock per class: SQLite's write lock serialised these transactions, this does the
   same (two ``token create`` with one name, two audit appends extending one chain: exactly
@@ -114,15 +115,27 @@ class PgConn:
         if word in ("COMMIT", "ROLLBACK") and self._held is not None:
             conn, self._held = self._held, None
             try:
-                conn.execute(word)
+                if word == "COMMIT":
+                    conn.execute("COMMIT")
+                else:
+                    # Called while an error propagates: a broken connection must not replace
+                    # that error with its own (the pool discards the connection).
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
             finally:
                 self._pool.putconn(conn)
             return Result([], -1)
-        query = sql.replace("?", "%s").encode()
+        query = sql.replace("%", "%%").replace("?", "%s").encode()
         if self._held is not None:
             return self._run(self._held, query, params)
         with self._pool.connection() as conn:
             return self._run(conn, query, params)
+
+    def executemany(self, sql: str, seq: Any) -> Result:
+        n = 0
+        for params in seq:
+            n += max(0, self.execute(sql, params).rowcount)
+        return Result([], n)
 
     @staticmethod
     def _run(conn: psycopg.Connection[Any], query: bytes, params: Any) -> Result:
