@@ -60,6 +60,7 @@ class StoreConfig(Section):
     url: Annotated[str, AfterValidator(_postgres_url)] = Field(
         default="",
         max_length=2000,
+        repr=False,  # it may carry a password after all
         description="postgresql://... : everything in PostgreSQL instead (docs/central.md, "
         "'Central on PostgreSQL'); '' = SQLite at path",
     )
