@@ -2,8 +2,9 @@
 central/store/console.py and central/store/net.py for SQLite), a mixin of PgStore.
 
 The WAN figures are read from each sample's ``raw`` text with ``titik_jsonb()`` (schema
-version 2: NULL for text jsonb refuses), so the samples keep the exact text the gateway's
-record was stored with, as in SQLite.
+version 2: NULL for text jsonb refuses), parsed once per row (``OFFSET 0`` keeps PostgreSQL
+from folding the inner SELECT into the outer one, which would parse it once per use), so the
+samples keep the exact text the gateway's record was stored with, as in SQLite.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from central.store.net import NetPoint
 
 BUCKET_S = 300
 
-_J = "titik_jsonb(raw)"
+#: The sample's raw JSON, parsed once per row by the inner SELECT of each query (``j``).
+_J = "j"
 _WAN = f"({_J} -> 'net' ->> 'wan')"
 
 
@@ -40,7 +42,9 @@ _WAN_UP = f"(CASE WHEN jsonb_typeof({_J} -> 'net' -> 'wan_up') = 'boolean' THEN 
 _RAW_SELECT = f"""
 SELECT ts, {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps,
        {_WAN_UP} AS wan_up
-FROM samples WHERE device = %s AND ts >= %s AND ts < %s ORDER BY ts, seq
+FROM (SELECT ts, seq, titik_jsonb(raw) AS j FROM samples
+      WHERE device = %s AND ts >= %s AND ts < %s OFFSET 0) s
+ORDER BY ts, seq
 """  # noqa: S608 - constants only
 
 NONCOMPLIANT_SQL = """
@@ -70,7 +74,9 @@ SELECT device, bucket, count(*), coalesce(sum(rx_bps), 0), count(rx_bps), max(rx
 FROM (SELECT device, trunc(ts / {BUCKET_S})::bigint * {BUCKET_S} AS bucket,
              {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps,
              {_WAN_UP} AS wan_up
-      FROM samples WHERE id > %s AND id <= %s AND {_J} IS NOT NULL) s
+      FROM (SELECT device, ts, titik_jsonb(raw) AS j FROM samples
+            WHERE id > %s AND id <= %s OFFSET 0) p
+      WHERE j IS NOT NULL) s
 GROUP BY 1, 2
 ON CONFLICT (device, bucket) DO UPDATE SET
   count = r.count + excluded.count,
