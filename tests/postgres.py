@@ -43,12 +43,45 @@ def pg_bindir() -> Path:
     return found[-1].parent
 
 
+PREFIX = "titik-pg-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(bindir: Path) -> None:
+    """Stop the clusters of test sessions that died without stopping theirs (killed by a
+    timeout, say): each cluster's directory names the pid of the session that made it."""
+    for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((d / "owner").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        if (d / "data" / "postmaster.pid").exists():
+            cmd = [str(bindir / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop"]
+            if os.geteuid() == 0:
+                cmd = ["runuser", "-u", "postgres", "--", *cmd]
+            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 class Postgres:
     """One throw-away PostgreSQL cluster on 127.0.0.1:<port>, trust authentication."""
 
     def __init__(self) -> None:
         self.bindir = pg_bindir()
-        self.dir = Path(tempfile.mkdtemp(prefix="titik-pg-"))
+        reap_orphans(self.bindir)
+        self.dir = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.dir / "owner").write_text(str(os.getpid()))
         self.data = self.dir / "data"
         self.port = free_port()
         self.host = "127.0.0.1"

@@ -267,3 +267,29 @@ def test_the_tables_connection_speaks_sqlites_sql(pg_url: str) -> None:
         assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == [1, 2]
     finally:
         t.close()
+
+
+def test_a_cluster_left_by_a_dead_test_session_is_stopped_by_the_next() -> None:
+    """tests/postgres.py: a session killed before its teardown leaves its server running;
+    the next session's harness stops it and removes its directory."""
+    import subprocess
+    import sys
+
+    from tests.postgres import pg_bindir, reap_orphans
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import os; from tests.postgres import Postgres; print(Postgres().start().dir); os._exit(0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    left = Path(out.stdout.strip())
+    assert (left / "data" / "postmaster.pid").exists()
+    reap_orphans(pg_bindir())
+    assert not left.exists()
