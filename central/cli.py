@@ -37,6 +37,11 @@ from central.ingest.consumer import Consumer
 from central.rollout.runner import RolloutRunner
 from central.store.alerting import AlertingStore
 from central.store.audit import AuditLog
+from central.store.base import StoreUnavailable
+from central.store.pg import PgStore
+from central.store.pg.schema import SchemaTooNew
+from central.store.pg.store import describe
+from central.store.pg.tables import PgAuditLog, PgRolloutStore, PgTokenStore
 from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES, Token, TokenError, TokenStore
@@ -50,17 +55,66 @@ HTTP_START_S = 15.0
 log = logging.getLogger("titik.central")
 
 
-def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
-    """The store and the (not yet connected) consumer for ``config``."""
-    store = SqliteStore(
+CentralStore = SqliteStore | PgStore
+
+
+def open_store(config: CentralConfig) -> CentralStore:
+    """PostgreSQL when ``[store] url`` is set, else SQLite at ``[store] path``.
+
+    :class:`StoreUnavailable` when PostgreSQL cannot be reached; :class:`SchemaTooNew` when
+    its schema is newer than this central."""
+    if config.store.url:
+        return PgStore(
+            config.store.url,
+            raw_days=config.store.raw_days,
+            rollup_days=config.store.rollup_days,
+            quarantine_rows=config.ingest.quarantine_rows,
+            pool_size=config.store.pool_size,
+        )
+    return SqliteStore(
         config.store.path,
         raw_days=config.store.raw_days,
         rollup_days=config.store.rollup_days,
         quarantine_rows=config.ingest.quarantine_rows,
     )
+
+
+def open_tokens(config: CentralConfig) -> TokenStore:
+    """API tokens and sessions: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    return PgTokenStore(config.store.url) if config.store.url else TokenStore(config.store.path)
+
+
+def open_audit(config: CentralConfig) -> AuditLog:
+    """The audit log: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    return PgAuditLog(config.store.url) if config.store.url else AuditLog(config.store.path)
+
+
+def open_rollouts(config: CentralConfig) -> RolloutStore:
+    """Rollouts: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    if config.store.url:
+        return PgRolloutStore(config.store.url)
+    return RolloutStore(config.store.path)
+
+
+def where(config: CentralConfig) -> str:
+    """Where central's data is, for messages: the SQLite path or PostgreSQL's
+    user@host:port/db (never a password)."""
+    return (
+        f"PostgreSQL {describe(config.store.url)}" if config.store.url else str(config.store.path)
+    )
+
+
+def store_name(config: CentralConfig, store: CentralStore) -> str:
+    """Where the store is, for logs: the SQLite path or PostgreSQL's user@host:port/db."""
+    return f"PostgreSQL {store.where}" if isinstance(store, PgStore) else str(config.store.path)
+
+
+def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
+    """The store (:func:`open_store`) and the (not yet connected) consumer for ``config``."""
+    store = open_store(config)
     consumer = Consumer(config, store)
     runner = RolloutRunner(
-        RolloutStore(config.store.path),
+        open_rollouts(config),
         prefix=config.mqtt.topic_prefix,
         states=lambda: consumer.fleet.states,
         reports=store.reported_docs,
@@ -69,8 +123,19 @@ def build(config: CentralConfig) -> tuple[SqliteStore, Consumer]:
         publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
     )
     consumer.periodic.append(runner.tick)
-    consumer.periodic.append(alert_engine(config).tick)
+    if config.store.url:
+        log.warning("on PostgreSQL, not yet: %s (issue 21)", ", ".join(NOT_ON_POSTGRESQL))
+    else:
+        consumer.periodic.append(alert_engine(config).tick)
     return store, consumer
+
+
+#: What runs on the SQLite store only, for now: central on PostgreSQL says so at start and
+#: serves neither (docs/central.md, "Central on PostgreSQL").
+NOT_ON_POSTGRESQL = (
+    "the alert lifecycle (history, maintenance windows, incidents, the webhook)",
+    "the Wi-Fi service reports' store and views",
+)
 
 
 def alert_engine(config: CentralConfig) -> AlertEngine:
@@ -87,13 +152,31 @@ def alert_engine(config: CentralConfig) -> AlertEngine:
 WEBHOOKS: dict[Path, WebhookNotifier] = {}
 
 
+def warn_without_tokens(config: CentralConfig) -> None:
+    tokens = open_tokens(config)
+    try:
+        if not tokens.tokens():
+            log.warning(
+                "no API token yet: create one with "
+                "`titik-central token create --name NAME --role admin`"
+            )
+    finally:
+        tokens.close()
+
+
 def cmd_run(config: CentralConfig) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
         level=config.log.level.upper(),
     )
-    store, consumer = build(config)
+    try:
+        store, consumer = build(config)
+    except (StoreUnavailable, SchemaTooNew) as exc:
+        log.error("[store] url: %s", exc)
+        return EXIT_FAILED
+    if isinstance(store, PgStore):
+        log.info("store: PostgreSQL %s (schema version %d -> %d)", store.where, *store.migrated)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -102,7 +185,7 @@ def cmd_run(config: CentralConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    audit_log = AuditLog(config.store.path)
+    audit_log = open_audit(config)
     broker_audit = BrokerAudit(config, audit_log)
     publisher = MqttPublisher(config.mqtt)
     server = http_server(config, store, consumer, audit_log, publisher)
@@ -117,10 +200,7 @@ def cmd_run(config: CentralConfig) -> int:
     log.info(
         "dashboard: %s://%s:%d/  (API docs: /docs)", scheme, config.http.host, config.http.port
     )
-    if not TokenStore(config.store.path).tokens():
-        log.warning(
-            "no API token yet: create one with `titik-central token create --name NAME --role admin`"
-        )
+    warn_without_tokens(config)
     consumer.start()
     publisher.start()
     if not config.console.signing_keys:
@@ -128,7 +208,10 @@ def cmd_run(config: CentralConfig) -> int:
     broker_audit.start()
     auditing = threading.Thread(target=broker_audit.run, args=(stop,), name="audit", daemon=True)
     auditing.start()
-    log.info("ingesting from %s:%d into %s", config.mqtt.host, config.mqtt.port, config.store.path)
+    log.info(
+        "ingesting from %s:%d into %s",
+        config.mqtt.host, config.mqtt.port, store_name(config, store),
+    )  # fmt: skip
     try:
         consumer.run(stop)
     finally:
@@ -145,7 +228,7 @@ def cmd_run(config: CentralConfig) -> int:
 
 def http_server(
     config: CentralConfig,
-    store: SqliteStore,
+    store: CentralStore,
     consumer: Consumer,
     audit_log: AuditLog | None = None,
     publisher: Publisher | None = None,
@@ -156,7 +239,8 @@ def http_server(
     app = create_app(
         store,
         consumer.stats,
-        audit_log=audit_log,
+        tokens=open_tokens(config),
+        audit_log=audit_log or open_audit(config),
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
@@ -263,8 +347,8 @@ def token_revoke(tokens: TokenStore, audit_log: AuditLog, which: str) -> int:
 
 
 def cmd_token(config: CentralConfig, args: argparse.Namespace) -> int:
-    tokens = TokenStore(config.store.path)
-    audit_log = AuditLog(config.store.path)
+    tokens = open_tokens(config)
+    audit_log = open_audit(config)
     try:
         if args.action == "list":
             return token_list(tokens, args.all)
@@ -280,7 +364,7 @@ def cmd_token(config: CentralConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(config: CentralConfig) -> int:
-    audit_log = AuditLog(config.store.path)
+    audit_log = open_audit(config)
     try:
         problems = audit_log.verify()
         head = audit_log.head()
@@ -289,9 +373,7 @@ def cmd_audit_verify(config: CentralConfig) -> int:
     if problems:
         for p in problems:
             print(f"BROKEN: {p}")
-        print(
-            f"{config.store.path}: the audit log is not whole (first break above)", file=sys.stderr
-        )
+        print(f"{where(config)}: the audit log is not whole (first break above)", file=sys.stderr)
         return EXIT_FAILED
     if head is None:
         print("the audit log is empty")
@@ -301,6 +383,13 @@ def cmd_audit_verify(config: CentralConfig) -> int:
 
 
 def cmd_maintenance(config: CentralConfig, args: argparse.Namespace) -> int:
+    if config.store.url:
+        print(
+            "titik-central maintenance: maintenance windows are not on PostgreSQL yet "
+            "(issue 21); they need central on its SQLite store",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     SqliteStore(config.store.path).close()  # the fleet's tables, before central's first start
     audit_log = AuditLog(config.store.path)
     try:
@@ -410,12 +499,16 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 (one return per
     if args.cmd == "check-config":
         print(f"{args.config}: ok")
         return 0
-    if args.cmd == "token":
-        return cmd_token(config, args)
-    if args.cmd == "audit":
-        return cmd_audit_verify(config)
-    if args.cmd == "maintenance":
-        return cmd_maintenance(config, args)
+    try:
+        if args.cmd == "token":
+            return cmd_token(config, args)
+        if args.cmd == "audit":
+            return cmd_audit_verify(config)
+        if args.cmd == "maintenance":
+            return cmd_maintenance(config, args)
+    except (StoreUnavailable, SchemaTooNew) as exc:
+        print(f"titik-central {args.cmd}: [store] url: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return cmd_run(config)
 
 

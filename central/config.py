@@ -43,8 +43,30 @@ class CentralMqttConfig(MqttConnection):
     )
 
 
+def _postgres_url(value: str) -> str:
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            'must be a PostgreSQL url, postgresql://USER@HOST:PORT/DBNAME (or "" for SQLite at '
+            "store.path); keep the password out of it: ~/.pgpass or PGPASSWORD"
+        )
+    return value
+
+
 class StoreConfig(Section):
-    path: Path = Field(default=Path("/var/lib/titik-central/titik.db"))
+    path: Path = Field(
+        default=Path("/var/lib/titik-central/titik.db"),
+        description="The SQLite file (not used when url is set)",
+    )
+    url: Annotated[str, AfterValidator(_postgres_url)] = Field(
+        default="",
+        max_length=2000,
+        repr=False,  # it may carry a password after all
+        description="postgresql://... : everything in PostgreSQL instead (docs/central.md, "
+        "'Central on PostgreSQL'); '' = SQLite at path",
+    )
+    pool_size: int = Field(
+        default=8, ge=2, le=200, description="PostgreSQL connections this central may open"
+    )
     raw_days: float = Field(default=7, gt=0, description="Raw samples are kept this long")
     rollup_days: float = Field(default=90, gt=0, description="5-minute rollups are kept this long")
     batch_max: int = Field(default=500, ge=1, le=100_000, description="Messages per transaction")

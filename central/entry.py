@@ -1,7 +1,7 @@
 """The console scripts titik-central, titik-ctl and titik-sim: the central extra comes first.
 
 The three programs are installed with every ``pip install titik``, but they belong to central
-and need ``titik[central]`` (FastAPI, uvicorn, prometheus-client; docs/architecture.md says why
+and need ``titik[central]`` (FastAPI, uvicorn, prometheus-client, psycopg; docs/architecture.md says why
 each). Without it each prints one line, with the pip command that installs it into the same
 environment, and exits 2, even for ``--help``: never a ModuleNotFoundError traceback. Nothing
 here imports more than the standard library before the check.
@@ -26,6 +26,8 @@ CENTRAL_EXTRA = {
     "fastapi": "fastapi",
     "uvicorn": "uvicorn",
     "prometheus-client": "prometheus_client",
+    "psycopg": "psycopg",
+    "psycopg-pool": "psycopg_pool",
 }
 
 

@@ -3,8 +3,9 @@
     headers = auth_headers(store, "operator")          # store: a SqliteStore, or its path
     client.get("/api/summary", headers=headers)
 
-The token is created in the store's own SQLite file, where ``create_app`` looks by default
-(``tokens`` table, central/store/tokens.py), exactly as ``titik-central token create`` does.
+The token is created in the store's own database (its SQLite file, or PostgreSQL for a
+PgStore), where ``create_app`` looks by default (``tokens`` table, central/store/tokens.py),
+exactly as ``titik-central token create`` does.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from central.store.pg.tables import PgTokenStore
 from central.store.tokens import TokenStore
 
 
 def create_token(where: Any, role: str, name: str | None = None) -> str:
-    """A new token of ``role`` in ``where`` (a store with ``.path``, or the database path)."""
-    path = Path(getattr(where, "path", where))
-    tokens = TokenStore(path)
+    """A new token of ``role`` in ``where`` (a store with ``.path`` or ``.url``, or the
+    database path)."""
+    url = getattr(where, "url", None)
+    tokens = PgTokenStore(url) if url else TokenStore(Path(getattr(where, "path", where)))
     try:
         _, secret = tokens.create(name or f"test-{role}-{len(tokens.tokens())}", role)
     finally:

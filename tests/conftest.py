@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker import Broker
+from tests.postgres import Postgres
 
 
 @pytest.fixture
@@ -27,3 +28,23 @@ def stopped_broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL for the whole session (tests/postgres.py); stopped at the end."""
+    pg = Postgres().start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL, for this test only."""
+    url = postgres.create_database()
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url.rsplit("/", 1)[1])

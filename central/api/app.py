@@ -40,6 +40,7 @@ from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.audit import AuditLog
 from central.store.base import Store
+from central.store.pg.tables import PgAuditLog, PgTokenStore
 from central.store.service import ServiceStore
 from central.store.tokens import TokenStore
 
@@ -66,8 +67,8 @@ def create_app(
 ) -> FastAPI:
     """The API over ``store``; ``stats`` (the consumer's counters) feed /healthz and /metrics.
 
-    ``tokens`` and ``audit_log`` default to the tables of the store's own SQLite file
-    (``store.path``); a store without one must pass them. ``config_ttl_s``: how long the
+    ``tokens`` and ``audit_log`` default to the tables of the store's own database (its SQLite
+    file ``store.path``, or PostgreSQL at ``store.url``); another store must pass them. ``config_ttl_s``: how long the
     config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
     session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
     per-gateway series on /metrics ([metrics] device_series), rebuilt in the background every
@@ -79,11 +80,16 @@ def create_app(
     without a path has no service tables, and no service endpoints).
     """
     path: Path | None = getattr(store, "path", None)
+    url: str | None = getattr(store, "url", None)
     if tokens is None or audit_log is None:
-        if path is None:
+        if url:  # the PostgreSQL store: its tables are in the same database
+            tokens = tokens or PgTokenStore(url)
+            audit_log = audit_log or PgAuditLog(url)
+        elif path is None:
             raise TypeError("create_app: pass tokens= and audit_log= for a store without a path")
-        tokens = tokens or TokenStore(path)
-        audit_log = audit_log or AuditLog(path)
+        else:
+            tokens = tokens or TokenStore(path)
+            audit_log = audit_log or AuditLog(path)
     api = Api(store, clock, config_ttl_s)
     auth = Auth(tokens, session_s=session_s)
     registry = CollectorRegistry(auto_describe=False)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,15 +22,32 @@ from central.api.app import create_app
 from central.cli import main
 from central.ingest.audit import Recorder, Seen
 from central.store.audit import GENESIS, AuditLog, entry_hash, message_ref
+from central.store.pg.tables import PgAuditLog
 from central.store.sqlite import SqliteStore
 from tests.central_auth import auth_headers
 
 
-@pytest.fixture
-def audit(tmp_path: Path) -> Iterator[AuditLog]:
-    log = AuditLog(tmp_path / "audit.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditLog]:
+    """The log in SQLite, and in PostgreSQL (central/store/pg/tables.py; tests/postgres.py)."""
+    log: AuditLog
+    if request.param == "sqlite":
+        log = AuditLog(tmp_path / "audit.db")
+    else:
+        log = PgAuditLog(request.getfixturevalue("pg_url"))
     yield log
     log.close()
+
+
+def reopen(audit: AuditLog) -> AuditLog:
+    """Another AuditLog on the same database (another process would open one)."""
+    return PgAuditLog(audit.url) if isinstance(audit, PgAuditLog) else AuditLog(audit.path)
+
+
+def store_toml(audit: AuditLog) -> str:
+    if isinstance(audit, PgAuditLog):
+        return f'[store]\nurl = "{audit.url}"\n'
+    return f'[store]\npath = "{audit.path}"\n'
 
 
 def fill(audit: AuditLog, n: int = 5) -> None:
@@ -40,9 +58,16 @@ def fill(audit: AuditLog, n: int = 5) -> None:
         )  # fmt: skip
 
 
-def tamper(path: Path, *sql: str) -> None:
-    """What someone with write access to the file can do: drop the triggers, then edit."""
-    conn = sqlite3.connect(path)
+def tamper(where: Path | AuditLog, *sql: str) -> None:
+    """What someone with write access to the file (or the database's owner) can do: drop
+    the triggers, then edit."""
+    if isinstance(where, PgAuditLog):
+        with psycopg.connect(where.url) as pg:
+            pg.execute("ALTER TABLE audit DISABLE TRIGGER USER")
+            for s in sql:
+                pg.execute(s.encode())
+        return
+    conn = sqlite3.connect(where if isinstance(where, Path) else where.path)
     conn.execute("DROP TRIGGER audit_no_update")
     conn.execute("DROP TRIGGER audit_no_delete")
     for s in sql:
@@ -93,12 +118,24 @@ def test_a_batch_commits_together_or_not_at_all(audit: AuditLog) -> None:
 
 def test_the_store_refuses_updates_and_deletes(audit: AuditLog) -> None:
     fill(audit, 2)
-    conn = sqlite3.connect(audit.path)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("UPDATE audit SET result = 'ok' WHERE seq = 1")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("DELETE FROM audit WHERE seq = 2")
-    conn.close()
+    if isinstance(audit, PgAuditLog):
+        for sql in (
+            "UPDATE audit SET result = 'ok' WHERE seq = 1",
+            "DELETE FROM audit WHERE seq = 2",
+            "TRUNCATE audit",
+        ):
+            with (
+                psycopg.connect(audit.url) as pg,
+                pytest.raises(psycopg.errors.RaiseException, match="append-only"),
+            ):
+                pg.execute(sql.encode())
+    else:
+        conn = sqlite3.connect(audit.path)
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE audit SET result = 'ok' WHERE seq = 1")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM audit WHERE seq = 2")
+        conn.close()
     assert audit.verify() == []
 
 
@@ -107,7 +144,7 @@ def test_a_changed_and_a_deleted_entry_are_named(
 ) -> None:
     fill(audit, 6)
     tamper(
-        audit.path,
+        audit,
         "UPDATE audit SET result = 'refused' WHERE seq = 2",
         "DELETE FROM audit WHERE seq = 4",
     )
@@ -118,7 +155,7 @@ def test_a_changed_and_a_deleted_entry_are_named(
     ]
     # The CLI: exit 1, the first break first.
     conf = tmp_path / "central.toml"
-    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{audit.path}"\n')
+    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n{store_toml(audit)}')
     assert main(["audit", "verify", "--config", str(conf)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "BROKEN: entry #2: its fields do not match its hash (changed)"
@@ -135,7 +172,7 @@ def test_a_rehashed_entry_breaks_the_next_link(audit: AuditLog) -> None:
                                          "via", "result", "detail", "ref", "prev")}  # fmt: skip
     fields["actor"] = "someone-else"
     tamper(
-        audit.path,
+        audit,
         f"UPDATE audit SET actor = 'someone-else', hash = '{entry_hash(fields)}' WHERE seq = 2",  # noqa: S608 - a hex digest
     )
     assert audit.verify() == [
@@ -149,7 +186,7 @@ def test_the_cli_says_whole_with_the_head(
 ) -> None:
     fill(audit, 2)
     conf = tmp_path / "central.toml"
-    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{audit.path}"\n')
+    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n{store_toml(audit)}')
     assert main(["audit", "verify", "--config", str(conf)]) == 0
     head = audit.head()
     assert head is not None
@@ -159,7 +196,7 @@ def test_the_cli_says_whole_with_the_head(
 
 
 def test_appends_from_many_threads_and_connections_make_one_chain(audit: AuditLog) -> None:
-    others = [AuditLog(audit.path) for _ in range(3)]
+    others = [reopen(audit) for _ in range(3)]
 
     def work(log: AuditLog, who: str) -> None:
         for i in range(20):

@@ -10,8 +10,11 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,31 +22,65 @@ from central.api.app import create_app
 from central.api.auth import COOKIE, CSRF_HEADER, safe_next
 from central.cli import main
 from central.store.audit import AuditLog
+from central.store.pg import PgStore
+from central.store.pg.tables import PgAuditLog, PgTokenStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import TokenError, TokenStore, digest
 
+AnyStore = SqliteStore | PgStore
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "auth.db")
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyStore]:
+    """Central's store in SQLite, and in PostgreSQL (tests/postgres.py)."""
+    st: AnyStore
+    if request.param == "sqlite":
+        st = SqliteStore(tmp_path / "auth.db")
+    else:
+        st = PgStore(request.getfixturevalue("pg_url"))
     yield st
     st.close()
 
 
+def token_store(store: AnyStore | TokenStore, **kw: Any) -> TokenStore:
+    """A TokenStore on the database of ``store`` (SQLite file or PostgreSQL)."""
+    if isinstance(store, PgStore | PgTokenStore):
+        return PgTokenStore(store.url, **kw)
+    return TokenStore(store.path, **kw)
+
+
+def app(store: AnyStore, **kw: Any) -> FastAPI:
+    """create_app; a PostgreSQL store has no file, so its tokens and audit log are passed."""
+    if isinstance(store, PgStore):
+        kw.setdefault("tokens", PgTokenStore(store.url))
+        kw.setdefault("audit_log", PgAuditLog(store.url))
+    return create_app(store, **kw)
+
+
 @pytest.fixture
-def tokens(store: SqliteStore) -> Iterator[TokenStore]:
-    t = TokenStore(store.path)
+def tokens(store: AnyStore) -> Iterator[TokenStore]:
+    t = token_store(store)
     yield t
     t.close()
 
 
+def stored_text(store: AnyStore) -> str:
+    """Everything the database holds about tokens and sessions, as text."""
+    if isinstance(store, PgStore):
+        with psycopg.connect(store.url) as conn:
+            rows = conn.execute("SELECT * FROM tokens").fetchall()
+            rows += conn.execute("SELECT * FROM sessions").fetchall()
+        return "\n".join(map(str, rows))
+    with sqlite3.connect(store.path) as conn:
+        return "\n".join(conn.iterdump())
+
+
 def test_only_the_hash_is_stored_and_a_token_is_shown_once(
-    tokens: TokenStore, store: SqliteStore
+    tokens: TokenStore, store: AnyStore
 ) -> None:
     token, secret = tokens.create("alice", "operator")
     assert secret.startswith("titik_") and len(secret) == len("titik_") + 43
-    with sqlite3.connect(store.path) as conn:
-        dump = "\n".join(conn.iterdump())
+    dump = stored_text(store)
     assert secret not in dump and secret[6:] not in dump
     assert digest(secret) in dump
     checked = tokens.check(secret)
@@ -68,7 +105,7 @@ def test_names_roles_revoking_and_expiry(tokens: TokenStore) -> None:
         tokens.revoke(t.id)
     tokens.create("bob", "admin")  # the name is free again
     now = [1000.0]
-    timed = TokenStore(tokens.path, clock=lambda: now[0])
+    timed = token_store(tokens, clock=lambda: now[0])
     _, short = timed.create("temp", "viewer", expires_in_s=60)
     assert timed.check(short) is not None
     now[0] += 61
@@ -88,9 +125,9 @@ def login(client: TestClient, secret: str) -> str:
     return str(body["csrf"])
 
 
-def test_login_session_csrf_and_logout(store: SqliteStore, tokens: TokenStore) -> None:
+def test_login_session_csrf_and_logout(store: AnyStore, tokens: TokenStore) -> None:
     _, secret = tokens.create("alice", "operator")
-    client = TestClient(create_app(store))
+    client = TestClient(app(store))
     assert client.get("/api/me").status_code == 401
     csrf = login(client, secret)
     me = client.get("/api/me").json()
@@ -105,16 +142,16 @@ def test_login_session_csrf_and_logout(store: SqliteStore, tokens: TokenStore) -
     assert client.get("/api/me").status_code == 401
 
 
-def test_bearer_requests_need_no_csrf_and_get_none(store: SqliteStore, tokens: TokenStore) -> None:
+def test_bearer_requests_need_no_csrf_and_get_none(store: AnyStore, tokens: TokenStore) -> None:
     _, secret = tokens.create("script", "viewer")
-    client = TestClient(create_app(store), headers={"Authorization": f"Bearer {secret}"})
+    client = TestClient(app(store), headers={"Authorization": f"Bearer {secret}"})
     assert client.get("/api/me").json() == {"name": "script", "role": "viewer", "csrf": None}
     assert client.post("/api/logout").status_code == 200
 
 
-def test_revoking_the_token_ends_its_sessions(store: SqliteStore, tokens: TokenStore) -> None:
+def test_revoking_the_token_ends_its_sessions(store: AnyStore, tokens: TokenStore) -> None:
     _, secret = tokens.create("alice", "viewer")
-    client = TestClient(create_app(store))
+    client = TestClient(app(store))
     login(client, secret)
     assert client.get("/api/summary").status_code == 200
     tokens.revoke("alice")
@@ -122,11 +159,11 @@ def test_revoking_the_token_ends_its_sessions(store: SqliteStore, tokens: TokenS
     assert r.status_code == 401 and "session has ended" in r.json()["detail"]
 
 
-def test_sessions_expire(store: SqliteStore, tokens: TokenStore) -> None:
+def test_sessions_expire(store: AnyStore, tokens: TokenStore) -> None:
     _, secret = tokens.create("alice", "viewer")
     now = [5000.0]
-    clocked = TokenStore(store.path, clock=lambda: now[0])
-    client = TestClient(create_app(store, tokens=clocked, session_s=3600))
+    clocked = token_store(store, clock=lambda: now[0])
+    client = TestClient(app(store, tokens=clocked, session_s=3600))
     login(client, secret)
     assert client.get("/api/summary").status_code == 200
     now[0] += 3601
@@ -135,10 +172,10 @@ def test_sessions_expire(store: SqliteStore, tokens: TokenStore) -> None:
 
 
 def test_failed_logins_are_counted_and_never_log_the_token(
-    store: SqliteStore, tokens: TokenStore, caplog: pytest.LogCaptureFixture
+    store: AnyStore, tokens: TokenStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, admin = tokens.create("admin", "admin")
-    client = TestClient(create_app(store))
+    client = TestClient(app(store))
     wrong = "titik_" + "A" * 43
     with caplog.at_level(logging.DEBUG):
         for bad in (wrong, "nonsense"):
@@ -159,8 +196,8 @@ def test_failed_logins_are_counted_and_never_log_the_token(
     assert got[("titik_central_auth_failures_total", "bad_token")] == 1
 
 
-def test_pages_send_a_browser_to_login_and_back(store: SqliteStore, tokens: TokenStore) -> None:
-    client = TestClient(create_app(store))
+def test_pages_send_a_browser_to_login_and_back(store: AnyStore, tokens: TokenStore) -> None:
+    client = TestClient(app(store))
     r = client.get("/docs?x=1", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/docs%3Fx%3D1"
     assert "<form" in client.get("/login").text
@@ -207,6 +244,34 @@ def test_cli_token_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
     actions = [(e.action, e.via, e.result) for e in reversed(audit.page().items)]
     assert actions == [("token.create", "cli", "created"), ("token.revoke", "cli", "revoked")]
     assert audit.verify() == []
+    audit.close()
+    store.close()
+
+
+def test_cli_token_on_postgresql(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``[store] url`` the tokens and their audit entries are in PostgreSQL: a central
+    started on that database accepts the token; no SQLite file is made."""
+    conf = tmp_path / "central.toml"
+    db = tmp_path / "unused.db"
+    conf.write_text(f'[mqtt]\nhost = "127.0.0.1"\n[store]\nurl = "{pg_url}"\npath = "{db}"\n')
+    args = ["--config", str(conf)]
+    assert main(["token", "create", "--name", "ops", "--role", "operator", *args]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert main(["token", "create", "--name", "ops", "--role", "viewer", *args]) == 2
+    assert "held by active token" in capsys.readouterr().err
+    store = PgStore(pg_url)
+    client = TestClient(app(store), headers={"Authorization": f"Bearer {secret}"})
+    assert client.get("/api/quarantine").status_code == 200
+    assert main(["token", "revoke", "ops", *args]) == 0
+    assert client.get("/api/quarantine").status_code == 401
+    audit = PgAuditLog(pg_url)
+    actions = [(e.action, e.via, e.result) for e in reversed(audit.page().items)]
+    assert actions == [("token.create", "cli", "created"), ("token.revoke", "cli", "revoked")]
+    assert audit.verify() == [] and not db.exists()
+    assert main(["audit", "verify", *args]) == 0
+    assert "the audit log is whole: 2 entries" in capsys.readouterr().out
     audit.close()
     store.close()
 

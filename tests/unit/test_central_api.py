@@ -22,6 +22,7 @@ from central.store.base import (
     Sample,
     WriteBatch,
 )
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 from tests.central_auth import auth_headers
 
@@ -57,9 +58,15 @@ def sample(device: str, seq: int, ts: float, clients: int) -> Sample:
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "api.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteStore | PgStore]:
+    """The same fleet in SQLite and in PostgreSQL (tests/postgres.py): the API answers alike."""
+    st: SqliteStore | PgStore
+    if request.param == "sqlite":
+        st = SqliteStore(tmp_path / "api.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+    else:
+        url = request.getfixturevalue("pg_url")
+        st = PgStore(url, raw_days=7, rollup_days=90, clock=lambda: NOW)
     st.write(
         WriteBatch(
             devices=[

@@ -68,6 +68,10 @@ def test_example_documents_every_key() -> None:
             "alerts.disk_used_pct: Input should be less",
         ),
         ("[mqtt", "not valid TOML"),
+        (
+            '[mqtt]\nhost = "b"\n[store]\nurl = "mysql://u:hunter2@db/x"',
+            "store.url: must be a PostgreSQL url, postgresql://USER@HOST:PORT/DBNAME",
+        ),
     ],
 )
 def test_errors_name_the_key(text: str, message: str) -> None:
@@ -79,6 +83,8 @@ def test_errors_name_the_key(text: str, message: str) -> None:
 def test_password_is_secret() -> None:
     cfg = parse_config('[mqtt]\nhost = "b"\nusername = "u"\npassword = "hunter2"')
     assert "hunter2" not in repr(cfg)
+    pg = parse_config('[mqtt]\nhost = "b"\n[store]\nurl = "postgresql://u:hunter3@db/x"')
+    assert pg.store.url == "postgresql://u:hunter3@db/x" and "hunter3" not in repr(pg)
     assert cfg.mqtt.password is not None and cfg.mqtt.password.get_secret_value() == "hunter2"
 
 

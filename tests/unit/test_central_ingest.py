@@ -24,6 +24,7 @@ from central.ingest import consumer as ingest
 from central.ingest.consumer import BAD_REASONS, Consumer
 from central.ingest.decode import Incoming, QuarantineLimit
 from central.store.base import StoreUnavailable, WriteBatch, WriteResult
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 HUGE = 2**70
@@ -36,13 +37,28 @@ def config(tmp_path: Path, extra: str = "") -> CentralConfig:
     )
 
 
-@pytest.fixture
-def consumer(tmp_path: Path) -> Iterator[Consumer]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def consumer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Consumer]:
+    """The ingest writer on SQLite, and on PostgreSQL (tests/postgres.py)."""
     cfg = config(tmp_path)
-    store = SqliteStore(cfg.store.path)
+    store: SqliteStore | PgStore
+    if request.param == "sqlite":
+        store = SqliteStore(cfg.store.path)
+    else:
+        store = PgStore(request.getfixturevalue("pg_url"))
     c = Consumer(cfg, store)
     yield c
     store.close()
+
+
+def rows(c: Consumer, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` from the consumer's store, SQLite or PostgreSQL."""
+    store = c.store
+    if isinstance(store, PgStore):
+        with store._conn() as conn:
+            return [tuple(r.values()) for r in conn.execute(sql.encode()).fetchall()]
+    assert isinstance(store, SqliteStore)
+    return [tuple(r) for r in store._r().execute(sql).fetchall()]
 
 
 def sample(device: str, seq: int, *, ts: float | None = None, **extra: Any) -> bytes:
@@ -69,8 +85,7 @@ def tele(device: str, seq: int, **kw: Any) -> Incoming:
 
 
 def stored(c: Consumer) -> set[tuple[str, int]]:
-    rows = c.store._r().execute("SELECT device, seq FROM samples")  # type: ignore[attr-defined]
-    return {(r[0], r[1]) for r in rows}
+    return {(r[0], r[1]) for r in rows(c, "SELECT device, seq FROM samples")}
 
 
 def commit(c: Consumer, msgs: list[Incoming]) -> None:
@@ -117,8 +132,9 @@ def test_poison_from_one_gateway_is_quarantined_and_the_rest_of_its_batch_stored
 def test_a_row_the_models_let_through_but_the_store_refuses_is_set_aside(
     consumer: Consumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Defence in depth: without the wire bound, SQLite raises OverflowError on 2^70. The
-    batch is written again in halves; only that message is quarantined (reason ``store``)."""
+    """Defence in depth: without the wire bound, SQLite raises OverflowError on 2^70 (and
+    PostgreSQL "bigint out of range"). The batch is written again in halves; only that
+    message is quarantined (reason ``store``)."""
     monkeypatch.setattr(ingest, "Telemetry", Unbounded)
     calls: list[int] = []
     write = consumer.store.write
@@ -137,7 +153,10 @@ def test_a_row_the_models_let_through_but_the_store_refuses_is_set_aside(
     assert (message.reason, message.device) == ("store", "gw-evil")
     assert message.topic == "titik/gw/gw-evil/telemetry"
     assert message.payload == poison.payload and message.size == len(poison.payload)
-    assert message.detail.startswith("OverflowError: Python int too large")
+    if isinstance(consumer.store, PgStore):
+        assert message.detail.startswith("NumericValueOutOfRange: bigint out of range")
+    else:
+        assert message.detail.startswith("OverflowError: Python int too large")
     assert (row.reason, row.device, row.topic) == ("store", "gw-evil", "")
     assert consumer.store.device("gw-evil") is None and "gw-evil" not in consumer.fleet.states
     s = consumer.stats
@@ -338,14 +357,10 @@ def test_a_record_is_stored_the_same_live_or_replayed(consumer: Consumer) -> Non
     assert b", " in live  # json.dumps' default separators: not compact
     commit(consumer, [tele("gw-a", 0), msg("titik/gw/gw-a/telemetry", live)])
     commit(consumer, [msg("titik/gw/gw-b/telemetry/batch", replayed)])
-    rows = (
-        consumer.store._r()
-        .execute(  # type: ignore[attr-defined]
-            "SELECT device, historical, raw FROM samples WHERE seq = 1 ORDER BY device"
-        )
-        .fetchall()
+    got = rows(
+        consumer, "SELECT device, historical, raw FROM samples WHERE seq = 1 ORDER BY device"
     )
-    (a_hist, a_raw), (b_hist, b_raw) = [(r[1], r[2]) for r in rows]
+    (a_hist, a_raw), (b_hist, b_raw) = [(r[1], r[2]) for r in got]
     assert (a_hist, b_hist) == (0, 1)
     assert a_raw == b_raw.replace('"gw-b"', '"gw-a"')
     assert json.loads(a_raw)["extra_key"] == "kept" and ", " not in a_raw

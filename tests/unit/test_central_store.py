@@ -1,11 +1,16 @@
-"""The SQLite store: de-duplication, rollups, retention in chunks, queries and filters."""
+"""The store contract, run against both stores (SQLite, and PostgreSQL started by
+tests/postgres.py): de-duplication, bad rows, rollups, retention, queries and filters, the
+quarantine, the console's aggregates. Tests of one store's own mechanics say so in their name.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from agent.protocol import ConfigReported
@@ -16,8 +21,10 @@ from central.store.base import (
     Quarantined,
     ReportedDoc,
     Sample,
+    StoreUnavailable,
     WriteBatch,
 )
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 NOW = 1_795_800_000.0  # a multiple of 300
@@ -33,23 +40,55 @@ def s(device: str, seq: int, ts: float, *, sid: str = "a", clients: int = 1, **k
     )  # fmt: skip
 
 
+AnyStore = SqliteStore | PgStore
+MakeStore = Callable[..., AnyStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Opens a store of the parameter's kind (each call a new database); closes them after."""
+    opened: list[AnyStore] = []
+
+    def make(**kw: Any) -> AnyStore:
+        kw.setdefault("clock", lambda: NOW)
+        st: AnyStore
+        if request.param == "sqlite":
+            st = SqliteStore(tmp_path / f"t{len(opened)}.db", **kw)
+        else:
+            st = PgStore(request.getfixturevalue("postgres").create_database(), **kw)
+        opened.append(st)
+        return st
+
+    yield make
+    for st in opened:
+        st.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "t.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
-    yield st
-    st.close()
+def store(make_store: MakeStore) -> AnyStore:
+    return make_store(raw_days=7, rollup_days=90)
 
 
-def count(store: SqliteStore, table: str) -> int:
-    return int(store._r().execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+def query(store: AnyStore, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (no parameters) as tuples, on either store."""
+    if isinstance(store, SqliteStore):
+        return [tuple(r) for r in store._r().execute(sql).fetchall()]
+    with store._conn() as conn:
+        return [tuple(r.values()) for r in conn.execute(sql.encode()).fetchall()]
 
 
-def test_wal_and_synchronous_normal(store: SqliteStore) -> None:
+def count(store: AnyStore, table: str) -> int:
+    return int(query(store, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608
+
+
+def test_sqlite_wal_and_synchronous_normal(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
     assert store._w.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._w.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.close()
 
 
-def test_duplicates_are_ignored_but_a_new_sid_is_not(store: SqliteStore) -> None:
+def test_duplicates_are_ignored_but_a_new_sid_is_not(store: AnyStore) -> None:
     r1 = store.write(WriteBatch(samples=[s("d", 1, NOW), s("d", 2, NOW + 1)]))
     r2 = store.write(
         WriteBatch(samples=[s("d", 2, NOW + 1), s("d", 3, NOW + 2), s("d", 3, NOW + 2)])
@@ -61,7 +100,7 @@ def test_duplicates_are_ignored_but_a_new_sid_is_not(store: SqliteStore) -> None
     assert count(store, "samples") == 4
 
 
-def test_rollups_count_each_sample_once(store: SqliteStore) -> None:
+def test_rollups_count_each_sample_once(store: AnyStore) -> None:
     batch = [
         s("d", i, NOW + i * 60, clients=i, temp_c=40.0 + i, cpu_pct=float(i)) for i in range(10)
     ]
@@ -69,12 +108,10 @@ def test_rollups_count_each_sample_once(store: SqliteStore) -> None:
     assert store.roll_up() == 10
     store.write(WriteBatch(samples=batch[:3]))  # redelivered: not counted again
     assert store.roll_up() == 0
-    rows = (
-        store._r()
-        .execute("SELECT bucket, count, max_clients, max_temp_c FROM rollups_5m ORDER BY bucket")
-        .fetchall()
+    rows = query(
+        store, "SELECT bucket, count, max_clients, max_temp_c FROM rollups_5m ORDER BY bucket"
     )
-    assert [tuple(r) for r in rows] == [(NOW, 5, 4, 44.0), (NOW + 300, 5, 9, 49.0)]
+    assert rows == [(NOW, 5, 4, 44.0), (NOW + 300, 5, 9, 49.0)]
     old = store.history("d", NOW - 30 * DAY, NOW + 3600)  # older than raw_days: rollups
     assert [(p.ts, p.count, p.clients, p.clients_max, p.cpu_pct) for p in old] == [
         (NOW, 5, 2.0, 4, 2.0),
@@ -84,7 +121,7 @@ def test_rollups_count_each_sample_once(store: SqliteStore) -> None:
     assert [p.clients for p in raw] == list(range(10))
 
 
-def test_retention_deletes_in_chunks(tmp_path: Path) -> None:
+def test_sqlite_retention_deletes_in_chunks(tmp_path: Path) -> None:
     st = SqliteStore(tmp_path / "r.db", raw_days=1, rollup_days=2)
     old = [s("d", i, NOW - 3 * DAY + i) for i in range(25)]
     new = [s("d", 100 + i, NOW + i) for i in range(5)]
@@ -106,7 +143,7 @@ def dev(name: str, **kw: object) -> DeviceState:
 
 
 @pytest.fixture
-def fleet_store(store: SqliteStore) -> SqliteStore:
+def fleet_store(store: AnyStore) -> AnyStore:
     store.write(
         WriteBatch(
             devices=[
@@ -120,7 +157,7 @@ def fleet_store(store: SqliteStore) -> SqliteStore:
     return store
 
 
-def test_summary_and_public_summary(fleet_store: SqliteStore) -> None:
+def test_summary_and_public_summary(fleet_store: AnyStore) -> None:
     sm = fleet_store.summary()
     assert (sm.online, sm.offline, sm.total, sm.clients) == (3, 1, 4, 15)
     assert sm.clients_by_region == {"North": 15, "South": 0}  # offline clients don't count
@@ -128,7 +165,7 @@ def test_summary_and_public_summary(fleet_store: SqliteStore) -> None:
     assert [(r.region, r.active_aps, r.users) for r in pub] == [("North", 2, 15), ("South", 1, 0)]
 
 
-def test_device_filters_sort_and_paging(fleet_store: SqliteStore) -> None:
+def test_device_filters_sort_and_paging(fleet_store: AnyStore) -> None:
     def names(**kw: object) -> list[str]:
         return [d.device for d in fleet_store.devices(**kw).items]  # type: ignore[arg-type]
 
@@ -138,6 +175,7 @@ def test_device_filters_sort_and_paging(fleet_store: SqliteStore) -> None:
     assert names(status="offline") == ["gw-c"]
     assert names(status="online", group="jkt") == ["gw-a", "gw-b"]
     assert names(q="mall") == ["gw-b"]
+    assert names(q="MALL") == ["gw-b"]  # ASCII case is ignored (SQLite's LIKE)
     assert names(q="_") == ["gw-c"]  # LIKE wildcards are literal
     assert names(sort="-clients") == ["gw-a", "gw-c", "gw-b", "gw-d"]
     assert names(sort="-last_seen") == ["gw-a", "gw-c", "gw-b", "gw-d"]
@@ -150,14 +188,14 @@ def test_device_filters_sort_and_paging(fleet_store: SqliteStore) -> None:
     assert fleet_store.device("nope") is None
 
 
-def test_device_upsert_replaces_state(fleet_store: SqliteStore) -> None:
+def test_device_upsert_replaces_state(fleet_store: AnyStore) -> None:
     fleet_store.write(WriteBatch(devices=[dev("gw-a", region="East", online=False)]))
     a = fleet_store.device("gw-a")
     assert a is not None and a.region == "East" and not a.online and a.clients is None
     assert len(fleet_store.load_devices()) == 4
 
 
-def test_alerts_open_once_and_close(store: SqliteStore) -> None:
+def test_alerts_open_once_and_close(store: AnyStore) -> None:
     store.write(
         WriteBatch(
             alerts=[AlertChange("temp", "d", 1.0, "hot"), AlertChange("temp", "d", 2.0, "hot")]
@@ -170,7 +208,7 @@ def test_alerts_open_once_and_close(store: SqliteStore) -> None:
     assert closed.closed == 3.0
 
 
-def test_compliance_from_stored_docs(fleet_store: SqliteStore) -> None:
+def test_compliance_from_stored_docs(fleet_store: AnyStore) -> None:
     fleet_store.write(
         WriteBatch(
             desired=[DesiredDoc("group/jkt", 3, '{"version":3}', 1.0)],
@@ -182,7 +220,7 @@ def test_compliance_from_stored_docs(fleet_store: SqliteStore) -> None:
     assert rows["gw-b"].missing == ["group/jkt"]
 
 
-def test_a_failed_batch_writes_nothing(store: SqliteStore) -> None:
+def test_a_failed_batch_writes_nothing(store: AnyStore) -> None:
     # state is NOT NULL: a statement after the samples fails.
     report = ReportedDoc(
         "d",
@@ -192,8 +230,9 @@ def test_a_failed_batch_writes_nothing(store: SqliteStore) -> None:
         "{}",
     )  # type: ignore[arg-type]
     bad = WriteBatch(samples=[s("d", 1, NOW)], reported=[report])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)) as err:
         store.write(bad)
+    assert not isinstance(err.value, StoreUnavailable)  # the row's fault: split, set aside
     assert count(store, "samples") == 0 and count(store, "rollups_5m") == 0
     assert store.write(WriteBatch(samples=[s("d", 1, NOW)])).stored == 1
 
@@ -202,18 +241,19 @@ def q(at: float, reason: str = "json", device: str | None = "d") -> Quarantined:
     return Quarantined(at, reason, f"titik/gw/{device}/telemetry", device, "why", b"{", 1)
 
 
-def test_the_quarantine_keeps_the_newest_rows_and_none_past_raw_days(tmp_path: Path) -> None:
-    st = SqliteStore(tmp_path / "q.db", raw_days=1, quarantine_rows=100)
+def test_the_quarantine_keeps_the_newest_rows_and_none_past_raw_days(
+    make_store: MakeStore,
+) -> None:
+    st = make_store(raw_days=1, quarantine_rows=100)
     st.write(WriteBatch(quarantined=[q(NOW - 2 * DAY)] * 5 + [q(NOW + i) for i in range(150)]))
     while st.prune(NOW, chunk=40):
         pass
     page = st.quarantine(limit=1000)
     assert page.total == 100 and page.by_reason == {"json": 100}
     assert [r.at for r in page.items] == [NOW + i for i in range(149, 49, -1)]  # newest first
-    st.close()
 
 
-def test_the_quarantine_filters_and_pages(store: SqliteStore) -> None:
+def test_the_quarantine_filters_and_pages(store: AnyStore) -> None:
     store.write(WriteBatch(quarantined=[q(NOW), q(NOW + 1, "schema"), q(NOW + 2, device="e")]))
     assert store.quarantine(reason="schema").total == 1
     page = store.quarantine(device="d", limit=1, offset=1)
@@ -221,7 +261,7 @@ def test_the_quarantine_filters_and_pages(store: SqliteStore) -> None:
     assert page.by_reason == {"json": 2, "schema": 1}
 
 
-def test_the_probe_leaves_nothing_behind(store: SqliteStore) -> None:
+def test_the_probe_leaves_nothing_behind(store: AnyStore) -> None:
     store.probe()
     for table in (
         "samples",
@@ -234,7 +274,7 @@ def test_the_probe_leaves_nothing_behind(store: SqliteStore) -> None:
         assert count(store, table) == 0, table
 
 
-def test_roll_up_survives_sums_past_2_63(store: SqliteStore) -> None:
+def test_roll_up_survives_sums_past_2_63(store: AnyStore) -> None:
     """sum() of integers raised "integer overflow" past 2^63, failing every later roll-up;
     clients is bounded by WIRE_INT_MAX, and 1,100 such samples in one bucket pass 2^63."""
     big = [s("d", i, NOW + i * 0.1, clients=2**53 - 1) for i in range(1100)]
@@ -273,7 +313,7 @@ INSERT INTO rollups_5m VALUES ('d', 1795108800, 2, 6, 2, 4, 20.0, 2, 80.0, 2, 60
 """
 
 
-def test_a_database_from_before_issue_17_is_renamed_in_place(tmp_path: Path) -> None:
+def test_sqlite_a_database_from_before_issue_17_is_renamed_in_place(tmp_path: Path) -> None:
     # The store's names are the wire's since issue 17 (cpu_pct, not cpu); an existing database
     # keeps its rows, under the new names, and opening it again changes nothing.
     db = tmp_path / "old.db"
@@ -297,3 +337,167 @@ def test_a_database_from_before_issue_17_is_renamed_in_place(tmp_path: Path) -> 
         cols = {r[1] for r in conn.execute("PRAGMA table_info(rollups_5m)")}
     conn.close()
     assert {"sum_cpu_pct", "max_temp_c"} <= cols and not {"sum_cpu", "max_temp"} & cols
+
+
+# --- more of the contract -------------------------------------------------------------------
+
+
+def test_retention_keeps_what_is_within_and_removes_what_is_past(make_store: MakeStore) -> None:
+    """Raw samples past raw_days and rollups past rollup_days go; nothing newer is lost.
+    (PostgreSQL drops whole day partitions, so a raw row may outlive raw_days by up to a
+    day: the rows here are well past it.)"""
+    st = make_store(raw_days=1, rollup_days=20)
+    old = [s("d", i, NOW - 3 * DAY + i) for i in range(25)]  # past raw_days, within rollups
+    older = [s("d", 50 + i, NOW - 40 * DAY + i) for i in range(3)]  # past both
+    new = [s("d", 100 + i, NOW - 600 + i) for i in range(5)]
+    st.write(WriteBatch(samples=older + old + new))
+    assert st.roll_up() == 33
+    while st.prune(NOW, chunk=10):
+        pass
+    assert count(st, "samples") == 5
+    assert [p.ts for p in st.history("d", NOW - 3600, NOW)] == [NOW - 600 + i for i in range(5)]
+    # The rollups of 3 days ago are kept (rollup_days), those of 40 days ago are not.
+    kept = st.history("d", NOW - 50 * DAY, NOW)
+    assert [(p.ts, p.count) for p in kept] == [(NOW - 3 * DAY, 25), (NOW - 600, 5)]
+    assert [p.ts for p in st.net_history("d", NOW - 50 * DAY, NOW)] == [NOW - 3 * DAY, NOW - 600]
+    # Long after (the store's own clock still at NOW): everything goes, and prune ends.
+    rounds = 0
+    while st.prune(NOW + 200 * DAY, chunk=10):
+        rounds += 1
+        assert rounds < 100, "prune keeps finding work"
+    assert count(st, "samples") == 0 and st.history("d", NOW - 50 * DAY, NOW) == []
+
+
+def test_a_key_is_stored_once_even_with_another_ts(store: AnyStore) -> None:
+    """(device, sid, seq) is the sample's identity: a second record under it is a duplicate,
+    also in the same batch, also when its ts differs (a partitioned table's unique index
+    must include ts on PostgreSQL: the store checks the key itself)."""
+    r = store.write(WriteBatch(samples=[s("d", 1, NOW), s("d", 1, NOW + 5 * DAY)]))
+    assert (r.stored, r.duplicates) == (1, 1)
+    r = store.write(WriteBatch(samples=[s("d", 1, NOW - 2 * DAY, clients=9)]))
+    assert (r.stored, r.duplicates) == (0, 1)
+    assert [p.clients for p in store.history("d", NOW - 3 * DAY, NOW + 6 * DAY)] == [1]
+
+
+def test_after_a_bad_row_the_probe_passes_and_the_rest_is_stored(store: AnyStore) -> None:
+    """What the ingest writer does with a failed batch (central/ingest/consumer.py): the
+    probe says the store is fine, so the batch is written in parts and only the bad one is
+    refused; the others are kept."""
+    bad = ReportedDoc(
+        "d",
+        ConfigReported.model_construct(
+            version=1, source="gw", versions={}, state=None, error=None, hash=None, ts=None
+        ),
+        "{}",
+    )  # type: ignore[arg-type]
+    whole = WriteBatch(samples=[s("d", 1, NOW), s("d", 2, NOW + 60)], reported=[bad])
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)) as err:
+        store.write(whole)
+    assert not isinstance(err.value, StoreUnavailable)
+    store.probe()  # no StoreUnavailable: a row was to blame
+    assert store.write(WriteBatch(samples=whole.samples)).stored == 2
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)) as err:
+        store.write(WriteBatch(reported=[bad]))
+    assert not isinstance(err.value, StoreUnavailable)
+    assert count(store, "samples") == 2 and count(store, "config_reported") == 0
+
+
+def test_desired_and_reported_docs_round_trip(store: AnyStore) -> None:
+    report = ConfigReported.model_construct(
+        version=4, source="group/jkt", versions={"group/jkt": 4, "gw": 2}, state="applied",
+        error=None, hash="abc", ts=NOW,
+    )  # fmt: skip
+    store.write(
+        WriteBatch(
+            desired=[DesiredDoc("group/jkt", 3, '{"a":1}', 1.0), DesiredDoc("gw/d", None, "", 2.0)],
+            reported=[ReportedDoc("d", report, '{"r":1}')],
+        )
+    )
+    store.write(WriteBatch(desired=[DesiredDoc("group/jkt", 4, '{"a":2}', 3.0)]))
+    docs = store.desired_docs()
+    assert docs == {
+        "group/jkt": DesiredDoc("group/jkt", 4, '{"a":2}', 3.0),
+        "gw/d": DesiredDoc("gw/d", None, "", 2.0),
+    }
+    (rep,) = store.reported_docs().values()
+    assert rep.device == "d" and rep.doc == '{"r":1}'
+    assert rep.report.versions == {"group/jkt": 4, "gw": 2} and rep.report.hash == "abc"
+    assert (rep.report.state, rep.report.ts, rep.report.source) == ("applied", NOW, "group/jkt")
+
+
+def test_the_console_aggregates(fleet_store: AnyStore) -> None:
+    from central.store.base import AlertMark
+
+    fleet_store.write(
+        WriteBatch(
+            alerts=[
+                AlertChange("offline", "gw-c", 1.0, "gone"),
+                AlertChange("temp", "gw-a", 2.0, "hot"),
+                AlertChange("temp", "gw-b", 3.0, "hot"),
+                AlertChange("temp", "ghost", 4.0, "hot"),  # no devices row: region ""
+            ]
+        )
+    )
+    assert fleet_store.open_alerts_by_region() == [
+        ("", "temp", 1), ("North", "temp", 2), ("South", "offline", 1),
+    ]  # fmt: skip
+    assert [tuple(r) for r in fleet_store.region_rows()] == [
+        ("North", 2, 0, 15), ("South", 1, 1, 0),
+    ]  # fmt: skip
+    rows = fleet_store.device_rows()
+    assert [(r[0], r[1], r[2], r[5], r[6]) for r in rows] == [
+        ("gw-a", "North", "Alpha park", 1, 10), ("gw-b", "North", "Beta mall", 1, 5),
+        ("gw-c", "South", "Gamma_station", 0, 7), ("gw-d", "South", "Delta", 1, None),
+    ]  # fmt: skip
+    fleet_store.mark_alert(AlertMark("temp/gw-a/2", acked_by="ann", acked_at=5.0))
+    fleet_store.mark_alert(AlertMark("temp/gw-a/2", snoozed_until=99.0, snoozed_by="bob"))
+    assert fleet_store.alert_marks() == {
+        "temp/gw-a/2": AlertMark("temp/gw-a/2", "ann", 5.0, 99.0, "bob", None)
+    }
+
+
+@pytest.mark.parametrize(
+    ("desired", "reports", "expect"),
+    [
+        ({}, {}, 0),
+        ({"group/jkt": 3}, {}, 2),  # gw-a, gw-b lack it
+        ({"group/jkt": 3}, {"gw-a": ("applied", {"group/jkt": 3})}, 1),
+        ({"group/jkt": 3}, {"gw-a": ("rejected", {"group/jkt": 3})}, 2),
+        ({"gw/gw-c": 2, "group/pilot": None}, {"gw-c": ("applied", {"gw": 2})}, 0),
+        ({"gw/gw-c": 2}, {"gw-c": ("applied", {"gw": 1})}, 1),
+    ],
+)
+def test_noncompliant_count_agrees_with_compliance(
+    fleet_store: AnyStore, desired: dict[str, Any], reports: dict[str, Any], expect: int
+) -> None:
+    fleet_store.write(
+        WriteBatch(
+            desired=[DesiredDoc(t, v, "{}", 0.0) for t, v in desired.items()],
+            reported=[
+                ReportedDoc(d, ConfigReported(state=st, versions=vs), "{}")
+                for d, (st, vs) in reports.items()
+            ],
+        )
+    )
+    rows = fleet_store.compliance()
+    assert fleet_store.noncompliant_count() == sum(not r.compliant for r in rows) == expect
+
+
+WAN = '{"net":{"wan":"eth0.2","wan_up":%s,"ifaces":{"eth0.2":{"rx_bps":%s,"tx_bps":7}}}}'
+
+
+def test_wan_history_raw_and_rolled_up(store: AnyStore) -> None:
+    def raw(i: int, up: str, rx: str) -> Sample:
+        x = s("d", i, NOW + i * 60)
+        return Sample(*[*[getattr(x, f) for f in Sample.__slots__][:-1], WAN % (up, rx)])
+
+    store.write(
+        WriteBatch(samples=[raw(0, "true", "100"), raw(1, "false", "300"), raw(2, "true", "null")])
+    )
+    pts = store.net_history("d", NOW - 60, NOW + 3600)
+    assert [(p.rx_bps, p.tx_bps, p.wan_up) for p in pts] == [
+        (100.0, 7.0, 1.0), (300.0, 7.0, 0.0), (None, 7.0, 1.0),
+    ]  # fmt: skip
+    store.roll_up()
+    (b,) = store.net_history("d", NOW - 30 * DAY, NOW + 3600)
+    assert (b.count, b.rx_bps, b.rx_bps_max, b.tx_bps, b.wan_up) == (3, 200.0, 300.0, 7.0, 2 / 3)

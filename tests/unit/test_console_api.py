@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from central.api.app import WEB_DIR, create_app
 from central.config import ConfigError, MapConfig, parse_config
 from central.store.base import DeviceState, Sample, WriteBatch
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 from tests.central_auth import auth_headers
 
@@ -31,9 +32,15 @@ def raw_sample(seq: int, ts: float, rx: int | None, tx: int | None, up: bool | N
     return Sample("gw-1", "s", seq, ts, False, 1, 3, 10.0, 40.0, 50.0, 20.0, "0.1.0", raw)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "c.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteStore | PgStore]:
+    """The same samples in SQLite and in PostgreSQL (tests/postgres.py)."""
+    st: SqliteStore | PgStore
+    if request.param == "sqlite":
+        st = SqliteStore(tmp_path / "c.db", raw_days=7, rollup_days=90, clock=lambda: NOW)
+    else:
+        url = request.getfixturevalue("pg_url")
+        st = PgStore(url, raw_days=7, rollup_days=90, clock=lambda: NOW)
     samples = [
         # Within raw_days: three samples, the WAN down in the middle one.
         raw_sample(1, NOW - 600, 1000, 200, True),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,6 +22,7 @@ from central.actions.commands import COMMANDS, check_args
 from central.actions.core import ActionError, Console, Target
 from central.api.metrics import DEVICE_SERIES, device_exposition
 from central.store.base import DesiredDoc, DeviceState, ReportedDoc, WriteBatch
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 # --- command models vs the agent's handlers -------------------------------------------------
@@ -130,6 +133,52 @@ def test_noncompliant_sql_agrees_with_the_python_rule(
         store.write(WriteBatch(devices=states, reported=reports, desired=docs))
         assert store.noncompliant_count() == sum(not r.compliant for r in store.compliance())
         store.close()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    devices=st.lists(
+        st.tuples(
+            groups,
+            st.one_of(st.none(), st.tuples(st.sampled_from(["applied", "rejected"]), versions)),
+        ),
+        max_size=6,
+    ),
+    desired=st.dictionaries(
+        st.sampled_from(["group/a", "group/b", "group/c", "gw/d0", "gw/d1", "gw/d2"]),
+        st.one_of(st.none(), st.integers(1, 3)),
+    ),
+)
+def test_noncompliant_sql_agrees_with_the_python_rule_on_postgresql(
+    pg_store: PgStore, devices: list[Any], desired: dict[str, Any]
+) -> None:
+    """The same property for the PostgreSQL store's SQL (central/store/pg/queries.py), on one
+    database emptied before each example."""
+    from agent.protocol import ConfigReported
+
+    with pg_store._conn() as conn:
+        conn.execute("TRUNCATE devices, config_desired, config_reported")
+    states, reports = [], []
+    for i, (gs, rep) in enumerate(devices):
+        states.append(DeviceState(f"d{i}", groups=gs))
+        if rep is not None:
+            reports.append(
+                ReportedDoc(f"d{i}", ConfigReported(state=rep[0], versions=rep[1]), "{}")
+            )
+    docs = [DesiredDoc(t, v, "{}", 0.0) for t, v in desired.items()]
+    pg_store.write(WriteBatch(devices=states, reported=reports, desired=docs))
+    assert pg_store.noncompliant_count() == sum(not r.compliant for r in pg_store.compliance())
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PgStore]:
+    store = PgStore(pg_url)
+    yield store
+    store.close()
 
 
 # --- the per-gateway exposition -------------------------------------------------------------

@@ -25,6 +25,7 @@ from central.api.routes.alerting import history_hook
 from central.config import CentralConfig
 from central.store.audit import message_ref
 from central.store.base import AlertMark, Store
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 NAME_RE = f"^{TOPIC_SAFE.pattern}$"
@@ -340,7 +341,7 @@ def audit_of_app(request: Request) -> Audit:
 
 def console_router(
     config: CentralConfig,
-    store: SqliteStore,
+    store: SqliteStore | PgStore,
     publisher: Publisher | None,
     notify: Callable[[dict[str, Any]], object] | None = None,
 ) -> APIRouter:

@@ -1,0 +1,603 @@
+"""PostgreSQL store: the same contract as the SQLite store (central/store/base.py's
+``Store``), for a central that outgrows one machine's SQLite file.
+
+- One transaction per batch; a sample is stored once by its key ``(device, sid, seq)``.
+  The samples are partitioned by ``ts`` and PostgreSQL enforces a unique index on a
+  partitioned table only when it includes the partition key, so the unique index is
+  ``(device, sid, seq, ts)`` (a redelivery carries the same ``ts``: two writers racing on
+  it conflict there) and the insert also skips a key already stored under another ``ts``.
+- :class:`StoreUnavailable` for "the database takes no row now" (connection lost, disk
+  full, shutting down, a deadlock or serialisation failure), by SQLSTATE class; any other
+  error is about the batch's rows, which the ingest writer then writes in halves to set the
+  bad ones aside (central/ingest/consumer.py), as with SQLite.
+- Connections come from a pool (psycopg_pool): the ingest writer and the API's threads
+  share a few, broken ones are replaced, and each is in autocommit mode except inside an
+  explicit transaction.
+- Retention drops whole time partitions (central/store/pg/schema.py); the 5-minute rollups
+  are folded in the database from a watermark on the samples' ids, as with SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from agent.protocol import ConfigReported
+from central.store.base import (
+    Alert,
+    ComplianceRow,
+    DesiredDoc,
+    DevicePage,
+    DeviceState,
+    DeviceStatus,
+    HistoryPoint,
+    QuarantinePage,
+    QuarantineRow,
+    RegionPublic,
+    ReportedDoc,
+    SortKey,
+    StoreUnavailable,
+    Summary,
+    WriteBatch,
+    WriteResult,
+)
+from central.store.compliance import compliance
+from central.store.pg import schema
+from central.store.pg.queries import PgConsoleQueries
+
+BUCKET_S = 300
+DAY_S = 86400.0
+#: Partitions are made this far ahead of the clock (and again at every retention round).
+AHEAD_S = 2 * DAY_S
+#: How long a caller waits for a (pooled) connection before the store counts as unavailable.
+POOL_TIMEOUT_S = 10.0
+
+#: SQLSTATE classes that mean "the database cannot write now", not "this row is wrong":
+#: 08 connection exception, 25 invalid transaction state (25006: a read-only standby),
+#: 40 transaction rollback (deadlock, serialisation), 53 insufficient resources (disk full,
+#: out of memory, too many connections), 55 object not in prerequisite state (lock not
+#: available), 57 operator intervention (shutdown, cancel), 58 system error (I/O), XX
+#: internal error (data corrupted). https://www.postgresql.org/docs/current/errcodes-appendix.html
+UNAVAILABLE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58", "XX"})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot write at all (so no row is to blame)."""
+    if isinstance(exc, OSError | MemoryError | PoolTimeout | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state is None:
+            return isinstance(exc, psycopg.OperationalError)
+        return state[:2] in UNAVAILABLE_CLASSES
+    return False
+
+
+def describe(url: str) -> str:
+    """``user@host:port/dbname`` of a libpq url, never its password."""
+    try:
+        d = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unparsable url)"
+    host = d.get("host") or "localhost"
+    return f"{d.get('user') or ''}@{host}:{d.get('port') or 5432}/{d.get('dbname') or ''}"
+
+
+DEVICE_COLS = (
+    "device", "site", "region", "lat", "lon", "groups", "online", "boot", "last_seen",
+    "last_ts", "sid", "seq", "clients", "cpu_pct", "mem_used_pct", "temp_c", "disk_used_pct",
+    "version", "platform",
+    "model", "interval_s", "offline_since", "offline_reason",
+)  # fmt: skip
+_UPSERT_DEVICE = (
+    f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) VALUES "  # noqa: S608 - fixed names
+    f"({', '.join('%s::text[]' if c == 'groups' else '%s' for c in DEVICE_COLS)}) "
+    "ON CONFLICT (device) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLS[1:])
+)
+_GET_DEVICE = operator.attrgetter(*DEVICE_COLS)
+
+_SAMPLE_COLS = (
+    "device, sid, seq, ts, historical, clients, cpu_pct, mem_used_pct, temp_c, disk_used_pct, raw"
+)
+#: One statement for the batch's samples: the first of each key in the batch, unless the key
+#: is stored already (under any ts); ON CONFLICT catches a racing writer's same row.
+_INSERT_SAMPLES = f"""
+INSERT INTO samples ({_SAMPLE_COLS})
+SELECT DISTINCT ON (device, sid, seq) {_SAMPLE_COLS}
+FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::float8[], %s::bool[], %s::bigint[],
+            %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[])
+     WITH ORDINALITY AS u({_SAMPLE_COLS}, n)
+WHERE NOT EXISTS (
+    SELECT 1 FROM samples s WHERE s.device = u.device AND s.sid = u.sid AND s.seq = u.seq)
+ORDER BY device, sid, seq, n
+ON CONFLICT DO NOTHING
+"""  # noqa: S608 - constants only
+
+#: Folds the samples with ``%s < id <= %s`` into rollups_5m. Sums are float8 (as SQLite's
+#: total()), so they cannot overflow; GREATEST ignores NULLs as the SQLite max(coalesce()) does.
+_ROLLUP = f"""
+INSERT INTO rollups_5m AS r
+SELECT device, trunc(ts / {BUCKET_S})::bigint * {BUCKET_S}, count(*),
+       coalesce(sum(clients::float8), 0), count(clients), max(clients),
+       coalesce(sum(cpu_pct), 0), count(cpu_pct), coalesce(sum(mem_used_pct), 0),
+       count(mem_used_pct), coalesce(sum(disk_used_pct), 0), count(disk_used_pct), max(temp_c)
+FROM samples WHERE id > %s AND id <= %s GROUP BY 1, 2
+ON CONFLICT (device, bucket) DO UPDATE SET
+  count = r.count + excluded.count,
+  sum_clients = r.sum_clients + excluded.sum_clients,
+  n_clients = r.n_clients + excluded.n_clients,
+  max_clients = greatest(r.max_clients, excluded.max_clients),
+  sum_cpu_pct = r.sum_cpu_pct + excluded.sum_cpu_pct,
+  n_cpu_pct = r.n_cpu_pct + excluded.n_cpu_pct,
+  sum_mem_used_pct = r.sum_mem_used_pct + excluded.sum_mem_used_pct,
+  n_mem_used_pct = r.n_mem_used_pct + excluded.n_mem_used_pct,
+  sum_disk_used_pct = r.sum_disk_used_pct + excluded.sum_disk_used_pct,
+  n_disk_used_pct = r.n_disk_used_pct + excluded.n_disk_used_pct,
+  max_temp_c = greatest(r.max_temp_c, excluded.max_temp_c)
+"""  # noqa: S608 - constants only
+
+_PROBE = "/probe"
+
+_SORTS: dict[str, str] = {
+    "device": "device",
+    "-device": "device DESC",
+    "clients": "coalesce(clients, -1), device",
+    "-clients": "coalesce(clients, -1) DESC, device",
+    "last_seen": "coalesce(last_seen, 0), device",
+    "-last_seen": "coalesce(last_seen, 0) DESC, device",
+    "region": "coalesce(region, ''), device",
+}
+
+
+def _device_row(d: DeviceState) -> tuple[Any, ...]:
+    return tuple(_GET_DEVICE(d))
+
+
+def _device_from(row: dict[str, Any]) -> DeviceState:
+    row["groups"] = list(row["groups"])
+    return DeviceState(**row)
+
+
+class PgStore(PgConsoleQueries):
+    def __init__(
+        self,
+        url: str,
+        *,
+        raw_days: float = 7,
+        rollup_days: float = 90,
+        quarantine_rows: int = 10_000,
+        pool_size: int = 8,
+        connect_timeout_s: float = POOL_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.where = describe(url)
+        self.raw_days = raw_days
+        self.rollup_days = rollup_days
+        self.quarantine_rows = quarantine_rows
+        self.clock = clock
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, pool_size),
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout_s,
+            name="titik-store",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self.where} within {connect_timeout_s:g} s: "
+                "check [store] url, that the server runs and accepts this user (pg_hba.conf)"
+            ) from exc
+        try:
+            with self._pool.connection() as conn:
+                self.migrated = schema.migrate(conn)
+            self.ensure_partitions()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def ensure_partitions(self, now: float | None = None) -> int:
+        """Make the partitions from the retention's start to :data:`AHEAD_S` ahead of ``now``
+        (the clock's by default). None of them lies wholly past the retention, so retention
+        never drops what this has just made."""
+        now = self.clock() if now is None else now
+        made = 0
+        with self._conn() as conn:
+            c: Any = conn
+            made += schema.ensure_partitions(
+                c, schema.SAMPLES, now - self.raw_days * DAY_S, now + AHEAD_S
+            )
+            for p in (schema.ROLLUPS, schema.NET_ROLLUPS):
+                made += schema.ensure_partitions(
+                    c, p, now - self.rollup_days * DAY_S, now + 7 * DAY_S
+                )
+        return made
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> WriteResult:
+        try:
+            return self._write(batch)
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def _write(self, batch: WriteBatch) -> WriteResult:
+        stored = 0
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            if batch.samples:
+                cols = list(zip(*(
+                    (s.device, s.sid, s.seq, s.ts, s.historical, s.clients, s.cpu_pct,
+                     s.mem_used_pct, s.temp_c, s.disk_used_pct, s.raw)
+                    for s in batch.samples
+                ), strict=True))  # fmt: skip
+                cur.execute(_INSERT_SAMPLES, [list(c) for c in cols])
+                stored = cur.rowcount
+            if batch.devices:
+                cur.executemany(_UPSERT_DEVICE, [_device_row(d) for d in batch.devices])
+            for doc in batch.desired:
+                cur.execute(
+                    "INSERT INTO config_desired VALUES (%s, %s, %s, %s) ON CONFLICT (target) "
+                    "DO UPDATE SET version = excluded.version, doc = excluded.doc, "
+                    "received = excluded.received",
+                    (doc.target, doc.version, doc.doc, doc.received),
+                )
+            for r in batch.reported:
+                cur.execute(
+                    "INSERT INTO config_reported VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (device) DO UPDATE SET version = excluded.version, "
+                    "source = excluded.source, versions = excluded.versions, "
+                    "state = excluded.state, error = excluded.error, hash = excluded.hash, "
+                    "ts = excluded.ts, doc = excluded.doc",
+                    (r.device, r.report.version, r.report.source, json.dumps(r.report.versions),
+                     r.report.state, r.report.error, r.report.hash, r.report.ts, r.doc),
+                )  # fmt: skip
+            for a in batch.alerts:
+                if a.close:
+                    cur.execute(
+                        "UPDATE alerts SET closed = %s WHERE device = %s AND kind = %s "
+                        "AND closed IS NULL",
+                        (a.at, a.device, a.kind),
+                    )
+                else:
+                    cur.execute(
+                        "INSERT INTO alerts (kind, device, since, detail) VALUES (%s,%s,%s,%s) "
+                        "ON CONFLICT (device, kind) WHERE closed IS NULL DO NOTHING",
+                        (a.kind, a.device, a.at, a.detail),
+                    )
+            if batch.quarantined:
+                cur.executemany(
+                    "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (q.at, q.reason, q.topic, q.device, q.detail, q.size, q.payload)
+                        for q in batch.quarantined
+                    ],
+                )
+        return WriteResult(stored=stored, duplicates=len(batch.samples) - stored)
+
+    def probe(self) -> None:
+        """Write one known-good row of every kind and roll it back; :class:`StoreUnavailable`
+        if the database refuses them (then no row of a failed batch is to blame)."""
+        try:
+            with self._conn() as conn, conn.transaction(force_rollback=True):
+                conn.execute(
+                    f"INSERT INTO samples ({_SAMPLE_COLS}) VALUES "  # noqa: S608
+                    "(%s, %s, 0, 0, false, NULL, NULL, NULL, NULL, NULL, '{}')",
+                    (_PROBE, _PROBE),
+                )
+                conn.execute(_UPSERT_DEVICE, _device_row(DeviceState(device=_PROBE)))
+                conn.execute("INSERT INTO config_desired VALUES (%s, 1, '{}', 0)", (_PROBE,))
+                conn.execute(
+                    "INSERT INTO config_reported VALUES (%s, 1, 'gw', '{}', 'applied', NULL, "
+                    "NULL, 0, '{}')",
+                    (_PROBE,),
+                )
+                conn.execute(
+                    "INSERT INTO alerts (kind, device, since, detail) VALUES ('probe', %s, 0, '')",
+                    (_PROBE,),
+                )
+                conn.execute(
+                    "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
+                    "VALUES (0, 'probe', '', NULL, '', 0, '')"
+                )
+        except Exception as exc:
+            raise StoreUnavailable(f"the store refuses known-good rows: {exc}") from exc
+
+    def roll_up(self) -> int:
+        """Fold samples stored since the last call into the rollups; return how many.
+
+        The watermark is the highest sample id folded. Ids are handed out when a row is
+        inserted, not when it commits, so a writer could still commit an id below one
+        already visible: a brief SHARE lock on ``samples`` (it waits for the writers in
+        flight and holds new ones back for an instant) makes every id up to the top final
+        before the fold. The fold and the new watermark commit together; the watermark row
+        is locked, so two instances never fold the same ids.
+        """
+        with self._conn() as conn:
+            with conn.transaction():
+                # Not behind a stuck transaction for long: writers would queue behind us.
+                conn.execute(schema.LOCK_TIMEOUT)
+                conn.execute("LOCK TABLE samples IN SHARE MODE")
+                got = conn.execute("SELECT coalesce(max(id), 0) AS top FROM samples").fetchone()
+                top = int(got["top"]) if got else 0
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO meta VALUES ('rolled_up', 0) ON CONFLICT (key) DO NOTHING"
+                )
+                row = conn.execute(
+                    "SELECT value FROM meta WHERE key = 'rolled_up' FOR UPDATE"
+                ).fetchone()
+                mark = int(row["value"]) if row else 0
+                if top <= mark:
+                    return 0
+                conn.execute(_ROLLUP, (mark, top))
+                conn.execute(PgConsoleQueries.NET_ROLLUP, (mark, top))
+                conn.execute("UPDATE meta SET value = %s WHERE key = 'rolled_up'", (top,))
+        return top - mark
+
+    def prune(self, now: float, chunk: int = 5000) -> int:
+        """Drop at most one expired partition of each table, delete at most ``chunk``
+        expired rows of each DEFAULT partition and of the quarantine; short transactions.
+        Returns rows removed (a dropped partition counts its estimated rows, at least 1):
+        call again while it returns more than 0."""
+        raw_cut = now - self.raw_days * DAY_S
+        roll_cut = int((now - self.rollup_days * DAY_S) // BUCKET_S * BUCKET_S)
+        self.ensure_partitions(now)
+        n = 0
+        with self._conn() as conn:
+            c: Any = conn
+            n += schema.drop_one_expired(c, schema.SAMPLES, raw_cut)
+            n += schema.drop_one_expired(c, schema.ROLLUPS, roll_cut)
+            n += schema.drop_one_expired(c, schema.NET_ROLLUPS, roll_cut)
+            for table, col, cut in (
+                ("samples_default", "ts", raw_cut),
+                ("rollups_5m_default", "bucket", roll_cut),
+                ("rollups_net_5m_default", "bucket", roll_cut),
+            ):
+                n += conn.execute(
+                    f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - constants
+                    f"SELECT ctid FROM {table} WHERE {col} < %s LIMIT %s))",
+                    (cut, chunk),
+                ).rowcount
+            # The quarantine: the newest quarantine_rows rows, none older than raw_days.
+            n += conn.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE at < %s "
+                "OR id <= (SELECT coalesce(max(id), 0) FROM quarantine) - %s ORDER BY id "
+                "LIMIT %s)",
+                (raw_cut, self.quarantine_rows, chunk),
+            ).rowcount
+        return n
+
+    # --- queries ------------------------------------------------------------------------
+
+    def load_devices(self) -> list[DeviceState]:
+        with self._conn() as conn:
+            return [_device_from(r) for r in conn.execute("SELECT * FROM devices")]
+
+    def summary(self) -> Summary:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT coalesce(region, '') AS region, online, count(*) AS n, "
+                "sum(CASE WHEN online THEN coalesce(clients, 0) ELSE 0 END) AS clients "
+                "FROM devices GROUP BY 1, 2"
+            ).fetchall()
+        online = sum(r["n"] for r in rows if r["online"])
+        total = sum(r["n"] for r in rows)
+        by_region: dict[str, int] = {}
+        for r in rows:
+            by_region[r["region"]] = by_region.get(r["region"], 0) + int(r["clients"])
+        return Summary(
+            online=int(online),
+            offline=int(total - online),
+            total=int(total),
+            clients=sum(by_region.values()),
+            clients_by_region=dict(sorted(by_region.items())),
+        )
+
+    def devices(
+        self,
+        *,
+        region: str | None = None,
+        group: str | None = None,
+        status: DeviceStatus | None = None,
+        q: str | None = None,
+        sort: SortKey = "device",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> DevicePage:
+        where: list[str] = []
+        args: list[Any] = []
+        if region is not None:
+            where.append("region = %s")
+            args.append(region)
+        if group is not None:
+            where.append("%s = ANY(groups)")
+            args.append(group)
+        if status is not None:
+            where.append("online = %s")
+            args.append(status == "online")
+        if q:
+            like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            # ILIKE: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+            where.append(
+                "(device ILIKE %s ESCAPE '\\' OR site ILIKE %s ESCAPE '\\' "
+                "OR region ILIKE %s ESCAPE '\\')"
+            )
+            args += [like, like, like]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = _SORTS.get(sort)
+        if order is None:
+            raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
+        with self._conn() as conn:
+            total = conn.execute(f"SELECT count(*) AS n FROM devices{clause}", args).fetchone()  # noqa: S608 - fixed clauses
+            rows = conn.execute(
+                f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT %s OFFSET %s",  # noqa: S608
+                [*args, limit, offset],
+            ).fetchall()
+        return DevicePage(
+            total=int(total["n"]) if total else 0, items=[_device_from(r) for r in rows]
+        )
+
+    def device(self, device: str) -> DeviceState | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM devices WHERE device = %s", (device,)).fetchone()
+        return _device_from(row) if row else None
+
+    def history(self, device: str, since: float, until: float) -> list[HistoryPoint]:
+        """Raw samples when ``since`` is within ``raw_days``, else 5-minute rollups."""
+        with self._conn() as conn:
+            if since >= self.clock() - self.raw_days * DAY_S:
+                rows = conn.execute(
+                    "SELECT ts, clients, cpu_pct, mem_used_pct, temp_c, disk_used_pct "
+                    "FROM samples WHERE device = %s AND ts >= %s AND ts < %s ORDER BY ts, seq",
+                    (device, since, until),
+                ).fetchall()
+                return [
+                    HistoryPoint(r["ts"], 1, r["clients"], r["clients"], r["cpu_pct"],
+                                 r["mem_used_pct"], r["temp_c"], r["disk_used_pct"])
+                    for r in rows
+                ]  # fmt: skip
+            rows = conn.execute(
+                "SELECT * FROM rollups_5m WHERE device = %s AND bucket >= %s AND bucket < %s "
+                "ORDER BY bucket",
+                (device, int(since // BUCKET_S * BUCKET_S), until),
+            ).fetchall()
+        return [
+            HistoryPoint(
+                ts=float(r["bucket"]),
+                count=r["count"],
+                clients=r["sum_clients"] / r["n_clients"] if r["n_clients"] else None,
+                clients_max=r["max_clients"],
+                cpu_pct=r["sum_cpu_pct"] / r["n_cpu_pct"] if r["n_cpu_pct"] else None,
+                mem_used_pct=(
+                    r["sum_mem_used_pct"] / r["n_mem_used_pct"] if r["n_mem_used_pct"] else None
+                ),
+                temp_c=r["max_temp_c"],
+                disk_used_pct=(
+                    r["sum_disk_used_pct"] / r["n_disk_used_pct"] if r["n_disk_used_pct"] else None
+                ),
+            )
+            for r in rows
+        ]
+
+    def alerts(self, *, open_only: bool = True) -> list[Alert]:
+        sql = "SELECT kind, device, since, detail, closed FROM alerts"
+        if open_only:
+            sql += " WHERE closed IS NULL"
+        with self._conn() as conn:
+            rows = conn.execute(sql + " ORDER BY since, id").fetchall()
+        return [Alert(r["kind"], r["device"], r["since"], r["detail"], r["closed"]) for r in rows]
+
+    def desired_docs(self) -> dict[str, DesiredDoc]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM config_desired").fetchall()
+        return {
+            r["target"]: DesiredDoc(r["target"], r["version"], r["doc"], r["received"])
+            for r in rows
+        }
+
+    def reported_docs(self) -> dict[str, ReportedDoc]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM config_reported").fetchall()
+        out = {}
+        for r in rows:
+            # Validated when it came in: rebuilt without checking again.
+            report = ConfigReported.model_construct(
+                version=r["version"],
+                source=r["source"],
+                versions=r["versions"],
+                state=r["state"],
+                error=r["error"],
+                hash=r["hash"],
+                ts=r["ts"],
+            )
+            out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
+        return out
+
+    def compliance(self) -> list[ComplianceRow]:
+        desired = self.desired_docs()
+        reported = self.reported_docs()
+        devices = sorted(self.load_devices(), key=lambda d: d.device)
+        return [compliance(d, desired, reported.get(d.device)) for d in devices]
+
+    def public_summary(self) -> list[RegionPublic]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT coalesce(region, '') AS region, count(*) AS aps, "
+                "sum(coalesce(clients, 0)) AS users FROM devices WHERE online GROUP BY 1 "
+                "ORDER BY 1"
+            ).fetchall()
+        return [RegionPublic(r["region"], int(r["aps"]), int(r["users"])) for r in rows]
+
+    def quarantine(
+        self,
+        *,
+        reason: str | None = None,
+        device: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> QuarantinePage:
+        where: list[str] = []
+        args: list[Any] = []
+        if reason is not None:
+            where.append("reason = %s")
+            args.append(reason)
+        if device is not None:
+            where.append("device = %s")
+            args.append(device)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._conn() as conn:
+            by_reason = {
+                r["reason"]: int(r["n"])
+                for r in conn.execute(
+                    "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 1"
+                )
+            }
+            total = conn.execute(f"SELECT count(*) AS n FROM quarantine{clause}", args).fetchone()  # noqa: S608 - fixed clauses
+            rows = conn.execute(
+                f"SELECT * FROM quarantine{clause} ORDER BY id DESC LIMIT %s OFFSET %s",  # noqa: S608
+                [*args, limit, offset],
+            ).fetchall()
+        return QuarantinePage(
+            total=int(total["n"]) if total else 0,
+            by_reason=by_reason,
+            items=[
+                QuarantineRow(
+                    id=r["id"],
+                    at=r["at"],
+                    reason=r["reason"],
+                    topic=r["topic"],
+                    device=r["device"],
+                    detail=r["detail"],
+                    payload=bytes(r["payload"]),
+                    size=r["size"],
+                )
+                for r in rows
+            ],
+        )
