@@ -27,6 +27,7 @@ from central.actions.core import Publisher
 from central.actions.publish import MqttPublisher
 from central.api.app import create_app
 from central.api.routes.actions import console_router
+from central.api.routes.rollouts import rollouts_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
@@ -139,7 +140,7 @@ def http_server(
         session_s=config.auth.session_hours * 3600,
         metrics_public=config.auth.metrics_public,
         device_series=config.metrics.device_series,
-        routers=[console_router(config, store, publisher)],
+        routers=[console_router(config, store, publisher), rollouts_router(config, store)],
         map_config=config.map,
     )
     tls = config.http.tls
