@@ -59,6 +59,7 @@ class City:
     url: str
     central: subprocess.Popen[bytes] | None = None
     agents: list[AgentProcess] = field(default_factory=list)
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def kid(self) -> str:
@@ -68,7 +69,12 @@ class City:
         return key_id(raw)
 
     def token(self, role: str = "operator", name: str | None = None) -> str:
-        return create_token(self.db, role, name or f"ops-{role}")
+        """An API token of ``role`` named ``name`` (made once, as `titik-central token
+        create` makes it, then reused)."""
+        key = (role, name or f"ops-{role}")
+        if key not in self.tokens:
+            self.tokens[key] = create_token(self.db, *key)
+        return self.tokens[key]
 
     def get(self, path: str, token: str) -> Any:
         headers = {"Authorization": f"Bearer {token}"}
