@@ -93,14 +93,14 @@ def http_error(exc: urllib.error.HTTPError, url: str) -> CtlError:
             f"{'.'.join(str(x) for x in d.get('loc', []) if x != 'body')}: {d.get('msg')}"
             for d in detail
         )
-    text = str(detail or exc.reason)
+    text = str(detail or exc.reason).replace("GET /api/rollouts", "titik-ctl rollout status")
     if exc.code == 401:
         return CtlError(
             f"central refused the token ({text}); make one with `titik-central token create "
             "--name NAME --role operator` and give it with --token-file or TITIK_API_TOKEN",
             EXIT_USAGE,
         )
-    if exc.code == 403:
+    if exc.code in (403, 409):
         return CtlError(f"refused by central: {text}", EXIT_FAILED)
     if exc.code in (404, 422):
         return CtlError(text, EXIT_USAGE)
@@ -221,10 +221,15 @@ def wave_name(r: Mapping[str, Any], index: int) -> str:
 
 
 def gate_line(r: Mapping[str, Any]) -> str:
+    """The last gate's figures, naming its wave: a gate that passed while the rollout goes
+    on was the previous wave's (the runner publishes the next one in the same step)."""
     g = r.get("gate")
     if not g:
         return ""
-    return f"{g['applied']}/{g['size']} applied, {g['failures']} failed, gate {g['verdict']}"
+    wave = r["wave"] + 1
+    if g["verdict"] == "passed" and r["status"] != "completed":
+        wave -= 1
+    return f"wave {wave}'s gate {g['verdict']}: {g['applied']}/{g['size']} applied, {g['failures']} failed"
 
 
 def progress_line(r: Mapping[str, Any]) -> str:

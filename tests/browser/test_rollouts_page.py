@@ -85,7 +85,7 @@ def test_start_from_the_page_and_watch_it_complete(city: City, tab: Tab) -> None
     expect(bar).to_have_attribute("aria-valuenow", "50", timeout=30_000)
     expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
     expect(bar).to_have_attribute("aria-valuenow", "100")
-    expect(row.get_by_test_id("ro-gate")).to_contain_text("6/6 applied, 0 failed · passed")
+    expect(row.get_by_test_id("ro-gate")).to_contain_text("wave 2: 6/6 applied, 0 failed · passed")
     expect(row.locator(".ro-mark")).to_have_count(2)
     assert all(sim_ssid(city.roots[d]) == "New" for d in IDS)
     tab.assert_clean()

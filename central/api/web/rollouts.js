@@ -43,8 +43,11 @@ function gate(r) {
   const g = r.gate;
   if (!g) return el("span", { class: "muted" }, "–");
   const lines = [...g.failed, ...g.health];
+  // A gate that passed while the rollout goes on was the previous wave's (the runner
+  // publishes the next wave in the same step).
+  const wave = r.wave + (g.verdict === "passed" && r.status !== "completed" ? 0 : 1);
   return el("div", { class: "ro-gate", "data-testid": "ro-gate" },
-    `${g.applied}/${g.size} applied, ${g.failures} failed · ${g.verdict}`,
+    `wave ${wave}: ${g.applied}/${g.size} applied, ${g.failures} failed · ${g.verdict}`,
     lines.length ? el("ul", {}, ...lines.slice(0, 5).map((t) => el("li", {}, t))) : null);
 }
 
