@@ -49,6 +49,10 @@ AFTER = {
 }
 
 
+class Unreachable(CtlError):
+    """Central's API did not answer (refused, timed out, a TLS failure)."""
+
+
 @dataclass(frozen=True)
 class Api:
     url: str
@@ -76,7 +80,7 @@ class Api:
             raise http_error(exc, self.url) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise CtlError(
+            raise Unreachable(
                 f"cannot reach central's API at {self.url}: {reason}; give --api URL "
                 "(or TITIK_API) and check that titik-central runs",
                 EXIT_FAILED,
@@ -250,14 +254,38 @@ def final_code(r: Mapping[str, Any], out: TextIO) -> int:
     return EXIT_FAILED
 
 
+def goes_on(rid: str, r: Mapping[str, Any]) -> str:
+    status = r.get("status", "running")
+    where = f", {wave_name(r, r['wave'])}" if r and r.get("wave", -1) >= 0 else ""
+    return (
+        f"Rollout {rid} goes on in central ({status}{where}).\n"
+        f"  follow it again: titik-ctl rollout status {rid} --wait\n"
+        f"  pause it:        titik-ctl rollout pause {rid}\n"
+        f"  abort it:        titik-ctl rollout abort {rid}   (central restores the old config)"
+    )
+
+
 def follow(api: Api, rid: str, out: TextIO, poll: float) -> int:
     """Print a line per wave and per status change until the rollout ends; 0 completed,
-    1 halted or aborted, 130 after Ctrl-C (the rollout goes on in central)."""
+    1 halted or aborted (or central's API gone for --timeout), 130 after Ctrl-C. Whenever
+    it stops before the end, it says that the rollout goes on in central and how to act."""
     last: tuple[Any, ...] | None = None
     r: Mapping[str, Any] = {}
+    lost: float | None = None
     try:
         while True:
-            r = api.call("GET", f"/api/rollouts/{urllib.parse.quote(rid)}")
+            try:
+                r = api.call("GET", f"/api/rollouts/{urllib.parse.quote(rid)}")
+                lost = None
+            except Unreachable as exc:
+                if lost is None:
+                    lost = time.monotonic()
+                    print(f"{exc}; trying again for {api.timeout:g} s", file=out, flush=True)
+                elif time.monotonic() - lost > api.timeout:
+                    print(f"stopped following: central's API is gone. {goes_on(rid, r)}", file=out)
+                    return EXIT_FAILED
+                time.sleep(poll)
+                continue
             key = (r["status"], r["wave"], (r.get("gate") or {}).get("verdict"))
             if key != last:
                 print(progress_line(r), file=out, flush=True)
@@ -266,16 +294,7 @@ def follow(api: Api, rid: str, out: TextIO, poll: float) -> int:
                 return final_code(r, out)
             time.sleep(poll)  # polling central's API: it offers no push
     except KeyboardInterrupt:
-        status = r.get("status", "running")
-        where = f", {wave_name(r, r['wave'])}" if r and r.get("wave", -1) >= 0 else ""
-        print(
-            f"\nstopped following. Rollout {rid} goes on in central ({status}{where}).\n"
-            f"  follow it again: titik-ctl rollout status {rid} --wait\n"
-            f"  pause it:        titik-ctl rollout pause {rid}\n"
-            f"  abort it:        titik-ctl rollout abort {rid}   (central restores the old config)",
-            file=out,
-            flush=True,
-        )
+        print(f"\nstopped following. {goes_on(rid, r)}", file=out, flush=True)
         return EXIT_INTERRUPTED
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from central.ctl.session import CtlError
-from central.ctl.waves import api_from, check_prepared, gate_line
+from central.ctl.waves import Api, Unreachable, api_from, check_prepared, follow, gate_line
 from central.rollout.plan import Limits, Plan, documents
 
 OLD = {"telemetry": {"interval_s": 60}}
@@ -73,3 +73,33 @@ def test_the_token_comes_from_a_file_or_the_environment_never_a_flag(tmp_path: A
     args.api = "ftp://x"
     with pytest.raises(CtlError, match="http:// or https://"):
         api_from(args, {})
+
+
+class Gone(Api):
+    """Central's API answering once, then not at all (central stopped): a stand-in for the
+    HTTP side only; what is tested is what ctl tells the operator."""
+
+    def __init__(self) -> None:
+        super().__init__("http://central:8080", "t", None, 0.3)
+        object.__setattr__(self, "calls", 0)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        object.__setattr__(self, "calls", self.calls + 1)
+        if self.calls == 1:
+            return {"id": "r1", "status": "running", "wave": 0, "waves": [50, 100],
+                    "wave_sizes": [2, 4], "progress": 0.5, "gate": None}  # fmt: skip
+        raise Unreachable("cannot reach central's API at http://central:8080: refused")
+
+
+def test_losing_central_while_following_says_the_rollout_goes_on() -> None:
+    import io
+
+    out = io.StringIO()
+    assert follow(Gone(), "r1", out, 0.05) == 1
+    text = out.getvalue()
+    assert "trying again for 0.3 s" in text
+    assert (
+        "stopped following: central's API is gone. Rollout r1 goes on in central (running, wave 1/2"
+        in text
+    )
+    assert "titik-ctl rollout abort r1" in text

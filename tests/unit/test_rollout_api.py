@@ -206,3 +206,16 @@ def test_pause_resume_abort_are_requests_with_clear_refusals(world: World) -> No
     actions = [(a, res[:8]) for _, a, res in world.audit()]
     assert ("rollout.pause", "requeste") in actions
     assert ("rollout.abort", "refused:") in actions
+
+
+def test_a_step_that_judges_nothing_keeps_the_last_gate(world: World) -> None:
+    world.start()
+    store = RolloutStore(world.store.path)
+    got = store.get("r1")
+    assert got is not None
+    gate = {"checked": 1.0, "verdict": "soaking", "size": 5, "applied": 4, "failures": 0,
+            "failed": [], "health": []}  # fmt: skip
+    store.save("r1", got.state, gate)
+    store.save("r1", {**got.state, "status": "paused"}, None)  # the runner after a pause
+    one = world.client.get("/api/rollouts/r1", headers=world.viewer).json()
+    assert one["status"] == "paused" and one["gate"]["applied"] == 4
