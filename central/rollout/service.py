@@ -185,6 +185,12 @@ class RolloutService:
             f"soak {spec.soak_s:g} s each; versions {base + 1}-{base + len(spec.waves)}, "
             f"restore {plan.restore_version}"
         )
+        empty = [str(i + 1) for i, n in enumerate(sizes[:-1]) if n == 0]
+        if empty:
+            summary += (
+                f"; note: wave {', '.join(empty)} reaches no gateway of this group (too small "
+                "for that percentage), so its gate tests nothing"
+            )
         prepared = PreparedRollout(
             prepare_id=secrets.token_urlsafe(18),
             plan=plan,

@@ -219,3 +219,12 @@ def test_a_step_that_judges_nothing_keeps_the_last_gate(world: World) -> None:
     store.save("r1", {**got.state, "status": "paused"}, None)  # the runner after a pause
     one = world.client.get("/api/rollouts/r1", headers=world.viewer).json()
     assert one["status"] == "paused" and one["gate"]["applied"] == 4
+
+
+def test_a_wave_too_small_to_reach_anyone_is_said_in_the_summary(world: World) -> None:
+    r = world.prepare(waves=[1, 100])  # 1 % of 20 gateways
+    assert r.status_code == 200
+    assert [w["size"] for w in r.json()["waves"]] == [len(cohort("r1", IDS, 1)), 20] == [0, 20]
+    assert "note: wave 1 reaches no gateway of this group" in r.json()["summary"]
+    r = world.prepare(waves=[50, 100])
+    assert "reaches no gateway" not in r.json()["summary"]
