@@ -113,8 +113,11 @@ def test_a_failing_wave_shows_halted_with_its_reason(city: City, tab: Tab) -> No
 def test_pause_then_resume(city: City, tab: Tab) -> None:
     row = start_from_page(tab, city, "p-pause", "Paused", 600)
     expect(row.get_by_test_id("ro-wave")).to_contain_text("wave 1 of 2", timeout=30_000)
+    expect(row.get_by_test_id("ro-gate")).to_contain_text("· soaking", timeout=30_000)
     row.get_by_test_id("ro-pause").click()
     expect(row).to_have_attribute("data-status", "paused", timeout=30_000)
+    # Paused, the last gate's figures stay in view.
+    expect(row.get_by_test_id("ro-gate")).to_contain_text("· soaking")
     expect(row.get_by_test_id("ro-resume")).to_be_visible()
     row.get_by_test_id("ro-resume").click()
     expect(row).to_have_attribute("data-status", "running", timeout=30_000)
