@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,10 @@ class World:
                 "console": {"signing_keys": [public_key_text(self.key.public_key())]},
             }
         )
-        self.app = create_app(self.store, routers=[rollouts_router(config, self.store)])
+        self.rollouts = RolloutStore(self.store.path)
+        self.app = create_app(
+            self.store, routers=[rollouts_router(config, self.store, self.rollouts)]
+        )
         self.client = TestClient(self.app)
         self.ops = auth_headers(self.store, "operator", "ana")
         self.viewer = auth_headers(self.store, "viewer", "vic")
@@ -79,6 +83,15 @@ class World:
         log = self.app.state.audit
         return [(e.actor, e.action, e.result) for e in reversed(log.page(limit=1000).items)]
 
+    def close(self) -> None:
+        """Every SQLite connection the app and the test opened (a module of tests must not
+        leave hundreds of descriptors to the next: paho's select() fails past 1023)."""
+        self.client.close()
+        self.rollouts.close()
+        self.app.state.audit.close()
+        self.app.state.auth.tokens.close()
+        self.store.close()
+
 
 def _kid(key: Ed25519PrivateKey) -> str:
     from cryptography.hazmat.primitives import serialization
@@ -90,8 +103,12 @@ def _kid(key: Ed25519PrivateKey) -> str:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
 
 
 def test_prepare_numbers_the_waves_and_gives_the_bytes_to_sign(world: World) -> None:
@@ -120,7 +137,7 @@ def test_submit_creates_the_rollout_for_the_runner_and_audits_it(world: World) -
     out = world.start()
     assert out["status"] == "running" and out["wave"] == -1 and out["progress"] == 0
     assert out["created_by"] == "ana"
-    stored = RolloutStore(world.store.path).get("r1")
+    stored = world.rollouts.get("r1")
     assert stored is not None and stored.status == "running"
     # What the runner will publish is signed by the operator's key for the group's topic.
     from central.rollout.engine import from_dict
@@ -161,7 +178,7 @@ def test_a_signature_by_an_untrusted_key_starts_nothing(world: World) -> None:
     body = {"prepare_id": p["prepare_id"], "sigs": world.sigs(p, Ed25519PrivateKey.generate())}
     r = world.client.post("/api/rollouts/submit", json=body, headers=world.ops)
     assert r.status_code == 403 and "not trusted" in r.json()["detail"]
-    assert RolloutStore(world.store.path).get("r1") is None
+    assert world.rollouts.get("r1") is None
     # A document signed, but a signature swapped: refused too (each is checked).
     p = world.prepare().json()
     sigs = world.sigs(p)
@@ -192,11 +209,11 @@ def test_pause_resume_abort_are_requests_with_clear_refusals(world: World) -> No
         "requested": "pause",
         "status": "running",
     }
-    intents = RolloutStore(world.store.path).take_intents("r1")
+    intents = world.rollouts.take_intents("r1")
     assert [(i.action, i.who) for i in intents] == [("pause", "ana")]
     assert c.post("/api/rollouts/nope/abort", headers=ops).status_code == 404
     # A final rollout refuses everything with 409.
-    store = RolloutStore(world.store.path)
+    store = world.rollouts
     got = store.get("r1")
     assert got is not None
     store.save("r1", {**got.state, "status": "completed"}, None)
@@ -210,7 +227,7 @@ def test_pause_resume_abort_are_requests_with_clear_refusals(world: World) -> No
 
 def test_a_step_that_judges_nothing_keeps_the_last_gate(world: World) -> None:
     world.start()
-    store = RolloutStore(world.store.path)
+    store = world.rollouts
     got = store.get("r1")
     assert got is not None
     gate = {"checked": 1.0, "verdict": "soaking", "size": 5, "applied": 4, "failures": 0,

@@ -315,8 +315,11 @@ def build_router(
     return r
 
 
-def rollouts_router(config: CentralConfig, store: SqliteStore) -> APIRouter:
-    """The router as ``titik-central run`` serves it (its RolloutStore is the store's file)."""
+def rollouts_router(
+    config: CentralConfig, store: SqliteStore, rollouts: RolloutStore | None = None
+) -> APIRouter:
+    """The router as ``titik-central run`` serves it; ``rollouts`` defaults to the tables in
+    the store's own file (where the runner looks)."""
     from central.api.auth import require
 
     service = RolloutService(
@@ -324,7 +327,7 @@ def rollouts_router(config: CentralConfig, store: SqliteStore) -> APIRouter:
         signing_keys=config.console.signing_keys,
         docs=store,
         members=lambda g: [d.device for d in store.devices(group=g, limit=1_000_000).items],
-        store=RolloutStore(store.path),
+        store=rollouts if rollouts is not None else RolloutStore(store.path),
         ttl_s=config.console.action_ttl_s,
     )
     return build_router(service=service, require=require, audit_of=audit_of_app)
