@@ -12,10 +12,11 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     pass
+from central.ctl import waves
 from central.ctl.commands import (
     cmd_cmd,
     cmd_config,
@@ -253,7 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     from central.broker import cli as brokerkit
 
     brokerkit.add_parser(sub)
+    waves.add_parser(sub)
     return ap
+
+
+def no_broker(args: argparse.Namespace, out: TextIO) -> int:
+    """The commands that need no MQTT settings (rollouts go through central's HTTP API)."""
+    if args.command == "keygen":
+        return cmd_keygen(args, out)
+    if args.command == "rollout":
+        return waves.cmd_rollout(args, os.environ, out)
+    from central.broker import cli as brokerkit
+
+    return brokerkit.main_broker(args, out, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,12 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already explained)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        if args.command == "keygen":
-            return cmd_keygen(args, out)
-        if args.command == "broker":
-            from central.broker import cli as brokerkit
-
-            return brokerkit.main_broker(args, out, sys.stderr)
+        if args.command in ("keygen", "broker", "rollout"):
+            return no_broker(args, out)
         settings = settings_from(args, os.environ)
         run = {
             "devices": cmd_devices,

@@ -103,8 +103,11 @@ class RolloutStore(SqliteTables):
             raise
 
     def save(self, rid: str, state: Mapping[str, Any], gate: Mapping[str, Any] | None) -> None:
+        """The new state; ``gate`` None (a step that judged nothing: a pause, an abort) keeps
+        the last gate's figures, which the API shows until the next judgement."""
         self._conn().execute(
-            "UPDATE rollouts SET status = ?, updated = ?, state = ?, gate = ? WHERE id = ?",
+            "UPDATE rollouts SET status = ?, updated = ?, state = ?, gate = COALESCE(?, gate) "
+            "WHERE id = ?",
             (
                 state["status"],
                 self.clock(),

@@ -28,6 +28,7 @@ from central.api.app import create_app
 from central.api.auth import Require, public
 from central.api.routes.actions import console_router
 from central.api.routes.alerting import alerting_router
+from central.api.routes.rollouts import rollouts_router
 from central.config import CentralConfig
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES
@@ -73,6 +74,15 @@ PINNED: dict[tuple[str, str], str] = {
     ("GET", "/api/service/rollups"): "viewer",
     ("GET", "/api/devices/{device}/service"): "viewer",
     ("GET", "/api/devices/{device}/service/history"): "viewer",
+    # Rollouts (central/api/routes/rollouts.py).
+    ("POST", "/api/rollouts/prepare"): "operator",
+    ("POST", "/api/rollouts/submit"): "operator",
+    ("GET", "/api/rollouts"): "viewer",
+    ("GET", "/api/rollouts/{rid}"): "viewer",
+    ("POST", "/api/rollouts/{rid}/pause"): "operator",
+    ("POST", "/api/rollouts/{rid}/resume"): "operator",
+    ("POST", "/api/rollouts/{rid}/abort"): "operator",
+    ("GET", "/rollouts"): "viewer",
 }
 #: Anyone: the city app's numbers (and the citizens' page showing them), liveness, and what it
 #: takes to log in.
@@ -84,7 +94,7 @@ PUBLIC = {
     ("POST", "/api/login"),
 }
 #: Browser pages: without a credential they answer 303 to the login page.
-PAGES = {"/", "/docs", "/map", "/history", "/alerts", "/actions", "/audit"}
+PAGES = {"/", "/docs", "/map", "/history", "/alerts", "/actions", "/audit", "/rollouts"}
 PUBLIC_MOUNTS = {"/static"}
 
 
@@ -132,7 +142,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     config = CentralConfig.model_validate({"mqtt": {"host": "localhost"}})
     app = create_app(
         store,
-        routers=[console_router(config, store, None), alerting_router(config, store, None)],
+        routers=[
+            console_router(config, store, None),
+            alerting_router(config, store, None),
+            rollouts_router(config, store),
+        ],
     )
     headers = {role: auth_headers(store, role) for role in ROLES}
     with TestClient(app) as client:

@@ -25,6 +25,8 @@ from agent.protocol import ConfigReported
 from central.api import auth
 from central.api.app import create_app
 from central.api.routes import alerting
+from central.api.routes.rollouts import rollouts_router
+from central.config import CentralConfig
 from central.ingest.consumer import IngestStats
 from central.store.base import (
     AlertChange,
@@ -95,13 +97,18 @@ def build_schema() -> Any:
     fill(store)
     # An admin token: every operation is reached (the roles are tests/unit/test_api_roles.py's).
     HEADERS.update(auth_headers(store, "admin"))
+    # The rollout API too, as titik-central run serves it (central/api/routes/rollouts.py).
+    config = CentralConfig.model_validate({"mqtt": {"host": "localhost"}})
     app = create_app(
         store,
         IngestStats(received=3, stored=2),
         web_dir=where / "no-web",
         clock=lambda: NOW,
-        # The alert lifecycle's endpoints (issue 19): windows, history, incidents.
-        routers=[alerting.build_router(store, require=auth.require, clock=lambda: NOW)],
+        routers=[
+            # The alert lifecycle's endpoints (issue 19): windows, history, incidents.
+            alerting.build_router(store, require=auth.require, clock=lambda: NOW),
+            rollouts_router(config, store),
+        ],
     )
     loaded = schemathesis.openapi.from_asgi("/openapi.json", app, headers=HEADERS)
     loaded.config.generation.update(max_examples=MAX_EXAMPLES)

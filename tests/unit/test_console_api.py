@@ -153,7 +153,17 @@ def test_without_a_credential(anonymous: TestClient) -> None:
 
 
 def test_pages_are_served(client: TestClient) -> None:
-    for url in ("/", "/login", "/map", "/history", "/alerts", "/actions", "/audit", "/city"):
+    for url in (
+        "/",
+        "/login",
+        "/map",
+        "/history",
+        "/alerts",
+        "/actions",
+        "/rollouts",
+        "/audit",
+        "/city",
+    ):
         r = client.get(url)
         assert r.status_code == 200, url
         assert r.headers["content-type"].startswith("text/html"), url

@@ -32,6 +32,7 @@ PAGES = {
     "/history": "history.html",
     "/alerts": "alerts.html",
     "/actions": "actions.html",
+    "/rollouts": "rollouts.html",
     "/audit": "audit.html",
 }
 #: The citizens' page: public, like the summary it shows.

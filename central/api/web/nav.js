@@ -8,6 +8,7 @@ export const atLeast = (role, want) => ROLES.indexOf(role) >= ROLES.indexOf(want
 
 const LINKS = [
   ["/", "Overview"], ["/map", "Map"], ["/alerts", "Alerts"], ["/actions", "Actions", "operator"],
+  ["/rollouts", "Rollouts"],
   ["/audit", "Audit"], ["/city", "Citizens"], ["/docs", "API"],
 ];
 
