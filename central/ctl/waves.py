@@ -54,7 +54,7 @@ class Unreachable(CtlError):
 
 
 @dataclass(frozen=True)
-class Api:
+class CentralApi:
     url: str
     token: str
     context: ssl.SSLContext | None
@@ -111,7 +111,7 @@ def http_error(exc: urllib.error.HTTPError, url: str) -> CtlError:
     return CtlError(f"central answered HTTP {exc.code}: {text}", EXIT_FAILED)
 
 
-def api_from(args: argparse.Namespace, env: Mapping[str, str]) -> Api:
+def api_from(args: argparse.Namespace, env: Mapping[str, str]) -> CentralApi:
     url = (args.api or env.get("TITIK_API") or DEFAULT_API).rstrip("/")
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise CtlError(f"--api {url!r}: an http:// or https:// URL of central", EXIT_USAGE)
@@ -135,7 +135,7 @@ def api_from(args: argparse.Namespace, env: Mapping[str, str]) -> Api:
         if not Path(args.api_ca).is_file():
             raise CtlError(f"--api-ca {args.api_ca}: no such file (a CA certificate, PEM)", 2)
         context = ssl.create_default_context(cafile=args.api_ca)
-    return Api(url, token, context, float(args.timeout))
+    return CentralApi(url, token, context, float(args.timeout))
 
 
 # -- start -----------------------------------------------------------------------------------
@@ -193,7 +193,9 @@ def check_prepared(body: Mapping[str, Any], prepared: Mapping[str, Any], prefix:
     return topic
 
 
-def cmd_start(api: Api, key: Ed25519PrivateKey, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_start(
+    api: CentralApi, key: Ed25519PrivateKey, args: argparse.Namespace, out: TextIO
+) -> int:
     from central.ctl.commands import read_config_file
 
     config = read_config_file(args.file)
@@ -265,7 +267,7 @@ def goes_on(rid: str, r: Mapping[str, Any]) -> str:
     )
 
 
-def follow(api: Api, rid: str, out: TextIO, poll: float) -> int:
+def follow(api: CentralApi, rid: str, out: TextIO, poll: float) -> int:
     """Print a line per wave and per status change until the rollout ends; 0 completed,
     1 halted or aborted (or central's API gone for --timeout), 130 after Ctrl-C. Whenever
     it stops before the end, it says that the rollout goes on in central and how to act."""
@@ -329,7 +331,7 @@ def show(r: Mapping[str, Any], out: TextIO) -> None:
         print(f"  {stamp}  {what}", file=out)
 
 
-def cmd_status(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_status(api: CentralApi, args: argparse.Namespace, out: TextIO) -> int:
     if args.id is None:
         items = api.call("GET", "/api/rollouts?limit=50")["items"]
         if not items:
@@ -356,7 +358,7 @@ def cmd_status(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_request(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_request(api: CentralApi, args: argparse.Namespace, out: TextIO) -> int:
     """Ask central to pause, resume or abort, and wait (up to --timeout) until it did."""
     action, rid = args.rollout_cmd, args.id
     path = f"/api/rollouts/{urllib.parse.quote(rid)}"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from central.ctl.session import CtlError
-from central.ctl.waves import Api, Unreachable, api_from, check_prepared, follow, gate_line
+from central.ctl.waves import CentralApi, Unreachable, api_from, check_prepared, follow, gate_line
 from central.rollout.plan import Limits, Plan, documents
 
 OLD = {"telemetry": {"interval_s": 60}}
@@ -75,7 +75,7 @@ def test_the_token_comes_from_a_file_or_the_environment_never_a_flag(tmp_path: A
         api_from(args, {})
 
 
-class Gone(Api):
+class Gone(CentralApi):
     """Central's API answering once, then not at all (central stopped): a stand-in for the
     HTTP side only; what is tested is what ctl tells the operator."""
 

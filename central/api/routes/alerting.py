@@ -45,7 +45,7 @@ class EventOut(BaseModel):
     note: str | None
 
 
-class HistoryOut(BaseModel):
+class AlertHistoryOut(BaseModel):
     id: str
     state: str = Field(description="open, acknowledged, snoozed or resolved")
     maintenance: int | None = Field(description="The window it was raised under")
@@ -169,13 +169,13 @@ def build_router(  # noqa: PLR0915 (one closure per endpoint)
         )
 
     @r.get("/api/alerts/{alert:path}/history", responses={404: {}})
-    def get_history(alert: AlertPath, who: Any = as_viewer) -> HistoryOut:
+    def get_history(alert: AlertPath, who: Any = as_viewer) -> AlertHistoryOut:
         """One alert's transitions, oldest first: who raised, acknowledged, snoozed, reopened
         or resolved it, and when."""
         a = lc().find(alert)
         if a is None:
             raise HTTPException(404, f"no alert {alert}; list them with GET /api/alerts")
-        return HistoryOut(
+        return AlertHistoryOut(
             id=a.id,
             state=a.state,
             maintenance=a.maintenance,
@@ -187,7 +187,7 @@ def build_router(  # noqa: PLR0915 (one closure per endpoint)
         )
 
     @r.post("/api/alerts/{alert:path}/reopen", responses={404: {}, 409: {}})
-    def reopen(alert: AlertPath, request: Request, who: Any = as_operator) -> HistoryOut:
+    def reopen(alert: AlertPath, request: Request, who: Any = as_operator) -> AlertHistoryOut:
         """Take back an acknowledgement or a snooze: the alert is open (and notifies) again."""
         a = lc().find(alert)
         if a is None or a.closed is not None:

@@ -86,7 +86,7 @@ class WaveOut(BaseModel):
     version: int
 
 
-class PrepareOut(BaseModel):
+class RolloutPrepareOut(BaseModel):
     prepare_id: str = Field(description="Submit the signatures with it within the TTL")
     topic: str
     documents: list[DocumentOut] = Field(description="The waves in order, then the restore")
@@ -98,7 +98,7 @@ class PrepareOut(BaseModel):
     expires_at: float
 
 
-class SubmitIn(BaseModel):
+class RolloutSubmitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prepare_id: str = Field(min_length=1, max_length=64)
     sigs: list[SigIn] = Field(
@@ -174,10 +174,10 @@ def rollout_out(r: StoredRollout, sizes: list[int] | None = None) -> RolloutOut:
     )
 
 
-def _prepare_out(p: PreparedRollout) -> PrepareOut:
+def _prepare_out(p: PreparedRollout) -> RolloutPrepareOut:
     n = len(p.plan.percents)
     names = [f"wave {i + 1} ({pct:g}%)" for i, pct in enumerate(p.plan.percents)] + ["restore"]
-    return PrepareOut(
+    return RolloutPrepareOut(
         prepare_id=p.prepare_id,
         topic=p.topic,
         documents=[
@@ -230,7 +230,7 @@ def build_router(
         return HTTPException(exc.status, str(exc))
 
     @r.post("/api/rollouts/prepare", responses={403: {}, 404: {}, 409: {}, 422: {}})
-    def prepare(body: PlanIn, request: Request, who: Caller = as_operator) -> PrepareOut:
+    def prepare(body: PlanIn, request: Request, who: Caller = as_operator) -> RolloutPrepareOut:
         """Check a plan and its config (against the agent's schema) and return each document
         with the exact bytes to sign; nothing is started."""
         target = f"group/{body.group}"
@@ -244,7 +244,7 @@ def build_router(
         return _prepare_out(p)
 
     @r.post("/api/rollouts/submit", status_code=201, responses={403: {}, 404: {}, 409: {}})
-    def submit(body: SubmitIn, request: Request, who: Caller = as_operator) -> RolloutOut:
+    def submit(body: RolloutSubmitIn, request: Request, who: Caller = as_operator) -> RolloutOut:
         """Start a prepared rollout once every document's signature verifies against one of
         [console] signing_keys; central's runner publishes its first wave within seconds."""
         kid = body.sigs[0].kid
