@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +50,29 @@ def pg_url(postgres: Postgres) -> Iterator[str]:
         yield url
     finally:
         postgres.drop_database(url.rsplit("/", 1)[1])
+
+
+#: Open files past which a test's end frees what dead apps still hold (below 1,024, where
+#: paho's ``select()`` cannot take a socket any more).
+OPEN_FILES_HIGH = 384
+
+
+@pytest.fixture(autouse=True)
+def _free_dead_apps() -> Iterator[None]:
+    """Let the apps of finished tests go, with the SQLite files they hold open.
+
+    FastAPI remembers up to 4,096 endpoint callables per cache for the process's life
+    (``fastapi.dependencies.models``, functools.lru_cache keyed by the callable), and our
+    endpoints are closures over their app, so every app a test made stayed alive, and with it
+    its stores' per-thread SQLite connections: ~780 open files after tests/unit alone, and the
+    broker tests after them failed to connect. In a served central there is one app, so this
+    is the suite's problem only: past :data:`OPEN_FILES_HIGH` open files, those caches are
+    emptied and a collection frees what nobody holds."""
+    yield
+    if len(os.listdir("/proc/self/fd")) > OPEN_FILES_HIGH:
+        import fastapi.dependencies.models as fastapi_models
+
+        for value in vars(fastapi_models).values():
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+        gc.collect()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -37,6 +36,7 @@ from central.store.base import (
 )
 from central.store.compliance import compliance
 from central.store.console import ConsoleQueries
+from central.store.tables import ThreadConnections
 
 BUCKET_S = 300
 DAY_S = 86400.0
@@ -226,9 +226,7 @@ class SqliteStore(ConsoleQueries):
         self.quarantine_rows = quarantine_rows
         self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._readers = ThreadConnections(self._connect)
         self._w = self._connect()
         rename_legacy_columns(self._w)
         self._w.executescript(SCHEMA)
@@ -242,21 +240,15 @@ class SqliteStore(ConsoleQueries):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
-        with self._lock:
-            self._conns.append(conn)
         return conn
 
     def _r(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+        """This thread's reader (the writer thread writes on ``_w``)."""
+        return self._readers.get()
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
+        self._readers.close()
+        self._w.close()
 
     # --- writes -------------------------------------------------------------------------
 
