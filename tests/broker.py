@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,3 +86,11 @@ def subscriber(
         yield sub
     finally:
         sub.close()
+
+
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: a test suite started in the
+    background by a non-interactive shell ignores SIGINT (POSIX: so do its children), and a
+    Python started with SIGINT ignored never raises KeyboardInterrupt, so the child's Ctrl-C
+    handling would never run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -23,7 +23,7 @@ import pytest
 from central.ctl import cli as ctl
 from central.ctl.session import EXIT_QUEUED, EXIT_USAGE
 from tests.agentproc import AgentProcess, write_config
-from tests.broker import Broker, Subscriber
+from tests.broker import Broker, Subscriber, ctrl_c_works
 
 pytestmark = pytest.mark.broker
 
@@ -227,6 +227,7 @@ def test_ctrl_c_during_a_canary_restores_the_canary_document(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_works,  # noqa: PLW1509 - resets one signal, takes no lock
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # printed once the canary documents are being published

@@ -21,7 +21,7 @@ import pytest
 
 from agent.protocol.cohort import cohort
 from central.store.audit import AuditLog
-from tests.broker import wait_until
+from tests.broker import ctrl_c_works, wait_until
 from tests.rollout_city import ROOT, City, rollout_city, sim_ssid, ssid
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -131,6 +131,7 @@ def test_ctrl_c_says_the_rollout_goes_on_in_central(city: City) -> None:
             city, "start", "--group", "g1", "--file", config_file(city, "Later"),
             "--id", "c-int", "--waves", "50,100", "--soak", "600", "--poll", "0.5")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(city),
+        preexec_fn=ctrl_c_works,  # noqa: PLW1509 - resets one signal, takes no lock
     )  # fmt: skip
     try:
         assert p.stdout is not None
