@@ -366,6 +366,8 @@ class Upgrader:
             return
         installed = self._result_file(INSTALL_RESULT)
         if installed is not None and not installed.startswith("ok"):
+            if self._worker_alive():
+                return  # its rollback comes next, and its result says where the gateway is
             self._write_journal({**j, "phase": "failed", "reason": installed})
             self._report(cid, "failed", error=f"install: {installed}; still {self.running()}")
             return

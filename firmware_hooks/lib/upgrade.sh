@@ -143,9 +143,11 @@ upgrade_worker() { # DIR MODE REASON
 		_up_result "$_w_dir/install.result" "ok"
 	else
 		# The package manager may have left the new version half-installed: put the old back.
+		# The rollback's result is written first: an agent that read "failed" here before
+		# it would report a failure where the gateway is back on its old version.
 		_w_err=$UPGRADE_ERR
-		_up_result "$_w_dir/install.result" "failed: $_w_err"
 		_up_rollback "$_w_dir" "$_w_fmt" "install failed: $_w_err"
+		_up_result "$_w_dir/install.result" "failed: $_w_err"
 		rm -f "$_w_dir/worker.pid"
 		return 0
 	fi

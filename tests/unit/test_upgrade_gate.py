@@ -9,6 +9,7 @@ or an earlier agent left, as they would be after a restart.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,34 @@ def test_a_damaged_journal_is_ignored_and_upgrades_stay_possible(
 
 def test_an_install_that_never_answers_ends_as_failed(tmp_path: Path) -> None:
     journal(tmp_path, deadline=time.time() - 120)
+    u = upgrader(tmp_path, Link())
+    u.tick()
+    assert steps(u) == [("failed", False)]
+
+
+def test_a_failed_install_waits_for_the_workers_rollback(tmp_path: Path) -> None:
+    """The worker writes install.result then rolls back; while it lives, the agent waits for
+    the rollback's result instead of reporting "failed" for a gateway that is back on its old
+    version (a race CI once lost)."""
+    up = journal(tmp_path)
+    (up / "install.result").write_text("failed: simulated failure\n")
+    worker = subprocess.Popen(["sleep", "60"])
+    try:
+        (up / "worker.pid").write_text(f"{worker.pid}\n")
+        u = upgrader(tmp_path, Link())
+        u.tick()
+        assert steps(u) == []
+        (up / "rollback.result").write_text("rolled back to 0.1.0: install failed: simulated\n")
+        u.tick()
+        assert steps(u) == [("rolled_back", False)]
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_failed_install_with_no_worker_left_is_reported_failed(tmp_path: Path) -> None:
+    up = journal(tmp_path)
+    (up / "install.result").write_text("failed: simulated failure\n")
     u = upgrader(tmp_path, Link())
     u.tick()
     assert steps(u) == [("failed", False)]
