@@ -36,9 +36,9 @@ from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
 from central.rollout.runner import RolloutRunner
-from central.store.alerting import AlertingStore
 from central.store.audit import AuditLog
 from central.store.base import StoreUnavailable
+from central.store.beside import alerting_of
 from central.store.pg import PgStore
 from central.store.pg.schema import SchemaTooNew
 from central.store.pg.store import describe
@@ -124,33 +124,28 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
         publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
     )
     consumer.periodic.append(runner.tick)
-    if config.store.url:
-        log.warning("on PostgreSQL, not yet: %s (issue 21)", ", ".join(NOT_ON_POSTGRESQL))
-    else:
-        consumer.periodic.append(alert_engine(config).tick)
+    consumer.periodic.append(alert_engine(config).tick)
     return store, consumer
-
-
-#: What runs on the SQLite store only, for now: central on PostgreSQL says so at start and
-#: serves neither (docs/central.md, "Central on PostgreSQL").
-NOT_ON_POSTGRESQL = (
-    "the alert lifecycle (history, maintenance windows, incidents, the webhook)",
-    "the Wi-Fi service reports' store and views",
-)
 
 
 def alert_engine(config: CentralConfig) -> AlertEngine:
     """The alert lifecycle (central/alerting/): history, windows, incidents, the webhook
     (its thread starts with the first notification)."""
     a = config.alerts
-    alerting = AlertingStore(config.store.path)
-    notifier = WEBHOOKS.setdefault(config.store.path, WebhookNotifier(a.webhook, alerting))
+    alerting = alerting_of(config.store)  # PostgreSQL with [store] url, else the SQLite file
+    assert alerting is not None  # noqa: S101 - a config always has a path
+    notifier = WEBHOOKS.setdefault(webhook_key(config), WebhookNotifier(a.webhook, alerting))
     return AlertEngine(alerting, a.incidents, notifier.submit, console_url=a.console_url)
 
 
 #: The webhook notifier of each store (one per process): the engine submits, the API shows
 #: its counters and submits operators' transitions.
-WEBHOOKS: dict[Path, WebhookNotifier] = {}
+WEBHOOKS: dict[Path | str, WebhookNotifier] = {}
+
+
+def webhook_key(config: CentralConfig) -> Path | str:
+    """The store's key in :data:`WEBHOOKS`: its PostgreSQL url, else its SQLite path."""
+    return config.store.url or config.store.path
 
 
 def warn_without_tokens(config: CentralConfig) -> None:
@@ -236,7 +231,7 @@ def http_server(
 ) -> uvicorn.Server:
     """``publisher``: the console's broker connection (central.actions.publish); without one,
     web actions are prepared but refused at submit (503)."""
-    notifier = WEBHOOKS.get(config.store.path)
+    notifier = WEBHOOKS.get(webhook_key(config))
     app = create_app(
         store,
         consumer.stats,
@@ -385,23 +380,23 @@ def cmd_audit_verify(config: CentralConfig) -> int:
 
 
 def cmd_maintenance(config: CentralConfig, args: argparse.Namespace) -> int:
-    if config.store.url:
-        print(
-            "titik-central maintenance: maintenance windows are not on PostgreSQL yet "
-            "(issue 21); they need central on its SQLite store",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    SqliteStore(config.store.path).close()  # the fleet's tables, before central's first start
-    audit_log = AuditLog(config.store.path)
+    try:
+        # The fleet's tables (and PostgreSQL's migrations), before central's first start.
+        open_store(config).close()
+    except (StoreUnavailable, SchemaTooNew) as exc:
+        print(f"titik-central maintenance: [store] url: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    audit_log = open_audit(config)
+    alerting = alerting_of(config.store)
+    assert alerting is not None  # noqa: S101 - a config always has a path
     try:
         return windows.run(
-            config.store.path,
+            alerting,
             args,
             _who(),
             lambda *a, **kw: audit_log.append(*a, key_id=None, via="cli", **kw),
         )
-    finally:
+    finally:  # windows.run closes the alerting store
         audit_log.close()
 
 

@@ -14,7 +14,6 @@ import re
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from central.store.alerting import AlertingError, AlertingStore, Window
@@ -115,8 +114,8 @@ def line(w: Window, now: float) -> str:
     )
 
 
-def run(path: Path, args: argparse.Namespace, who: str, audit: Any) -> int:
-    store = AlertingStore(path)
+def run(store: AlertingStore, args: argparse.Namespace, who: str, audit: Any) -> int:
+    """One ``titik-central maintenance`` action on ``store`` (SQLite or PostgreSQL)."""
     now = time.time()
     try:
         if args.action == "list":

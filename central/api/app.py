@@ -40,8 +40,8 @@ from central.config import MapConfig
 from central.ingest.consumer import IngestStats
 from central.store.audit import AuditLog
 from central.store.base import Store
+from central.store.beside import service_of
 from central.store.pg.tables import PgAuditLog, PgTokenStore
-from central.store.service import ServiceStore
 from central.store.tokens import TokenStore
 
 __all__ = ["WEB_DIR", "create_app"]
@@ -77,7 +77,7 @@ def create_app(
     ``collectors``: more series on /metrics (the webhook's:
     central.api.routes.alerting.WebhookCollector).
     ``service_score_below``: [alerts] service_score_below, for the service roll-ups (a store
-    without a path has no service tables, and no service endpoints).
+    with neither a path nor a url has no service tables, and no service endpoints).
     """
     path: Path | None = getattr(store, "path", None)
     url: str | None = getattr(store, "url", None)
@@ -97,7 +97,7 @@ def create_app(
     registry.register(AuthCollector(auth))
     for extra_collector in collectors:
         registry.register(extra_collector)
-    health = ServiceStore(path, clock=getattr(store, "clock", clock)) if path else None
+    health = service_of(store, clock=getattr(store, "clock", clock))
     if health is not None:
         registry.register(ServiceCollector(health, service_score_below))
     app = FastAPI(

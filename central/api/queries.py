@@ -48,6 +48,7 @@ from central.store.base import (
     ReportedDoc,
     Store,
 )
+from central.store.beside import alerting_of
 from central.store.compliance import compliance as compliance_of
 
 DAY_S = 86400.0
@@ -171,10 +172,9 @@ class Api:
         self._life: AlertingStore | None = None
 
     def _lifecycle(self) -> AlertingStore | None:
-        """The alert lifecycle's tables of the store's file (central/store/alerting.py)."""
-        path = getattr(self.store, "path", None)
-        if self._life is None and path is not None:
-            self._life = AlertingStore(path)
+        """The alert lifecycle's tables of the store's database (central/store/alerting.py)."""
+        if self._life is None:
+            self._life = alerting_of(self.store)
         return self._life
 
     def config_docs(self) -> tuple[dict[str, DesiredDoc], dict[str, ReportedDoc]] | None:

@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS alert_info_open ON alert_info (resolved);
 CREATE INDEX IF NOT EXISTS alert_info_incident ON alert_info (incident);
 CREATE TABLE IF NOT EXISTS maint_windows (
     id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT, device TEXT, region TEXT,
-    start REAL NOT NULL, end REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL,
+    start REAL NOT NULL, "end" REAL NOT NULL, reason TEXT NOT NULL, who TEXT NOT NULL,
     created REAL NOT NULL, deleted REAL, deleted_by TEXT
 );
 CREATE TABLE IF NOT EXISTS incidents (
@@ -161,7 +161,17 @@ def state_of(closed: float | None, event: str | None, until: float | None, now: 
     return "open"
 
 
+def no_nul(**fields: str | None) -> None:
+    """:class:`AlertingError` naming the first field that holds a NUL character: PostgreSQL's
+    text refuses it, so it is refused on both stores alike, before any row is written."""
+    for name, value in fields.items():
+        if value is not None and "\x00" in value:
+            raise AlertingError(f"{name}: holds a NUL character (\\x00); remove it")
+
+
 def parse_alert_id(alert_id: str) -> tuple[str, str, float]:
+    if "\x00" in alert_id:
+        raise ValueError("a NUL character is in no alert's id")
     kind, device, since = alert_id.split("/", 2)
     return kind, device, float(since)
 
@@ -178,7 +188,15 @@ LEFT JOIN alert_info i ON i.alert = a.id
 
 class AlertingStore(SqliteTables):
     """The lifecycle's tables; the ``alerts`` and ``devices`` tables must exist (open the
-    SqliteStore on the file first)."""
+    SqliteStore on the file first). On PostgreSQL: central/store/pg/tables.py's
+    PgAlertingStore runs this same code; the SQL both accept is written once here (``RETURNING
+    id``, ``ON CONFLICT``, ``"end"`` quoted), and what differs is in the two attributes below.
+    """
+
+    #: A gateway's groups as a JSON array text (``devices`` as ``d``): a JSON text in SQLite.
+    GROUPS_JSON = "coalesce(d.groups, '[]')"
+    #: ``devices`` (as ``d``) whose groups hold the ``?`` argument.
+    IN_GROUP = "EXISTS (SELECT 1 FROM json_each(d.groups) g WHERE g.value = ?)"
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(path, SCHEMA, clock=clock)
@@ -263,6 +281,7 @@ class AlertingStore(SqliteTables):
     ) -> None:
         if event not in EVENTS:
             raise AlertingError(f"event: one of {', '.join(EVENTS)}")
+        no_nul(who=who, note=note)
         self._conn().execute(
             "INSERT INTO alert_events (alert, at, event, who, until, note) VALUES (?,?,?,?,?,?)",
             (alert, self.clock() if at is None else at, event, who, until, note),
@@ -295,8 +314,8 @@ class AlertingStore(SqliteTables):
         return (
             self._conn()
             .execute(
-                "SELECT a.id, a.kind, a.device, a.since, a.detail, a.closed, d.region, d.site, "
-                "coalesce(d.groups, '[]') AS groups FROM alerts a "
+                "SELECT a.id, a.kind, a.device, a.since, a.detail, a.closed, d.region, d.site, "  # noqa: S608 - constants
+                f"{self.GROUPS_JSON} AS groups FROM alerts a "
                 "LEFT JOIN devices d ON d.device = a.device WHERE a.id > ? ORDER BY a.id LIMIT ?",
                 (after, limit),
             )
@@ -312,8 +331,8 @@ class AlertingStore(SqliteTables):
         maintenance: int | None,
     ) -> None:
         self._conn().execute(
-            "INSERT OR IGNORE INTO alert_info (alert, taken, region, site, maintenance) "
-            "VALUES (?,?,?,?,?)",
+            "INSERT INTO alert_info (alert, taken, region, site, maintenance) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (alert) DO NOTHING",
             (alert, at, region, site, maintenance),
         )
 
@@ -360,7 +379,10 @@ class AlertingStore(SqliteTables):
 
     def placement(self, device: str) -> tuple[list[str], str | None]:
         """A gateway's groups and region (what a maintenance window may name)."""
-        r = self._conn().execute("SELECT groups, region FROM devices WHERE device = ?", (device,))
+        r = self._conn().execute(
+            f"SELECT {self.GROUPS_JSON}, d.region FROM devices d WHERE d.device = ?",  # noqa: S608 - constants
+            (device,),
+        )
         row = r.fetchone()
         if row is None:
             return [], None
@@ -391,11 +413,12 @@ class AlertingStore(SqliteTables):
         if len(given) != 1:
             raise AlertingError("group: give exactly one of group, device or region")
         name, value = given[0]
+        no_nul(**{name: value}, reason=reason, who=who)
         conn = self._conn()
         if name == "group":
             known = (
                 conn.execute(
-                    "SELECT 1 FROM devices, json_each(devices.groups) g WHERE g.value = ? LIMIT 1",
+                    f"SELECT 1 FROM devices d WHERE {self.IN_GROUP} LIMIT 1",  # noqa: S608 - constants
                     (value,),
                 ).fetchone()
                 or conn.execute(
@@ -415,12 +438,12 @@ class AlertingStore(SqliteTables):
             raise AlertingError("end: is in the past; a window must end in the future")
         if not reason.strip():
             raise AlertingError("reason: say why (it is shown with every silenced alert)")
-        cur = conn.execute(
-            "INSERT INTO maint_windows (grp, device, region, start, end, reason, who, created) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+        wid = conn.execute(
+            'INSERT INTO maint_windows (grp, device, region, start, "end", reason, who, created) '
+            "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
             (group, device, region, start, end, reason.strip(), who, self.clock()),
-        )
-        return self._get_window(int(cur.lastrowid or 0))
+        ).fetchone()[0]
+        return self._get_window(int(wid))
 
     def _get_window(self, wid: int) -> Window:
         w = self.window(wid)
@@ -469,11 +492,12 @@ class AlertingStore(SqliteTables):
     # --- incidents --------------------------------------------------------------------------
 
     def open_incident(self, scope: str, key: str, at: float, first: float, last: float) -> int:
-        cur = self._conn().execute(
-            "INSERT INTO incidents (scope, key, opened, first_down, last_down) VALUES (?,?,?,?,?)",
+        row = self._conn().execute(
+            "INSERT INTO incidents (scope, key, opened, first_down, last_down) VALUES (?,?,?,?,?) "
+            "RETURNING id",
             (scope, key, at, first, last),
         )
-        return int(cur.lastrowid or 0)
+        return int(row.fetchone()[0])
 
     def active_incident(self, scope: str, key: str) -> tuple[int, float, float] | None:
         """The open incident of a region (or site): ``(id, first_down, last_down)``."""
@@ -539,11 +563,13 @@ class AlertingStore(SqliteTables):
     def delivery_started(self, subject: str, event: str) -> int:
         """A delivery begins; the table keeps the newest :data:`KEEP_DELIVERIES` rows."""
         conn = self._conn()
-        cur = conn.execute(
-            "INSERT INTO notifications (at, subject, event, status) VALUES (?,?,?,'sending')",
-            (self.clock(), subject, event),
+        nid = int(
+            conn.execute(
+                "INSERT INTO notifications (at, subject, event, status) "
+                "VALUES (?,?,?,'sending') RETURNING id",
+                (self.clock(), subject, event),
+            ).fetchone()[0]
         )
-        nid = int(cur.lastrowid or 0)
         if nid % 100 == 0:
             conn.execute("DELETE FROM notifications WHERE id <= ?", (nid - KEEP_DELIVERIES,))
         return nid

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from agent.protocol.score import score
 from agent.protocol.service import ServiceReport, encode_report
@@ -174,9 +174,17 @@ def _clients(r: ServiceReport) -> int | None:
     return min(sum(q.sta for q in r.ssids.values()), 2**63 - 1) if r.ssids else None
 
 
-def write(conn: sqlite3.Connection, rows: Iterable[ServiceRow]) -> None:
+class ExecuteMany(Protocol):
+    """What :func:`write` needs of a connection: ``sqlite3.Connection``, or PostgreSQL's
+    cursor behind central.store.pg.qmark.QmarkCursor (the same ``?`` statements)."""
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+def write(conn: ExecuteMany, rows: Iterable[ServiceRow]) -> None:
     """Inside the caller's transaction: the latest row and the history row of each report.
-    An older report (a redelivery, or one overtaken) never replaces a newer one."""
+    An older report (a redelivery, or one overtaken) never replaces a newer one. The same
+    statements on SQLite and PostgreSQL (central/store/pg/store.py)."""
     latest: list[tuple[Any, ...]] = []
     history: list[tuple[Any, ...]] = []
     reports: list[tuple[str, float, str]] = []
@@ -255,12 +263,22 @@ class Rollup:
     inet_failed: int
 
 
-#: The freshness test in SQL, on ``service_latest`` as ``s`` (argument: now).
-_FRESH = f"s.received >= ? - max({MIN_FRESH_S}, {STALE_REPORTS} * s.interval_s)"
-
-
 class ServiceStore(SqliteTables):
-    """Queries over the service tables (the API's threads; each its own connection)."""
+    """Queries over the service tables (the API's threads; each its own connection). On
+    PostgreSQL: central/store/pg/tables.py's PgServiceStore runs this same code, with the
+    three SQL functions below spelled its way."""
+
+    #: The larger of two values (SQLite's scalar ``max``).
+    GREATEST = "max"
+    #: How many rows of a group a condition ({}) holds for; 0 when none.
+    COUNT_TRUE = "total({})"
+    #: The length of a JSON array held as text ({}).
+    JSON_LEN = "json_array_length({})"
+
+    @property
+    def _fresh(self) -> str:
+        """The freshness test in SQL, on ``service_latest`` as ``s`` (argument: now)."""
+        return f"s.received >= ? - {self.GREATEST}({MIN_FRESH_S}, {STALE_REPORTS} * s.interval_s)"
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(path, SCHEMA, clock=clock)
@@ -297,7 +315,7 @@ class ServiceStore(SqliteTables):
         """``(device, score, fresh)`` of every AP with a report: the map's and table's colour."""
         now = self.clock()
         rows = self._conn().execute(
-            f"SELECT s.device, s.score, {_FRESH} FROM service_latest s ORDER BY s.device",  # noqa: S608 - constants
+            f"SELECT s.device, s.score, {self._fresh} FROM service_latest s ORDER BY s.device",  # noqa: S608 - constants
             (now,),
         )
         return [(r[0], int(r[1]), bool(r[2])) for r in rows]
@@ -307,7 +325,7 @@ class ServiceStore(SqliteTables):
     ) -> list[Latest]:
         """Fresh reports, lowest score first (ties: most deductions, then device id)."""
         now = self.clock()
-        where, args = [_FRESH], [now]
+        where, args = [self._fresh], [now]
         if region is not None:
             where.append("d.region = ?")
             args.append(region)  # type: ignore[arg-type]
@@ -317,7 +335,7 @@ class ServiceStore(SqliteTables):
         rows = self._conn().execute(
             "SELECT s.*, d.region, d.site, NULL AS report FROM service_latest s "  # noqa: S608 - fixed clauses
             f"LEFT JOIN devices d ON d.device = s.device WHERE {' AND '.join(where)} "
-            "ORDER BY s.score, json_array_length(s.deductions) DESC, s.device LIMIT ?",
+            f"ORDER BY s.score, {self.JSON_LEN.format('s.deductions')} DESC, s.device LIMIT ?",
             (*args, limit),
         )
         return [self._latest(r, now) for r in rows]
@@ -343,12 +361,14 @@ class ServiceStore(SqliteTables):
         """Per region, or per (region, site): APs, mean and min score, how many score under
         ``below``, how many have each probe failing. One SQL aggregate (fast at 10,000)."""
         site = "coalesce(d.site, '')" if by == "site" else "NULL"
+        n = self.COUNT_TRUE.format
         rows = self._conn().execute(
             f"SELECT coalesce(d.region, '') AS region, {site} AS site, count(*) AS aps, "  # noqa: S608 - constants
-            "avg(s.score) AS mean, min(s.score) AS min, total(s.score < ?) AS below, "
-            "total(s.dns_failed) AS dns, total(s.portal_failed) AS portal, "
-            "total(s.inet_failed) AS inet "
-            f"FROM service_latest s LEFT JOIN devices d ON d.device = s.device WHERE {_FRESH} "
+            f"avg(s.score) AS mean, min(s.score) AS min, {n('s.score < ?')} AS below, "
+            f"{n('s.dns_failed = 1')} AS dns, {n('s.portal_failed = 1')} AS portal, "
+            f"{n('s.inet_failed = 1')} AS inet "
+            "FROM service_latest s LEFT JOIN devices d ON d.device = s.device "
+            f"WHERE {self._fresh} "
             "GROUP BY 1, 2 ORDER BY 1, 2",
             (below, self.clock()),
         )

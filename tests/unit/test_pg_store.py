@@ -17,7 +17,7 @@ import pytest
 from central.store.base import DeviceState, Sample, StoreUnavailable, WriteBatch
 from central.store.pg import PgStore, schema
 from central.store.pg.store import describe, unavailable
-from central.store.pg.tables import PgAuditLog
+from central.store.pg.tables import PgAlertingStore, PgAuditLog
 from tests.broker import wait_until
 from tests.postgres import Postgres
 
@@ -36,7 +36,11 @@ def sql(url: str, query: str) -> list[tuple[object, ...]]:
 
 def names(url: str, table: str) -> list[str]:
     with psycopg.connect(url) as conn:
-        p = {"samples": schema.SAMPLES, "rollups_5m": schema.ROLLUPS}[table]
+        p = {
+            "samples": schema.SAMPLES,
+            "rollups_5m": schema.ROLLUPS,
+            "service_history": schema.SERVICE_HISTORY,
+        }[table]
         return sorted(schema.partitions(conn, p))
 
 
@@ -60,8 +64,8 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 3)
-        assert sql(pg_url, "SELECT version FROM schema_version") == [(3,)]
+        assert st.migrated == (1, schema.VERSION) == (1, 4)
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(4,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
         assert [p.clients for p in st.history("d", NOW - 10, NOW + 10)] == [5]
@@ -76,15 +80,50 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
     finally:
         st.close()
     again = PgStore(pg_url, clock=lambda: NOW)
-    assert again.migrated == (3, 3)
+    assert again.migrated == (4, 4)
     again.close()
+
+
+def test_a_version_3_database_gets_the_alert_lifecycle_and_service_tables_keeping_its_data(
+    pg_url: str,
+) -> None:
+    """Version 4 (the alert lifecycle, the service reports) on a database central left at
+    version 3: its rows stay, the new tables work, the service history is partitioned."""
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        for step in schema.MIGRATIONS[:3]:
+            conn.execute(step.encode())
+        conn.execute("INSERT INTO schema_version VALUES (3)")
+        conn.execute("INSERT INTO devices (device, region, groups) VALUES ('d', 'North', '{g}')")
+        conn.execute(
+            "INSERT INTO alerts (kind, device, since, detail) VALUES ('offline', 'd', %s, 'x')",
+            (NOW,),
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES ('t1', 'ann', 'admin', 'h', 0, NULL, NULL, NULL)"
+        )
+    st = PgStore(pg_url, clock=lambda: NOW)
+    try:
+        assert st.migrated == (3, 4)
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(4,)]
+        assert [(a.kind, a.device) for a in st.alerts()] == [("offline", "d")]
+        assert sql(pg_url, "SELECT name FROM tokens") == [("ann",)]
+        assert "service_history_20261126" in names(pg_url, "service_history")
+        life = PgAlertingStore(pg_url, clock=lambda: NOW)
+        (row,) = life.new_alerts(0)
+        assert (row["device"], row["groups"]) == ("d", '["g"]')
+        w = life.add_window(group="g", start=NOW, end=NOW + 60, reason="r", who="ann")
+        assert life.window_for("d", ["g"], "North", NOW + 1) == w
+        life.close()
+    finally:
+        st.close()
 
 
 def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(3\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(4\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 

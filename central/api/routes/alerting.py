@@ -24,6 +24,7 @@ from central.alerting.windows import check_span, parse_time
 from central.config import CentralConfig
 from central.store.alerting import AlertingError, AlertingStore, Incident, Window
 from central.store.base import Store
+from central.store.beside import alerting_of
 
 AlertPath = Annotated[
     str,
@@ -123,9 +124,9 @@ def _incident_out(i: Incident) -> IncidentOut:
 
 
 def lifecycle_of(store: Store) -> AlertingStore | None:
-    """The lifecycle tables of the store's SQLite file (None for a store without a file)."""
-    path = getattr(store, "path", None)
-    return AlertingStore(path) if path is not None else None
+    """The lifecycle tables of the store's database, SQLite or PostgreSQL (None for a store
+    with neither a file nor a url)."""
+    return alerting_of(store)
 
 
 def history_hook(

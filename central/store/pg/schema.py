@@ -46,6 +46,9 @@ class Partitioned:
 SAMPLES = Partitioned("samples", "ts", DAY_S)
 ROLLUPS = Partitioned("rollups_5m", "bucket", 7 * DAY_S)
 NET_ROLLUPS = Partitioned("rollups_net_5m", "bucket", 7 * DAY_S)
+#: The service reports' history (schema version 4): one row per AP and 5-minute bucket, kept
+#: as long as the 5-minute rollups, as in SQLite.
+SERVICE_HISTORY = Partitioned("service_history", "bucket", 7 * DAY_S)
 
 #: Version 1: the tables of the SQLite store's SCHEMA (central/store/sqlite.py), the same
 #: columns under the same names; ``groups`` is a text[] and ``versions`` a jsonb.
@@ -178,8 +181,64 @@ CREATE TABLE rollout_intents (
 );
 """
 
+#: Version 4: the alert lifecycle (central/store/alerting.py: history, maintenance windows,
+#: incidents, webhook deliveries) and the Wi-Fi service reports (central/store/service.py),
+#: the same columns as their SQLite SCHEMA. ``service_history`` is partitioned by ``bucket``
+#: (a week a partition) and dropped a partition at a time past ``store.rollup_days``, as the
+#: rollups are. ``device`` sorts bytewise (COLLATE "C"), as in SQLite.
+V4 = """
+CREATE TABLE alert_events (
+    seq bigserial PRIMARY KEY, alert bigint NOT NULL, at double precision NOT NULL,
+    event text NOT NULL, who text NOT NULL, until double precision, note text
+);
+CREATE INDEX alert_events_alert ON alert_events (alert, seq);
+CREATE TABLE alert_info (
+    alert bigint PRIMARY KEY, taken double precision NOT NULL, region text, site text,
+    maintenance bigint, incident bigint, notified bigint NOT NULL DEFAULT 0,
+    resolved double precision
+);
+CREATE INDEX alert_info_open ON alert_info (resolved);
+CREATE INDEX alert_info_incident ON alert_info (incident);
+CREATE TABLE maint_windows (
+    id bigserial PRIMARY KEY, grp text, device text, region text,
+    start double precision NOT NULL, "end" double precision NOT NULL, reason text NOT NULL,
+    who text NOT NULL, created double precision NOT NULL, deleted double precision,
+    deleted_by text
+);
+CREATE TABLE incidents (
+    id bigserial PRIMARY KEY, scope text NOT NULL, key text NOT NULL,
+    opened double precision NOT NULL, first_down double precision NOT NULL,
+    last_down double precision NOT NULL, resolved double precision,
+    notified_count bigint NOT NULL DEFAULT 0, notified_at double precision
+);
+CREATE INDEX incidents_open ON incidents (scope, key, resolved);
+CREATE TABLE notifications (
+    id bigserial PRIMARY KEY, at double precision NOT NULL, subject text NOT NULL,
+    event text NOT NULL, status text NOT NULL, attempts bigint NOT NULL DEFAULT 0,
+    error text, done double precision
+);
+CREATE TABLE alerting_meta (key text PRIMARY KEY, value double precision NOT NULL);
+CREATE TABLE service_latest (
+    device text COLLATE "C" PRIMARY KEY, ts double precision NOT NULL,
+    received double precision NOT NULL, interval_s bigint NOT NULL, score bigint NOT NULL,
+    deductions text NOT NULL, clients bigint, busy_pct double precision, dns_failed bigint,
+    portal_failed bigint, inet_failed bigint, failed text NOT NULL
+);
+CREATE TABLE service_report (
+    device text PRIMARY KEY, ts double precision NOT NULL, report text NOT NULL
+);
+CREATE TABLE service_history (
+    device text NOT NULL, bucket bigint NOT NULL, ts double precision NOT NULL,
+    score bigint NOT NULL, reasons text NOT NULL, radios text NOT NULL, ssids text NOT NULL,
+    probes text NOT NULL,
+    PRIMARY KEY (device, bucket)
+) PARTITION BY RANGE (bucket);
+CREATE TABLE service_history_default PARTITION OF service_history DEFAULT;
+CREATE INDEX service_history_device_ts ON service_history (device, ts);
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 VERSION = len(MIGRATIONS)
 
 

@@ -15,6 +15,9 @@
   explicit transaction.
 - Retention drops whole time partitions (central/store/pg/schema.py); the 5-minute rollups
   are folded in the database from a watermark on the samples' ids, as with SQLite.
+- The Wi-Fi service reports are written in the batch's transaction by the SQLite store's own
+  statements (central/store/service.py's ``write``, through :class:`QmarkCursor`); their
+  history is partitioned and retained as the rollups are.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agent.protocol import ConfigReported
+from central.store import service
 from central.store.base import (
     Alert,
     ComplianceRow,
@@ -52,6 +56,7 @@ from central.store.base import (
 )
 from central.store.compliance import compliance
 from central.store.pg import schema
+from central.store.pg.qmark import QmarkCursor
 from central.store.pg.queries import PgConsoleQueries
 
 BUCKET_S = 300
@@ -231,7 +236,7 @@ class PgStore(PgConsoleQueries):
             made += schema.ensure_partitions(
                 c, schema.SAMPLES, now - self.raw_days * DAY_S, now + AHEAD_S
             )
-            for p in (schema.ROLLUPS, schema.NET_ROLLUPS):
+            for p in (schema.ROLLUPS, schema.NET_ROLLUPS, schema.SERVICE_HISTORY):
                 made += schema.ensure_partitions(
                     c, p, now - self.rollup_days * DAY_S, now + 7 * DAY_S
                 )
@@ -290,6 +295,8 @@ class PgStore(PgConsoleQueries):
                         "ON CONFLICT (device, kind) WHERE closed IS NULL DO NOTHING",
                         (a.kind, a.device, a.at, a.detail),
                     )
+            if batch.service:
+                service.write(QmarkCursor(cur), batch.service)
             if batch.quarantined:
                 cur.executemany(
                     "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
@@ -325,6 +332,16 @@ class PgStore(PgConsoleQueries):
                 conn.execute(
                     "INSERT INTO quarantine (at, reason, topic, device, detail, size, payload) "
                     "VALUES (0, 'probe', '', NULL, '', 0, '')"
+                )
+                conn.execute(
+                    "INSERT INTO service_latest VALUES "
+                    "(%s, 0, 0, 0, 0, '[]', NULL, NULL, NULL, NULL, NULL, '[]')",
+                    (_PROBE,),
+                )
+                conn.execute("INSERT INTO service_report VALUES (%s, 0, '{}')", (_PROBE,))
+                conn.execute(
+                    "INSERT INTO service_history VALUES (%s, 0, 0, 0, '[]', '{}', '{}', '[]')",
+                    (_PROBE,),
                 )
         except Exception as exc:
             raise StoreUnavailable(f"the store refuses known-good rows: {exc}") from exc
@@ -375,10 +392,12 @@ class PgStore(PgConsoleQueries):
             n += schema.drop_one_expired(c, schema.SAMPLES, raw_cut)
             n += schema.drop_one_expired(c, schema.ROLLUPS, roll_cut)
             n += schema.drop_one_expired(c, schema.NET_ROLLUPS, roll_cut)
+            n += schema.drop_one_expired(c, schema.SERVICE_HISTORY, roll_cut)
             for table, col, cut in (
                 ("samples_default", "ts", raw_cut),
                 ("rollups_5m_default", "bucket", roll_cut),
                 ("rollups_net_5m_default", "bucket", roll_cut),
+                ("service_history_default", "bucket", roll_cut),
             ):
                 n += conn.execute(
                     f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - constants

@@ -1,6 +1,7 @@
-"""The tables beside the samples (API tokens and sessions, the audit log, rollouts) on
-PostgreSQL: the SQLite classes' own code (central/store/tokens.py, audit.py, rollouts.py),
-run on a connection that speaks their SQL to PostgreSQL.
+"""The tables beside the samples (API tokens and sessions, the audit log, rollouts, the alert
+lifecycle, the service reports' reads) on PostgreSQL: the SQLite classes' own code
+(central/store/tokens.py, audit.py, rollouts.py, alerting.py, service.py), run on a
+connection that speaks their SQL to PostgreSQL.
 
 Their SQL is plain (``?`` placeholders, ``BEGIN IMMEDIATE`` ... ``COMMIT``); what differs
 is handled here, once, instead of a second copy of every method:
@@ -15,8 +16,9 @@ is handled here, once, instead of a second copy of every method:
 - rows are read by name or by position, as ``sqlite3.Row`` is.
 
 The few methods with SQLite-only SQL (the audit's ``json_extract``) are overridden in
-:class:`PgAuditLog`. The tables themselves come with schema version 3
-(central/store/pg/schema.py).
+:class:`PgAuditLog`; the alerting and service classes name their few SQLite-only functions
+in class attributes, given here in PostgreSQL's spelling. The tables themselves come with
+schema versions 3 and 4 (central/store/pg/schema.py).
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from central.store import audit as sqlite_audit
+from central.store.alerting import AlertingStore
 from central.store.audit import AuditEntry, AuditLog
 from central.store.base import StoreUnavailable
 from central.store.pg import schema
+from central.store.pg.qmark import to_pg
 from central.store.pg.store import describe
 from central.store.rollouts import RolloutStore
+from central.store.service import ServiceStore
 from central.store.tokens import TokenStore
 
 POOL_MAX = 4
@@ -46,6 +51,7 @@ CONNECT_TIMEOUT_S = 10.0
 LOCK_TOKENS = 0x7469_7469_6B00_0010
 LOCK_AUDIT = 0x7469_7469_6B00_0011
 LOCK_ROLLOUTS = 0x7469_7469_6B00_0012
+LOCK_ALERTING = 0x7469_7469_6B00_0013
 
 
 class Row(dict[str, Any]):
@@ -125,7 +131,7 @@ class PgConn:
             finally:
                 self._pool.putconn(conn)
             return Result([], -1)
-        query = sql.replace("%", "%%").replace("?", "%s").encode()
+        query = to_pg(sql)
         if self._held is not None:
             return self._run(self._held, query, params)
         with self._pool.connection() as conn:
@@ -256,3 +262,27 @@ class PgAuditLog(PgTables, AuditLog):
             e = sqlite_audit._entry(r)
             out.setdefault(e.details["of"], []).append(e)
         return out
+
+
+class PgAlertingStore(PgTables, AlertingStore):
+    """The alert lifecycle (central/store/alerting.py) in PostgreSQL. An engine tick's
+    transaction holds the class's advisory lock, as SQLite's write lock serialised it."""
+
+    LOCK_KEY = LOCK_ALERTING
+    GROUPS_JSON = "coalesce(array_to_json(d.groups)::text, '[]')"
+    IN_GROUP = "? = ANY(d.groups)"
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._setup(url, clock)
+
+
+class PgServiceStore(PgTables, ServiceStore):
+    """The service reports' reads (central/store/service.py) in PostgreSQL; PgStore writes
+    them in the ingest batch's transaction."""
+
+    GREATEST = "greatest"
+    COUNT_TRUE = "coalesce(sum(({})::int), 0)"
+    JSON_LEN = "json_array_length(({})::json)"
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._setup(url, clock)
