@@ -1,5 +1,6 @@
-"""Issue 19: ``titik-central maintenance add/list/delete`` on the database file (as the token
-commands do): audited as the Unix user, bad input refused with exit 2 naming the field."""
+"""Issue 19: ``titik-central maintenance add/list/delete`` on central's database (as the token
+commands do): audited as the Unix user, bad input refused with exit 2 naming the field. On
+the SQLite file and on PostgreSQL (``[store] url``, issue 21) alike."""
 
 from __future__ import annotations
 
@@ -7,20 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from central.cli import main
-from central.store.audit import AuditLog
+from central.cli import main, open_audit
+from central.config import load_config
 from central.store.base import DeviceState, WriteBatch
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 
-@pytest.fixture
-def conf(tmp_path: Path) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def conf(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     db = tmp_path / "c.db"
-    store = SqliteStore(db)
+    store: SqliteStore | PgStore
+    if request.param == "sqlite":
+        store = SqliteStore(db)
+        where = f'path = "{db}"'
+    else:
+        url = request.getfixturevalue("pg_url")
+        store = PgStore(url)
+        where = f'url = "{url}"'
     store.write(WriteBatch(devices=[DeviceState("gw-1", region="Depok", groups=["kemang"])]))
     store.close()
     path = tmp_path / "central.toml"
-    path.write_text(f'[mqtt]\nhost = "localhost"\n[store]\npath = "{db}"\n')
+    path.write_text(f'[mqtt]\nhost = "localhost"\n[store]\n{where}\n')
     return path
 
 
@@ -45,7 +54,7 @@ def test_add_list_delete(conf: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "group/kemang" not in capsys.readouterr().out
     assert main(["maintenance", "list", "--all", "--config", str(conf)]) == 0
     assert "group/kemang" in capsys.readouterr().out
-    audit = AuditLog(Path(str(conf).replace("central.toml", "c.db")))
+    audit = open_audit(load_config(conf))
     try:
         entries = audit.page(limit=10).items
     finally:
@@ -63,12 +72,14 @@ def test_add_list_delete(conf: Path, capsys: pytest.CaptureFixture[str]) -> None
         (["--group", "kemang", "--end", "2026-13-01T00:00Z"], "end: '2026-13-01T00:00Z' is not"),
         (["--group", "kemang", "--start", "01:00", "--end", "+1h"], "start: '01:00' is not a time"),
         (["--group", "kemang", "--end", "1000"], "end: must be after start"),
+        # PostgreSQL's text refuses NUL: refused before any query, on both stores alike
+        (["--group", "kemang", "--end", "+1h", "--reason", "a\x00b"], "reason: holds a NUL"),
     ],
 )
 def test_bad_input_exits_2_naming_the_field(
     conf: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    code = main(["maintenance", "add", *args, "--reason", "r", "--config", str(conf)])
+    code = main(["maintenance", "add", "--reason", "r", *args, "--config", str(conf)])
     assert code == 2
     assert message in capsys.readouterr().err
     assert main(["maintenance", "delete", "7", "--config", str(conf)]) == 2

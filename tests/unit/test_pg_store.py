@@ -99,9 +99,7 @@ def test_a_version_3_database_gets_the_alert_lifecycle_and_service_tables_keepin
             "INSERT INTO alerts (kind, device, since, detail) VALUES ('offline', 'd', %s, 'x')",
             (NOW,),
         )
-        conn.execute(
-            "INSERT INTO tokens VALUES ('t1', 'ann', 'admin', 'h', 0, NULL, NULL, NULL)"
-        )
+        conn.execute("INSERT INTO tokens VALUES ('t1', 'ann', 'admin', 'h', 0, NULL, NULL, NULL)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
         assert st.migrated == (3, 4)

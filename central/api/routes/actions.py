@@ -121,15 +121,19 @@ class SigningOut(BaseModel):
     action_ttl_s: float
 
 
+#: A note holds no NUL character: PostgreSQL's text refuses it (422 on both stores alike).
+NOTE_PATTERN = r"^[^\x00]*$"
+
+
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str | None = Field(default=None, max_length=MAX_NOTE)
+    note: str | None = Field(default=None, max_length=MAX_NOTE, pattern=NOTE_PATTERN)
 
 
 class SnoozeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     minutes: int = Field(ge=1, le=MAX_SNOOZE_MIN)
-    note: str | None = Field(default=None, max_length=MAX_NOTE)
+    note: str | None = Field(default=None, max_length=MAX_NOTE, pattern=NOTE_PATTERN)
 
 
 class MarkOut(BaseModel):
