@@ -1,5 +1,6 @@
 """Issue 19, point 3, end to end: a real Mosquitto, ``titik-central run`` as a subprocess
-and the real test receiver (``titik-central webhook-receiver``).
+and the real test receiver (``titik-central webhook-receiver``); on the SQLite file and on
+a real PostgreSQL (``[store] url``, issue 21).
 
 300 gateways of one region going offline together (their retained Wills, as the broker
 publishes them when their links drop) give one incident and one notification, not 300;
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from central.sim.localbroker import free_port
 from tests.broker import Broker, wait_until
 from tests.integration.test_alert_webhook import ReceiverProc
 from tests.integration.test_central_hostile import Central, metric
-from tests.integration.test_central_ingest import Publisher, central_toml, rows, telemetry
+from tests.integration.test_central_ingest import Publisher, central_toml, telemetry
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -53,6 +54,19 @@ backoff_s = 0.1
 """
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_toml(request: pytest.FixtureRequest) -> Callable[[Path], None]:
+    """Points a central.toml at PostgreSQL (a fresh database) for the "postgresql" run."""
+    if request.param == "sqlite":
+        return lambda conf: None
+    url = request.getfixturevalue("pg_url")
+
+    def to_pg(conf: Path) -> None:
+        conf.write_text(conf.read_text().replace("[store]\n", f'[store]\nurl = "{url}"\n', 1))
+
+    return to_pg
+
+
 @pytest.fixture
 def receiver() -> Iterator[ReceiverProc]:
     rx = ReceiverProc()
@@ -61,12 +75,13 @@ def receiver() -> Iterator[ReceiverProc]:
 
 
 def test_300_gateways_down_together_are_one_incident(
-    broker: Broker, tmp_path: Path, receiver: ReceiverProc
+    broker: Broker, tmp_path: Path, receiver: ReceiverProc, store_toml: Callable[[Path], None]
 ) -> None:
     conf = central_toml(
         tmp_path / "central.toml", broker, client_id="c-incident", db=tmp_path / "c.db",
         extra=alerting_toml(f"http://127.0.0.1:{receiver.port}/hook"),
     )  # fmt: skip
+    store_toml(conf)
     central = Central(conf, tmp_path / "central.log")
     central.start(broker)
     pub = Publisher(broker, "gateways")
@@ -76,8 +91,8 @@ def test_300_gateways_down_together_are_one_incident(
             pub.publish(f"titik/gw/{gw}/status", status(True, REGION, i))
         pub.publish("titik/gw/gw-bogor/status", status(True, "Bogor", 0))
         wait_until(
-            lambda: rows(
-                central.db, "SELECT count(*) FROM devices WHERE online = 1 AND region IS NOT NULL"
+            lambda: central.rows(
+                "SELECT count(*) FROM devices WHERE online AND region IS NOT NULL"
             )[0][0]
             == N + 1,
             30,
@@ -126,12 +141,15 @@ def test_300_gateways_down_together_are_one_incident(
     assert rest == [], f"more notifications than one incident and one alert: {rest[:3]}"
 
 
-def test_a_webhook_that_is_down_costs_ingest_nothing(broker: Broker, tmp_path: Path) -> None:
+def test_a_webhook_that_is_down_costs_ingest_nothing(
+    broker: Broker, tmp_path: Path, store_toml: Callable[[Path], None]
+) -> None:
     down = free_port()
     conf = central_toml(
         tmp_path / "central.toml", broker, client_id="c-down", db=tmp_path / "c.db",
         extra=alerting_toml(f"http://127.0.0.1:{down}/hook"),
     )  # fmt: skip
+    store_toml(conf)
     central = Central(conf, tmp_path / "central.log")
     central.start(broker)
     pub = Publisher(broker, "gateways")
@@ -139,7 +157,7 @@ def test_a_webhook_that_is_down_costs_ingest_nothing(broker: Broker, tmp_path: P
         for i in range(5):
             pub.publish(f"titik/gw/gw-d{i}/status", status(True, "Depok", i))
         wait_until(
-            lambda: rows(central.db, "SELECT count(*) FROM devices WHERE device LIKE 'gw-d%'")[0][0]
+            lambda: central.rows("SELECT count(*) FROM devices WHERE device LIKE 'gw-d%'")[0][0]
             == 5,
             20,
             "statuses stored",
@@ -156,7 +174,7 @@ def test_a_webhook_that_is_down_costs_ingest_nothing(broker: Broker, tmp_path: P
         for seq in range(50):
             pub.publish("titik/gw/gw-live/telemetry", telemetry("gw-live", seq))
         wait_until(
-            lambda: rows(central.db, "SELECT count(*) FROM samples WHERE device = 'gw-live'")[0][0]
+            lambda: central.rows("SELECT count(*) FROM samples WHERE device = 'gw-live'")[0][0]
             == 50,
             20,
             "samples stored",

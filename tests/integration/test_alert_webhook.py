@@ -26,6 +26,8 @@ from central.alerting.webhook import WebhookNotifier
 from central.config import WebhookConfig
 from central.sim.localbroker import free_port
 from central.store.alerting import AlertingStore
+from central.store.pg import PgStore
+from central.store.pg.tables import PgAlertingStore
 from central.store.sqlite import SqliteStore
 
 SECRET = "s3cret-hmac-key-do-not-log"  # noqa: S105 (a test secret)
@@ -65,10 +67,17 @@ class ReceiverProc:
         self.proc.wait(10)
 
 
-@pytest.fixture
-def life(tmp_path: Path) -> Iterator[AlertingStore]:
-    SqliteStore(tmp_path / "t.db").close()
-    store = AlertingStore(tmp_path / "t.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def life(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AlertingStore]:
+    """The deliveries' table on SQLite, or on PostgreSQL (issue 21)."""
+    store: AlertingStore
+    if request.param == "sqlite":
+        SqliteStore(tmp_path / "t.db").close()
+        store = AlertingStore(tmp_path / "t.db")
+    else:
+        url = request.getfixturevalue("pg_url")
+        PgStore(url).close()
+        store = PgAlertingStore(url)
     yield store
     store.close()
 

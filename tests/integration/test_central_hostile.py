@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -45,11 +46,24 @@ class Central:
         self.log = log
         cfg = load_config(conf)
         self.db = cfg.store.path
+        #: PostgreSQL's url when central.toml sets ``[store] url`` (then ``db`` is unused).
+        self.url = cfg.store.url
         self.http = f"http://127.0.0.1:{cfg.http.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.probes = 0
         # The quarantine needs the operator role.
-        self.headers = auth_headers(self.db, "operator")
+        self.headers = auth_headers(cfg.store if self.url else self.db, "operator")
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        """``sql``'s rows in central's database, SQLite or PostgreSQL ([] before the tables
+        exist)."""
+        if not self.url:
+            return rows(self.db, sql)
+        try:
+            with psycopg.connect(self.url) as conn:
+                return [tuple(r) for r in conn.execute(sql.encode())]
+        except psycopg.errors.UndefinedTable:
+            return []
 
     def start(self, broker: Broker) -> None:
         self.proc = subprocess.Popen(
@@ -64,7 +78,7 @@ class Central:
 
         def stored() -> bool:
             nonlocal sent
-            if rows(self.db, PROBES_FROM.format(first)):
+            if self.rows(PROBES_FROM.format(first)):
                 return True
             probe.publish("titik/gw/gw-probe/telemetry", telemetry("gw-probe", self.probes))
             self.probes += 1

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,10 @@ from central.cli import build
 from central.config import CentralConfig, load_config
 from central.ingest.consumer import Consumer
 from central.store.pg import PgStore
+from central.store.pg.tables import PgAlertingStore, PgServiceStore
 from tests.broker import Broker, wait_until
 from tests.integration.test_central_ingest import Publisher, central_toml, telemetry
+from tests.service_reports import report
 
 pytestmark = pytest.mark.broker
 
@@ -94,6 +98,40 @@ def test_a_row_postgresql_refuses_is_set_aside_and_the_rest_is_stored(
         assert good is not None and good.seq == 19
 
 
+def test_service_reports_and_the_alert_lifecycle_run_on_postgresql(
+    broker: Broker, tmp_path: Path, pg_url: str
+) -> None:
+    """A service report through the broker is stored in PostgreSQL (its latest row and its
+    history); the failed portal probe raises an alert, and the alert engine, built by
+    central.cli.build() as for SQLite, takes it in: its history says "raised". Nothing of
+    this is written to a SQLite file."""
+    cfg = load_config(pg_toml(tmp_path, broker, pg_url, "c-pg-life"))
+    with running(cfg) as (store, _):
+        pub = Publisher(broker)
+        now = time.time()
+        pub.publish("titik/gw/gw-s/service", json.dumps(report("dead_portal", ts=now)).encode())
+        pub.close(1)
+        service = PgServiceStore(pg_url)
+        life = PgAlertingStore(pg_url)
+        try:
+            wait_until(lambda: service.latest("gw-s") is not None, 15, "the report stored")
+            latest = service.latest("gw-s")
+            assert latest is not None and latest.failed == ["portal"]
+            assert len(service.history("gw-s", now - 1, now + 1)) == 1
+            aid = next(a for a in store.alerts() if a.kind == "service_probe")
+            wait_until(
+                lambda: [e.event for e in life.history(life.rows(open_only=True)[0].rowid)]
+                == ["raised"],
+                15,
+                "the alert taken in by the lifecycle",
+            )
+            assert aid.device == "gw-s"
+        finally:
+            service.close()
+            life.close()
+    assert not (tmp_path / "c.db").exists()
+
+
 def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
     broker: Broker, tmp_path: Path, pg_url: str
 ) -> None:
@@ -146,5 +184,6 @@ def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
             proc.kill()
             proc.wait()
     log = (tmp_path / "central.log").read_text()
-    assert "store: PostgreSQL titik@127.0.0.1:" in log and "(schema version 0 -> 3)" in log
+    assert "store: PostgreSQL titik@127.0.0.1:" in log and "(schema version 0 -> 4)" in log
+    assert "not yet" not in log  # every feature of SQLite's central is on PostgreSQL too
     assert not (tmp_path / "c.db").exists()  # tokens, audit, rollouts: in PostgreSQL too
