@@ -29,6 +29,7 @@ from central.api.routes.actions import build_router
 from central.config import CentralMqttConfig, MapConfig
 from central.sim.fleet import gateway_plan
 from central.store.base import AlertChange, DeviceState, Sample, WriteBatch
+from central.store.pg import PgStore
 from central.store.sqlite import SqliteStore
 
 SHOWCASE = "gw-sim-00000"
@@ -114,9 +115,15 @@ class ConsoleServer:
     #: (host, port), signatures checked against these keys ([console] signing_keys).
     broker: tuple[str, int] | None = None
     signing_keys: list[str] = field(default_factory=list)
+    #: PostgreSQL's url (an empty database) to serve from instead of a SQLite file.
+    pg_url: str | None = None
 
     def __post_init__(self) -> None:
-        self.store = SqliteStore(self.tmp / "console.db", clock=time.time)
+        self.store: SqliteStore | PgStore
+        if self.pg_url:
+            self.store = PgStore(self.pg_url, clock=time.time)
+        else:
+            self.store = SqliteStore(self.tmp / "console.db", clock=time.time)
         self.plan = fill(self.store, self.n, self.now)
         self.publisher: MqttPublisher | None = None
         routers = []

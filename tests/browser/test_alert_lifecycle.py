@@ -1,6 +1,7 @@
 """Issue 19, point 4 (alerts): the alerts page in Debian's chromium against the real API.
 
-``tests/browser/console_app.py`` serves ``create_app`` over a real SQLite store (titik-sim's
+``tests/browser/console_app.py`` serves ``create_app`` over a real store, SQLite and then
+PostgreSQL (issue 21), (titik-sim's
 plan, 300 access points, some offline with their alerts), with the console's actions publishing
 through a real Mosquitto; the alert lifecycle engine (central/alerting/engine.py) runs on the
 same file, ticked by the test where central's writer thread would tick it, and its
@@ -21,8 +22,8 @@ import pytest
 
 from central.alerting.engine import AlertEngine
 from central.config import IncidentsConfig
-from central.store.alerting import AlertingStore
 from central.store.base import AlertChange, WriteBatch
+from central.store.beside import alerting_of
 from tests.broker import Broker
 from tests.browser.console_app import ConsoleServer, offline
 from tests.browser.test_console import CHROMIUM, CHROMIUM_ARGS, Tab, login
@@ -49,17 +50,23 @@ class Site:
         return self.server.url
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
     assert CHROMIUM.exists()
     tmp = tmp_path_factory.mktemp("alerts")
     (tmp / "broker").mkdir()
     broker = Broker(tmp / "broker")
     broker.start()
-    server = ConsoleServer(tmp, n=N, broker=(broker.host, broker.port))
+    pg_url = None
+    if request.param == "postgresql":
+        pg_url = request.getfixturevalue("postgres").create_database()
+    server = ConsoleServer(tmp, n=N, broker=(broker.host, broker.port), pg_url=pg_url)
     server.start()
     sent: list[dict[str, Any]] = []
-    life = AlertingStore(server.store.path)
+    life = alerting_of(server.store)
+    assert life is not None
     engine = AlertEngine(life, IncidentsConfig(group_wait_s=0, min_count=1000), sent.append)
     engine.tick()  # takes in the alerts the store holds: each gets its "raised"
     s = Site(server, broker, engine, sent)
@@ -207,7 +214,7 @@ def test_gateways_down_together_are_one_incident_line(site: Site, tab: Tab) -> N
         )
     )
     grouping = AlertEngine(
-        AlertingStore(site.server.store.path), IncidentsConfig(group_wait_s=0, min_count=3),
+        alerting_of(site.server.store), IncidentsConfig(group_wait_s=0, min_count=3),
         site.sent.append,
     )  # fmt: skip
     before = len(site.sent)

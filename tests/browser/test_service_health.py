@@ -62,10 +62,16 @@ FAULTS = {
 HISTORY = "gw-sim-00004"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConsoleServer, str]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ConsoleServer, str]]:
+    """The console over SQLite, then over PostgreSQL (issue 21)."""
     tmp = tmp_path_factory.mktemp("service-console")
-    srv = ConsoleServer(tmp, n=N)
+    pg_url = None
+    if request.param == "postgresql":
+        pg_url = request.getfixturevalue("postgres").create_database()
+    srv = ConsoleServer(tmp, n=N, pg_url=pg_url)
     now = time.time()
     rows = []
     for p in srv.plan:
