@@ -36,13 +36,13 @@ from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
 from central.ingest.consumer import Consumer
 from central.rollout.runner import RolloutRunner
+from central.store.alerting import AlertingStore
 from central.store.audit import AuditLog
 from central.store.base import StoreUnavailable
-from central.store.beside import alerting_of
 from central.store.pg import PgStore
 from central.store.pg.schema import SchemaTooNew
 from central.store.pg.store import describe
-from central.store.pg.tables import PgAuditLog, PgRolloutStore, PgTokenStore
+from central.store.pg.tables import PgAlertingStore, PgAuditLog, PgRolloutStore, PgTokenStore
 from central.store.rollouts import RolloutStore
 from central.store.sqlite import SqliteStore
 from central.store.tokens import ROLES, Token, TokenError, TokenStore
@@ -97,6 +97,13 @@ def open_rollouts(config: CentralConfig) -> RolloutStore:
     return RolloutStore(config.store.path)
 
 
+def open_alerting(config: CentralConfig) -> AlertingStore:
+    """The alert lifecycle's tables: in PostgreSQL with ``[store] url``, else the SQLite file."""
+    if config.store.url:
+        return PgAlertingStore(config.store.url)
+    return AlertingStore(config.store.path)
+
+
 def where(config: CentralConfig) -> str:
     """Where central's data is, for messages: the SQLite path or PostgreSQL's
     user@host:port/db (never a password)."""
@@ -132,8 +139,7 @@ def alert_engine(config: CentralConfig) -> AlertEngine:
     """The alert lifecycle (central/alerting/): history, windows, incidents, the webhook
     (its thread starts with the first notification)."""
     a = config.alerts
-    alerting = alerting_of(config.store)  # PostgreSQL with [store] url, else the SQLite file
-    assert alerting is not None  # noqa: S101 - a config always has a path
+    alerting = open_alerting(config)
     notifier = WEBHOOKS.setdefault(webhook_key(config), WebhookNotifier(a.webhook, alerting))
     return AlertEngine(alerting, a.incidents, notifier.submit, console_url=a.console_url)
 
@@ -387,8 +393,7 @@ def cmd_maintenance(config: CentralConfig, args: argparse.Namespace) -> int:
         print(f"titik-central maintenance: [store] url: {exc}", file=sys.stderr)
         return EXIT_FAILED
     audit_log = open_audit(config)
-    alerting = alerting_of(config.store)
-    assert alerting is not None  # noqa: S101 - a config always has a path
+    alerting = open_alerting(config)
     try:
         return windows.run(
             alerting,
