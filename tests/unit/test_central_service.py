@@ -6,12 +6,14 @@ and on PostgreSQL (issue 21: central/store/service.py's code on both, PgServiceS
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -174,6 +176,45 @@ def test_a_nul_in_a_reports_names_is_stored_escaped_beside_the_rest_of_its_batch
     (point,) = rig.service.history("gw-1", 0, rig.now + 1)
     assert "ph\x00y" in point.radios
     assert rig.service.latest("gw-2") is not None
+
+
+def refuse_device(rig: Rig, device: str) -> None:
+    """The database itself refuses ``device``'s service rows: a trigger in SQLite or
+    PostgreSQL, as a row either would refuse on its own (the writer cannot tell the two)."""
+    if isinstance(rig.store, PgStore):
+        with psycopg.connect(rig.store.url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'refused by the test'; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON service_latest FOR EACH ROW "
+                f"WHEN (NEW.device = '{device}') EXECUTE FUNCTION refuse()"
+            )
+    else:
+        with sqlite3.connect(rig.store.path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON service_latest "
+                f"WHEN NEW.device = '{device}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+
+def test_a_report_the_database_refuses_is_set_aside_and_the_rest_stored(rig: Rig) -> None:
+    """The writer splits the batch and sets the refused report aside in the quarantine with
+    reason "store" (counted, acked); the other reports of its batch are stored."""
+    refuse_device(rig, "gw-bad")
+    rig.commit(
+        [
+            Incoming(f"titik/gw/{d}/service", json.dumps(report(ts=rig.now)).encode(), 0, 0, 0)
+            for d in ("gw-a", "gw-bad", "gw-b")
+        ]
+    )
+    assert rig.consumer.stats.bad["store"] == 1
+    assert rig.consumer.stats.accepted["service"] == 2
+    (row,) = rig.store.quarantine(reason="store").items
+    assert row.device == "gw-bad" and row.topic == "titik/gw/gw-bad/service"
+    assert rig.service.latest("gw-bad") is None
+    assert rig.service.latest("gw-a") is not None and rig.service.latest("gw-b") is not None
 
 
 def test_an_older_report_never_replaces_a_newer_one(rig: Rig) -> None:
