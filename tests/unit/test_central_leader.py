@@ -1,0 +1,130 @@
+"""One evaluator among several centrals (central/store/pg/leader.py) on a real PostgreSQL
+(tests/postgres.py), and the leader's merge of what other instances stored
+(central/ingest/fleet.py, ``FleetState.merge``)."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import pytest
+
+from central.ingest.fleet import FleetState, Rules
+from central.store.base import Alert, DeviceState
+from central.store.pg.leader import LEADER_MSG, LOCK_LEADER, STANDBY_MSG, Leadership
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_sqlite_is_always_the_leader() -> None:
+    alone = Leadership(None)
+    assert alone.leader and alone.check() and alone.check()
+    alone.close()
+    assert alone.leader
+
+
+def test_one_leader_the_other_takes_over_when_its_session_ends(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "titik.central.leader")
+    clock = Clock()
+    changes: list[tuple[str, bool]] = []
+    a = Leadership(pg_url, retry_s=3, clock=clock, on_change=lambda x: changes.append(("a", x)))
+    b = Leadership(pg_url, retry_s=3, clock=clock, on_change=lambda x: changes.append(("b", x)))
+    try:
+        assert a.check() is True
+        assert b.check() is False
+        assert a.check() and a.leader and not b.leader
+        # The standby does not ask again before its retry time.
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'titik-central leader' AND pid IN "
+                "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s)",
+                (LOCK_LEADER & 0xFFFFFFFF,),
+            )
+        assert b.check() is False  # the lock is free, but b's turn has not come
+        # The leader's session ended (as a SIGKILL of its process ends it): it stops at once.
+        assert a.check() is False and not a.leader
+        clock.t += 3
+        assert b.check() is True and b.leader
+        assert a.check() is False  # a's turn not yet; then it finds the lock held
+        clock.t += 3
+        assert a.check() is False
+        assert changes == [("a", True), ("a", False), ("b", True)]
+    finally:
+        a.close()
+        b.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "titik.central.leader"]
+    assert said.count(LEADER_MSG) == 2 and said.count(STANDBY_MSG) == 2
+    assert any("lost the database connection" in m for m in said)
+
+
+def test_close_gives_the_lock_up(pg_url: str) -> None:
+    clock = Clock()
+    a, b = Leadership(pg_url, clock=clock), Leadership(pg_url, clock=clock)
+    try:
+        assert a.check() and not b.check()
+        a.close()
+        clock.t += 10
+        assert b.check()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_standby_without_the_database_keeps_trying() -> None:
+    clock = Clock()
+    # A port nothing listens on (the discard port on loopback): connection refused at once.
+    x = Leadership("postgresql://titik@127.0.0.1:9/none?connect_timeout=2", clock=clock)
+    assert x.check() is False and not x.leader
+    clock.t += 10
+    assert x.check() is False
+
+
+def dev(name: str, **kw: object) -> DeviceState:
+    base: dict[str, object] = {"device": name, "online": True, "last_seen": 100.0, "sid": "s"}
+    base.update(kw)
+    return DeviceState(**base)  # type: ignore[arg-type]
+
+
+def test_merge_takes_the_newer_news_and_judges_alerts_again() -> None:
+    fleet = FleetState(Rules())
+    fleet.states = {
+        "seen-here": dev("seen-here", last_seen=200.0, seq=20),
+        "seen-there": dev("seen-there", last_seen=100.0, seq=10, temp_c=90.0),
+        "will-there": dev("will-there", last_seen=150.0),
+        "stale-here": dev(
+            "stale-here", online=False, offline_since=100.0, offline_reason="stale"
+        ),
+    }
+    stored = [
+        dev("seen-here", last_seen=150.0, seq=15),  # an older view written over ours
+        dev("seen-there", last_seen=180.0, seq=18, temp_c=50.0),
+        # Another instance took its Will after we last saw it alive.
+        dev("will-there", last_seen=120.0, online=False, offline_since=160.0,
+            offline_reason="will"),  # fmt: skip
+        dev("stale-here", last_seen=130.0, seq=13),  # alive again, seen elsewhere
+        dev("only-there", last_seen=170.0),
+    ]
+    open_alerts = [
+        Alert("temp", "seen-there", 90.0, "temp 90°C >= 80°C"),  # opened by another instance
+        Alert("offline", "stale-here", 100.0, "offline since ..."),
+    ]
+    fleet.merge(stored, open_alerts, 200.0)
+    s = fleet.states
+    assert s["seen-here"].seq == 20 and fleet.dirty == {"seen-here"}  # ours is written again
+    assert s["seen-there"].seq == 18
+    assert not s["will-there"].online and s["will-there"].offline_reason == "will"
+    assert s["stale-here"].online and "only-there" in s
+    _, changes = fleet.take()
+    closed = sorted((c.device, c.kind) for c in changes if c.close)
+    assert closed == [("seen-there", "temp"), ("stale-here", "offline")]
+    assert not [c for c in changes if not c.close]
+    assert fleet.open_alerts == {}
