@@ -5,13 +5,19 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from central.config import parse_config
+from central.ingest.consumer import Consumer
 from central.ingest.fleet import FleetState, Rules
-from central.store.base import Alert, DeviceState
+from central.store.base import Alert, DeviceState, WriteBatch
 from central.store.pg.leader import LEADER_MSG, LOCK_LEADER, STANDBY_MSG, Leadership
+from central.store.sqlite import SqliteStore
 
 
 class Clock:
@@ -100,16 +106,15 @@ def test_merge_takes_the_newer_news_and_judges_alerts_again() -> None:
         "seen-here": dev("seen-here", last_seen=200.0, seq=20),
         "seen-there": dev("seen-there", last_seen=100.0, seq=10, temp_c=90.0),
         "will-there": dev("will-there", last_seen=150.0),
-        "stale-here": dev(
-            "stale-here", online=False, offline_since=100.0, offline_reason="stale"
-        ),
+        "stale-here": dev("stale-here", online=False, offline_since=100.0, offline_reason="stale"),
     }
     stored = [
         dev("seen-here", last_seen=150.0, seq=15),  # an older view written over ours
         dev("seen-there", last_seen=180.0, seq=18, temp_c=50.0),
         # Another instance took its Will after we last saw it alive.
-        dev("will-there", last_seen=120.0, online=False, offline_since=160.0,
-            offline_reason="will"),  # fmt: skip
+        dev(
+            "will-there", last_seen=120.0, online=False, offline_since=160.0, offline_reason="will"
+        ),
         dev("stale-here", last_seen=130.0, seq=13),  # alive again, seen elsewhere
         dev("only-there", last_seen=170.0),
     ]
@@ -128,3 +133,40 @@ def test_merge_takes_the_newer_news_and_judges_alerts_again() -> None:
     assert closed == [("seen-there", "temp"), ("stale-here", "offline")]
     assert not [c for c in changes if not c.close]
     assert fleet.open_alerts == {}
+
+
+def test_a_standby_consumer_ingests_but_evaluates_nothing(tmp_path: Path) -> None:
+    """The writer asks the leadership each round: a standby runs no periodic job, no fleet
+    check (a gateway silent for long stays as stored), no roll-up; the leader does."""
+    cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{tmp_path / "c.db"}"\n')
+    store = SqliteStore(cfg.store.path)
+    now = time.time()
+    store.write(WriteBatch(devices=[dev("gw-quiet", last_seen=now - 3600, interval_s=60)]))
+    consumer = Consumer(cfg, store)
+    leading = threading.Event()
+    asked = threading.Semaphore(0)
+    ran = threading.Event()
+
+    def leader() -> bool:
+        asked.release()
+        return leading.is_set()
+
+    consumer.leader = leader
+    consumer.periodic.append(lambda _now: ran.set())
+    stop = threading.Event()
+    writer = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    writer.start()
+    try:
+        for _ in range(3):  # three rounds as a standby
+            assert asked.acquire(timeout=10)
+        assert not ran.is_set() and not consumer.stats.leader
+        quiet = store.device("gw-quiet")
+        assert quiet is not None and quiet.online
+        leading.set()
+        assert ran.wait(10) and consumer.stats.leader
+        quiet = store.device("gw-quiet")
+        assert quiet is not None and not quiet.online  # the leader's check found it stale
+    finally:
+        stop.set()
+        writer.join(10)
+        store.close()
