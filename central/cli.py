@@ -123,8 +123,11 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
     consumer.leader = leadership.check
     consumer.on_stop.append(leadership.close)
     consumer.stats.leader = leadership.leader
-    if config.store.url:
+    if isinstance(store, PgStore):
         consumer.reconcile_s = RECONCILE_S
+        consumer.instances = leadership.instances
+        consumer.stored_news = store.device_news
+        consumer.stored_rows = store.devices_named
     runner = RolloutRunner(
         open_rollouts(config),
         prefix=config.mqtt.topic_prefix,

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -357,6 +357,15 @@ class Consumer:
         #: 0: this instance sees every message (SQLite), its memory is the fleet's state.
         self.reconcile_s = 0.0
         self._next_reconcile = 0.0
+        #: How many instances share the store (central/store/pg/leader.py): alone, the
+        #: leader's memory is the fleet's state and it merges only once after taking over.
+        self.instances: Callable[[], int] = lambda: 1
+        #: The stored news of every gateway, and the rows of those named (PgStore's
+        #: ``device_news``, ``devices_named``): the merge reads only the rows newer than its
+        #: own. Unset: every row (``load_devices``).
+        self.stored_news: Callable[[], Mapping[str, float]] | None = None
+        self.stored_rows: Callable[[list[str]], list[DeviceState]] | None = None
+        self._must_merge = True
         #: Called by :meth:`stop` after the disconnect (the leadership's lock is given up).
         self.on_stop: list[Callable[[], object]] = []
 
@@ -429,7 +438,10 @@ class Consumer:
             now = self.clock()
             if now >= next_check:
                 next_check = now + CHECK_EVERY_S
-                leading = self.stats.leader = bool(self._maintain("leadership", self._leading))
+                leading = bool(self._maintain("leadership", self._leading))
+                if leading and not self.stats.leader:
+                    self._must_merge = True  # taking over: this one's memory is partial
+                self.stats.leader = leading
                 if leading:
                     self._maintain("fleet check", functools.partial(self._check, now, stop))
                 self._commit([], stop, flush=True)
@@ -459,10 +471,21 @@ class Consumer:
             if now < self._next_reconcile:
                 return 0
             self._next_reconcile = now + self.reconcile_s
-            self._commit([], stop, flush=True)
-            self.fleet.merge(self.store.load_devices(), self.store.alerts(open_only=True), now)
+            shared = self.instances() > 1
+            if shared or self._must_merge:
+                self._merge(now, stop)
+            # Once more after the others went: what they stored last is merged then.
+            self._must_merge = shared
         self.fleet.check(now)
         return 0
+
+    def _merge(self, now: float, stop: threading.Event) -> None:
+        self._commit([], stop, flush=True)
+        if self.stored_news is None or self.stored_rows is None:
+            rows = self.store.load_devices()
+        else:
+            rows = self.stored_rows(self.fleet.newer_stored(self.stored_news()))
+        self.fleet.merge(rows, self.store.alerts(open_only=True), now)
 
     def _maintain(self, what: str, job: Callable[[], int]) -> int:
         """Run a roll-up or retention round; a failure is logged and the round tried again

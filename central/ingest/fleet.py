@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -248,12 +248,26 @@ class FleetState:
                     f"{self.rules.offline_after_s / 60:g} min)",
                 )
 
+    def newer_stored(self, stored_news: Mapping[str, float]) -> list[str]:
+        """The gateways whose stored row is newer news than this instance's state (their rows
+        are for :meth:`merge`); those whose state here is newer than their row are marked to be
+        written again (another instance wrote an older view over them)."""
+        out = []
+        for device, at in stored_news.items():
+            st = self.states.get(device)
+            if st is None or at > news(st):
+                out.append(device)
+            elif news(st) > at:
+                self.dirty.add(device)
+        return out
+
     def merge(
         self, stored: Iterable[DeviceState], open_alerts: Iterable[Alert], now: float
     ) -> None:
         """Take in what other central instances stored (several instances share the messages,
         so each holds only part of every gateway's; central/store/pg/leader.py). Call with
-        nothing of this instance's unwritten (``take()`` just written).
+        nothing of this instance's unwritten (``take()`` just written); ``stored`` may be every
+        row or only those :meth:`newer_stored` named.
 
         A stored row replaces this instance's state of a gateway when it is newer: a live
         sample or online status seen later (``last_seen``), or an offline status taken after
@@ -331,7 +345,7 @@ class FleetState:
             self.changes.append(AlertChange(kind, device, now, close=True))
 
 
-def _news(st: DeviceState) -> float:
+def news(st: DeviceState) -> float:
     """When central last heard of the gateway: alive (``last_seen``) or, while offline, gone
     (``offline_since``: a Will or shutdown status; the stale rule dates it at ``last_seen``)."""
     seen = st.last_seen or 0.0
@@ -340,4 +354,4 @@ def _news(st: DeviceState) -> float:
 
 def _newer(a: DeviceState, b: DeviceState) -> bool:
     """``a`` holds later news of the gateway than ``b``."""
-    return _news(a) > _news(b)
+    return news(a) > news(b)

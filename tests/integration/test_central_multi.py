@@ -260,7 +260,7 @@ def test_a_rollout_goes_on_when_the_leader_is_killed_mid_wave(
         wait_until(lambda: len(pg_rows(pg_url, online)) == len(ROLL_IDS), 30, "g1 online")
         leader = one_leader(pair)
         other = next(c for c in pair if c is not leader)
-        plan = Plan("r-multi", "g1", (50, 100), 0, ssid("New"), ssid("Old"), Limits(soak_s=4))
+        plan = Plan("r-multi", "g1", (50, 100), 0, ssid("New"), ssid("Old"), Limits(soak_s=12))
         waves, restore = documents(plan)
         run = Run(
             plan,
@@ -279,7 +279,8 @@ def test_a_rollout_goes_on_when_the_leader_is_killed_mid_wave(
         assert state()["status"] == "running"
         assert one_leader(pair) is other
         # Back, as systemd's Restart= brings it: Mosquitto holds its share of the gateways'
-        # reports in its session meanwhile (docs/central.md, "Several instances").
+        # reports in its session meanwhile (docs/central.md, "Several instances"), so the
+        # soak is long enough for the restart (a report later than the soak fails the gate).
         leader.start()
         assert one_leader(pair) is other
         wait_until(lambda: state()["status"] != "running", 90, "the rollout's end", poll=0.5)

@@ -12,10 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from agent.protocol import ConfigReported
 from central.config import parse_config
 from central.ingest.consumer import Consumer
 from central.ingest.fleet import FleetState, Rules
-from central.store.base import Alert, DeviceState, WriteBatch
+from central.store.base import Alert, DeviceState, ReportedDoc, WriteBatch
+from central.store.pg import PgStore
 from central.store.pg.leader import LEADER_MSG, LOCK_LEADER, STANDBY_MSG, Leadership
 from central.store.sqlite import SqliteStore
 
@@ -169,4 +171,81 @@ def test_a_standby_consumer_ingests_but_evaluates_nothing(tmp_path: Path) -> Non
     finally:
         stop.set()
         writer.join(10)
+        store.close()
+
+
+def test_instances_counts_the_centrals_on_the_database(pg_url: str) -> None:
+    clock = Clock()
+    a, b = Leadership(pg_url, clock=clock), Leadership(pg_url, clock=clock)
+    try:
+        assert Leadership(None).instances() == 1
+        assert a.check() and not b.check()
+        assert a.instances() == b.instances() == 2
+        b.close()
+        assert a.instances() == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_merge_reads_only_the_rows_newer_than_its_own(pg_url: str) -> None:
+    store = PgStore(pg_url)
+    try:
+        store.write(
+            WriteBatch(
+                devices=[
+                    dev("a", last_seen=100.0),
+                    dev(
+                        "b",
+                        last_seen=50.0,
+                        online=False,
+                        offline_since=120.0,
+                        offline_reason="will",
+                    ),
+                    dev("c", last_seen=80.0),
+                ]
+            )
+        )
+        stored = store.device_news()
+        assert stored == {"a": 100.0, "b": 120.0, "c": 80.0}
+        fleet = FleetState(Rules())
+        fleet.states = {"a": dev("a", last_seen=90.0), "c": dev("c", last_seen=85.0)}
+        names = fleet.newer_stored(stored)
+        assert sorted(names) == ["a", "b"] and fleet.dirty == {"c"}
+        rows = store.devices_named(names)
+        assert sorted(d.device for d in rows) == ["a", "b"] and store.devices_named([]) == []
+        fleet.merge(rows, [], 130.0)
+        assert fleet.states["a"].last_seen == 100.0 and fleet.states["b"].offline_reason == "will"
+        assert fleet.states["c"].last_seen == 85.0
+    finally:
+        store.close()
+
+
+def test_an_older_report_committed_later_does_not_hide_the_newer(pg_url: str) -> None:
+    """Two instances: a gateway's "applying" went to one, its "applied" to the other, which
+    committed first (tests/integration/test_central_multi.py saw a rollout's gate halt on
+    it when the first instance was killed and its session redelivered "applying" later)."""
+    store = PgStore(pg_url)
+
+    def report(state: str, ts: float | None) -> ReportedDoc:
+        r = ConfigReported.model_validate(
+            {
+                "version": 1,
+                "source": "group",
+                "versions": {"group/g1": 1},
+                "state": state,
+                "ts": ts,
+            }
+        )
+        return ReportedDoc(device="gw-1", report=r, doc="{}")
+
+    try:
+        store.write(WriteBatch(reported=[report("applied", 200.0)]))
+        store.write(WriteBatch(reported=[report("applying", 199.0)]))
+        assert store.reported_docs()["gw-1"].report.state == "applied"
+        store.write(WriteBatch(reported=[report("rejected", 201.0)]))
+        assert store.reported_docs()["gw-1"].report.state == "rejected"
+        store.write(WriteBatch(reported=[report("applied", None)]))  # no ts: taken as it comes
+        assert store.reported_docs()["gw-1"].report.state == "applied"
+    finally:
         store.close()

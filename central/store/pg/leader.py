@@ -122,6 +122,21 @@ class Leadership:
         self._set(got)
         return got
 
+    def instances(self) -> int:
+        """How many centrals share this database (each keeps its lock connection open, by
+        its ``application_name``); 1 alone or on SQLite, or when that cannot be asked."""
+        if self.url is None or self._conn is None:
+            return 1
+        try:
+            row = self._conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = %s",
+                (_KEEPALIVE["application_name"],),
+            ).fetchone()
+        except Exception:
+            return 1
+        return max(1, int(row[0])) if row else 1
+
     def close(self) -> None:
         """Give up the lock (a clean stop: a standby takes over at its next try)."""
         self._drop()
