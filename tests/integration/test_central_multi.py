@@ -312,3 +312,51 @@ def test_a_rollout_goes_on_when_the_leader_is_killed_mid_wave(
         rollouts.close()
         for a in agents:
             a.stop()
+
+
+def test_the_leader_opens_and_closes_offline_alerts_from_what_either_instance_took(
+    tmp_path: Path, broker: Broker, pg_url: str
+) -> None:
+    """Each gateway's Will and its return go to either instance (the broker alternates); only
+    the leader runs the offline rule, so it must take in what the standby stored: every
+    gateway's offline alert opens once and closes once. Without the leader's merge, a Will
+    the standby took never opens an alert, and a return the standby took never closes the
+    leader's (with six gateways, all landing on the leader by chance is 1 in 64)."""
+    pair = centrals(tmp_path, broker, pg_url, "[alerts]\noffline_after_min = 0.05\n")
+    ids = [f"gw-w{n}" for n in range(6)]
+    try:
+        for c in pair:
+            c.start()
+        one_leader(pair)
+        pub = Publisher(broker, "wills")
+        for d in ids:
+            pub.publish(f"titik/gw/{d}/telemetry", telemetry(d, 0))
+        online = "SELECT device FROM devices WHERE online AND device LIKE 'gw-w%'"
+        wait_until(lambda: len(pg_rows(pg_url, online)) == len(ids), 30, "all online")
+        for d in ids:
+            pub.publish(f"titik/gw/{d}/status", b'{"online":false,"boot":1}')
+        alerts = "SELECT device, closed FROM alerts WHERE kind = 'offline'"
+        wait_until(
+            lambda: sorted(d for d, closed in pg_rows(pg_url, alerts) if closed is None) == ids,
+            30,
+            "an offline alert for each",
+        )
+        for d in ids:  # back after a reboot (a new boot: a sample right after a Will is not)
+            pub.publish(
+                f"titik/gw/{d}/telemetry", telemetry(d, 1).replace(b'"boot":1', b'"boot":2')
+            )
+        pub.close(3 * len(ids))
+        wait_until(
+            lambda: sorted(d for d, closed in pg_rows(pg_url, alerts) if closed) == ids,
+            30,
+            "each offline alert closed",
+        )
+        assert len(pg_rows(pg_url, alerts)) == len(ids)  # each opened once
+        wait_until(lambda: len(pg_rows(pg_url, online)) == len(ids), 15, "all online again")
+        for c in pair:
+            c.stop()
+    finally:
+        for c in pair:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait()
