@@ -40,6 +40,7 @@ from central.store.alerting import AlertingStore
 from central.store.audit import AuditLog
 from central.store.base import StoreUnavailable
 from central.store.pg import PgStore
+from central.store.pg.leader import Leadership
 from central.store.pg.schema import SchemaTooNew
 from central.store.pg.store import describe
 from central.store.pg.tables import PgAlertingStore, PgAuditLog, PgRolloutStore, PgTokenStore
@@ -52,6 +53,8 @@ EXIT_HTTP = 1
 EXIT_FAILED = 1
 DEFAULT_CONFIG = Path("/etc/titik/central.toml")
 HTTP_START_S = 15.0
+#: On PostgreSQL, the leader takes in the other instances' device rows this often.
+RECONCILE_S = 5.0
 
 log = logging.getLogger("titik.central")
 
@@ -121,6 +124,17 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
     """The store (:func:`open_store`) and the (not yet connected) consumer for ``config``."""
     store = open_store(config)
     consumer = Consumer(config, store)
+    # One evaluator per fleet: the instance holding PostgreSQL's advisory lock (always the
+    # one on SQLite); the others ingest and serve the API (central/store/pg/leader.py).
+    leadership = Leadership(config.store.url or None)
+    consumer.leader = leadership.check
+    consumer.on_stop.append(leadership.close)
+    consumer.stats.leader = leadership.leader
+    if isinstance(store, PgStore):
+        consumer.reconcile_s = RECONCILE_S
+        consumer.instances = leadership.instances
+        consumer.stored_news = store.device_news
+        consumer.stored_rows = store.devices_named
     runner = RolloutRunner(
         open_rollouts(config),
         prefix=config.mqtt.topic_prefix,
@@ -132,6 +146,8 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
     )
     consumer.periodic.append(runner.tick)
     consumer.periodic.append(alert_engine(config).tick)
+    # A new leader republishes each active rollout's document first, as after a restart.
+    leadership.on_change = lambda leader: runner.restarted() if leader else None
     return store, consumer
 
 

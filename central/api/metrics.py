@@ -195,6 +195,12 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "titik_ingest_connected", "1 while connected to the broker", value=int(st.connected)
         )
+        yield GaugeMetricFamily(
+            "titik_leader",
+            "1 while this instance evaluates alerts, rollouts, staleness, roll-ups and "
+            "retention for the fleet (one of several on PostgreSQL holds it; always 1 alone)",
+            value=int(st.leader),
+        )
 
 
 class ServiceCollector(Collector):

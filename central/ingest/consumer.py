@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,6 +123,8 @@ class IngestStats:
     split_batches: int = 0
     #: Roll-up, retention or staleness rounds that failed (logged; tried again next round).
     maintenance_errors: int = 0
+    #: This instance evaluates what runs once per fleet (central/store/pg/leader.py).
+    leader: bool = True
 
     def observe_lag(self, lag: float) -> None:
         self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
@@ -343,8 +345,29 @@ class Consumer:
         self.client = self._make_client()
         #: Jobs run in this writer thread after each fleet check, with the time: what must see
         #: the fleet's state as ingest leaves it (central.rollout's runner). A job that fails
-        #: is logged and run again next time; ingest goes on.
+        #: is logged and run again next time; ingest goes on. They run once per fleet: only
+        #: while :attr:`leader` says so, as the fleet check, roll-ups and retention do.
         self.periodic: list[Callable[[float], None]] = []
+        #: Whether this instance is the fleet's evaluator, asked before each round
+        #: (central/store/pg/leader.py's ``Leadership.check``); alone, always.
+        self.leader: Callable[[], bool] = lambda: True
+        #: Several instances share the messages (central on PostgreSQL): each sees only part
+        #: of every gateway's, so the evaluator first takes in what the others stored
+        #: (``FleetState.merge``), at most every this many seconds, and checks after it.
+        #: 0: this instance sees every message (SQLite), its memory is the fleet's state.
+        self.reconcile_s = 0.0
+        self._next_reconcile = 0.0
+        #: How many instances share the store (central/store/pg/leader.py): alone, the
+        #: leader's memory is the fleet's state and it merges only once after taking over.
+        self.instances: Callable[[], int] = lambda: 1
+        #: The stored news of every gateway, and the rows of those named (PgStore's
+        #: ``device_news``, ``devices_named``): the merge reads only the rows newer than its
+        #: own. Unset: every row (``load_devices``).
+        self.stored_news: Callable[[], Mapping[str, float]] | None = None
+        self.stored_rows: Callable[[list[str]], list[DeviceState]] | None = None
+        self._must_merge = True
+        #: Called by :meth:`stop` after the disconnect (the leadership's lock is given up).
+        self.on_stop: list[Callable[[], object]] = []
 
     # --- MQTT (network thread) ----------------------------------------------------------
 
@@ -415,12 +438,20 @@ class Consumer:
             now = self.clock()
             if now >= next_check:
                 next_check = now + CHECK_EVERY_S
-                self.fleet.check(now)
+                leading = bool(self._maintain("leadership", self._leading))
+                if leading and not self.stats.leader:
+                    self._must_merge = True  # taking over: this one's memory is partial
+                self.stats.leader = leading
+                if leading:
+                    self._maintain("fleet check", functools.partial(self._check, now, stop))
                 self._commit([], stop, flush=True)
-                self._maintain("roll-up", self.store.roll_up)
-                for job in self.periodic:
-                    self._maintain("periodic job", functools.partial(_run_job, job, now))
-            if pruning or now >= next_prune:
+                if leading:
+                    self._maintain("roll-up", self.store.roll_up)
+                    for job in self.periodic:
+                        self._maintain("periodic job", functools.partial(_run_job, job, now))
+            if not self.stats.leader:
+                pruning = False
+            elif pruning or now >= next_prune:
                 # One small chunk per round, so ingest never waits long on retention.
                 n = self._maintain("retention", functools.partial(self.store.prune, now))
                 self.stats.pruned += n
@@ -429,6 +460,32 @@ class Consumer:
                     next_prune = now + PRUNE_EVERY_S
         self._commit(self._drain(), stop, flush=True)
         self._maintain("roll-up", self.store.roll_up)
+
+    def _leading(self) -> int:
+        return int(self.leader())
+
+    def _check(self, now: float, stop: threading.Event) -> int:
+        """The fleet's staleness and offline rules (the evaluator's). With several instances,
+        first write what this one holds and take in what the others stored."""
+        if self.reconcile_s > 0:
+            if now < self._next_reconcile:
+                return 0
+            self._next_reconcile = now + self.reconcile_s
+            shared = self.instances() > 1
+            if shared or self._must_merge:
+                self._merge(now, stop)
+            # Once more after the others went: what they stored last is merged then.
+            self._must_merge = shared
+        self.fleet.check(now)
+        return 0
+
+    def _merge(self, now: float, stop: threading.Event) -> None:
+        self._commit([], stop, flush=True)
+        if self.stored_news is None or self.stored_rows is None:
+            rows = self.store.load_devices()
+        else:
+            rows = self.stored_rows(self.fleet.newer_stored(self.stored_news()))
+        self.fleet.merge(rows, self.store.alerts(open_only=True), now)
 
     def _maintain(self, what: str, job: Callable[[], int]) -> int:
         """Run a roll-up or retention round; a failure is logged and the round tried again
@@ -444,6 +501,8 @@ class Consumer:
         """Disconnect cleanly (call after :meth:`run` returned)."""
         self.client.disconnect()
         self.client.loop_stop()
+        for done in self.on_stop:
+            done()
 
     def _collect(self, stop: threading.Event) -> list[Incoming]:
         cfg = self.config.store

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -248,6 +248,45 @@ class FleetState:
                     f"{self.rules.offline_after_s / 60:g} min)",
                 )
 
+    def newer_stored(self, stored_news: Mapping[str, float]) -> list[str]:
+        """The gateways whose stored row is newer news than this instance's state (their rows
+        are for :meth:`merge`); those whose state here is newer than their row are marked to be
+        written again (another instance wrote an older view over them)."""
+        out = []
+        for device, at in stored_news.items():
+            st = self.states.get(device)
+            if st is None or at > news(st):
+                out.append(device)
+            elif news(st) > at:
+                self.dirty.add(device)
+        return out
+
+    def merge(
+        self, stored: Iterable[DeviceState], open_alerts: Iterable[Alert], now: float
+    ) -> None:
+        """Take in what other central instances stored (several instances share the messages,
+        so each holds only part of every gateway's; central/store/pg/leader.py). Call with
+        nothing of this instance's unwritten (``take()`` just written); ``stored`` may be every
+        row or only those :meth:`newer_stored` named.
+
+        A stored row replaces this instance's state of a gateway when it is newer: a live
+        sample or online status seen later (``last_seen``), or an offline status taken after
+        this instance last saw the gateway. Otherwise this instance's is newer (another wrote
+        an older view over it) and is written again. The open alerts become the stored ones;
+        then the thresholds and the offline alert are judged again on the merged state, so
+        an alert another instance opened is closed here when the gateway is fine now.
+        """
+        self.open_alerts = {(a.device, a.kind): a for a in open_alerts if a.closed is None}
+        for d in stored:
+            st = self.states.get(d.device)
+            if st is None or _newer(d, st):
+                self.states[d.device] = st = d
+            elif _newer(st, d):
+                self.dirty.add(d.device)
+            if st.online:
+                self._close(st.device, "offline", now)
+            self._thresholds(st, now)
+
     def reset(self, device: str, stored: DeviceState | None) -> None:
         """Put a gateway's state back to what the store holds (its new row could not be
         written); ``None`` forgets it until its next message."""
@@ -304,3 +343,15 @@ class FleetState:
     def _close(self, device: str, kind: str, now: float) -> None:
         if self.open_alerts.pop((device, kind), None) is not None:
             self.changes.append(AlertChange(kind, device, now, close=True))
+
+
+def news(st: DeviceState) -> float:
+    """When central last heard of the gateway: alive (``last_seen``) or, while offline, gone
+    (``offline_since``: a Will or shutdown status; the stale rule dates it at ``last_seen``)."""
+    seen = st.last_seen or 0.0
+    return seen if st.online else max(seen, st.offline_since or 0.0)
+
+
+def _newer(a: DeviceState, b: DeviceState) -> bool:
+    """``a`` holds later news of the gateway than ``b``."""
+    return news(a) > news(b)

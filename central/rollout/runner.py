@@ -87,6 +87,12 @@ class RolloutRunner:
         self._next = 0.0
         self._restarted = True
 
+    def restarted(self) -> None:
+        """This instance took over from another (central/store/pg/leader.py): tick now and
+        publish each active rollout's current document again, as after a restart."""
+        self._restarted = True
+        self._next = 0.0
+
     def tick(self, now: float) -> None:
         if now < self._next:
             return

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from agent.protocol import ConfigReported
@@ -278,7 +278,10 @@ class PgStore(PgConsoleQueries):
                     "ON CONFLICT (device) DO UPDATE SET version = excluded.version, "
                     "source = excluded.source, versions = excluded.versions, "
                     "state = excluded.state, error = excluded.error, hash = excluded.hash, "
-                    "ts = excluded.ts, doc = excluded.doc",
+                    "ts = excluded.ts, doc = excluded.doc WHERE excluded.ts IS NULL OR "
+                    # Several instances: an older report (its "applying") taken by another
+                    # instance and committed later never hides the newer one ("applied").
+                    "config_reported.ts IS NULL OR excluded.ts >= config_reported.ts",
                     (r.device, r.report.version, r.report.source, json.dumps(r.report.versions),
                      r.report.state, r.report.error, r.report.hash, r.report.ts, r.doc),
                 )  # fmt: skip
@@ -418,6 +421,24 @@ class PgStore(PgConsoleQueries):
     def load_devices(self) -> list[DeviceState]:
         with self._conn() as conn:
             return [_device_from(r) for r in conn.execute("SELECT * FROM devices")]
+
+    def device_news(self) -> dict[str, float]:
+        """When central last heard of each gateway (central/ingest/fleet.py's ``news``): two
+        columns of every row, for the leader's merge of what other instances stored."""
+        with self._conn() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(
+                "SELECT device, CASE WHEN online THEN coalesce(last_seen, 0) ELSE "
+                "greatest(coalesce(last_seen, 0), coalesce(offline_since, 0)) END FROM devices"
+            )
+            return {str(d): float(t) for d, t in cur.fetchall()}
+
+    def devices_named(self, names: list[str]) -> list[DeviceState]:
+        """The rows of these gateways (those missing are left out)."""
+        if not names:
+            return []
+        with self._conn() as conn:
+            rows = conn.execute("SELECT * FROM devices WHERE device = ANY(%s)", (names,))
+            return [_device_from(r) for r in rows]
 
     def summary(self) -> Summary:
         with self._conn() as conn:
