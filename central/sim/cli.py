@@ -22,18 +22,18 @@ from types import FrameType
 from central.sim import chaos, scenarios
 from central.sim import stack as stack_mod
 from central.sim.fleet import SimulatedFleet, gateway_plan, raise_nofile, wait_connected
-from central.sim.stack import stored_rows
+from central.sim.stored import StoredSamples
 
 log = logging.getLogger("titik.sim")
 
 
 def progress(
-    fleet: SimulatedFleet, db: Path | None, stop: threading.Event, every_s: float = 5.0
+    fleet: SimulatedFleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
 ) -> None:
     """One line every few seconds: connected, messages/s sent and ingested, buffered."""
-    sent, rows, t = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+    sent, rows, t = fleet.sent, db.rows() if db else 0, time.monotonic()
     while not stop.wait(every_s):
-        now_sent, now_rows, now = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+        now_sent, now_rows, now = fleet.sent, db.rows() if db else 0, time.monotonic()
         dt = now - t
         ingest = f", central {(now_rows - rows) / dt:.0f} rows/s" if db else ""
         log.info(
@@ -176,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing broker (default: start Mosquitto and central in --workdir)",
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
+    ap.add_argument(
+        "--store",
+        choices=stack_mod.STORES,
+        help="central's store: sqlite (a file in --workdir, the default) or postgresql (a "
+        "throwaway PostgreSQL started in /tmp and stopped at the end, or the server of "
+        "--store-url); records lost are counted from it",
+    )
+    ap.add_argument(
+        "--store-url",
+        metavar="postgresql://USER@HOST:PORT/DB",
+        help="an existing PostgreSQL (implies --store postgresql): central uses it, or, with "
+        "--broker, the central there does and the sim counts from it. Its database should "
+        "be empty (a previous run's gateways would be counted as this run's)",
+    )
     ap.add_argument(
         "--interval", type=float, default=60.0, help="seconds between samples (default: 60)"
     )
@@ -327,7 +341,7 @@ def rollout_setup(
     args: argparse.Namespace, stack: stack_mod.Stack, state: Path
 ) -> scenarios.RolloutBase | None:
     """With the rollout scenario: the group's current config, seeded on its gateways."""
-    if "rollout" not in args.scenario or stack.db is None:
+    if "rollout" not in args.scenario or stack.samples is None:
         return None
     log.info("seeding group %s's current config on its gateways", args.rollout_group)
     return scenarios.seed_rollout_base(stack, state, args.gateways, args.rollout_group)
@@ -337,6 +351,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Combinations the scenarios cannot run with (exit 2, naming the option)."""
     if "chaos" in args.scenario and args.broker:
         parser.error("the chaos scenario restarts the broker and central: run it without --broker")
+    check_store_args(parser, args)
     check_service_args(parser, args)
     if "service" in args.scenario and (args.service_interval is None or args.broker):
         parser.error(
@@ -347,12 +362,30 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.outage_minutes = args.minutes
 
 
+def check_store_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.store_url is not None:
+        if args.store == "sqlite":
+            parser.error("--store-url is a PostgreSQL url: drop --store sqlite")
+        if not args.store_url.startswith(("postgresql://", "postgres://")):
+            parser.error(f"--store-url {args.store_url!r}: write postgresql://USER@HOST:PORT/DB")
+        args.store = "postgresql"
+    if args.store is None:
+        args.store = "sqlite"
+    if args.store == "postgresql" and args.central_db:
+        parser.error("--central-db is central's SQLite: with PostgreSQL give --store-url")
+    if args.broker and args.store == "postgresql" and not args.store_url:
+        parser.error("--broker with --store postgresql: give the central's --store-url to count")
+    if args.store == "postgresql" and "chaos" in args.scenario:
+        parser.error("the chaos scenario reads central's SQLite: run it with --store sqlite")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging()
-    soft, hard = raise_nofile()
+    # A socket per gateway here, and in the broker (which inherits the limits), and some.
+    soft, hard = raise_nofile(args.gateways + 1024)
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
     if args.gateways + 100 > soft:
         log.warning("%d gateways need more open files than %d", args.gateways, soft)
@@ -368,10 +401,19 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack_cm:
         if args.broker:
             host, port = args.broker
-            stack = stack_mod.Stack(host, port, db=args.central_db)
+            stack = stack_mod.Stack(host, port, db=args.central_db, store_url=args.store_url)
         else:
-            log.info("starting Mosquitto and central in %s", run_dir)
-            stack = stack_cm.enter_context(stack_mod.local_stack(run_dir / "stack"))
+            log.info("starting Mosquitto and central (on %s) in %s", args.store, run_dir)
+            stack = stack_cm.enter_context(
+                stack_mod.local_stack(
+                    run_dir / "stack",
+                    store=args.store,
+                    store_url=args.store_url,
+                    gateways=args.gateways,
+                )
+            )
+            if len(stack.ports) > 1:
+                log.info("the broker listens on ports %s", ", ".join(map(str, stack.ports)))
         rss0 = rss_bytes()
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
@@ -379,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet = SimulatedFleet(
             args.gateways,
             stack.host,
-            stack.port,
+            stack.ports,
             state,
             interval_s=args.interval,
             ramp_s=args.ramp,
@@ -390,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("service fault planted: %s has %s", device, fault)
         log.info("%d gateways built; event loop starting", args.gateways)
         stop = threading.Event()
-        ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)
+        ticker = threading.Thread(target=progress, args=(fleet, stack.samples, stop), daemon=True)
         fleet.start()
         ticker.start()
         try:

@@ -21,7 +21,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +110,18 @@ def plant_faults(n: int, each: int, seed: int = 1) -> dict[str, str]:
     return {f"gw-sim-{i:05d}": FAULTS[k // each] for k, i in enumerate(picked)}
 
 
-def raise_nofile() -> tuple[int, int]:
-    """Raise the soft limit of open files to the hard limit: one socket per gateway."""
+def raise_nofile(need: int = 0) -> tuple[int, int]:
+    """Raise the soft limit of open files to the hard limit (one socket per gateway), and
+    the hard limit itself to ``need`` when it is lower and this process may (root, or
+    CAP_SYS_RESOURCE; up to the kernel's fs.nr_open). The broker and central, started by
+    the simulator, inherit the limits. Returns (soft, hard) as they end up."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need > hard:
+        with contextlib.suppress(OSError, ValueError):
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+            want = min(need, ceiling)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -154,13 +163,15 @@ class SimulatedFleet:
     ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
     random part of an interval after that, so samples are spread as in a real fleet.
     ``skew[i]`` is added to gateway ``i``'s wall clock (a clock jump, for the chaos scenario).
+    ``port`` may be several (a broker's listeners, :func:`central.sim.localbroker.
+    listeners_for`): gateway ``i`` connects to ``port[i % len(port)]``.
     """
 
     def __init__(
         self,
         n: int,
         host: str,
-        port: int,
+        port: int | Sequence[int],
         workdir: Path,
         *,
         interval_s: float = 10.0,
@@ -179,7 +190,8 @@ class SimulatedFleet:
         now = time.monotonic()
         self._start_at: list[float] = []
         # A gateway's defaults (agent/config.py) unless a test asks for faster ones.
-        mqtt: dict[str, object] = {"host": host, "port": port}
+        ports = [port] if isinstance(port, int) else list(port)
+        mqtt: dict[str, object] = {"host": host}
         if reconnect_max_s is not None:
             mqtt["reconnect_max_s"] = reconnect_max_s
         buffer = {} if replay_jitter_s is None else {"replay_jitter_s": replay_jitter_s}
@@ -199,7 +211,7 @@ class SimulatedFleet:
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": mqtt,
+                    "mqtt": {**mqtt, "port": ports[len(self.agents) % len(ports)]},
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
