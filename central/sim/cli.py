@@ -441,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             mem = {
                 "rss_mb": round(rss_bytes() / 2**20),
                 "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
+                "open_files": len(os.listdir("/proc/self/fd")),
+                "broker_ports": len(stack.ports),
             }
             run_all(args, fleet, stack, run_dir, report, mem, plan, base)
         except KeyboardInterrupt:
