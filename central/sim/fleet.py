@@ -427,8 +427,9 @@ class SimulatedFleet:
 
 def wait_connected(fleet: SimulatedFleet, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
+    poll = min(1.0, max(0.2, len(fleet.agents) / 20_000))  # as stack.census_poll
     while fleet.connected < len(fleet.agents) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(poll)
     return fleet.connected
 
 

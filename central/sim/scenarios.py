@@ -36,6 +36,7 @@ from central.sim.stack import (
     Stack,
     api_get,
     broker_connects,
+    census_poll,
     histogram_quantile,
     lag_histogram,
     lag_sample,
@@ -169,7 +170,9 @@ def outage(
         raise ValueError("the outage scenario stops the broker: run without --broker")
     stack.broker.stop()
     t_down = time.monotonic()
-    wait_until(lambda: fleet.connected == 0, 60, "every gateway to notice the outage")
+    wait_until(
+        lambda: fleet.connected == 0, 60, "every gateway to notice the outage", census_poll(fleet)
+    )
     time.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
     backlog = pending(fleet)
     stack.broker.start()
