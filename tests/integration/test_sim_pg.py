@@ -5,6 +5,7 @@ throwaway one in the last test), and the records counted from PostgreSQL's ``sam
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,12 +99,16 @@ def test_titik_sim_store_postgresql_starts_its_own_and_removes_it(tmp_path: Path
     report's records lost counted from it; the cluster is gone at the end, its log kept."""
     mine = set(Path(tempfile.gettempdir()).glob(f"{PREFIX}*"))
     report = tmp_path / "sim.md"
-    code = cli.main(
-        [
-            "--gateways", "20", "--store", "postgresql", "--interval", "2", "--ramp", "1",
-            "--minutes", "0.2", "--workdir", str(tmp_path / "work"), "--report", str(report),
-        ]
-    )  # fmt: skip
+    on_term = signal.getsignal(signal.SIGTERM)  # titik-sim sets its own
+    try:
+        code = cli.main(
+            [
+                "--gateways", "20", "--store", "postgresql", "--interval", "2", "--ramp", "1",
+                "--minutes", "0.2", "--workdir", str(tmp_path / "work"), "--report", str(report),
+            ]
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, on_term)
     assert code == 0
     text = report.read_text()
     assert "| records_lost | 0 |" in text
