@@ -388,7 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = raise_nofile(args.gateways + 1024)
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
     if args.gateways + 100 > soft:
-        log.warning("%d gateways need more open files than %d", args.gateways, soft)
+        # Past it every further connection fails (EMFILE), here and in the broker, which
+        # inherits the limit: a run would measure that, not the fleet.
+        parser.error(
+            f"--gateways {args.gateways} needs about {args.gateways + 100} open files (a "
+            f"socket each, in this process and in the broker); this process may have {soft} "
+            "and cannot raise its hard limit (that needs CAP_SYS_RESOURCE). Raise it where "
+            "titik-sim starts (ulimit -Hn 65536 as root, docker run --ulimit "
+            "nofile=65536:65536, systemd LimitNOFILE=65536) or run fewer gateways"
+        )
     run_dir = args.workdir.resolve() / time.strftime("run-%Y%m%dT%H%M%S")
     report = scenarios.Report(
         " ".join(["titik-sim", *(argv if argv is not None else sys.argv[1:])])
