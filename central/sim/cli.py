@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  titik-sim --gateways 200 --minutes 1\n"
             "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
             "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
+            "  titik-sim --gateways 2000 --store postgresql --scenario steady,outage\n"
             "scenarios:\n"
             "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
             "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
