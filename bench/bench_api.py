@@ -1,20 +1,28 @@
-"""HTTP API latency over a store of 10,000 gateways.
+"""HTTP API latency over a store of 10,000 gateways, on SQLite, PostgreSQL or both.
 
-1. fills a throwaway SQLite store through its write API: ``--devices`` gateways in 40 regions
+1. fills a throwaway store through its write API: ``--devices`` gateways in 40 regions
    (each in one of 20 groups, with a config report), ``--history`` raw samples for each of
-   the first 500 gateways, a desired document per group and a few open alerts;
+   the first 500 gateways, a desired document per group and a few open alerts (and, on
+   SQLite, every gateway's service report: PostgreSQL has no service tables yet). SQLite is
+   a file in a temp dir; PostgreSQL a throwaway cluster (central/sim/localpg.py: initdb +
+   pg_ctl on a free loopback port, ``fsync=off`` for the fill, which reads do not touch,
+   256 MB of shared buffers), ANALYZEd after the fill as autovacuum would;
 2. serves ``central.api.create_app`` with uvicorn on a free loopback port in a subprocess
    (one process, as ``titik-central run`` does, without ingest);
 3. one client (``http.client``, one keep-alive connection, sequential) sends each query
    ``--n`` times after 20 warm-up requests and reports p50/p95/p99 in ms.
 
-Run: .venv/bin/python bench/bench_api.py [--devices 10000] [--n 500]
+``--store both`` fills and measures SQLite, then PostgreSQL, with the same data, and prints
+one table with both stores' figures per query, side by side.
+
+Run: .venv/bin/python bench/bench_api.py [--devices 10000] [--n 500] [--store both]
 Prints a markdown table, the machine and the command on stdout; progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import platform
@@ -25,7 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,7 +55,57 @@ QUERIES = [
 ]
 
 
-def fill(db: Path, devices: int, history: int) -> None:
+STORES = ("sqlite", "postgresql")
+
+
+def open_store(target: str | Path) -> Any:
+    """Central's store at ``target``: a PostgreSQL url, or a SQLite file."""
+    if str(target).startswith("postgresql://"):
+        from central.store.pg import PgStore
+
+        return PgStore(str(target))
+    from central.store.sqlite import SqliteStore
+
+    return SqliteStore(Path(target))
+
+
+def create_token(target: str | Path) -> str:
+    """A viewer's token in the store's own tables; its secret."""
+    from central.store.pg.tables import PgTokenStore
+    from central.store.tokens import TokenStore
+
+    is_pg = str(target).startswith("postgresql://")
+    tokens = PgTokenStore(str(target)) if is_pg else TokenStore(Path(target))
+    try:
+        return tokens.create("bench", "viewer")[1]
+    finally:
+        tokens.close()
+
+
+@contextlib.contextmanager
+def filled(kind: str, tmp: Path, devices: int, history: int) -> Iterator[str]:
+    """A store of ``kind`` filled by :func:`fill`: its SQLite path or PostgreSQL url."""
+    t0 = time.monotonic()
+    if kind == "sqlite":
+        db = tmp / "central.db"
+        fill(db, devices, history)
+        print(f"filled SQLite in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        yield str(db)
+        return
+    from central.sim.localpg import LocalPostgres
+
+    pg = LocalPostgres(durable=False, shared_buffers="256MB", max_connections=50).start()
+    try:
+        url = pg.create_database("bench")
+        fill(url, devices, history)
+        pg.execute("ANALYZE", "bench")  # the planner's statistics, as autovacuum keeps them
+        print(f"filled PostgreSQL in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        yield url
+    finally:
+        pg.stop()
+
+
+def fill(db: str | Path, devices: int, history: int) -> None:
     from agent.protocol import ConfigReported
     from central.store.base import (
         AlertChange,
@@ -55,10 +115,9 @@ def fill(db: Path, devices: int, history: int) -> None:
         Sample,
         WriteBatch,
     )
-    from central.store.sqlite import SqliteStore
 
     now = time.time()
-    store = SqliteStore(db)
+    store = open_store(db)
     states = [
         DeviceState(
             f"gw-{i:05d}",
@@ -105,6 +164,7 @@ def fill(db: Path, devices: int, history: int) -> None:
     ]  # fmt: skip
     for start in range(0, len(samples), 20000):
         store.write(WriteBatch(samples=samples[start : start + 20000]))
+    print(f"  {len(states):,} devices, {len(samples):,} samples written", file=sys.stderr)
     store.write(
         WriteBatch(alerts=[AlertChange("temp", f"gw-{i:05d}", now, "hot") for i in range(0, 50)])
     )
@@ -116,12 +176,13 @@ def fill(db: Path, devices: int, history: int) -> None:
     healthy = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="open"))
     dead = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="broken"))
     rows = [to_row(d.device, dead if i % 10 == 3 else healthy, now) for i, d in enumerate(states)]
-    store.write(WriteBatch(service=rows))
+    if not str(db).startswith("postgresql://"):  # no service tables on PostgreSQL yet
+        store.write(WriteBatch(service=rows))
     store.roll_up()
     store.close()
 
 
-def serve(db: Path, port: int, tree: str | None = None, device_series: bool = False) -> int:
+def serve(db: str, port: int, tree: str | None = None, device_series: bool = False) -> int:
     if tree:  # another checkout's code (``--metrics-before``): first on the path
         sys.path.insert(0, tree)
     import uvicorn
@@ -129,11 +190,10 @@ def serve(db: Path, port: int, tree: str | None = None, device_series: bool = Fa
     import central
     from central.api.app import create_app
     from central.ingest.consumer import IngestStats
-    from central.store.sqlite import SqliteStore
 
     print(f"serving {central.__file__} on port {port}", file=sys.stderr)
     extra = {"device_series": True} if device_series else {}
-    app = create_app(SqliteStore(db), IngestStats(), **extra)
+    app = create_app(open_store(db), IngestStats(), **extra)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     return 0
 
@@ -184,68 +244,70 @@ def main() -> int:
         "rounds of --n requests on the same store",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --metrics-before")
+    parser.add_argument(
+        "--store",
+        choices=(*STORES, "both"),
+        default="sqlite",
+        help="the store to fill and serve; both: SQLite then PostgreSQL (a throwaway cluster "
+        "of Debian's postgresql), same data, one table (default: sqlite)",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     parser.add_argument("--device-series", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(Path(args.serve[0]), int(args.serve[1]), args.tree, args.device_series)
+        return serve(args.serve[0], int(args.serve[1]), args.tree, args.device_series)
     if args.metrics_before:
         return compare_metrics(args)
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        db = Path(tmp) / "central.db"
-        t0 = time.monotonic()
-        fill(db, args.devices, args.history)
-        print(f"filled the store in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        # Every request carries a viewer's Bearer token, as Prometheus and scripts send it:
-        # the timings include checking it.
-        from central.store.tokens import TokenStore
-
-        _, secret = TokenStore(db).create("bench", "viewer")
-        headers = {"Authorization": f"Bearer {secret}"}
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(db), str(port)], cwd=ROOT
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("the server did not start") from None
-                    time.sleep(0.1)
-            rows = []
-            for name, path in QUERIES:
-                took = measure(port, path, args.n, headers)
-                rows.append((name, path, took))
-                print(f"{name}: p50 {pct(took, 50):.1f} ms", file=sys.stderr)
-        finally:
-            server.terminate()
-            server.wait(10)
+    stores = list(STORES) if args.store == "both" else [args.store]
+    rows: list[tuple[str, str, str, list[float]]] = []
+    for kind in stores:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+            filled(kind, Path(tmp), args.devices, args.history) as target,
+        ):
+            # Every request carries a viewer's Bearer token, as Prometheus and scripts send
+            # it: the timings include checking it.
+            headers = {"Authorization": f"Bearer {create_token(target)}"}
+            server, port = start_server(target)
+            try:
+                for name, path in QUERIES:
+                    took = measure(port, path, args.n, headers)
+                    rows.append((name, path, kind, took))
+                    print(f"{kind} {name}: p95 {pct(took, 95):.1f} ms", file=sys.stderr)
+            finally:
+                server.terminate()
+                server.wait(10)
     samples = min(args.devices, 500) * args.history
     print(
         f"### API latency ({args.devices:,} gateways, {samples:,} raw samples, "
-        f"{args.n} requests per query, one keep-alive client)\n"
+        f"{args.n} requests per query, one keep-alive client; {' and '.join(stores)})\n"
     )
-    print("| query | path | p50 ms | p95 ms | p99 ms | mean ms |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for name, path, took in rows:
-        print(
-            f"| {name} | `{path}` | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
-            f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
-        )
+    print("| query | path | store | p50 ms | p95 ms | p99 ms | mean ms |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for name, path in QUERIES:  # each query's stores side by side
+        for qname, qpath, kind, took in rows:
+            if (qname, qpath) == (name, path):
+                print(
+                    f"| {name} | `{path}` | {kind} | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
+                    f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
+                )
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
         f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
+        + (f", {_pg_version()}" if "postgresql" in stores else "")
     )
     print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
     return 0
 
 
-def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def _pg_version() -> str:
+    from central.sim.localpg import pg_bindir
+
+    return f"PostgreSQL {pg_bindir().parent.name} (fsync off, shared_buffers 256MB)"
+
+
+def start_server(db: str | Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(db), str(port), *extra], cwd=ROOT

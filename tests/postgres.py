@@ -1,150 +1,25 @@
 """A real PostgreSQL for the tests: Debian's ``postgresql`` package, started by the tests.
 
-``initdb`` makes a cluster in a fresh directory under /tmp, ``pg_ctl`` starts it on a free
-loopback port (and a Unix socket in the same directory), and stops it (``-m immediate``)
-after. PostgreSQL refuses to run as root, and the tests run as root in CI: then the server
-runs as the ``postgres`` user Debian's package creates (``runuser``), which owns the
-directory. The directory is under /tmp itself, not pytest's tmp_path: /tmp/pytest-of-root is
-mode 0700, which the ``postgres`` user cannot enter.
+The cluster itself is :class:`central.sim.localpg.LocalPostgres` (shared with
+``titik-sim --store postgresql`` and bench/bench_api.py): ``initdb`` in a fresh directory
+under /tmp, ``pg_ctl`` on a free loopback port, run as the ``postgres`` user when the tests
+run as root, stopped (``-m immediate``) and removed after; a cluster left by a killed session
+is stopped by the next (:func:`reap_orphans`).
 
-``fsync=off`` (and no synchronous commit, no full-page writes) is for these throw-away test
-clusters only: a crash of the machine may lose them, which does not matter here. Production
+The tests' clusters are not durable (``fsync=off``, no synchronous commit, no full-page
+writes): a crash of the machine may lose them, which does not matter here. Production
 settings are the operator's (docs/central.md, "Central on PostgreSQL").
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-import uuid
-from pathlib import Path
+from central.sim.localpg import PREFIX, SUPERUSER, LocalPostgres, pg_bindir, reap_orphans
 
-import psycopg
-
-from central.sim.localbroker import free_port
-
-SUPERUSER = "titik"
-START_S = 30
+__all__ = ["PREFIX", "SUPERUSER", "Postgres", "pg_bindir", "reap_orphans"]
 
 
-def pg_bindir() -> Path:
-    """The newest installed PostgreSQL's bin directory (/usr/lib/postgresql/<ver>/bin)."""
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
-    )
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/<ver>/bin/initdb): "
-            "run scripts/setup --dev, which installs Debian's postgresql package"
-        )
-    return found[-1].parent
-
-
-PREFIX = "titik-pg-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_orphans(bindir: Path) -> None:
-    """Stop the clusters of test sessions that died without stopping theirs (killed by a
-    timeout, say): each cluster's directory names the pid of the session that made it."""
-    for d in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
-        try:
-            owner = int((d / "owner").read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(owner):
-            continue
-        if (d / "data" / "postmaster.pid").exists():
-            cmd = [str(bindir / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop"]
-            if os.geteuid() == 0:
-                cmd = ["runuser", "-u", "postgres", "--", *cmd]
-            subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-        shutil.rmtree(d, ignore_errors=True)
-
-
-class Postgres:
-    """One throw-away PostgreSQL cluster on 127.0.0.1:<port>, trust authentication."""
+class Postgres(LocalPostgres):
+    """One throw-away, non-durable PostgreSQL cluster for a test session."""
 
     def __init__(self) -> None:
-        self.bindir = pg_bindir()
-        reap_orphans(self.bindir)
-        self.dir = Path(tempfile.mkdtemp(prefix=PREFIX))
-        (self.dir / "owner").write_text(str(os.getpid()))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        self._user: str | None = None
-        if os.geteuid() == 0:
-            self._user = "postgres"  # made by Debian's postgresql-common
-            pw = pwd.getpwnam(self._user)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.dir.chmod(0o700)
-
-    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        cmd = [str(self.bindir / argv[0]), *argv[1:]]
-        if self._user:
-            cmd = ["runuser", "-u", self._user, "--", *cmd]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        if res.returncode != 0:
-            log = self.dir / "log"
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{' '.join(argv[:2])} failed: {res.stderr or res.stdout}\n{tail}")
-        return res
-
-    def start(self) -> Postgres:
-        self._run(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-            "--locale=C", "--no-sync", "--no-instructions",
-        )  # fmt: skip
-        self._opts = (
-            f"-p {self.port} -c listen_addresses={self.host} -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200 -c shared_buffers=32MB"
-        )
-        self.resume()
-        return self
-
-    def pause(self) -> None:
-        """Stop the server (fast shutdown), keeping its data: :meth:`resume` starts it again."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def resume(self) -> None:
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", self._opts, "-l", str(self.dir / "log"),
-            "-w", "-t", str(START_S), "start",
-        )  # fmt: skip
-
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{dbname}"
-
-    def execute(self, sql: str, dbname: str = "postgres") -> None:
-        with psycopg.connect(self.url(dbname), autocommit=True) as conn:
-            conn.execute(sql.encode())
-
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; its url."""
-        name = name or f"t_{uuid.uuid4().hex[:12]}"
-        self.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def drop_database(self, name: str) -> None:
-        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def stop(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__(durable=False)

@@ -42,6 +42,7 @@ from central.sim.stack import (
     pending,
     wait_drained,
 )
+from central.sim.stored import SqliteSamples
 
 log = logging.getLogger("titik.sim")
 
@@ -356,10 +357,11 @@ def _chaos_outcome(
     records lost, duplicated or foreign; the poison's refusals by reason."""
     expected = expected_seqs(fleet)
     deadline = time.monotonic() + 120
-    lost = missing_per_device(db, expected)
+    samples = SqliteSamples(db)
+    lost = missing_per_device(samples, expected)
     while lost and time.monotonic() < deadline:
         time.sleep(0.5)
-        lost = missing_per_device(db, expected)
+        lost = missing_per_device(samples, expected)
     with contextlib.closing(open_db(db)) as conn:
         (dupes,) = conn.execute(
             "SELECT COUNT(*) - COUNT(DISTINCT device || ' ' || sid || ' ' || seq) FROM samples"

@@ -22,18 +22,18 @@ from types import FrameType
 from central.sim import chaos, scenarios
 from central.sim import stack as stack_mod
 from central.sim.fleet import SimulatedFleet, gateway_plan, raise_nofile, wait_connected
-from central.sim.stack import stored_rows
+from central.sim.stored import StoredSamples
 
 log = logging.getLogger("titik.sim")
 
 
 def progress(
-    fleet: SimulatedFleet, db: Path | None, stop: threading.Event, every_s: float = 5.0
+    fleet: SimulatedFleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
 ) -> None:
     """One line every few seconds: connected, messages/s sent and ingested, buffered."""
-    sent, rows, t = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+    sent, rows, t = fleet.sent, db.rows() if db else 0, time.monotonic()
     while not stop.wait(every_s):
-        now_sent, now_rows, now = fleet.sent, stored_rows(db) if db else 0, time.monotonic()
+        now_sent, now_rows, now = fleet.sent, db.rows() if db else 0, time.monotonic()
         dt = now - t
         ingest = f", central {(now_rows - rows) / dt:.0f} rows/s" if db else ""
         log.info(
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  titik-sim --gateways 200 --minutes 1\n"
             "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
             "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
+            "  titik-sim --gateways 2000 --store postgresql --scenario steady,outage\n"
             "scenarios:\n"
             "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
             "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
@@ -176,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing broker (default: start Mosquitto and central in --workdir)",
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
+    ap.add_argument(
+        "--store",
+        choices=stack_mod.STORES,
+        help="central's store: sqlite (a file in --workdir, the default) or postgresql (a "
+        "throwaway PostgreSQL started in /tmp and stopped at the end, or the server of "
+        "--store-url); records lost are counted from it",
+    )
+    ap.add_argument(
+        "--store-url",
+        metavar="postgresql://USER@HOST:PORT/DB",
+        help="an existing PostgreSQL (implies --store postgresql): central uses it, or, with "
+        "--broker, the central there does and the sim counts from it. Its database should "
+        "be empty (a previous run's gateways would be counted as this run's)",
+    )
     ap.add_argument(
         "--interval", type=float, default=60.0, help="seconds between samples (default: 60)"
     )
@@ -327,7 +342,7 @@ def rollout_setup(
     args: argparse.Namespace, stack: stack_mod.Stack, state: Path
 ) -> scenarios.RolloutBase | None:
     """With the rollout scenario: the group's current config, seeded on its gateways."""
-    if "rollout" not in args.scenario or stack.db is None:
+    if "rollout" not in args.scenario or stack.samples is None:
         return None
     log.info("seeding group %s's current config on its gateways", args.rollout_group)
     return scenarios.seed_rollout_base(stack, state, args.gateways, args.rollout_group)
@@ -337,6 +352,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Combinations the scenarios cannot run with (exit 2, naming the option)."""
     if "chaos" in args.scenario and args.broker:
         parser.error("the chaos scenario restarts the broker and central: run it without --broker")
+    check_store_args(parser, args)
     check_service_args(parser, args)
     if "service" in args.scenario and (args.service_interval is None or args.broker):
         parser.error(
@@ -347,15 +363,41 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.outage_minutes = args.minutes
 
 
+def check_store_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.store_url is not None:
+        if args.store == "sqlite":
+            parser.error("--store-url is a PostgreSQL url: drop --store sqlite")
+        if not args.store_url.startswith(("postgresql://", "postgres://")):
+            parser.error(f"--store-url {args.store_url!r}: write postgresql://USER@HOST:PORT/DB")
+        args.store = "postgresql"
+    if args.store is None:
+        args.store = "sqlite"
+    if args.store == "postgresql" and args.central_db:
+        parser.error("--central-db is central's SQLite: with PostgreSQL give --store-url")
+    if args.broker and args.store == "postgresql" and not args.store_url:
+        parser.error("--broker with --store postgresql: give the central's --store-url to count")
+    if args.store == "postgresql" and "chaos" in args.scenario:
+        parser.error("the chaos scenario reads central's SQLite: run it with --store sqlite")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging()
-    soft, hard = raise_nofile()
+    # A socket per gateway here, and in the broker (which inherits the limits), and some.
+    soft, hard = raise_nofile(args.gateways + 1024)
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
     if args.gateways + 100 > soft:
-        log.warning("%d gateways need more open files than %d", args.gateways, soft)
+        # Past it every further connection fails (EMFILE), here and in the broker, which
+        # inherits the limit: a run would measure that, not the fleet.
+        parser.error(
+            f"--gateways {args.gateways} needs about {args.gateways + 100} open files (a "
+            f"socket each, in this process and in the broker); this process may have {soft} "
+            "and cannot raise its hard limit (that needs CAP_SYS_RESOURCE). Raise it where "
+            "titik-sim starts (ulimit -Hn 65536 as root, docker run --ulimit "
+            "nofile=65536:65536, systemd LimitNOFILE=65536) or run fewer gateways"
+        )
     run_dir = args.workdir.resolve() / time.strftime("run-%Y%m%dT%H%M%S")
     report = scenarios.Report(
         " ".join(["titik-sim", *(argv if argv is not None else sys.argv[1:])])
@@ -368,10 +410,19 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack_cm:
         if args.broker:
             host, port = args.broker
-            stack = stack_mod.Stack(host, port, db=args.central_db)
+            stack = stack_mod.Stack(host, port, db=args.central_db, store_url=args.store_url)
         else:
-            log.info("starting Mosquitto and central in %s", run_dir)
-            stack = stack_cm.enter_context(stack_mod.local_stack(run_dir / "stack"))
+            log.info("starting Mosquitto and central (on %s) in %s", args.store, run_dir)
+            stack = stack_cm.enter_context(
+                stack_mod.local_stack(
+                    run_dir / "stack",
+                    store=args.store,
+                    store_url=args.store_url,
+                    gateways=args.gateways,
+                )
+            )
+            if len(stack.ports) > 1:
+                log.info("the broker listens on ports %s", ", ".join(map(str, stack.ports)))
         rss0 = rss_bytes()
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
@@ -379,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet = SimulatedFleet(
             args.gateways,
             stack.host,
-            stack.port,
+            stack.ports,
             state,
             interval_s=args.interval,
             ramp_s=args.ramp,
@@ -390,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("service fault planted: %s has %s", device, fault)
         log.info("%d gateways built; event loop starting", args.gateways)
         stop = threading.Event()
-        ticker = threading.Thread(target=progress, args=(fleet, stack.db, stop), daemon=True)
+        ticker = threading.Thread(target=progress, args=(fleet, stack.samples, stop), daemon=True)
         fleet.start()
         ticker.start()
         try:
@@ -399,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             mem = {
                 "rss_mb": round(rss_bytes() / 2**20),
                 "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
+                "open_files": len(os.listdir("/proc/self/fd")),
+                "broker_ports": len(stack.ports),
             }
             run_all(args, fleet, stack, run_dir, report, mem, plan, base)
         except KeyboardInterrupt:

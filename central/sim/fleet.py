@@ -21,7 +21,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +83,12 @@ def gateway_plan(n: int, seed: int = 1) -> list[dict[str, object]]:
 
 #: Longest the loop sleeps, so stop requests and queued calls are served promptly.
 MAX_WAIT_S = 0.2
-#: How often each connection's keepalive is checked (paho's ``loop_misc``).
-MISC_EVERY_S = 5.0
+#: How often each connection's keepalive is checked (paho's ``loop_misc``), as a share of
+#: the gateway's ``mqtt.keepalive_s``: paho sends a PINGREQ once ``keepalive_s`` passed without
+#: traffic, so checked every quarter of it a ping leaves by 1.25 x keepalive, before the
+#: broker's 1.5 x. (Every 5 s, as before, was 12 wake-ups a minute per gateway for one sample:
+#: at 2,000 gateways, most of the simulator's CPU; 50,000 would not fit in one core.)
+MISC_SHARE = 0.25
 #: Threads for ticks that handle config documents or commands. Those run firmware hooks as
 #: subprocesses (about 50 ms per apply on the simulated platform): on the loop's thread, a
 #: push to 1,000 gateways would stall the other 8,000 for most of a minute.
@@ -110,9 +114,18 @@ def plant_faults(n: int, each: int, seed: int = 1) -> dict[str, str]:
     return {f"gw-sim-{i:05d}": FAULTS[k // each] for k, i in enumerate(picked)}
 
 
-def raise_nofile() -> tuple[int, int]:
-    """Raise the soft limit of open files to the hard limit: one socket per gateway."""
+def raise_nofile(need: int = 0) -> tuple[int, int]:
+    """Raise the soft limit of open files to the hard limit (one socket per gateway), and
+    the hard limit itself to ``need`` when it is lower and this process may (root, or
+    CAP_SYS_RESOURCE; up to the kernel's fs.nr_open). The broker and central, started by
+    the simulator, inherit the limits. Returns (soft, hard) as they end up."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need > hard:
+        with contextlib.suppress(OSError, ValueError):
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+            want = min(need, ceiling)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -154,13 +167,15 @@ class SimulatedFleet:
     ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
     random part of an interval after that, so samples are spread as in a real fleet.
     ``skew[i]`` is added to gateway ``i``'s wall clock (a clock jump, for the chaos scenario).
+    ``port`` may be several (a broker's listeners, :func:`central.sim.localbroker.
+    listeners_for`): gateway ``i`` connects to ``port[i % len(port)]``.
     """
 
     def __init__(
         self,
         n: int,
         host: str,
-        port: int,
+        port: int | Sequence[int],
         workdir: Path,
         *,
         interval_s: float = 10.0,
@@ -179,7 +194,8 @@ class SimulatedFleet:
         now = time.monotonic()
         self._start_at: list[float] = []
         # A gateway's defaults (agent/config.py) unless a test asks for faster ones.
-        mqtt: dict[str, object] = {"host": host, "port": port}
+        ports = [port] if isinstance(port, int) else list(port)
+        mqtt: dict[str, object] = {"host": host}
         if reconnect_max_s is not None:
             mqtt["reconnect_max_s"] = reconnect_max_s
         buffer = {} if replay_jitter_s is None else {"replay_jitter_s": replay_jitter_s}
@@ -199,7 +215,7 @@ class SimulatedFleet:
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": mqtt,
+                    "mqtt": {**mqtt, "port": ports[len(self.agents) % len(ports)]},
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
@@ -248,6 +264,8 @@ class SimulatedFleet:
         self._mask = [0] * n
         self._up = [False] * n
         self._misc_at = [0.0] * n
+        self._tick_at = [0.0] * n  # before this, the agent said it has nothing due
+        self._misc_every = [max(1.0, MISC_SHARE * a.cfg.mqtt.keepalive_s) for a in self.agents]
         self._next_at = list(self._start_at)
         heap = [(t, i) for i, t in enumerate(self._next_at)]
         heapq.heapify(heap)
@@ -277,7 +295,7 @@ class SimulatedFleet:
                     if mask & selectors.EVENT_WRITE:
                         link.loop_write()
                     # Acks and messages may let the agent replay or apply something now.
-                    self._service(i, time.monotonic())
+                    self._service(i, time.monotonic(), io=True)
         finally:
             self._pool.shutdown(wait=True)
             self._connect_pool.shutdown(wait=True)
@@ -285,7 +303,9 @@ class SimulatedFleet:
                 agent.shutdown("simulation stopped")
             sel.close()
 
-    def _service(self, i: int, now: float) -> None:
+    def _service(self, i: int, now: float, *, io: bool = False) -> None:
+        """Tick gateway ``i`` if it is due (or its socket had something), connect it if due,
+        check its keepalive if due."""
         if self._busy[i]:
             return  # a worker has it; _offloaded() schedules it again
         agent = self.agents[i]
@@ -295,6 +315,11 @@ class SimulatedFleet:
             return
         if agent.messages_waiting and self._pool is not None:
             self._offload(i, self._pool)
+            return
+        if not io and now < self._tick_at[i]:
+            # Woken for the keepalive check only: the agent's last tick said it has nothing
+            # to do before _tick_at (as Agent.run on a gateway would sleep until then).
+            self._after_tick(i, now, self._tick_at[i] - now)
             return
         self._after_tick(i, now, agent.tick())
 
@@ -329,12 +354,13 @@ class SimulatedFleet:
         link = self.agents[i].link  # connection attempts are a worker's (see _service)
         if now >= self._misc_at[i]:
             link.loop_misc()
-            self._misc_at[i] = now + MISC_EVERY_S
+            self._misc_at[i] = now + self._misc_every[i]
         if link.want_write():
             link.loop_write()
         self._sync(i)
         due = link.due()
-        nxt = min(now + min(wait, 3600.0), self._misc_at[i], due if due is not None else now + 3600)
+        self._tick_at[i] = now + min(wait, 3600.0)
+        nxt = min(self._tick_at[i], self._misc_at[i], due if due is not None else now + 3600)
         nxt = max(nxt, now + 0.001)
         self._next_at[i] = nxt
         heapq.heappush(self._heap, (nxt, i))
@@ -401,8 +427,9 @@ class SimulatedFleet:
 
 def wait_connected(fleet: SimulatedFleet, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
+    poll = min(1.0, max(0.2, len(fleet.agents) / 20_000))  # as stack.census_poll
     while fleet.connected < len(fleet.agents) and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(poll)
     return fleet.connected
 
 

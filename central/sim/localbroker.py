@@ -7,6 +7,7 @@ touches the system service or a fixed port.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -66,18 +67,51 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float 
         time.sleep(poll)
 
 
+def listeners_for(clients: int) -> int:
+    """How many loopback listener ports ``clients`` connections from 127.0.0.1 need.
+
+    A TCP connection is (source address, source port, destination address, destination
+    port): from one address to one port, at most the ephemeral range's ports (28,232 by
+    Linux's default 32768-60999) can be open at once, fewer in practice (other programs'
+    connections, sockets in TIME_WAIT after a reconnect storm). Linux picks a source port per
+    destination, so each more listener port gives the range again. Two thirds of it per port
+    leaves the headroom: 50,000 gateways get 3 listeners."""
+    low, high = ephemeral_range()
+    per = max(1000, (high - low + 1) * 2 // 3)
+    return max(1, -(-clients // per))
+
+
 class LocalBroker:
     """Mosquitto on a free loopback port. ``persistence=True`` keeps sessions and queued
-    messages across :meth:`restart` (saved on a clean stop), as a production broker would."""
+    messages across :meth:`restart` (saved on a clean stop), as a production broker would.
+    ``listeners``: how many ports it listens on (:attr:`ports`, the first is :attr:`port`),
+    for more clients than one port can take from loopback (:func:`listeners_for`)."""
 
-    def __init__(self, workdir: Path, extra_conf: str = "", *, persistence: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra_conf: str = "",
+        *,
+        persistence: bool = False,
+        listeners: int = 1,
+    ) -> None:
         self.workdir = workdir
         self.host = "127.0.0.1"
-        self.port = free_listen_port()
+        self.ports = [free_listen_port()]
+        while len(self.ports) < listeners:
+            port = free_listen_port()
+            if port not in self.ports:
+                self.ports.append(port)
+        self.port = self.ports[0]
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
+        # Each listener takes any number of clients (max_connections is per listener; -1 is
+        # Mosquitto's default, spelt out for the reader).
         lines = [
-            f"listener {self.port} {self.host}",
+            line
+            for port in self.ports
+            for line in (f"listener {port} {self.host}", "max_connections -1")
+        ] + [
             "allow_anonymous true",
             "max_queued_messages 0",
             f"log_dest file {self.log}",
@@ -102,14 +136,15 @@ class LocalBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._accepting, 10, f"mosquitto on port {self.port}")
+        for port in self.ports:
+            wait_until(functools.partial(self._accepting, port), 10, f"mosquitto on port {port}")
 
-    def _accepting(self) -> bool:
+    def _accepting(self, port: int) -> bool:
         if self.proc is None:
             return False
         if self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited {self.proc.returncode}; see {self.log}")
-        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+        with contextlib.suppress(OSError), socket.create_connection((self.host, port), 0.2):
             return True
         return False
 

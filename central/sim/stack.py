@@ -1,8 +1,10 @@
-"""The stack the simulator runs against (Mosquitto + central) and how it is measured.
+"""The stack the simulator runs against (Mosquitto + central, on SQLite or PostgreSQL) and
+how it is measured.
 
-Records lost are counted from central's SQLite: for every gateway, the sequence numbers it
-drew (each :class:`~central.sim.fleet.TrackedAgent` keeps them per ``sid``) that have no row
-in ``samples``. Lag comes from central's /metrics, load from psutil, connection storms from
+Records lost are counted from central's store, SQLite or PostgreSQL alike
+(:mod:`central.sim.stored`): for every gateway, the sequence numbers it drew (each
+:class:`~central.sim.fleet.TrackedAgent` keeps them per ``sid``) that have no row in
+``samples``. Lag comes from central's /metrics, load from psutil, connection storms from
 Mosquitto's log.
 """
 
@@ -36,7 +38,11 @@ from agent.protocol.topics import (
     gw_filter,
 )
 from central.sim.fleet import SimulatedFleet
-from central.sim.localbroker import LocalBroker, free_port, wait_until
+from central.sim.localbroker import LocalBroker, free_port, listeners_for, wait_until
+from central.sim.localpg import LocalPostgres
+from central.sim.stored import Expected, PgSamples, SqliteSamples, StoredSamples
+from central.store.pg.tables import PgRolloutStore, PgTokenStore
+from central.store.rollouts import RolloutStore
 from central.store.tokens import TokenStore
 
 log = logging.getLogger("titik.sim")
@@ -44,13 +50,20 @@ log = logging.getLogger("titik.sim")
 Result = dict[str, object]
 
 
+#: The stores ``titik-sim --store`` can start central on.
+STORES = ("sqlite", "postgresql")
+
+
 @dataclass
 class Stack:
-    """Where the fleet publishes, and central's database if the sim can read it."""
+    """Where the fleet publishes, and central's database if the sim can read it: ``db`` is
+    its SQLite file, ``store_url`` its PostgreSQL (one or neither); :attr:`samples` counts
+    what either stored."""
 
     host: str
     port: int
     db: Path | None = None
+    store_url: str | None = None
     broker: LocalBroker | None = None  # set when the sim started it (outage needs it)
     central: subprocess.Popen[bytes] | None = None
     api: str | None = None  # central's HTTP base URL, for its /metrics
@@ -58,6 +71,35 @@ class Stack:
     api_headers: dict[str, str] = field(default_factory=dict)
     central_argv: list[str] = field(default_factory=list)  # how the sim started central
     central_log: Path | None = None
+    #: Every port the broker listens on (the gateways are spread over them; :attr:`port` is
+    #: the first): one port cannot take 50,000 connections from loopback.
+    ports: list[int] = field(default_factory=list)
+    postgres: LocalPostgres | None = None  # set when the sim started PostgreSQL
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            self.ports = [self.port]
+
+    @property
+    def samples(self) -> StoredSamples | None:
+        """Central's ``samples``, to count (None when the sim cannot read central's store)."""
+        if self.store_url:
+            return PgSamples(self.store_url)
+        if self.db is not None:
+            return SqliteSamples(self.db)
+        return None
+
+    @property
+    def store_kind(self) -> str:
+        return "postgresql" if self.store_url else "sqlite"
+
+    def rollouts(self) -> RolloutStore:
+        """Central's rollout table, where the rollout scenario starts one."""
+        if self.store_url:
+            return PgRolloutStore(self.store_url)
+        if self.db is None:
+            raise ValueError("the rollouts are in central's store: run without --broker")
+        return RolloutStore(self.db)
 
     def start_central(self) -> None:
         """Start central (again) as the sim first did, its output appended to its log."""
@@ -99,63 +141,121 @@ class Stack:
 
 
 @contextlib.contextmanager
-def local_stack(workdir: Path) -> Iterator[Stack]:
+def local_stack(
+    workdir: Path,
+    *,
+    store: str = "sqlite",
+    store_url: str | None = None,
+    gateways: int = 0,
+) -> Iterator[Stack]:
     """A persistent Mosquitto (as production runs it: central's session and queue survive a
-    restart) and ``titik-central run`` as a subprocess, both stopped on exit."""
+    restart) and ``titik-central run`` as a subprocess, both stopped on exit.
+
+    ``store``: central's store, ``sqlite`` (a file in ``workdir``) or ``postgresql``: then
+    central uses ``store_url`` if given (an existing server; its database should be empty),
+    else a throwaway PostgreSQL started here (central/sim/localpg.py, stopped on exit).
+    ``gateways``: how many will connect, for the broker's listener ports
+    (:func:`~central.sim.localbroker.listeners_for`)."""
+    if store not in STORES:
+        raise ValueError(f"store {store!r}: choose from {', '.join(STORES)}")
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = LocalBroker(workdir, "max_connections -1\n", persistence=True)
-    broker.start()
-    db = workdir / "central.db"
-    conf = workdir / "central.toml"
-    http_port = free_port()
-    conf.write_text(
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "titik-central-sim"\n'
-        # One instance on Mosquitto: plain subscriptions survive a broker restart, shared ones
-        # do not (docs/central.md, "Known limits").
-        'share_group = ""\n'
-        f'[store]\npath = "{db}"\n[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
-    )
-    # Each run its own name: the work directory (and its database) may be a previous run's.
-    _, secret = TokenStore(db).create(f"titik-sim-{os.getpid()}-{int(time.time())}", "viewer")
-    stack = Stack(
-        broker.host,
-        broker.port,
-        db,
-        broker,
-        api=f"http://127.0.0.1:{http_port}",
-        api_headers={"Authorization": f"Bearer {secret}"},
-        central_argv=[sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
-        central_log=workdir / "central.log",
-    )
-    try:
+    with contextlib.ExitStack() as cleanup:
+        pg: LocalPostgres | None = None
+        if store == "postgresql" and not store_url:
+            pg = start_postgres(workdir)
+            cleanup.callback(stop_postgres, pg, workdir)
+            store_url = pg.create_database("titik")
+        broker = LocalBroker(workdir, persistence=True, listeners=listeners_for(gateways))
+        broker.start()
+        cleanup.callback(broker.stop)
+        db = workdir / "central.db"
+        conf = workdir / "central.toml"
+        http_port = free_port()
+        where = f'url = "{store_url}"' if store == "postgresql" else f'path = "{db}"'
+        conf.write_text(
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            'client_id = "titik-central-sim"\n'
+            # One instance on Mosquitto: plain subscriptions survive a broker restart, shared
+            # ones do not (docs/central.md, "Known limits").
+            'share_group = ""\n'
+            f'[store]\n{where}\n[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
+        )
+        url = store_url if store == "postgresql" else None
+        # Each run its own name: the work directory (and its database) may be a previous run's.
+        name = f"titik-sim-{os.getpid()}-{int(time.time())}"
+        tokens = PgTokenStore(url) if url else TokenStore(db)
+        try:
+            _, secret = tokens.create(name, "viewer")
+        finally:
+            tokens.close()
+        stack = Stack(
+            broker.host,
+            broker.port,
+            None if url else db,
+            url,
+            broker,
+            api=f"http://127.0.0.1:{http_port}",
+            api_headers={"Authorization": f"Bearer {secret}"},
+            central_argv=[sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
+            central_log=workdir / "central.log",
+            ports=broker.ports,
+            postgres=pg,
+        )
+        cleanup.callback(stack.stop_central)
         stack.start_central()
         wait_ingesting(stack, 30)
         yield stack
-    finally:
-        stack.stop_central()
-        broker.stop()
+
+
+#: The simulator's PostgreSQL: durable (fsync on, as production), more shared buffers than
+#: the tests' clusters (50,000 gateways' devices rows and indexes stay in memory), and enough
+#: connections for central's pools and the simulator's counting.
+SIM_PG_MAX_CONNECTIONS = 100
+SIM_PG_SHARED_BUFFERS = "256MB"
+
+
+def start_postgres(workdir: Path) -> LocalPostgres:
+    log.info("starting a throwaway PostgreSQL (its log is kept in %s)", workdir)
+    return LocalPostgres(
+        durable=True,
+        max_connections=SIM_PG_MAX_CONNECTIONS,
+        shared_buffers=SIM_PG_SHARED_BUFFERS,
+    ).start()
+
+
+def stop_postgres(pg: LocalPostgres, workdir: Path) -> None:
+    """Stop it, keeping its log beside central's for a look."""
+    with contextlib.suppress(OSError):
+        (workdir / "postgres.log").write_bytes(pg.log.read_bytes())
+    pg.stop()
 
 
 def wait_ingesting(stack: Stack, timeout: float) -> None:
     """Publish a probe sample until central has stored it: then its session is subscribed."""
-    if stack.db is None:
+    samples = stack.samples
+    if samples is None:
         raise ValueError("waiting for central needs its database")
     client = make_client("titik-sim-probe", protocol="3.1.1")
     client.connect(stack.host, stack.port)
     client.loop_start()
+    # An existing database (--store-url) may hold an earlier run's probes: wait for a new one.
+    before = samples.rows("gw-sim-probe")
     probe = Telemetry(
         device="gw-sim-probe",
         seq=0,
         boot=1,
-        sid="probe",
+        sid=f"probe-{os.getpid()}-{time.time():.0f}",
         ts=time.time(),
         agent=AgentInfo(version="sim"),
     )
     deadline = time.monotonic() + timeout
     try:
-        while stored_rows(stack.db, "gw-sim-probe") == 0:
+        while samples.rows("gw-sim-probe") <= before:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"central stored nothing within {timeout}s")
+                raise RuntimeError(
+                    f"central stored nothing in {samples.where} within {timeout}s: "
+                    f"see {stack.central_log}"
+                )
             client.publish(Topics("titik", "gw-sim-probe").telemetry, encode(probe), qos=1)
             time.sleep(0.5)
     finally:
@@ -164,47 +264,30 @@ def wait_ingesting(stack: Stack, timeout: float) -> None:
 
 
 def open_db(path: Path) -> sqlite3.Connection:
+    """Central's SQLite, read-only (for what only the SQLite scenarios read: chaos)."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
 
 
 def stored_rows(db: Path, device: str | None = None) -> int:
-    """Rows in central's ``samples`` (of one device); 0 while the database does not exist."""
-    if not db.exists():
-        return 0
-    try:
-        with contextlib.closing(open_db(db)) as conn:
-            if device is None:
-                row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM samples").fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT COUNT(*) FROM samples WHERE device=?", (device,)
-                ).fetchone()
-            return int(row[0])
-    except sqlite3.OperationalError:  # not created yet
-        return 0
+    """Rows in a SQLite store's ``samples`` (:meth:`StoredSamples.rows`)."""
+    return SqliteSamples(db).rows(device)
 
 
-Expected = dict[tuple[str, str], list[int]]  # (device, sid) -> [first seq, last seq, count]
-
-
-def missing_per_device(db: Path, expected: Expected) -> dict[str, int]:
+def missing_per_device(samples: StoredSamples, expected: Expected) -> dict[str, int]:
     """Per device, how many of the seqs it drew central has not stored (devices missing none
     are left out)."""
+    stored = samples.stored_in(expected)
     out: dict[str, int] = {}
-    with contextlib.closing(open_db(db)) as conn:
-        for (device, sid), (first, last, count) in expected.items():
-            row = conn.execute(
-                "SELECT COUNT(*) FROM samples WHERE device=? AND sid=? AND seq BETWEEN ? AND ?",
-                (device, sid, first, last),
-            ).fetchone()
-            if count - int(row[0]) > 0:
-                out[device] = out.get(device, 0) + count - int(row[0])
+    for (device, sid), (_first, _last, count) in expected.items():
+        short = count - stored.get((device, sid), 0)
+        if short > 0:
+            out[device] = out.get(device, 0) + short
     return out
 
 
-def missing(db: Path, expected: Expected) -> int:
+def missing(samples: StoredSamples, expected: Expected) -> int:
     """How many of the expected seqs central has not stored."""
-    return sum(missing_per_device(db, expected).values())
+    return sum(missing_per_device(samples, expected).values())
 
 
 def expected_seqs(fleet: SimulatedFleet, skip: frozenset[str] = frozenset()) -> Expected:
@@ -218,14 +301,15 @@ def expected_seqs(fleet: SimulatedFleet, skip: frozenset[str] = frozenset()) -> 
 
 def records_lost(fleet: SimulatedFleet, stack: Stack, timeout: float = 120.0) -> int:
     """Samples drawn so far that central has not stored within ``timeout``."""
-    if stack.db is None:
+    samples = stack.samples
+    if samples is None:
         raise ValueError("records lost needs central's database")
     expected = expected_seqs(fleet)
     deadline = time.monotonic() + timeout
-    lost = missing(stack.db, expected)
+    lost = missing(samples, expected)
     while lost and time.monotonic() < deadline:
         time.sleep(0.5)
-        lost = missing(stack.db, expected)
+        lost = missing(samples, expected)
     return lost
 
 
@@ -234,10 +318,18 @@ def pending(fleet: SimulatedFleet) -> int:
     return sum(a.spool.pending for a in fleet.agents)
 
 
+def census_poll(fleet: SimulatedFleet) -> float:
+    """How often to count the whole fleet (every gateway's link and spool, under the loop's
+    interpreter lock): 5 times a second up to 4,000 gateways, once a second from 20,000, so
+    that counting 50,000 does not take a quarter of the loop's time during a storm."""
+    return min(1.0, max(0.2, len(fleet.agents) / 20_000))
+
+
 def wait_drained(fleet: SimulatedFleet, timeout: float) -> float | None:
     """Seconds until no gateway has a backlog left to send, or None at the timeout (then the
     gateways still behind are logged, with what their links last said)."""
     t0 = time.monotonic()
+    poll = census_poll(fleet)
     while pending(fleet) or fleet.connected < len(fleet.agents):
         if time.monotonic() - t0 > timeout:
             behind = [a for a in fleet.agents if a.spool.pending or not a.link.connected]
@@ -251,7 +343,7 @@ def wait_drained(fleet: SimulatedFleet, timeout: float) -> float | None:
                     a.link.last_error,
                 )
             return None
-        time.sleep(0.2)
+        time.sleep(poll)
     return round(time.monotonic() - t0, 1)
 
 
@@ -260,14 +352,27 @@ class LagProbe:
 
     Its client is driven by its own thread through ``poll()``, not paho's ``loop_start()``:
     in a process holding thousands of sockets its descriptor is above 1023, where paho's
-    ``select()`` fails (that is why an earlier version saw no samples at 2,000 gateways)."""
+    ``select()`` fails (that is why an earlier version saw no samples at 2,000 gateways).
 
-    def __init__(self, stack: Stack, prefix: str = "titik") -> None:
+    ``devices``: only these gateways' telemetry (else every gateway's). Each message costs
+    this process, which also runs the fleet, about as much as a gateway's sample does: at
+    50,000 gateways a probe of them all would take a quarter of the loop's core, for a
+    distribution a sample of them gives as well (:func:`lag_sample`)."""
+
+    def __init__(
+        self, stack: Stack, prefix: str = "titik", devices: list[str] | None = None
+    ) -> None:
         self.lags: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.client = make_client("titik-sim-lag", protocol="3.1.1")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(gw_filter(prefix, TELEMETRY), 0)
+        filters = (
+            [(Topics(prefix, d).telemetry, 0) for d in devices]
+            if devices is not None
+            else [(gw_filter(prefix, TELEMETRY), 0)]
+        )
+        self.filters = filters
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(filters)
         self.client.on_message = self._on_message
         self.client.connect(stack.host, stack.port)
         self._thread = threading.Thread(target=self._drive, name="titik-sim-lag", daemon=True)
@@ -296,6 +401,16 @@ class LagProbe:
         self._stop.set()
         self._thread.join(5)
         self.client.disconnect()
+
+
+#: The most gateways the lag probe follows (:func:`lag_sample`).
+LAG_PROBE_MAX = 1000
+
+
+def lag_sample(fleet: SimulatedFleet, most: int = LAG_PROBE_MAX) -> list[str]:
+    """Every k-th gateway, at most ``most`` of them, spread over the fleet's regions alike."""
+    ids = [a.device_id for a in fleet.agents]
+    return ids[:: max(1, -(-len(ids) // most))]
 
 
 def lag_histogram(api: str, headers: dict[str, str] | None = None) -> dict[float, float]:
@@ -352,8 +467,9 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 class LoadSampler:
-    """Once a second, the CPU use of the broker and central (when the sim started them):
-    the peak and the mean, in % of one core."""
+    """Once a second, the CPU use of the broker, central and PostgreSQL (when the sim started
+    them; PostgreSQL's is its server and every backend together): the peak and the mean, in
+    % of one core."""
 
     def __init__(self, stack: Stack, every_s: float = 1.0) -> None:
         self.procs: dict[str, psutil.Process] = {}
@@ -364,15 +480,42 @@ class LoadSampler:
                     self.procs[name] = psutil.Process(proc.pid)
                     self.procs[name].cpu_percent()  # the first call starts the count
         self.samples: dict[str, list[float]] = {n: [] for n in self.procs}
+        self._pg: dict[int, psutil.Process] = {}
+        self._pg_root: psutil.Process | None = None
+        pid = stack.postgres.server_pid() if stack.postgres is not None else None
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                self._pg_root = psutil.Process(pid)
+                self.samples["postgres"] = []
+                self._postgres_cpu()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
         self._thread.start()
+
+    def _postgres_cpu(self) -> float:
+        """The server's and its backends' CPU since the last call (a backend seen for the
+        first time counts from now)."""
+        assert self._pg_root is not None  # noqa: S101 - only called when there is one
+        procs = [self._pg_root, *self._pg_root.children()]
+        total = 0.0
+        seen: dict[int, psutil.Process] = {}
+        for proc in procs:
+            known = self._pg.get(proc.pid, proc)
+            with contextlib.suppress(psutil.Error):
+                pct = known.cpu_percent()
+                total += pct if proc.pid in self._pg else 0.0
+                seen[proc.pid] = known
+        self._pg = seen
+        return total
 
     def _run(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             for name, proc in self.procs.items():
                 with contextlib.suppress(psutil.Error):
                     self.samples[name].append(proc.cpu_percent())
+            if self._pg_root is not None:
+                with contextlib.suppress(psutil.Error):
+                    self.samples["postgres"].append(self._postgres_cpu())
 
     def stop(self) -> Result:
         self._stop.set()

@@ -36,3 +36,27 @@ def test_fleet_connects_and_publishes(broker: Broker, tmp_path: Path) -> None:
         finally:
             fleet.stop()
     assert seen == {f"gw-sim-{i:05d}" for i in range(5)}
+
+
+def test_titik_sim_refuses_more_gateways_than_it_may_open_sockets_for(tmp_path: Path) -> None:
+    """Past the open-files limit every further connection fails (EMFILE), here and in the
+    broker that inherits it: titik-sim says so and what to do, before starting anything."""
+    import resource
+    import subprocess
+    import sys
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "central.sim.cli", "--gateways", "2000", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,  # sets one limit, no threads involved
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--gateways 2000 needs about 2100 open files" in proc.stderr
+    assert "ulimit -Hn" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing started
