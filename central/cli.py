@@ -119,9 +119,10 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
         prefix=config.mqtt.topic_prefix,
         states=lambda: consumer.fleet.states,
         reports=store.reported_docs,
-        # Retained, QoS 1, through the consumer's own session (paho queues it while the
-        # broker is away); every document was signed by the operator who made the plan.
-        publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
+        # QoS 1, through the consumer's own session (paho queues it while the broker is
+        # away); documents retained, an upgrade's commands not; every one of them was signed
+        # by the operator who made the plan.
+        publish=lambda topic, payload, retain: consumer.client.publish(topic, payload, 1, retain),
     )
     consumer.periodic.append(runner.tick)
     if config.store.url:
@@ -187,7 +188,7 @@ def cmd_run(config: CentralConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     audit_log = open_audit(config)
-    broker_audit = BrokerAudit(config, audit_log)
+    broker_audit = BrokerAudit(config, audit_log, rollouts=open_rollouts(config))
     publisher = MqttPublisher(config.mqtt)
     server = http_server(config, store, consumer, audit_log, publisher)
     # Not the main thread, so uvicorn installs no signal handlers: ours stop everything.

@@ -146,5 +146,5 @@ def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
             proc.kill()
             proc.wait()
     log = (tmp_path / "central.log").read_text()
-    assert "store: PostgreSQL titik@127.0.0.1:" in log and "(schema version 0 -> 3)" in log
+    assert "store: PostgreSQL titik@127.0.0.1:" in log and "(schema version 0 -> 4)" in log
     assert not (tmp_path / "c.db").exists()  # tokens, audit, rollouts: in PostgreSQL too

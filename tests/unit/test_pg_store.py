@@ -60,7 +60,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 3)
+        assert st.migrated == (1, schema.VERSION) == (1, 4)
         assert sql(pg_url, "SELECT version FROM schema_version") == [(3,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)

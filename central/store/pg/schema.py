@@ -178,8 +178,19 @@ CREATE TABLE rollout_intents (
 );
 """
 
+#: Upgrade rollouts (issue 22): each gateway's latest upgrade step per rollout, as the SQLite
+#: ``upgrade_steps`` (central/store/rollouts.py). Named, not numbered: it goes after any
+#: migration merged before it.
+V_UPGRADE_STEPS = """
+CREATE TABLE upgrade_steps (
+    rollout text NOT NULL REFERENCES rollouts (id), device text NOT NULL, cmd text NOT NULL,
+    step text NOT NULL, ok integer NOT NULL, error text, ts double precision,
+    failures integer NOT NULL, at double precision NOT NULL, PRIMARY KEY (rollout, device)
+);
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V_UPGRADE_STEPS)
 VERSION = len(MIGRATIONS)
 
 
