@@ -282,7 +282,8 @@ def upgrade_step(  # noqa: PLR0911 (one return per outcome)
         status=RolloutStatus.RUNNING,
         wave=wave,
         sent=index + 1,
-        next_at=now + spec.interval_s,
+        # the next wave's first command goes once this one's gate passes
+        next_at=None if last_of_wave else now + spec.interval_s,
         soak_until=now + p.limits.soak_s if last_of_wave else None,
         note=None,
         events=(*run.events, f"{now:.0f} {what}"),
