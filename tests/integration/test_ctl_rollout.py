@@ -180,7 +180,7 @@ def sim_release(city: City, version: str, base: str, *, name: str) -> tuple[str,
     """An unsigned manifest file of a simulated-platform release served at ``base``."""
     from tests.upgrade_rig import package_entry
 
-    blob = (json.dumps({"package": "titik-agent", "version": version, "healthy": True}) + "\n")
+    blob = json.dumps({"package": "titik-agent", "version": version, "healthy": True}) + "\n"
     data = blob.encode() + b"#" * 4096
     manifest = {"version": version, "min_from": "0.0.1",
                 "packages": [package_entry(f"{base}/{name}", data)]}  # fmt: skip
