@@ -100,7 +100,7 @@ class Fleet:
                 self.answer(d, {"id": cid, "ok": True, "result": {"step": "skipped"}})
                 continue
             old = self.steps.get(d)
-            if old is not None and old.step == "rolled_back" or (old and old.failures):
+            if old is not None and (old.step == "rolled_back" or old.failures):
                 self.answer(d, {"id": cid, "ok": False, "error": "rolled back from 0.2.0 already"})
             elif old is not None and outcome(old) == "done":
                 self.answer(d, {"id": cid, "ok": False, "error": "0.2.0 is running already"})
@@ -180,7 +180,7 @@ def test_commands_wait_for_the_maintenance_window_in_jakarta_time() -> None:
     assert pubs == [] and run.next_at == at("01:00", 8)
     assert "waiting for the maintenance window 01:00-03:00" in (run.note or "")
     assert "2026-12-08 01:00 Asia/Jakarta" in run.events[-1]
-    run, now = drive(run, fleet, now=at("12:00"), until=at("12:00", 12), every=60)
+    run, _ = drive(run, fleet, now=at("12:00"), until=at("12:00", 12), every=60)
     assert run.status is RolloutStatus.COMPLETED
     sent = [e for e in run.events if " command " in e]
     for e in sent:  # every command inside 01:00-03:00 Jakarta time
