@@ -61,7 +61,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
         assert st.migrated == (1, schema.VERSION) == (1, 4)
-        assert sql(pg_url, "SELECT version FROM schema_version") == [(3,)]
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(4,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
         assert [p.clients for p in st.history("d", NOW - 10, NOW + 10)] == [5]
@@ -76,7 +76,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
     finally:
         st.close()
     again = PgStore(pg_url, clock=lambda: NOW)
-    assert again.migrated == (3, 3)
+    assert again.migrated == (4, 4)
     again.close()
 
 
@@ -84,7 +84,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(3\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(4\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 
