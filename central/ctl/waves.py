@@ -236,7 +236,7 @@ def gate_line(r: Mapping[str, Any]) -> str:
     if g["verdict"] == "passed" and r["status"] != "completed":
         wave -= 1
     if r.get("kind") == "upgrade":
-        wave = r["wave"] + 1  # an upgrade's next wave waits for its first command
+        wave = g.get("wave") or r["wave"] + 1  # the gate names the wave it judged
         rate = g.get("failure_pct")
         return (
             f"wave {wave}'s gate {g['verdict']}: {g['applied']}/{g['size']} upgraded, "

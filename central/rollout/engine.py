@@ -224,6 +224,7 @@ def upgrade_step(  # noqa: PLR0911 (one return per outcome)
         sending_done = run.sent >= (run.wave + 1) * spec.steps
         soak_over = sending_done and run.soak_until is not None and now >= run.soak_until
         check = check_upgrade_wave(p, pcts[run.sent - 1], view, steps, soak_over=soak_over)
+        check.wave = run.wave
         if check.verdict == "failed":
             fails = check.failures or []
             shown = (fails + (check.health or []))[:5]

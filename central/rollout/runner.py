@@ -62,6 +62,7 @@ def gate_figures(check: WaveCheck | UpgradeCheck | None, now: float) -> dict[str
         return {
             "checked": now,
             "verdict": check.verdict,
+            "wave": check.wave + 1,
             "size": check.size,
             "applied": check.applied,
             "failures": len(fails),

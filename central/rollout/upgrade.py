@@ -219,6 +219,7 @@ class UpgradeCheck:
     """The gate's figures for one wave (the runner stores them as the rollout's gate)."""
 
     verdict: str  # soaking, passed, failed
+    wave: int = 0  # the index of the wave judged
     size: int = 0
     applied: int = 0  # done
     answered: int = 0  # done + failed

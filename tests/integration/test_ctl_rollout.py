@@ -211,6 +211,7 @@ def test_upgrade_start_upgrades_every_gateway_in_spread_waves(city: City) -> Non
         r = upgrade_ctl(city, "start", "--group", "g1", "--manifest", path, "--id", "u-ok",
                         "--waves", "50,100", "--steps", "2", "--spread", "1",
                         "--health-timeout", "10", "--soak", "10")  # fmt: skip
+    print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "signed the manifest of 9.0.0 with key " + city.kid in out
@@ -261,6 +262,7 @@ def test_an_upgrade_whose_canary_fails_halts_and_the_rest_is_never_sent(city: Ci
                             "--max-failure-pct", "1")  # fmt: skip
     finally:
         marker.unlink()
+    print(r.stdout)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"rollout {rid} halted: wave 1 failed its gate" in r.stdout
     assert f"{bad}: rolled back" in r.stdout
@@ -269,4 +271,5 @@ def test_an_upgrade_whose_canary_fails_halts_and_the_rest_is_never_sent(city: Ci
     outside = [d for d in IDS if d not in cohort(rid, IDS, 25)]
     assert outside and all(running(city, d) == "9.0.0" for d in outside)
     shown = upgrade_ctl(city, "status", rid)
+    print(shown.stdout)
     assert "1/4 commands sent" in shown.stdout, shown.stdout

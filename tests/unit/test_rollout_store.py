@@ -98,6 +98,8 @@ def test_an_upgrades_latest_step_per_gateway_on_both_stores(rollouts: RolloutSto
     ]
     assert rollouts.record_steps(rows) == 4
     got = rollouts.steps("up-1")
-    assert got["gw-1"] == StepRow("gw-1", "up:up-1:1.1", "rolled_back", False, "health gate", 2.0, 1)
+    assert got["gw-1"] == StepRow(
+        "gw-1", "up:up-1:1.1", "rolled_back", False, "health gate", 2.0, 1
+    )
     assert got["gw-2"] == StepRow("gw-2", "up:up-1:1.2", "confirmed", True, None, 3.0, 0)
     assert rollouts.steps("other") == {}

@@ -164,6 +164,7 @@ class GateOut(BaseModel):
     failures: int
     failed: list[str] = Field(description="The first failures, as '<device>: <why>'")
     health: list[str] = Field(description="Health figures the wave failed on")
+    wave: int | None = Field(default=None, description="An upgrade's: the wave judged (1 = first)")
     answered: int | None = Field(default=None, description="An upgrade's: done + failed")
     pending: int | None = Field(default=None, description="An upgrade's: no final step yet")
     failure_pct: float | None = Field(
