@@ -31,6 +31,7 @@ from central.alerting.webhook import WebhookNotifier
 from central.api.app import create_app
 from central.api.routes.actions import console_router
 from central.api.routes.alerting import WebhookCollector, alerting_router
+from central.api.routes.releases import releases_router
 from central.api.routes.rollouts import rollouts_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
@@ -251,6 +252,7 @@ def http_server(
             console_router(config, store, publisher, notifier.submit if notifier else None),
             alerting_router(config, store, notifier),
             rollouts_router(config, store, open_rollouts(config)),
+            *([releases_router(config.http.releases_dir)] if config.http.releases_dir else []),
         ],
         map_config=config.map,
         collectors=[WebhookCollector(notifier)] if notifier else [],
