@@ -21,7 +21,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from central.rollout.gate import FleetView, Verdict, WaveCheck, check_upgrade_wave, check_wave
 from central.rollout.plan import Limits, Plan
@@ -203,9 +205,6 @@ def progress(run: Run) -> float:
 def _when(t: float, spec: UpgradeSpec) -> str:
     w = spec.window_of()
     tz = w.tz if w is not None else "UTC"
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     return datetime.fromtimestamp(t, ZoneInfo(tz)).strftime(f"%Y-%m-%d %H:%M {tz}")
 
 
