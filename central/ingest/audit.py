@@ -12,7 +12,8 @@ passwords) or ``command`` (id, name, argument names, expiry), target = ``gw/<id>
 (``detail.of``): the log is append-only, so a result is never written into the action's
 entry; ``GET /api/audit`` shows them together.
 
-Bounded: an answer is recorded only for an action in the log, once per gateway (and state),
+Bounded: an answer is recorded only for an action in the log, once per gateway (and state;
+an upgrade's, once per step, its download progress left out),
 so a gateway cannot grow the log by publishing results; a message delivered again (a
 retained document on a new subscription, a QoS 1 redelivery) has the same ``ref``
 (:func:`message_ref`) and is recorded once. The kid is the one the message claims; the
