@@ -42,6 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.protocol import topics
 from agent.protocol.client import client_for
+from agent.protocol.upgrade import STEPS
 from central.config import CentralConfig
 from central.store.audit import VIA_PROPERTY, AuditEntry, AuditLog, message_ref
 from central.store.rollouts import RolloutStore, StepRow, answer_step, rollout_of
@@ -211,10 +212,10 @@ class Recorder:
         ref = f"answer:{action.seq}:{device}"
         # An upgrade answers in several steps (docs/upgrades.md, "The reports"): each step is
         # an entry of its own (bounded: a dozen steps; the progress reports are left out).
-        if "step" in body and step != "downloading":
+        if "step" in body and step in STEPS and step != "downloading":
             detail["step"], ref = step, f"{ref}:{step}"
         elif "step" in body:
-            return None
+            return None  # progress, or a step no agent reports: not in the log
         return self.audit.append(
             action.actor, "command.result", topics.gw_target(device), key_id=action.key_id,
             result=result, detail=detail, via="broker", ref=ref,

@@ -292,9 +292,11 @@ def test_an_upgrades_answers_each_step_recorded_once_and_kept_for_its_rollout(
         None, "installing", "rolled_back",
     ]  # fmt: skip
     assert got[3] is not None and got[3].result == "error: health gate"
-    # the same step delivered again: recorded once
+    # the same step delivered again: recorded once; a step no agent reports: not at all
     assert rec.record(Seen(res, json.dumps(answers[3]).encode())) == got[3]
-    steps = [(r, row.step, row.ok) for r, row in rec.steps]
+    made_up = {"id": cid, "ok": True, "step": "grow_the_log_1", "ts": 5}
+    assert rec.record(Seen(res, json.dumps(made_up).encode())) is None
+    steps = [(r, row.step, row.ok) for r, row in rec.steps]  # one row per gateway, kept
     assert steps[:4] == [
         ("city-0.2.0", "verified", True), ("city-0.2.0", "downloading", True),
         ("city-0.2.0", "installing", True), ("city-0.2.0", "rolled_back", False),
