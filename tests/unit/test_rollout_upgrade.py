@@ -290,3 +290,50 @@ def test_commands_that_would_expire_stop_the_rollout() -> None:
     p = replace(p, upgrade=replace(p.upgrade, expires_at=500))  # type: ignore[type-var]
     run, _ = drive(new_run(p), Fleet())
     assert run.status is RolloutStatus.HALTED and "expire" in (run.reason or "")
+
+
+def test_the_runner_sends_commands_not_retained_and_none_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """central/rollout/runner.py with an upgrade: each command on the group's cmd topic, not
+    retained (a gateway gets it from its session); a new runner (central restarted) sends no
+    command again, and the next one when it is due; the gate reads the stored steps."""
+    from central.rollout.runner import RolloutRunner
+
+    store = RolloutStore(tmp_path / "c.db")
+    fleet = Fleet()
+    sent: list[tuple[str, dict[str, Any], bool]] = []
+
+    def runner() -> RolloutRunner:
+        import json
+
+        def publish(topic: str, payload: bytes, retain: bool) -> None:
+            body = json.loads(payload)
+            sent.append((topic, body, retain))
+            fleet.publish(body)
+            store.record_steps([("up-1", row) for row in fleet.steps.values()])
+
+        return RolloutRunner(store, prefix="titik", states=lambda: fleet.states,
+                             reports=dict, publish=publish, every_s=0)  # fmt: skip
+
+    try:
+        run = new_run(upgrade_plan(spread_s=600))
+        store.create("up-1", "g1", "ops", to_dict(run))
+        r = runner()
+        r.tick(1000.0)
+        assert [(t, b["id"], retain) for t, b, retain in sent] == [
+            ("titik/group/g1/cmd", "up:up-1:1.1", False)
+        ]
+        r.tick(1100.0)  # not due yet (200 s apart)
+        assert len(sent) == 1
+        again = runner()  # central restarted
+        again.tick(1150.0)
+        assert len(sent) == 1  # nothing sent again
+        again.tick(1200.0)
+        assert [b["id"] for _, b, _ in sent] == ["up:up-1:1.1", "up:up-1:1.2"]
+        stored = store.get("up-1")
+        assert stored is not None and stored.gate is not None
+        assert stored.gate["wave"] == 1 and stored.gate["verdict"] == "soaking"
+        assert stored.gate["applied"] == stored.gate["answered"] > 0
+    finally:
+        store.close()
