@@ -185,6 +185,7 @@ class SimulatedFleet:
         seed: int = 1,
         service_interval_s: float | None = None,
         service_faults: int = 0,
+        trusted_keys: tuple[str, ...] = (),
     ) -> None:
         self.agents: list[TrackedAgent] = []
         self.roots: list[Path] = []
@@ -221,6 +222,8 @@ class SimulatedFleet:
                     "platform": {"kind": "simulated", "root": str(state / "root")},
                     "buffer": buffer,
                     **({"service": service} if service else {}),
+                    # the operations key (the upgrade scenario's manifest and commands)
+                    **({"security": {"trusted_keys": list(trusted_keys)}} if trusted_keys else {}),
                 },
                 {},
             )
