@@ -261,7 +261,9 @@ class PgStore(PgConsoleQueries):
                      s.mem_used_pct, s.temp_c, s.disk_used_pct, s.raw)
                     for s in batch.samples
                 ), strict=True))  # fmt: skip
-                cur.execute(_INSERT_SAMPLES, [list(c) for c in cols])
+                # Binary parameters: psycopg dumps a text[] in text format by quoting every
+                # element with a regular expression (~65 us for a 1 kB raw); binary is a copy.
+                cur.execute(_INSERT_SAMPLES, [list(c) for c in cols], binary=True)
                 stored = cur.rowcount
             if batch.devices:
                 cur.executemany(_UPSERT_DEVICE, [_device_row(d) for d in batch.devices])
