@@ -176,8 +176,7 @@ def report(args: argparse.Namespace, result: dict[str, float], lines: list[str])
         own[frames[-1]] += c
     us = 1e6 * result["cpu_s"] / args.messages
     print(
-        f"## Ingest CPU by stage ({args.store}, {args.messages} messages, "
-        f"{args.devices} devices)\n"
+        f"## Ingest CPU by stage ({args.store}, {args.messages} messages, {args.devices} devices)\n"
     )
     print(
         f"Consumer CPU {result['cpu_s']:.2f} s = **{us:.0f} µs/msg**; drained in "
