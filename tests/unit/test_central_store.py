@@ -202,7 +202,7 @@ def test_every_device_field_and_awkward_text_round_trip(store: AnyStore) -> None
     as written and in order, an int among a float column's floats is taken, a device twice in
     one batch keeps its last row (as SQLite's statement per row does), and ``raw`` is kept
     byte for byte."""
-    odd = ['a,b', 'q"uote', "back\\slash", "{brace}", "NULL", "é ü", ""]
+    odd = ["a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "é ü", ""]
     first = DeviceState("gw-1", site="s'1", region="R", lat=1, lon=106.5, groups=odd,
                         online=True, boot=2**40, last_seen=NOW, last_ts=NOW - 1, sid="x",
                         seq=7, clients=3, cpu_pct=1, mem_used_pct=2.5, temp_c=None,
