@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TAKEOVER_S = 20.0
 
 
+def http_port(conf: Path) -> int:
+    return int(conf.read_text().split("[http]\nport = ", 1)[1].split("\n", 1)[0])
+
+
 @dataclass
 class Central:
     name: str
@@ -47,7 +51,7 @@ class Central:
     starts: int = field(default=0)
 
     def start(self) -> None:
-        self.port = int(self.conf.read_text().split("[http]\nport = ", 1)[1].split("\n", 1)[0])
+        self.port = http_port(self.conf)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "central.cli", "run", "--config", str(self.conf)],
             cwd=ROOT,
@@ -86,11 +90,15 @@ class Central:
 
 
 def centrals(tmp_path: Path, broker: Broker, url: str, extra: str = "") -> list[Central]:
-    out = []
+    out: list[Central] = []
     for name in ("m1", "m2"):
         d = tmp_path / name
         d.mkdir()
         conf = pg_toml(d, broker, url, f"c-{name}")
+        # Two free ports asked one after the other may be the same one (seen once: m2 could
+        # not bind, and its /healthz answered from m1).
+        while http_port(conf) in {http_port(c.conf) for c in out}:
+            conf = pg_toml(d, broker, url, f"c-{name}")
         conf.write_text(conf.read_text() + extra)
         log = d / "central.log"
         log.touch()

@@ -5,6 +5,7 @@ quarantine, the console's aggregates. Tests of one store's own mechanics say so 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -193,6 +194,31 @@ def test_device_upsert_replaces_state(fleet_store: AnyStore) -> None:
     a = fleet_store.device("gw-a")
     assert a is not None and a.region == "East" and not a.online and a.clients is None
     assert len(fleet_store.load_devices()) == 4
+
+
+def test_every_device_field_and_awkward_text_round_trip(store: AnyStore) -> None:
+    """Device rows and samples go to PostgreSQL as binary arrays in one statement each
+    (central/store/pg/store.py): groups with quotes, commas, braces and backslashes come back
+    as written and in order, an int among a float column's floats is taken, a device twice in
+    one batch keeps its last row (as SQLite's statement per row does), and ``raw`` is kept
+    byte for byte."""
+    odd = ["a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "é ü", ""]
+    first = DeviceState("gw-1", site="s'1", region="R", lat=1, lon=106.5, groups=odd,
+                        online=True, boot=2**40, last_seen=NOW, last_ts=NOW - 1, sid="x",
+                        seq=7, clients=3, cpu_pct=1, mem_used_pct=2.5, temp_c=None,
+                        disk_used_pct=9.0, version="0.1", platform="openwrt", model="m",
+                        interval_s=30, offline_since=None, offline_reason=None)  # fmt: skip
+    later = DeviceState("gw-1", groups=["z", "a"], seq=8, offline_since=NOW, offline_reason="will")
+    other = DeviceState("gw-0", groups=[], lat=-6.2)
+    store.write(WriteBatch(devices=[first, other]))
+    assert store.device("gw-1") == first
+    store.write(WriteBatch(devices=[first, later]))
+    assert store.device("gw-1") == later and store.device("gw-0") == other
+    raw = '{"k":"q\\"uote \\\\ é {x,y}","n":null}'
+    one = dataclasses.replace(s("gw-1", 1, NOW, cpu_pct=5), raw=raw)
+    assert store.write(WriteBatch(samples=[one, s("gw-1", 2, NOW + 60)])).stored == 2
+    assert query(store, "SELECT raw FROM samples WHERE seq = 1") == [(raw,)]
+    assert [p.cpu_pct for p in store.history("gw-1", NOW - 1, NOW + 61)] == [5.0, 10.0]
 
 
 def test_alerts_open_once_and_close(store: AnyStore) -> None:

@@ -103,30 +103,69 @@ DEVICE_COLS = (
     "version", "platform",
     "model", "interval_s", "offline_since", "offline_reason",
 )  # fmt: skip
-_UPSERT_DEVICE = (
-    f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) VALUES "  # noqa: S608 - fixed names
-    f"({', '.join('%s::text[]' if c == 'groups' else '%s' for c in DEVICE_COLS)}) "
+_GET_DEVICE = operator.attrgetter(*DEVICE_COLS)
+_DEVICE_TYPES = {
+    "lat": "float8", "lon": "float8", "groups": "text", "online": "bool", "boot": "bigint",
+    "last_seen": "float8", "last_ts": "float8", "seq": "bigint", "clients": "bigint",
+    "cpu_pct": "float8", "mem_used_pct": "float8", "temp_c": "float8",
+    "disk_used_pct": "float8", "interval_s": "float8", "offline_since": "float8",
+}  # fmt: skip
+#: A batch's device rows in one statement (a row per device; the last one if a device came
+#: twice), the columns as binary arrays like the samples'. ``groups`` comes as each row's
+#: JSON array (a text[][] must be rectangular), made a text[] again in order.
+_UPSERT_DEVICES = (
+    f"INSERT INTO devices ({', '.join(DEVICE_COLS)}) "  # noqa: S608 - fixed names
+    "SELECT DISTINCT ON (device) "
+    + ", ".join(
+        "ARRAY(SELECT jsonb_array_elements_text(groups::jsonb))" if c == "groups" else c
+        for c in DEVICE_COLS
+    )
+    + " FROM unnest("
+    + ", ".join(f"%b::{_DEVICE_TYPES.get(c, 'text')}[]" for c in DEVICE_COLS)
+    + f") WITH ORDINALITY AS u({', '.join(DEVICE_COLS)}, n) ORDER BY device, n DESC "
     "ON CONFLICT (device) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in DEVICE_COLS[1:])
 )
-_GET_DEVICE = operator.attrgetter(*DEVICE_COLS)
+_GROUPS = DEVICE_COLS.index("groups")
+_FLOAT_COLS = tuple(i for i, c in enumerate(DEVICE_COLS) if _DEVICE_TYPES.get(c) == "float8")
+
+
+def _device_columns(devices: list[DeviceState]) -> list[list[Any]]:
+    cols = [list(c) for c in zip(*map(_GET_DEVICE, devices), strict=True)]
+    cols[_GROUPS] = [json.dumps(g) for g in cols[_GROUPS]]
+    for i in _FLOAT_COLS:
+        cols[i] = _floats(cols[i])
+    return cols
+
 
 _SAMPLE_COLS = (
     "device, sid, seq, ts, historical, clients, cpu_pct, mem_used_pct, temp_c, disk_used_pct, raw"
 )
 #: One statement for the batch's samples: the first of each key in the batch, unless the key
 #: is stored already (under any ts); ON CONFLICT catches a racing writer's same row.
+#: The arrays go in binary (``%b``): in text format psycopg quotes every element of a text[]
+#: with a regular expression, ~65 us for a 1 kB ``raw`` (bench/profile_ingest.py).
 _INSERT_SAMPLES = f"""
 INSERT INTO samples ({_SAMPLE_COLS})
 SELECT DISTINCT ON (device, sid, seq) {_SAMPLE_COLS}
-FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::float8[], %s::bool[], %s::bigint[],
-            %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::float8[], %b::bool[], %b::bigint[],
+            %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::text[])
      WITH ORDINALITY AS u({_SAMPLE_COLS}, n)
 WHERE NOT EXISTS (
     SELECT 1 FROM samples s WHERE s.device = u.device AND s.sid = u.sid AND s.seq = u.seq)
 ORDER BY device, sid, seq, n
 ON CONFLICT DO NOTHING
 """  # noqa: S608 - constants only
+
+_GET_SAMPLE = operator.attrgetter(*_SAMPLE_COLS.split(", "))
+_SAMPLE_FLOATS = (3, 6, 7, 8, 9)  # ts, cpu_pct, mem_used_pct, temp_c, disk_used_pct
+
+
+def _floats(values: list[Any]) -> list[float | None]:
+    """A binary array holds one Python type: a float column's ints (a Sample or DeviceState
+    made in code, a ``Number`` given as 5) become floats."""
+    return [None if v is None else float(v) for v in values]
+
 
 #: Folds the samples with ``%s < id <= %s`` into rollups_5m. Sums are float8 (as SQLite's
 #: total()), so they cannot overflow; GREATEST ignores NULLs as the SQLite max(coalesce()) does.
@@ -162,10 +201,6 @@ _SORTS: dict[str, str] = {
     "-last_seen": "coalesce(last_seen, 0) DESC, device",
     "region": "coalesce(region, ''), device",
 }
-
-
-def _device_row(d: DeviceState) -> tuple[Any, ...]:
-    return tuple(_GET_DEVICE(d))
 
 
 def _device_from(row: dict[str, Any]) -> DeviceState:
@@ -256,15 +291,13 @@ class PgStore(PgConsoleQueries):
         stored = 0
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             if batch.samples:
-                cols = list(zip(*(
-                    (s.device, s.sid, s.seq, s.ts, s.historical, s.clients, s.cpu_pct,
-                     s.mem_used_pct, s.temp_c, s.disk_used_pct, s.raw)
-                    for s in batch.samples
-                ), strict=True))  # fmt: skip
-                cur.execute(_INSERT_SAMPLES, [list(c) for c in cols])
+                cols = [list(c) for c in zip(*map(_GET_SAMPLE, batch.samples), strict=True)]
+                for i in _SAMPLE_FLOATS:
+                    cols[i] = _floats(cols[i])
+                cur.execute(_INSERT_SAMPLES, cols)
                 stored = cur.rowcount
             if batch.devices:
-                cur.executemany(_UPSERT_DEVICE, [_device_row(d) for d in batch.devices])
+                cur.execute(_UPSERT_DEVICES, _device_columns(batch.devices))
             for doc in batch.desired:
                 cur.execute(
                     "INSERT INTO config_desired VALUES (%s, %s, %s, %s) ON CONFLICT (target) "
@@ -321,7 +354,7 @@ class PgStore(PgConsoleQueries):
                     "(%s, %s, 0, 0, false, NULL, NULL, NULL, NULL, NULL, '{}')",
                     (_PROBE, _PROBE),
                 )
-                conn.execute(_UPSERT_DEVICE, _device_row(DeviceState(device=_PROBE)))
+                conn.execute(_UPSERT_DEVICES, _device_columns([DeviceState(device=_PROBE)]))
                 conn.execute("INSERT INTO config_desired VALUES (%s, 1, '{}', 0)", (_PROBE,))
                 conn.execute(
                     "INSERT INTO config_reported VALUES (%s, 1, 'gw', '{}', 'applied', NULL, "
