@@ -10,7 +10,7 @@ import json
 import operator
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -531,8 +531,20 @@ class SqliteStore(ConsoleQueries):
         }
 
     def reported_docs(self) -> dict[str, ReportedDoc]:
+        return self._reported(self._r().execute("SELECT * FROM config_reported"))
+
+    def reported_docs_of(self, devices: Collection[str]) -> dict[str, ReportedDoc]:
+        """The reports of these gateways only (a page of the device list, one device)."""
+        rows = self._r().execute(
+            "SELECT * FROM config_reported WHERE device IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(devices)),),
+        )
+        return self._reported(rows)
+
+    @staticmethod
+    def _reported(rows: Iterable[sqlite3.Row]) -> dict[str, ReportedDoc]:
         out = {}
-        for r in self._r().execute("SELECT * FROM config_reported"):
+        for r in rows:
             # Validated when it came in: rebuilt without checking again.
             report = ConfigReported.model_construct(
                 version=r["version"],

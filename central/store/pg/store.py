@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import operator
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -564,21 +564,15 @@ class PgStore(PgConsoleQueries):
 
     def reported_docs(self) -> dict[str, ReportedDoc]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT * FROM config_reported").fetchall()
-        out = {}
-        for r in rows:
-            # Validated when it came in: rebuilt without checking again.
-            report = ConfigReported.model_construct(
-                version=r["version"],
-                source=r["source"],
-                versions=r["versions"],
-                state=r["state"],
-                error=r["error"],
-                hash=r["hash"],
-                ts=r["ts"],
-            )
-            out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
-        return out
+            return _reported(conn.execute("SELECT * FROM config_reported").fetchall())
+
+    def reported_docs_of(self, devices: Collection[str]) -> dict[str, ReportedDoc]:
+        """The reports of these gateways only (a page of the device list, one device)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT * FROM config_reported WHERE device = ANY(%s)", (list(devices),)
+            ).fetchall()
+        return _reported(rows)
 
     def compliance(self) -> list[ComplianceRow]:
         desired = self.desired_docs()
@@ -641,3 +635,20 @@ class PgStore(PgConsoleQueries):
                 for r in rows
             ],
         )
+
+
+def _reported(rows: Iterable[dict[str, Any]]) -> dict[str, ReportedDoc]:
+    out = {}
+    for r in rows:
+        # Validated when it came in: rebuilt without checking again.
+        report = ConfigReported.model_construct(
+            version=r["version"],
+            source=r["source"],
+            versions=r["versions"],
+            state=r["state"],
+            error=r["error"],
+            hash=r["hash"],
+            ts=r["ts"],
+        )
+        out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
+    return out
