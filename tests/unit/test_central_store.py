@@ -425,6 +425,29 @@ def test_desired_and_reported_docs_round_trip(store: AnyStore) -> None:
     assert (rep.report.state, rep.report.ts, rep.report.source) == ("applied", NOW, "group/jkt")
 
 
+def test_reported_docs_of_reads_only_the_named_gateways(store: AnyStore) -> None:
+    """The device list's page reads these (central/api/queries.py): the same documents as
+    reported_docs, only those asked for; a gateway without a report is left out."""
+
+    def report(v: int) -> ConfigReported:
+        return ConfigReported.model_construct(
+            version=v, source="group", versions={"group/all": v}, state="applied", error=None,
+            hash=None, ts=NOW,
+        )  # fmt: skip
+
+    store.write(
+        WriteBatch(reported=[ReportedDoc(f"gw-{i}", report(i), f'{{"v":{i}}}') for i in range(5)])
+    )
+    every = store.reported_docs()
+    some = store.reported_docs_of(["gw-1", "gw-3", "gw-none", "gw-1"])
+    assert set(some) == {"gw-1", "gw-3"}
+    for name, doc in some.items():
+        assert doc == every[name]
+    assert store.reported_docs_of([]) == {}
+    # Names with LIKE and JSON metacharacters are matched as themselves.
+    assert store.reported_docs_of(['gw-%', 'gw-"1']) == {}
+
+
 def test_the_console_aggregates(fleet_store: AnyStore) -> None:
     from central.store.base import AlertMark
 
