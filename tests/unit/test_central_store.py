@@ -445,7 +445,7 @@ def test_reported_docs_of_reads_only_the_named_gateways(store: AnyStore) -> None
         assert doc == every[name]
     assert store.reported_docs_of([]) == {}
     # Names with LIKE and JSON metacharacters are matched as themselves.
-    assert store.reported_docs_of(['gw-%', 'gw-"1']) == {}
+    assert store.reported_docs_of(["gw-%", 'gw-"1']) == {}
 
 
 def test_the_console_aggregates(fleet_store: AnyStore) -> None:
