@@ -33,6 +33,7 @@ from central.store.base import (
     Summary,
     WriteBatch,
     WriteResult,
+    page_total,
 )
 from central.store.compliance import compliance
 from central.store.console import ConsoleQueries
@@ -464,11 +465,13 @@ class SqliteStore(ConsoleQueries):
         if order is None:
             raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
         conn = self._r()
-        total = conn.execute(f"SELECT count(*) FROM devices{clause}", args).fetchone()[0]  # noqa: S608 - clauses are fixed strings
         rows = conn.execute(
-            f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+            f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608 - clauses are fixed strings
             [*args, limit, offset],
         ).fetchall()
+        total = page_total(offset, limit, len(rows))
+        if total is None:
+            total = conn.execute(f"SELECT count(*) FROM devices{clause}", args).fetchone()[0]  # noqa: S608
         return DevicePage(total=int(total), items=[_device_from(r) for r in rows])
 
     def device(self, device: str) -> DeviceState | None:

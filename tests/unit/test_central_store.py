@@ -183,6 +183,27 @@ def test_device_filters_sort_and_paging(fleet_store: AnyStore) -> None:
     assert page.total == 4 and [d.device for d in page.items] == ["gw-b", "gw-c"]
     with pytest.raises(ValueError, match="sort"):
         fleet_store.devices(sort="bogus")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "total", "items"),
+    [
+        ({"limit": 2}, 4, 2),  # a full page: counted
+        ({"limit": 3, "offset": 2}, 4, 2),  # the last page: its rows say the total
+        ({"limit": 2, "offset": 2}, 4, 2),  # exactly full to the end: counted
+        ({"limit": 2, "offset": 9}, 4, 0),  # past the end: counted
+        ({"limit": 0}, 4, 0),  # the count alone
+        ({"limit": 2**62, "region": "South"}, 2, 2),
+        ({"limit": 2**62, "q": "zzz"}, 0, 0),
+        ({"limit": 5, "offset": 1, "status": "online"}, 3, 2),
+    ],
+)
+def test_device_page_totals_count_every_match(
+    fleet_store: AnyStore, kw: dict[str, Any], total: int, items: int
+) -> None:
+    """The total is every match, whether read off the last page or counted apart."""
+    page = fleet_store.devices(**kw)
+    assert (page.total, len(page.items)) == (total, items)
     a = fleet_store.device("gw-a")
     assert a is not None and a.groups == ["jkt", "pilot"] and a.online is True
     assert fleet_store.device("nope") is None

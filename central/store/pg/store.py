@@ -53,6 +53,7 @@ from central.store.base import (
     Summary,
     WriteBatch,
     WriteResult,
+    page_total,
 )
 from central.store.compliance import compliance
 from central.store.pg import schema
@@ -495,14 +496,15 @@ class PgStore(PgConsoleQueries):
         if order is None:
             raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
         with self._conn() as conn:
-            total = conn.execute(f"SELECT count(*) AS n FROM devices{clause}", args).fetchone()  # noqa: S608 - fixed clauses
             rows = conn.execute(
-                f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT %s OFFSET %s",  # noqa: S608
+                f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT %s OFFSET %s",  # noqa: S608 - fixed clauses
                 [*args, limit, offset],
             ).fetchall()
-        return DevicePage(
-            total=int(total["n"]) if total else 0, items=[_device_from(r) for r in rows]
-        )
+            total = page_total(offset, limit, len(rows))
+            if total is None:
+                row = conn.execute(f"SELECT count(*) AS n FROM devices{clause}", args).fetchone()  # noqa: S608
+                total = int(row["n"]) if row else 0
+        return DevicePage(total=total, items=[_device_from(r) for r in rows])
 
     def device(self, device: str) -> DeviceState | None:
         with self._conn() as conn:
