@@ -13,7 +13,9 @@
    ``--n`` times after 20 warm-up requests and reports p50/p95/p99 in ms.
 
 ``--store both`` fills and measures SQLite, then PostgreSQL, with the same data, and prints
-one table with both stores' figures per query, side by side.
+one table with both stores' figures per query, side by side. ``--before TREE`` serves another
+checkout's code (e.g. main's) beside this tree's on each filled store and measures every query
+on both in alternating rounds: before and after in one run, under the same load.
 
 Run: .venv/bin/python bench/bench_api.py [--devices 10000] [--n 500] [--store both]
 Prints a markdown table, the machine and the command on stdout; progress on stderr.
@@ -243,7 +245,17 @@ def main() -> int:
         "TREE`) without and with [metrics] device_series, and this tree's alike, in alternating "
         "rounds of --n requests on the same store",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --metrics-before")
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="every query, side by side on the same filled store: the code in TREE (e.g. "
+        "`git archive main | tar -x -C TREE`) and this tree's, one server each, in --rounds "
+        "alternating rounds of --n/--rounds requests, so that the machine's other load falls "
+        "on both alike (TREE must read this tree's schema)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of --metrics-before, --before"
+    )
     parser.add_argument(
         "--store",
         choices=(*STORES, "both"),
@@ -260,6 +272,8 @@ def main() -> int:
     if args.metrics_before:
         return compare_metrics(args)
     stores = list(STORES) if args.store == "both" else [args.store]
+    if args.before:
+        return compare_trees(args, stores)
     rows: list[tuple[str, str, str, list[float]]] = []
     for kind in stores:
         with (
@@ -292,6 +306,62 @@ def main() -> int:
                     f"| {name} | `{path}` | {kind} | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
                     f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
                 )
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
+        + (f", {_pg_version()}" if "postgresql" in stores else "")
+    )
+    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    return 0
+
+
+def compare_trees(args: argparse.Namespace, stores: list[str]) -> int:
+    """Each query against the code in ``--before`` and this tree's, on the same store."""
+    tree = str(Path(args.before).resolve())
+    variants = [("before", ["--tree", tree]), ("after", [])]
+    per_round = max(1, args.n // args.rounds)
+    took: dict[tuple[str, str, str], list[float]] = {}
+    for kind in stores:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+            filled(kind, Path(tmp), args.devices, args.history) as target,
+        ):
+            headers = {"Authorization": f"Bearer {create_token(target)}"}
+            servers = [(name, *start_server(target, *extra)) for name, extra in variants]
+            try:
+                for qname, path in QUERIES:
+                    for _ in range(args.rounds):
+                        for name, _, port in servers:
+                            took.setdefault((qname, kind, name), []).extend(
+                                measure(port, path, per_round, headers)
+                            )
+                    print(
+                        f"{kind} {qname}: p95 "
+                        + " -> ".join(
+                            f"{pct(took[(qname, kind, name)], 95):.1f}" for name, _ in variants
+                        )
+                        + " ms",
+                        file=sys.stderr,
+                    )
+            finally:
+                for _, server, _ in servers:
+                    server.terminate()
+                    server.wait(10)
+    samples = min(args.devices, 500) * args.history
+    print(
+        f"### API latency before and after ({args.devices:,} gateways, {samples:,} raw "
+        f"samples, {args.rounds} alternating rounds of {per_round} requests per query and "
+        f"tree, one keep-alive client; {' and '.join(stores)})\n"
+    )
+    print("| query | store | before p50 ms | before p95 ms | after p50 ms | after p95 ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for qname, _ in QUERIES:
+        for kind in stores:
+            b, a = took[(qname, kind, "before")], took[(qname, kind, "after")]
+            print(
+                f"| {qname} | {kind} | {pct(b, 50):.1f} | {pct(b, 95):.1f} | "
+                f"{pct(a, 50):.1f} | {pct(a, 95):.1f} |"
+            )
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
         f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"

@@ -69,7 +69,8 @@ def create_app(
 
     ``tokens`` and ``audit_log`` default to the tables of the store's own database (its SQLite
     file ``store.path``, or PostgreSQL at ``store.url``); another store must pass them. ``config_ttl_s``: how long the
-    config documents behind ``compliant`` may be reused. ``session_s``: how long a dashboard
+    desired config documents behind ``compliant`` may be reused (the reports are read with
+    each page where the store can read some of them). ``session_s``: how long a dashboard
     session lasts. ``metrics_public``: serve /metrics without a token. ``device_series``:
     per-gateway series on /metrics ([metrics] device_series), rebuilt in the background every
     ``device_series_max_age_s`` while scraped (central.api.metrics.RefreshedBlock).

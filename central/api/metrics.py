@@ -62,41 +62,54 @@ class FleetCollector(Collector):
         if self.stats is not None:
             yield from self._ingest(self.stats)
 
-    def _regions(self) -> Iterator[Metric]:
+    def _regions(
+        self, rows: list[RegionRow], alerts_open: list[tuple[str, str, int]]
+    ) -> Iterator[Metric]:
         """Per-region series (issue 18): what Grafana maps and alerts on per region."""
-        store = self.store
-        if not isinstance(store, MetricsQueries):
-            return
         devices = GaugeMetricFamily(
             "titik_region_devices", "Gateways by region and status", labels=["region", "status"]
         )
-        for r in store.region_rows():
+        for r in rows:
             devices.add_metric([r.region, "online"], r.online)
             devices.add_metric([r.region, "offline"], r.offline)
         yield devices
         alerts = GaugeMetricFamily(
             "titik_region_alerts_open", "Open alerts by region and kind", labels=["region", "kind"]
         )
-        for region, kind, n in store.open_alerts_by_region():
+        for region, kind, n in alerts_open:
             alerts.add_metric([region, kind], n)
         yield alerts
 
     def _fleet(self) -> Iterator[Metric]:
-        yield from self._regions()
-        s = self.store.summary()
+        store = self.store
+        if isinstance(store, MetricsQueries):
+            # Both grouped queries answer the fleet-wide gauges too: no second pass over
+            # the gateways (store.summary) or load of every open alert (store.alerts).
+            rows = sorted(store.region_rows())
+            alerts_open = store.open_alerts_by_region()
+            yield from self._regions(rows, alerts_open)
+            online = sum(r.online for r in rows)
+            offline = sum(r.offline for r in rows)
+            clients_by_region = {r.region: r.clients for r in rows}
+            by_kind: dict[str, int] = {}
+            for _, kind, n in alerts_open:
+                by_kind[kind] = by_kind.get(kind, 0) + n
+        else:
+            s = store.summary()
+            online, offline, clients_by_region = s.online, s.offline, s.clients_by_region
+            by_kind = {}
+            for a in store.alerts(open_only=True):
+                by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
         devices = GaugeMetricFamily("titik_devices", "Gateways by status", labels=["status"])
-        devices.add_metric(["online"], s.online)
-        devices.add_metric(["offline"], s.offline)
+        devices.add_metric(["online"], online)
+        devices.add_metric(["offline"], offline)
         yield devices
         clients = GaugeMetricFamily(
             "titik_clients", "Wi-Fi clients on online gateways, by region", labels=["region"]
         )
-        for region, n in s.clients_by_region.items():
+        for region, n in clients_by_region.items():
             clients.add_metric([region], n)
         yield clients
-        by_kind: dict[str, int] = {}
-        for a in self.store.alerts(open_only=True):
-            by_kind[a.kind] = by_kind.get(a.kind, 0) + 1
         alerts = GaugeMetricFamily("titik_alerts_open", "Open alerts by kind", labels=["kind"])
         for kind, n in sorted(by_kind.items()):
             alerts.add_metric([kind], n)

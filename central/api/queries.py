@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -50,6 +50,7 @@ from central.store.base import (
 )
 from central.store.beside import alerting_of
 from central.store.compliance import compliance as compliance_of
+from central.store.console import RegionRow
 
 DAY_S = 86400.0
 
@@ -101,12 +102,28 @@ class ConfigDocs(Protocol):
 
 
 @runtime_checkable
+class ReportedDocsOf(Protocol):
+    """Optional store extras (both stores have them): the reports of some gateways."""
+
+    def reported_docs_of(self, devices: Collection[str]) -> dict[str, ReportedDoc]: ...
+
+
+@runtime_checkable
 class AlertMarks(Protocol):
     """Optional store extras (the SQLite store has them): operators' marks on alerts."""
 
     def alert_marks(self) -> dict[str, AlertMark]: ...
 
     def mark_alert(self, mark: AlertMark) -> None: ...
+
+
+@runtime_checkable
+class RegionCounts(Protocol):
+    """Optional store extras (both stores have them, for /metrics): grouped counts."""
+
+    def region_rows(self) -> list[RegionRow]: ...
+
+    def open_alerts_by_region(self) -> list[tuple[str, str, int]]: ...
 
 
 def alert_id(a: Alert) -> str:
@@ -169,6 +186,7 @@ class Api:
         self.config_ttl_s = config_ttl_s
         self._docs: tuple[float, dict[str, DesiredDoc], dict[str, ReportedDoc]] | None = None
         self._docs_lock = threading.Lock()
+        self._desired: tuple[float, dict[str, DesiredDoc]] | None = None
         self._life: AlertingStore | None = None
 
     def _lifecycle(self) -> AlertingStore | None:
@@ -192,8 +210,24 @@ class Api:
                 self._docs = (now, self.store.desired_docs(), self.store.reported_docs())
             return self._docs[1], self._docs[2]
 
+    def _page_docs(
+        self, devices: Iterable[str]
+    ) -> tuple[dict[str, DesiredDoc], dict[str, ReportedDoc]] | None:
+        """Desired documents (re-read at most every ``config_ttl_s``: few, one per group and
+        per gateway given its own) and the reports of ``devices`` only, read now: a page of
+        the list costs a page of reports, not the fleet's (~0.7 s at 50,000 on SQLite)."""
+        if not isinstance(self.store, ReportedDocsOf) or not isinstance(self.store, ConfigDocs):
+            return self.config_docs()
+        now = time.monotonic()
+        with self._docs_lock:
+            if self._desired is None or now - self._desired[0] >= self.config_ttl_s:
+                self._desired = (now, self.store.desired_docs())
+            desired = self._desired[1]
+        return desired, self.store.reported_docs_of(list(devices))
+
     def _compliance_rows(self, devices: Iterable[DeviceState]) -> dict[str, ComplianceRow]:
-        docs = self.config_docs()
+        devices = list(devices)
+        docs = self._page_docs(d.device for d in devices)
         if docs is not None:
             desired, reported = docs
             return {d.device: compliance_of(d, desired, reported.get(d.device)) for d in devices}
@@ -220,6 +254,8 @@ class Api:
         return [_item(d, r.compliant if (r := rows.get(d.device)) else True) for d in devices]
 
     def summary(self) -> SummaryOut:
+        if isinstance(self.store, RegionCounts):
+            return self._summary_grouped(self.store)
         s = self.store.summary()
         online_by = {r.region: r.active_aps for r in self.store.public_summary()}
         regions = sorted(set(s.clients_by_region) | set(online_by))
@@ -246,6 +282,29 @@ class Api:
             offline=s.offline,
             clients_total=s.clients,
             alerts_open=len(self.store.alerts(open_only=True)),
+            by_region=by_region,
+        )
+
+    def _summary_grouped(self, store: RegionCounts) -> SummaryOut:
+        """The summary from two grouped queries: gateways by region (up, down, online
+        gateways' clients) and open alerts by region and kind. The general path above asks
+        once per region (40 round trips on PostgreSQL) and loads every open alert."""
+        by_region = [
+            RegionSummary(
+                region=r.region, total=r.online + r.offline, online=r.online, offline=r.offline,
+                clients=r.clients,
+            )
+            for r in sorted(store.region_rows())
+        ]  # fmt: skip
+        online = sum(r.online for r in by_region)
+        total = sum(r.total for r in by_region)
+        return SummaryOut(
+            ts=self.clock(),
+            total=total,
+            online=online,
+            offline=total - online,
+            clients_total=sum(r.clients for r in by_region),
+            alerts_open=sum(n for _, _, n in store.open_alerts_by_region()),
             by_region=by_region,
         )
 
@@ -292,7 +351,7 @@ class Api:
             raise HTTPException(404, f"no device {device}")
         desired_out: dict[str, DesiredOut] = {}
         reported_out: ReportedOut | None = None
-        docs = self.config_docs()
+        docs = self._page_docs([device])
         if docs is not None:
             desired = docs[0]
             reported = docs[1].get(device)

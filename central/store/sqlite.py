@@ -10,7 +10,7 @@ import json
 import operator
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from central.store.base import (
     Summary,
     WriteBatch,
     WriteResult,
+    page_total,
 )
 from central.store.compliance import compliance
 from central.store.console import ConsoleQueries
@@ -464,11 +465,13 @@ class SqliteStore(ConsoleQueries):
         if order is None:
             raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
         conn = self._r()
-        total = conn.execute(f"SELECT count(*) FROM devices{clause}", args).fetchone()[0]  # noqa: S608 - clauses are fixed strings
         rows = conn.execute(
-            f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+            f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608 - clauses are fixed strings
             [*args, limit, offset],
         ).fetchall()
+        total = page_total(offset, limit, len(rows))
+        if total is None:
+            total = conn.execute(f"SELECT count(*) FROM devices{clause}", args).fetchone()[0]  # noqa: S608
         return DevicePage(total=int(total), items=[_device_from(r) for r in rows])
 
     def device(self, device: str) -> DeviceState | None:
@@ -531,8 +534,20 @@ class SqliteStore(ConsoleQueries):
         }
 
     def reported_docs(self) -> dict[str, ReportedDoc]:
+        return self._reported(self._r().execute("SELECT * FROM config_reported"))
+
+    def reported_docs_of(self, devices: Collection[str]) -> dict[str, ReportedDoc]:
+        """The reports of these gateways only (a page of the device list, one device)."""
+        rows = self._r().execute(
+            "SELECT * FROM config_reported WHERE device IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(devices)),),
+        )
+        return self._reported(rows)
+
+    @staticmethod
+    def _reported(rows: Iterable[sqlite3.Row]) -> dict[str, ReportedDoc]:
         out = {}
-        for r in self._r().execute("SELECT * FROM config_reported"):
+        for r in rows:
             # Validated when it came in: rebuilt without checking again.
             report = ConfigReported.model_construct(
                 version=r["version"],

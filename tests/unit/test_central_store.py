@@ -184,6 +184,27 @@ def test_device_filters_sort_and_paging(fleet_store: AnyStore) -> None:
     assert page.total == 4 and [d.device for d in page.items] == ["gw-b", "gw-c"]
     with pytest.raises(ValueError, match="sort"):
         fleet_store.devices(sort="bogus")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "total", "items"),
+    [
+        ({"limit": 2}, 4, 2),  # a full page: counted
+        ({"limit": 3, "offset": 2}, 4, 2),  # the last page: its rows say the total
+        ({"limit": 2, "offset": 2}, 4, 2),  # exactly full to the end: counted
+        ({"limit": 2, "offset": 9}, 4, 0),  # past the end: counted
+        ({"limit": 0}, 4, 0),  # the count alone
+        ({"limit": 2**62, "region": "South"}, 2, 2),
+        ({"limit": 2**62, "q": "zzz"}, 0, 0),
+        ({"limit": 5, "offset": 1, "status": "online"}, 3, 2),
+    ],
+)
+def test_device_page_totals_count_every_match(
+    fleet_store: AnyStore, kw: dict[str, Any], total: int, items: int
+) -> None:
+    """The total is every match, whether read off the last page or counted apart."""
+    page = fleet_store.devices(**kw)
+    assert (page.total, len(page.items)) == (total, items)
     a = fleet_store.device("gw-a")
     assert a is not None and a.groups == ["jkt", "pilot"] and a.online is True
     assert fleet_store.device("nope") is None
@@ -449,6 +470,29 @@ def test_desired_and_reported_docs_round_trip(store: AnyStore) -> None:
     assert rep.device == "d" and rep.doc == '{"r":1}'
     assert rep.report.versions == {"group/jkt": 4, "gw": 2} and rep.report.hash == "abc"
     assert (rep.report.state, rep.report.ts, rep.report.source) == ("applied", NOW, "group/jkt")
+
+
+def test_reported_docs_of_reads_only_the_named_gateways(store: AnyStore) -> None:
+    """The device list's page reads these (central/api/queries.py): the same documents as
+    reported_docs, only those asked for; a gateway without a report is left out."""
+
+    def report(v: int) -> ConfigReported:
+        return ConfigReported.model_construct(
+            version=v, source="group", versions={"group/all": v}, state="applied", error=None,
+            hash=None, ts=NOW,
+        )  # fmt: skip
+
+    store.write(
+        WriteBatch(reported=[ReportedDoc(f"gw-{i}", report(i), f'{{"v":{i}}}') for i in range(5)])
+    )
+    every = store.reported_docs()
+    some = store.reported_docs_of(["gw-1", "gw-3", "gw-none", "gw-1"])
+    assert set(some) == {"gw-1", "gw-3"}
+    for name, doc in some.items():
+        assert doc == every[name]
+    assert store.reported_docs_of([]) == {}
+    # Names with LIKE and JSON metacharacters are matched as themselves.
+    assert store.reported_docs_of(["gw-%", 'gw-"1']) == {}
 
 
 def test_the_console_aggregates(fleet_store: AnyStore) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import operator
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +53,7 @@ from central.store.base import (
     Summary,
     WriteBatch,
     WriteResult,
+    page_total,
 )
 from central.store.compliance import compliance
 from central.store.pg import schema
@@ -528,14 +529,15 @@ class PgStore(PgConsoleQueries):
         if order is None:
             raise ValueError(f"sort: must be one of {', '.join(_SORTS)}")
         with self._conn() as conn:
-            total = conn.execute(f"SELECT count(*) AS n FROM devices{clause}", args).fetchone()  # noqa: S608 - fixed clauses
             rows = conn.execute(
-                f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT %s OFFSET %s",  # noqa: S608
+                f"SELECT * FROM devices{clause} ORDER BY {order} LIMIT %s OFFSET %s",  # noqa: S608 - fixed clauses
                 [*args, limit, offset],
             ).fetchall()
-        return DevicePage(
-            total=int(total["n"]) if total else 0, items=[_device_from(r) for r in rows]
-        )
+            total = page_total(offset, limit, len(rows))
+            if total is None:
+                row = conn.execute(f"SELECT count(*) AS n FROM devices{clause}", args).fetchone()  # noqa: S608
+                total = int(row["n"]) if row else 0
+        return DevicePage(total=total, items=[_device_from(r) for r in rows])
 
     def device(self, device: str) -> DeviceState | None:
         with self._conn() as conn:
@@ -597,21 +599,15 @@ class PgStore(PgConsoleQueries):
 
     def reported_docs(self) -> dict[str, ReportedDoc]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT * FROM config_reported").fetchall()
-        out = {}
-        for r in rows:
-            # Validated when it came in: rebuilt without checking again.
-            report = ConfigReported.model_construct(
-                version=r["version"],
-                source=r["source"],
-                versions=r["versions"],
-                state=r["state"],
-                error=r["error"],
-                hash=r["hash"],
-                ts=r["ts"],
-            )
-            out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
-        return out
+            return _reported(conn.execute("SELECT * FROM config_reported").fetchall())
+
+    def reported_docs_of(self, devices: Collection[str]) -> dict[str, ReportedDoc]:
+        """The reports of these gateways only (a page of the device list, one device)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT * FROM config_reported WHERE device = ANY(%s)", (list(devices),)
+            ).fetchall()
+        return _reported(rows)
 
     def compliance(self) -> list[ComplianceRow]:
         desired = self.desired_docs()
@@ -674,3 +670,20 @@ class PgStore(PgConsoleQueries):
                 for r in rows
             ],
         )
+
+
+def _reported(rows: Iterable[dict[str, Any]]) -> dict[str, ReportedDoc]:
+    out = {}
+    for r in rows:
+        # Validated when it came in: rebuilt without checking again.
+        report = ConfigReported.model_construct(
+            version=r["version"],
+            source=r["source"],
+            versions=r["versions"],
+            state=r["state"],
+            error=r["error"],
+            hash=r["hash"],
+            ts=r["ts"],
+        )
+        out[r["device"]] = ReportedDoc(r["device"], report, r["doc"])
+    return out
