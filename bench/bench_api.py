@@ -2,8 +2,8 @@
 
 1. fills a throwaway store through its write API: ``--devices`` gateways in 40 regions
    (each in one of 20 groups, with a config report), ``--history`` raw samples for each of
-   the first 500 gateways, a desired document per group and a few open alerts (and, on
-   SQLite, every gateway's service report: PostgreSQL has no service tables yet). SQLite is
+   the first 500 gateways, a desired document per group, a few open alerts and every
+   gateway's service report (on both stores since PostgreSQL schema version 4). SQLite is
    a file in a temp dir; PostgreSQL a throwaway cluster (central/sim/localpg.py: initdb +
    pg_ctl on a free loopback port, ``fsync=off`` for the fill, which reads do not touch,
    256 MB of shared buffers), ANALYZEd after the fill as autovacuum would;
@@ -178,8 +178,7 @@ def fill(db: str | Path, devices: int, history: int) -> None:
     healthy = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="open"))
     dead = ServiceReport(ts=now, interval_s=300, probes=Probes(dns="ok", portal="broken"))
     rows = [to_row(d.device, dead if i % 10 == 3 else healthy, now) for i, d in enumerate(states)]
-    if not str(db).startswith("postgresql://"):  # no service tables on PostgreSQL yet
-        store.write(WriteBatch(service=rows))
+    store.write(WriteBatch(service=rows))
     store.roll_up()
     store.close()
 
