@@ -522,9 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         # Past it every further connection fails (EMFILE), in the fleet's process and in the
         # broker: a run would measure that, not the fleet.
         parser.error(
-            f"--gateways {args.gateways} over {args.workers} process(es) and "
-            f"{max(1, args.edges)} broker(s) needs about {busiest + 100} open files in each "
-            f"(a socket per gateway); a process may have {soft} here. Spread them: more "
+            f"--gateways {args.gateways} needs about {busiest + 100} open files in each of "
+            f"its {args.workers} process(es) and {max(1, args.edges)} broker(s) (a socket "
+            f"per gateway); a process may have {soft} here. Spread them: more "
             f"--workers and --edges (about {soft - 3000:,} gateways each), or raise the limit "
             "where titik-sim starts (ulimit -Hn, docker run --ulimit nofile, systemd "
             "LimitNOFILE)"

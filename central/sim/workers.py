@@ -194,7 +194,7 @@ class WorkerFleet:
     def cpu_s(self) -> float:
         """CPU seconds of this process and every worker."""
         t = os.times()
-        return t.user + t.system + sum(self._ask("cpu_s"))
+        return float(t.user + t.system + sum(self._ask("cpu_s")))
 
     def stop(self) -> None:
         """Every worker stops its gateways (each says goodbye as a gateway would) and exits."""
