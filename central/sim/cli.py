@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
             "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
             "  titik-sim --gateways 2000 --store postgresql --scenario steady,outage\n"
+            "  titik-sim --gateways 50000 --store postgresql --scenario steady,outage\n"
+            "            (past 17,000: edge brokers bridged to a core, and worker processes)\n"
             "scenarios:\n"
             "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
             "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
@@ -547,12 +549,12 @@ def main(argv: list[str] | None = None) -> int:
         fleet = make_fleet(args, stack, state)
         for device, fault in sorted(fleet.faults.items()):
             log.info("service fault planted: %s has %s", device, fault)
-        log.info("%d gateways built; event loop starting", args.gateways)
         if isinstance(fleet, WorkerFleet):
-            log.info("%d worker processes built their gateways", fleet.workers)
+            log.info("%d worker processes building their gateways", fleet.workers)
         stop = threading.Event()
         ticker = threading.Thread(target=progress, args=(fleet, stack.samples, stop), daemon=True)
         fleet.start()
+        log.info("%d gateways built; event loop(s) running", args.gateways)
         ticker.start()
         try:
             wait_connected(fleet, max(60.0, args.ramp + 60))
