@@ -31,6 +31,7 @@ from central.alerting.webhook import WebhookNotifier
 from central.api.app import create_app
 from central.api.routes.actions import console_router
 from central.api.routes.alerting import WebhookCollector, alerting_router
+from central.api.routes.releases import releases_router
 from central.api.routes.rollouts import rollouts_router
 from central.config import CentralConfig, load_config
 from central.ingest.audit import BrokerAudit
@@ -140,9 +141,10 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
         prefix=config.mqtt.topic_prefix,
         states=lambda: consumer.fleet.states,
         reports=store.reported_docs,
-        # Retained, QoS 1, through the consumer's own session (paho queues it while the
-        # broker is away); every document was signed by the operator who made the plan.
-        publish=lambda topic, payload: consumer.client.publish(topic, payload, 1, True),
+        # QoS 1, through the consumer's own session (paho queues it while the broker is
+        # away); documents retained, an upgrade's commands not; every one of them was signed
+        # by the operator who made the plan.
+        publish=lambda topic, payload, retain: consumer.client.publish(topic, payload, 1, retain),
     )
     consumer.periodic.append(runner.tick)
     consumer.periodic.append(alert_engine(config).tick)
@@ -204,7 +206,7 @@ def cmd_run(config: CentralConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     audit_log = open_audit(config)
-    broker_audit = BrokerAudit(config, audit_log)
+    broker_audit = BrokerAudit(config, audit_log, rollouts=open_rollouts(config))
     publisher = MqttPublisher(config.mqtt)
     server = http_server(config, store, consumer, audit_log, publisher)
     # Not the main thread, so uvicorn installs no signal handlers: ours stop everything.
@@ -267,6 +269,7 @@ def http_server(
             console_router(config, store, publisher, notifier.submit if notifier else None),
             alerting_router(config, store, notifier),
             rollouts_router(config, store, open_rollouts(config)),
+            *([releases_router(config.http.releases_dir)] if config.http.releases_dir else []),
         ],
         map_config=config.map,
         collectors=[WebhookCollector(notifier)] if notifier else [],

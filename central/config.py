@@ -199,6 +199,11 @@ class HttpConfig(Section):
         description="Addresses whose X-Forwarded-Proto/For are believed (a reverse proxy)",
     )
     tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
+    releases_dir: Path | None = Field(
+        default=None,
+        description="A directory of agent packages served at /releases/<file>, without a "
+        "token, for upgrade manifests' URLs (docs/upgrades.md)",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpConfig:

@@ -151,6 +151,20 @@ class Upgrader:
                 "version": manifest.version,
                 "reason": f"not in rollout {parsed.rollout.id} at {parsed.rollout.percent:g}%",
             }
+        j = self.journal
+        if (
+            parsed.rollout is not None
+            and j is not None
+            and j.get("phase") == "rolled_back"
+            and j.get("rollout") == parsed.rollout.id
+            and j.get("to") == manifest.version
+        ):
+            # A rollout's later commands reach this gateway again (cohorts nest): one rollback
+            # from this release is enough; central counts this answer as a failure.
+            raise UpgradeRefused(
+                f"rollout {parsed.rollout.id}: this gateway rolled back from {manifest.version} "
+                "already; it does not try it again in this rollout"
+            )
         if self._thread is not None and self._thread.is_alive():
             raise UpgradeRefused("an upgrade is being downloaded already; try again later")
         if self.journal is not None and self.journal.get("phase") in ACTIVE:
@@ -173,6 +187,8 @@ class Upgrader:
             "timeout_s": parsed.health_timeout_s,
             "kid": kid,
         }
+        if parsed.rollout is not None:
+            job["rollout"] = parsed.rollout.id
         self._thread = threading.Thread(
             target=self._run, args=(job, manifest, pkg), name="titik-upgrade", daemon=True
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     pass
-from central.ctl import waves
+from central.ctl import upgrade, waves
 from central.ctl.commands import (
     cmd_cmd,
     cmd_config,
@@ -219,11 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
             "it reconnects, until it expires (exit 3 says some were queued so). Unknown devices\n"
             "and groups are refused (exit 2).\n"
             "Commands: reboot, restart_wifi, collect_now, diagnostics, kick_client,\n"
-            "get_config (docs/remote-config.md). Values that read as JSON (30, true) are sent as such.\n\n"
+            "get_config (docs/remote-config.md), upgrade (docs/upgrades.md: --arg manifest=\n"
+            '"$(cat manifest.signed.json)" --arg health_timeout_s=300; for a group in waves\n'
+            "inside a maintenance window use `titik-ctl upgrade`). Values that read as JSON\n"
+            "(30, true, an object) are sent as such.\n\n"
             "examples:\n"
             "  titik-ctl cmd --device gw-0001 collect_now\n"
             "  titik-ctl cmd --device gw-0001 reboot --arg delay_s=30\n"
-            "  titik-ctl cmd --group g1 restart_wifi"
+            "  titik-ctl cmd --group g1 restart_wifi\n"
+            '  titik-ctl cmd --device gw-0001 upgrade --arg manifest="$(cat m.signed.json)"'
         ),
     )
     target = p.add_mutually_exclusive_group(required=True)
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     brokerkit.add_parser(sub)
     waves.add_parser(sub)
+    upgrade.add_parser(sub)
     return ap
 
 
@@ -264,6 +269,8 @@ def no_broker(args: argparse.Namespace, out: TextIO) -> int:
         return cmd_keygen(args, out)
     if args.command == "rollout":
         return waves.cmd_rollout(args, os.environ, out)
+    if args.command == "upgrade":
+        return upgrade.cmd_upgrade(args, os.environ, out)
     from central.broker import cli as brokerkit
 
     return brokerkit.main_broker(args, out, sys.stderr)
@@ -277,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already explained)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        if args.command in ("keygen", "broker", "rollout"):
+        if args.command in ("keygen", "broker", "rollout", "upgrade"):
             return no_broker(args, out)
         settings = settings_from(args, os.environ)
         run = {

@@ -235,15 +235,31 @@ def gate_line(r: Mapping[str, Any]) -> str:
     wave = r["wave"] + 1
     if g["verdict"] == "passed" and r["status"] != "completed":
         wave -= 1
+    if r.get("kind") == "upgrade":
+        wave = g.get("wave") or r["wave"] + 1  # the gate names the wave it judged
+        rate = g.get("failure_pct")
+        return (
+            f"wave {wave}'s gate {g['verdict']}: {g['applied']}/{g['size']} upgraded, "
+            f"{g['failures']} failed"
+            + (f" ({rate:g}% of {g.get('answered')} that answered)" if rate is not None else "")
+            + (f", {g['pending']} pending" if g.get("pending") else "")
+        )
     return f"wave {wave}'s gate {g['verdict']}: {g['applied']}/{g['size']} applied, {g['failures']} failed"
 
 
 def progress_line(r: Mapping[str, Any]) -> str:
     pct = f"{round(r['progress'] * 100):3d}%"
     if r["wave"] < 0:
+        if r.get("note") and r["status"] == "running":
+            return f"{pct}  {r['status']}: {r['note']}"
         return f"{pct}  {r['status']}: waiting for central to publish wave 1"
     gate = gate_line(r)
-    return f"{pct}  {r['status']}: {wave_name(r, r['wave'])}" + (f"; {gate}" if gate else "")
+    line = f"{pct}  {r['status']}: {wave_name(r, r['wave'])}" + (f"; {gate}" if gate else "")
+    if r.get("kind") == "upgrade":
+        line += f"; {r.get('commands_sent')}/{r.get('commands')} commands sent"
+    if r.get("note") and r["status"] == "running":
+        line += f"; {r['note']}"
+    return line
 
 
 def final_code(r: Mapping[str, Any], out: TextIO) -> int:
@@ -252,8 +268,18 @@ def final_code(r: Mapping[str, Any], out: TextIO) -> int:
         return EXIT_OK
     print(f"rollout {r['id']} {r['status']}: {r.get('reason') or ''}", file=out)
     if r["status"] == "halted":
-        print("central published the restore: every gateway goes back to the old config", file=out)
+        print(after_stop(r), file=out)
     return EXIT_FAILED
+
+
+def after_stop(r: Mapping[str, Any]) -> str:
+    """What a halt or an abort did."""
+    if r.get("kind") == "upgrade":
+        return (
+            "central sends no further upgrade command; nothing is downgraded: a gateway in its "
+            "health gate finishes by itself and one that fails it rolls itself back"
+        )
+    return "central published the restore: every gateway goes back to the old config"
 
 
 def goes_on(rid: str, r: Mapping[str, Any]) -> str:
@@ -317,6 +343,15 @@ def show(r: Mapping[str, Any], out: TextIO) -> None:
         file=out,
     )
     print(f"  waves     {waves}; soak {r['soak_s']:g} s; max failures {fail} per wave", file=out)
+    if r.get("kind") == "upgrade":
+        window = r.get("window") or "any hour"
+        print(
+            f"  upgrade   agent {r.get('release')}; window {window}; "
+            f"{r.get('commands_sent')}/{r.get('commands')} commands sent",
+            file=out,
+        )
+        if r.get("note") and r["status"] == "running":
+            print(f"  waiting   {r['note']}", file=out)
     print(f"  started   {created} by {r['created_by']}", file=out)
     if r.get("reason"):
         print(f"  reason    {r['reason']}", file=out)
@@ -371,10 +406,7 @@ def cmd_request(api: CentralApi, args: argparse.Namespace, out: TextIO) -> int:
             why = f": {r['reason']}" if r.get("reason") and r["status"] in FINAL else ""
             print(f"rollout {rid} is {r['status']}{why}", file=out)
             if r["status"] in ("aborted", "halted"):
-                print(
-                    "central published the restore: every gateway goes back to the old config",
-                    file=out,
-                )
+                print(after_stop(r), file=out)
             return EXIT_OK if r["status"] in AFTER[action][:1] else EXIT_FAILED
         time.sleep(0.5)  # polling central's API: the runner takes requests at its next tick
     raise CtlError(

@@ -12,7 +12,8 @@ passwords) or ``command`` (id, name, argument names, expiry), target = ``gw/<id>
 (``detail.of``): the log is append-only, so a result is never written into the action's
 entry; ``GET /api/audit`` shows them together.
 
-Bounded: an answer is recorded only for an action in the log, once per gateway (and state),
+Bounded: an answer is recorded only for an action in the log, once per gateway (and state;
+an upgrade's, once per step, its download progress left out),
 so a gateway cannot grow the log by publishing results; a message delivered again (a
 retained document on a new subscription, a QoS 1 redelivery) has the same ``ref``
 (:func:`message_ref`) and is recorded once. The kid is the one the message claims; the
@@ -41,8 +42,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.protocol import topics
 from agent.protocol.client import client_for
+from agent.protocol.upgrade import STEPS
 from central.config import CentralConfig
 from central.store.audit import VIA_PROPERTY, AuditEntry, AuditLog, message_ref
+from central.store.rollouts import RolloutStore, StepRow, answer_step, rollout_of
 
 log = logging.getLogger("titik.central.audit")
 
@@ -115,6 +118,9 @@ class Recorder:
     def __init__(self, prefix: str, audit: AuditLog) -> None:
         self.prefix = prefix
         self.audit = audit
+        #: Answers to an upgrade rollout's commands, (rollout, step row), for the caller to
+        #: keep in the rollout store once the audit's transaction is committed.
+        self.steps: list[tuple[str, StepRow]] = []
 
     def record(self, m: Seen) -> AuditEntry | None:
         parsed = topics.parse_topic(self.prefix, m.topic)
@@ -192,15 +198,27 @@ class Recorder:
         body = _json(m.payload)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             return None
+        step, ok, error = answer_step(body)
+        rollout = rollout_of(body["id"])
+        if rollout is not None:
+            ts = body.get("ts")
+            ts = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+            self.steps.append((rollout, StepRow(device, body["id"][:64], step, ok, error, ts)))
         action = self.audit.find("command", id=body["id"][:64])
         if action is None:
             return None
-        ok = body.get("ok") is True
         result = "ok" if ok else f"error: {_short(body.get('error'))}"
+        detail: dict[str, Any] = {"of": action.seq, "id": body["id"][:64]}
+        ref = f"answer:{action.seq}:{device}"
+        # An upgrade answers in several steps (docs/upgrades.md, "The reports"): each step is
+        # an entry of its own (bounded: a dozen steps; the progress reports are left out).
+        if "step" in body and step in STEPS and step != "downloading":
+            detail["step"], ref = step, f"{ref}:{step}"
+        elif "step" in body:
+            return None  # progress, or a step no agent reports: not in the log
         return self.audit.append(
             action.actor, "command.result", topics.gw_target(device), key_id=action.key_id,
-            result=result, detail={"of": action.seq, "id": body["id"][:64]}, via="broker",
-            ref=f"answer:{action.seq}:{device}",
+            result=result, detail=detail, via="broker", ref=ref,
         )  # fmt: skip
 
     def _config_answer(self, m: Seen, device: str) -> AuditEntry | None:
@@ -227,10 +245,17 @@ class BrokerAudit:
     """Its own MQTT session (client id ``<mqtt.client_id>-audit``): subscribes, records, acks."""
 
     def __init__(
-        self, config: CentralConfig, audit: AuditLog, *, clock: Callable[[], float] = time.time
+        self,
+        config: CentralConfig,
+        audit: AuditLog,
+        *,
+        rollouts: RolloutStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.recorder = Recorder(config.mqtt.topic_prefix, audit)
+        #: Where upgrade rollouts' steps are kept (the runner's gate reads them).
+        self.rollouts = rollouts
         self.clock = clock
         self.inbox: queue.Queue[Seen] = queue.Queue()
         self.subscribed = threading.Event()
@@ -311,6 +336,7 @@ class BrokerAudit:
 
     def _record(self, batch: list[Seen]) -> None:
         recorded, refused = 0, 0
+        self.recorder.steps.clear()
         with self.recorder.audit.batch():
             for m in batch:
                 try:
@@ -319,6 +345,10 @@ class BrokerAudit:
                 except ValueError as exc:  # a field the log refuses: say so, never block
                     refused += 1
                     log.warning("audit: %s not recorded: %s", m.topic, exc)
+        # After the audit's transaction (SQLite allows one writer at a time), before the acks:
+        # a failure here makes run() try the whole batch again (the audit's refs dedupe it).
+        if self.rollouts is not None and self.recorder.steps:
+            self.rollouts.record_steps(self.recorder.steps)
         self.recorded += recorded
         self.errors += refused
 

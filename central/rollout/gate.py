@@ -12,14 +12,15 @@ the end of the soak (a gateway on a flaky backhaul gets the whole soak to report
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Protocol
 
 from agent.protocol import ConfigReported
 from agent.protocol.cohort import cohort
-from central.rollout.plan import Plan
+from central.rollout.plan import Limits, Plan
+from central.rollout.upgrade import StepRow, UpgradeCheck, exceeds, outcome
 from central.store.base import DeviceState
 
 FAILED_STATES = ("rejected", "rolled_back")
@@ -68,6 +69,36 @@ def _means(states: Iterable[DeviceState | None]) -> dict[str, float]:
     return out
 
 
+def compare_health(
+    limits: Limits,
+    wave: Sequence[DeviceState | None],
+    control: Sequence[DeviceState | None],
+    *,
+    names: tuple[str, str] = ("wave", "rest"),
+) -> list[str]:
+    """The figures on which the wave's online gateways are worse, on average, than the
+    control's (the rest of the group) by more than the plan's margins: config and upgrade
+    rollouts judge the same figures."""
+    wave_means, rest_means = _means(wave), _means(control)
+    margins = {
+        "cpu_pct": limits.cpu_pct,
+        "mem_used_pct": limits.mem_used_pct,
+        "temp_c": limits.temp_c,
+    }
+    out = []
+    for name, margin in margins.items():
+        if (
+            name in wave_means
+            and name in rest_means
+            and wave_means[name] > rest_means[name] + margin
+        ):
+            out.append(
+                f"{name}: {names[0]} {wave_means[name]:.1f} vs {names[1]} {rest_means[name]:.1f} "
+                f"(margin {margin:g})"
+            )
+    return out
+
+
 def check_wave(plan: Plan, index: int, view: FleetView, *, soak_over: bool) -> WaveCheck:
     source, version = f"group/{plan.group}", plan.wave_version(index)
     members = view.members(plan.group)
@@ -96,23 +127,64 @@ def check_wave(plan: Plan, index: int, view: FleetView, *, soak_over: bool) -> W
     if not soak_over:
         return check
     check.failures += late
-    wave_means = _means(view.state(d) for d in wave)
-    rest_means = _means(view.state(d) for d in members if d not in inside)
-    margins = {
-        "cpu_pct": plan.limits.cpu_pct,
-        "mem_used_pct": plan.limits.mem_used_pct,
-        "temp_c": plan.limits.temp_c,
-    }
-    for name, margin in margins.items():
-        if (
-            name in wave_means
-            and name in rest_means
-            and wave_means[name] > rest_means[name] + margin
-        ):
-            check.health.append(
-                f"{name}: wave {wave_means[name]:.1f} vs rest {rest_means[name]:.1f} "
-                f"(margin {margin:g})"
-            )
+    check.health = compare_health(
+        plan.limits,
+        [view.state(d) for d in wave],
+        [view.state(d) for d in members if d not in inside],
+    )
     failed = len(check.failures) > allowed or bool(check.health)
     check.verdict = Verdict.FAILED if failed else Verdict.PASSED
+    return check
+
+
+def check_upgrade_wave(
+    plan: Plan,
+    percent: float,
+    view: FleetView,
+    steps: Mapping[str, StepRow],
+    *,
+    soak_over: bool,
+) -> UpgradeCheck:
+    """The gate of an upgrade wave whose cohort is ``percent`` % of the group now (the last
+    command sent): central/rollout/upgrade.py says what passes and what fails."""
+    members = view.members(plan.group)
+    wave = cohort(plan.id, members, percent)
+    inside = set(wave)
+    lim = plan.limits
+    check = UpgradeCheck("soaking", size=len(wave), failures=[], health=[])
+    failures: list[str] = []
+    done: list[str] = []
+    for device in wave:
+        row = steps.get(device)
+        got = outcome(row)
+        if got == "done":
+            done.append(device)
+        elif got == "failed" and row is not None:
+            why = row.error or row.step.replace("_", " ")
+            failures.append(f"{device}: {row.step.replace('_', ' ')}: {why}"[:300])
+        else:
+            check.pending += 1
+    check.applied, check.failures = len(done), failures
+    check.answered = len(done) + len(failures)
+    pct = lim.max_failures_percent
+    if exceeds(len(failures), len(wave), lim.max_failures, pct):
+        check.verdict = "failed"  # whatever the others do, the rate stays above the threshold
+        return check
+    if not soak_over:
+        return check
+    if exceeds(len(failures), check.answered, lim.max_failures, pct):
+        check.verdict = "failed"
+        return check
+    online = [d for d in wave if (st := view.state(d)) is not None and st.online]
+    if online and check.answered == 0:
+        check.failures = ["(wave): none of its gateways answered the upgrade command"]
+        check.verdict = "failed"
+        return check
+    check.health = compare_health(
+        lim,
+        [view.state(d) for d in done],
+        [view.state(d) for d in members if d not in inside],
+        names=("upgraded", "control"),
+    )
+    check.verdict = "failed" if check.health else "passed"
     return check

@@ -23,6 +23,7 @@ from typing import Any
 
 from agent.protocol.cohort import ROLLOUT_ID
 from agent.protocol.signing import SignatureError, Verifier
+from central.rollout.upgrade import UpgradePlanError, UpgradeSpec, check_spec, commands
 
 #: Default waves: a 1 % canary, then 5 %, 25 % and everyone.
 DEFAULT_WAVES = (1.0, 5.0, 25.0, 100.0)
@@ -61,6 +62,13 @@ class Plan:
     new: Mapping[str, Any]
     old: Mapping[str, Any]
     limits: Limits = field(default_factory=Limits)
+    #: An agent upgrade (central/rollout/upgrade.py) instead of a config: its waves are
+    #: ``upgrade`` commands on the group's command topic, and it has no restore.
+    upgrade: UpgradeSpec | None = None
+
+    @property
+    def kind(self) -> str:
+        return "config" if self.upgrade is None else "upgrade"
 
     @property
     def restore_version(self) -> int:
@@ -88,6 +96,7 @@ def check_plan(plan: Plan) -> None:
     if plan.base_version < 0:
         raise PlanError("base_version: must be 0 or more")
     lim = plan.limits
+    _check_upgrade(plan)
     if not (math.isfinite(lim.soak_s) and 0 <= lim.soak_s <= 7 * 86400):
         raise PlanError("soak_s: from 0 to 604800 seconds")
     if not (math.isfinite(lim.max_failures) and lim.max_failures >= 0):
@@ -99,9 +108,20 @@ def check_plan(plan: Plan) -> None:
             raise PlanError(f"{name}: 0 or more")
 
 
+def _check_upgrade(plan: Plan) -> None:
+    if plan.upgrade is not None:
+        try:
+            check_spec(plan.id, plan.upgrade, plan.limits.soak_s)
+        except UpgradePlanError as exc:
+            raise PlanError(str(exc)) from None
+
+
 def documents(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The unsigned documents of every wave, and of the restore, in publishing order."""
+    """The unsigned documents of every wave, and of the restore, in publishing order. An
+    upgrade's are its commands (``steps`` per wave), and its restore is empty (none exists)."""
     check_plan(plan)
+    if plan.upgrade is not None:
+        return commands(plan.id, plan.percents, plan.upgrade), {}
     waves: list[dict[str, Any]] = []
     for i, p in enumerate(plan.percents):
         doc: dict[str, Any] = {"version": plan.wave_version(i), "config": dict(plan.new)}
@@ -123,6 +143,10 @@ def check_documents(
             raise PlanError(f"waves[{i}]: is not the document of wave {i + 1} of this plan")
         if "sig" not in got:
             raise PlanError(f"waves[{i}].sig: missing (every document is signed)")
+    if plan.upgrade is not None:
+        if restore:
+            raise PlanError("restore: an upgrade has none (no downgrade is published)")
+        return
     if {k: v for k, v in restore.items() if k != "sig"} != want_restore:
         raise PlanError("restore: is not the restore document of this plan")
     if "sig" not in restore:
@@ -139,7 +163,8 @@ def check_signatures(
     """Every document signed, for the group's topic, by one trusted key: its id; PlanError
     naming the document otherwise. (Central publishes only what an operator signed.)"""
     kids = set()
-    for name, doc in [*((f"waves[{i}]", d) for i, d in enumerate(waves)), ("restore", restore)]:
+    named = [*((f"waves[{i}]", d) for i, d in enumerate(waves)), ("restore", restore)]
+    for name, doc in named if plan.upgrade is None else named[:-1]:
         try:
             kids.add(verifier.verify(topic, doc))
         except SignatureError as exc:

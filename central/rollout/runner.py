@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.protocol import ConfigReported
-from agent.protocol.topics import CONFIG_DESIRED, group_topic
+from agent.protocol.topics import CMD, CONFIG_DESIRED, group_topic
 from central.rollout.engine import (
     Publish,
     RolloutStatus,
@@ -29,6 +29,7 @@ from central.rollout.engine import (
     to_dict,
 )
 from central.rollout.gate import WaveCheck
+from central.rollout.upgrade import UpgradeCheck
 from central.store.base import DeviceState, ReportedDoc
 from central.store.rollouts import RolloutStore
 
@@ -53,9 +54,24 @@ class _View:
         return doc.report if doc is not None else None
 
 
-def gate_figures(check: WaveCheck | None, now: float) -> dict[str, Any] | None:
+def gate_figures(check: WaveCheck | UpgradeCheck | None, now: float) -> dict[str, Any] | None:
     if check is None:
         return None
+    if isinstance(check, UpgradeCheck):
+        fails = check.failures or []
+        return {
+            "checked": now,
+            "verdict": check.verdict,
+            "wave": check.wave + 1,
+            "size": check.size,
+            "applied": check.applied,
+            "failures": len(fails),
+            "failed": fails[:GATE_DETAIL],
+            "health": check.health or [],
+            "answered": check.answered,
+            "pending": check.pending,
+            "failure_pct": check.rate,
+        }
     return {
         "checked": now,
         "verdict": check.verdict.value,
@@ -75,7 +91,7 @@ class RolloutRunner:
         prefix: str,
         states: Callable[[], Mapping[str, DeviceState]],
         reports: Callable[[], Mapping[str, ReportedDoc]],
-        publish: Callable[[str, bytes], object],
+        publish: Callable[[str, bytes, bool], object],
         every_s: float = 5.0,
     ) -> None:
         self.store = store
@@ -111,7 +127,10 @@ class RolloutRunner:
 
     def _advance(self, run: Run, now: float, view: _View) -> None:
         out: list[Publish] = []
-        if self._restarted and run.wave >= 0:
+        # After a restart, a config wave's retained document goes out again (harmless where it
+        # arrived); an upgrade's command does not (it is not retained, and a gateway runs a
+        # command id once: one the restart cut off goes out at the next step, as it is due).
+        if self._restarted and run.wave >= 0 and run.plan.upgrade is None:
             doc = run.waves[run.wave]
             out.append(Publish(int(doc["version"]), doc))
         intents = self.store.take_intents(run.plan.id)
@@ -126,17 +145,22 @@ class RolloutRunner:
                     out += pubs
             except ValueError as exc:
                 log.warning("rollout %s: %s refused: %s", run.plan.id, intent.action, exc)
-        check: WaveCheck | None = None
+        check: WaveCheck | UpgradeCheck | None = None
+        before = (run.status, run.note, run.next_at)
         if run.status is RolloutStatus.RUNNING and run.wave < 0:
             run, pubs = start(run, now)
             out += pubs
         elif run.status is RolloutStatus.RUNNING:
-            run, pubs, check = step(run, now, view)
+            steps = self.store.steps(run.plan.id) if run.plan.upgrade is not None else None
+            run, pubs, check = step(run, now, view, steps)
             out += pubs
-        topic = group_topic(self.prefix, run.plan.group, CONFIG_DESIRED)
         for pub in out:
-            self.publish(topic, json.dumps(pub.payload, separators=(",", ":")).encode())
-        if intents or out or check is not None:
+            leaf = CMD if pub.command else CONFIG_DESIRED
+            topic = group_topic(self.prefix, run.plan.group, leaf)
+            payload = json.dumps(pub.payload, separators=(",", ":")).encode()
+            self.publish(topic, payload, not pub.command)
+        moved = (run.status, run.note, run.next_at) != before
+        if intents or out or check is not None or moved:
             self.store.save(run.plan.id, to_dict(run), gate_figures(check, now))
         if run.status.final:
             log.warning("rollout %s: %s (%s)", run.plan.id, run.status, run.reason or "")

@@ -29,16 +29,20 @@ from typing import Any, Protocol
 
 from agent.protocol.cohort import cohort
 from agent.protocol.desired import Rejected, parse_document, validate
-from agent.protocol.signing import Verifier, key_id, parse_public_key, signed_bytes
-from agent.protocol.topics import CONFIG_DESIRED, group_target, group_topic
+from agent.protocol.signing import SignatureError, Verifier, key_id, parse_public_key, signed_bytes
+from agent.protocol.topics import CMD, CONFIG_DESIRED, group_target, group_topic
+from agent.protocol.upgrade import UpgradeRefused, verify_manifest
 from central.rollout.engine import RolloutStatus, Run, to_dict
 from central.rollout.plan import Limits, Plan, PlanError, check_documents, check_signatures
 from central.rollout.plan import documents as plan_documents
+from central.rollout.upgrade import UpgradePlanError, UpgradeSpec, Window, expiry
 from central.store.base import DesiredDoc, ReportedDoc
 from central.store.rollouts import RolloutStore, RolloutStoreError, StoredRollout
 
 #: Most prepared rollouts kept at once (each holds a few documents).
 MAX_PENDING = 100
+#: The largest command a gateway takes (agent/remote/commands.py MAX_COMMAND_BYTES).
+MAX_COMMAND_BYTES = 16 * 1024
 #: The request each state allows: pause a running rollout, resume a paused one, abort either.
 ALLOWED = {"pause": ("running",), "resume": ("paused",), "abort": ("running", "paused")}
 
@@ -104,7 +108,10 @@ class PreparedRollout:
 
     @property
     def documents(self) -> list[dict[str, Any]]:
-        """Every document in signing order: the waves, then the restore."""
+        """Every document in signing order: the waves, then the restore (an upgrade: its
+        commands, and no restore)."""
+        if self.plan.upgrade is not None:
+            return list(self.waves)
         return [*self.waves, self.restore]
 
     def signed(self) -> list[bytes]:
@@ -137,23 +144,36 @@ class RolloutService:
 
     # -- prepare ---------------------------------------------------------------------------
 
-    def prepare(self, spec: Spec, *, actor: str, token_id: str) -> PreparedRollout:
-        members = self.members(spec.group)
+    def _members_free(self, rid: str, group: str) -> list[str]:
+        """The group's members, once the id is new and the group has no rollout under way."""
+        members = self.members(group)
         if not members:
             raise RolloutError(
                 404,
-                f"group {spec.group!r}: no gateway known to central is in it (check the name; "
+                f"group {group!r}: no gateway known to central is in it (check the name; "
                 "a gateway joins a group by device.groups in its agent.toml)",
             )
-        if self.store.get(spec.id) is not None:
-            raise RolloutError(409, f"rollout id {spec.id!r} exists already; choose another")
-        busy = [r for r in self.store.listing(active_only=True) if r.group == spec.group]
+        if self.store.get(rid) is not None:
+            raise RolloutError(409, f"rollout id {rid!r} exists already; choose another")
+        busy = [r for r in self.store.listing(active_only=True) if r.group == group]
         if busy:
             raise RolloutError(
                 409,
-                f"group {spec.group!r} has rollout {busy[0].id!r} under way ({busy[0].status}); "
+                f"group {group!r} has rollout {busy[0].id!r} under way ({busy[0].status}); "
                 "abort it or wait for it to end",
             )
+        return members
+
+    def _pending_add(self, prepared: PreparedRollout) -> PreparedRollout:
+        with self._lock:
+            self._sweep()
+            if len(self._pending) >= MAX_PENDING:
+                raise RolloutError(429, f"{MAX_PENDING} rollouts wait for signatures; retry later")
+            self._pending[prepared.prepare_id] = prepared
+        return prepared
+
+    def prepare(self, spec: Spec, *, actor: str, token_id: str) -> PreparedRollout:
+        members = self._members_free(spec.id, spec.group)
         base, old = self._current(spec.group)
         plan = Plan(
             spec.id,
@@ -204,12 +224,85 @@ class RolloutService:
             expires=self.clock() + self.ttl_s,
             summary=summary,
         )
-        with self._lock:
-            self._sweep()
-            if len(self._pending) >= MAX_PENDING:
-                raise RolloutError(429, f"{MAX_PENDING} rollouts wait for signatures; retry later")
-            self._pending[prepared.prepare_id] = prepared
-        return prepared
+        return self._pending_add(prepared)
+
+    def prepare_upgrade(
+        self, spec: Spec, upgrade: UpgradeSpec, *, actor: str, token_id: str
+    ) -> PreparedRollout:
+        """An upgrade rollout: the release manifest checked as a gateway will (its signature
+        by one of [console] signing_keys, its shape), the window and spreading checked, and
+        every wave's commands returned to sign (central/rollout/upgrade.py)."""
+        if not self.signing_keys:
+            raise RolloutError(
+                403,
+                "central trusts no signing key: add the operators' public keys to "
+                "[console] signing_keys in central.toml (the manifest's key among them)",
+            )
+        try:
+            manifest, _ = verify_manifest(dict(upgrade.manifest), self.verifier)
+        except (UpgradeRefused, SignatureError) as exc:
+            why = str(exc) if str(exc).startswith("manifest") else f"manifest: {exc}"
+            raise RolloutError(422, why) from None
+        try:
+            if upgrade.window:
+                Window.parse(upgrade.window, upgrade.tz)
+        except UpgradePlanError as exc:
+            raise RolloutError(422, str(exc)) from None
+        members = self._members_free(spec.id, spec.group)
+        upgrade = UpgradeSpec(
+            upgrade.manifest, upgrade.health_timeout_s, upgrade.steps, upgrade.spread_s,
+            upgrade.window, upgrade.tz, expiry(self.clock()),
+        )  # fmt: skip
+        plan = Plan(
+            spec.id, spec.group, spec.waves, 0, {"agent": manifest.version}, {},
+            Limits(
+                soak_s=spec.soak_s, max_failures=spec.max_failures,
+                max_failures_percent=spec.max_failures_percent, cpu_pct=spec.cpu_pct,
+                mem_used_pct=spec.mem_used_pct, temp_c=spec.temp_c,
+            ),
+            upgrade,
+        )  # fmt: skip
+        try:
+            cmds, _ = plan_documents(plan)
+        except PlanError as exc:
+            raise RolloutError(422, str(exc)) from None
+        topic = group_topic(self.prefix, spec.group, CMD)
+        for cmd in cmds:
+            size = len(
+                json.dumps({**cmd, "sig": {"alg": "ed25519", "kid": "x" * 16, "value": "x" * 88}})
+            )
+            if size > MAX_COMMAND_BYTES:
+                raise RolloutError(
+                    422,
+                    f"manifest: the upgrade command would be {size} bytes, more than the "
+                    f"{MAX_COMMAND_BYTES} a gateway takes; list fewer packages",
+                )
+        sizes = [len(cohort(spec.id, members, p)) for p in spec.waves]
+        sizes[-1] = len(members)
+        shown = ", ".join(f"{p:g}% ({n})" for p, n in zip(spec.waves, sizes, strict=True))
+        window = f"inside {upgrade.window} {upgrade.tz}" if upgrade.window else "at any hour"
+        summary = (
+            f"upgrade the agent to {manifest.version} in group {spec.group} ({len(members)} "
+            f"gateways) in {len(spec.waves)} waves: {shown}; each wave in {upgrade.steps} "
+            f"commands {upgrade.interval_s:g} s apart, {window}; health gate "
+            f"{upgrade.health_timeout_s:g} s, soak {spec.soak_s:g} s; halt above "
+            f"{spec.max_failures:g}{'%' if spec.max_failures_percent else ''} failures; "
+            f"{len(cmds)} commands to sign"
+        )
+        prepared = PreparedRollout(
+            prepare_id=secrets.token_urlsafe(18),
+            plan=plan,
+            topic=topic,
+            waves=cmds,
+            restore={},
+            sizes=sizes,
+            members=len(members),
+            actor=actor,
+            token_id=token_id,
+            expires=self.clock() + self.ttl_s,
+            summary=summary,
+        )
+        return self._pending_add(prepared)
 
     def _current(self, group: str) -> tuple[int, dict[str, Any]]:
         """The base version (the newest the group's document had, retained or reported) and
@@ -262,10 +355,14 @@ class RolloutService:
         if len(sigs) != len(docs):
             raise RolloutError(
                 422,
-                f"sigs: {len(docs)} signatures expected (waves then restore), {len(sigs)} given",
+                f"sigs: {len(docs)} signatures expected (in the order prepare gave), "
+                f"{len(sigs)} given",
             )
         signed = [{**d, "sig": dict(s)} for d, s in zip(docs, sigs, strict=True)]
-        waves, restore = signed[:-1], signed[-1]
+        if prepared.plan.upgrade is not None:
+            waves, restore = signed, {}
+        else:
+            waves, restore = signed[:-1], signed[-1]
         try:
             check_documents(prepared.plan, waves, restore)
             kid = check_signatures(prepared.plan, waves, restore, self.verifier, prepared.topic)

@@ -76,8 +76,16 @@ def rss_bytes() -> int:
 
 
 SCENARIOS = (
-    "steady", "outage", "flap", "canary", "failing-canary", "rollout", "chaos", "service",
+    "steady", "outage", "flap", "canary", "failing-canary", "rollout", "upgrade", "chaos",
+    "service",
 )  # fmt: skip
+
+
+def parse_waves(text: str) -> list[float]:
+    try:
+        return [float(w.strip().removesuffix("%")) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: percentages, e.g. 1,10,50,100") from None
 
 
 def parse_scenarios(text: str) -> list[str]:
@@ -102,12 +110,15 @@ def run_scenario(
     run_dir: Path,
     plan: chaos.ChaosPlan | None = None,
     base: scenarios.RolloutBase | None = None,
+    release: scenarios.UpgradeRelease | None = None,
 ) -> stack_mod.Result:
     seconds = args.minutes * 60
-    if name == "steady":
-        return scenarios.steady(fleet, stack, seconds)
-    if name == "outage":
-        return scenarios.outage(fleet, stack, args.outage_minutes * 60)
+    any_fleet: dict[str, Callable[[], stack_mod.Result]] = {  # WORKER_SCENARIOS
+        "steady": lambda: scenarios.steady(fleet, stack, seconds),
+        "outage": lambda: scenarios.outage(fleet, stack, args.outage_minutes * 60),
+    }
+    if name in any_fleet:
+        return any_fleet[name]()
     if not isinstance(fleet, SimulatedFleet):  # check_args refused it already
         raise TypeError(f"the {name} scenario needs the fleet in one process: --workers 1")
     if name == "chaos":
@@ -121,6 +132,22 @@ def run_scenario(
     }
     if name in simple:
         return simple[name]()
+    if name == "upgrade":
+        assert release is not None  # noqa: S101 - main() makes it when upgrade is asked for
+        return scenarios.upgrade_in_waves(
+            fleet,
+            stack,
+            args.rollout_group,
+            release,
+            failing_pct=args.failing_pct,
+            waves=tuple(parse_waves(args.upgrade_waves)),
+            steps=args.upgrade_steps,
+            spread_s=args.upgrade_spread,
+            health_timeout_s=args.health_timeout,
+            soak_s=args.soak,
+            max_failure_pct=args.max_failure_pct,
+            timeout=args.ctl_timeout,
+        )
     if name == "rollout":
         return scenarios.rollout_in_waves(
             fleet,
@@ -142,8 +169,14 @@ def run_scenario(
     )
 
 
-def make_fleet(args: argparse.Namespace, stack: stack_mod.Stack, state: Path) -> Fleet:
-    """The gateways, in this process or in ``--workers`` processes (started by the caller)."""
+def make_fleet(
+    args: argparse.Namespace,
+    stack: stack_mod.Stack,
+    state: Path,
+    release: scenarios.UpgradeRelease | None = None,
+) -> Fleet:
+    """The gateways, in this process or in ``--workers`` processes (started by the caller);
+    with ``release``, each trusts its operations key (the upgrade scenario's, one process)."""
     if args.workers > 1:
         return WorkerFleet(
             args.gateways,
@@ -165,6 +198,7 @@ def make_fleet(args: argparse.Namespace, stack: stack_mod.Stack, state: Path) ->
         ramp_s=args.ramp,
         service_interval_s=args.service_interval,
         service_faults=args.service_faults,
+        trusted_keys=(release.public,) if release is not None else (),
     )
 
 
@@ -218,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  rollout         central rolls a Wi-Fi config out to --rollout-group in waves\n"
             "                  (1/5/25/100 %) with --failing-pct % of the firmware refusing\n"
             "                  it: it must halt and restore\n"
+            "  upgrade         central upgrades the agent of --rollout-group in waves\n"
+            "                  (--upgrade-waves, each in --upgrade-steps commands) with\n"
+            "                  --failing-pct % of the gateways failing to install: it must\n"
+            "                  halt above --max-failure-pct, the later waves never sent\n"
             "  chaos           for --minutes: 5% of the gateways' state disks full and 5%\n"
             "                  of their clocks a day off, 3 extra clients sending poison\n"
             "                  messages, the broker restarted, central killed (SIGKILL) and\n"
@@ -314,6 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--soak", type=float, default=30.0, help="rollout: each wave's soak, seconds (default: 30)"
     )
     ap.add_argument(
+        "--upgrade-waves", default="1,10,50,100", metavar="P,P,...",
+        help="upgrade: the waves' cohort percentages (default: 1,10,50,100)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--upgrade-steps", type=positive_int, default=2, metavar="N",
+        help="upgrade: commands per wave, the cohort raised in N steps (default: 2)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--upgrade-spread", type=float, default=20.0, metavar="S",
+        help="upgrade: seconds from a wave's first command to its last (default: 20)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--health-timeout", type=float, metavar="S",
+        help="upgrade: the gateways' health gate (default: 2 x --interval + 30, at least 10); "
+        "the soak is at least this",
+    )  # fmt: skip
+    ap.add_argument(
+        "--max-failure-pct", type=float, default=1.0, metavar="PCT",
+        help="upgrade: halt a wave above PCT %% failed of those that answered (default: 1)",
+    )  # fmt: skip
+    ap.add_argument(
         "--service-interval",
         type=float,
         metavar="S",
@@ -380,11 +439,12 @@ def run_all(
     mem: dict[str, object],
     plan: chaos.ChaosPlan | None = None,
     base: scenarios.RolloutBase | None = None,
+    release: scenarios.UpgradeRelease | None = None,
 ) -> None:
     """The scenarios in order, each one's figures logged and (with --report) written."""
     for name in args.scenario:
         log.info("scenario %s", name)
-        result = run_scenario(name, args, fleet, stack, run_dir, plan, base)
+        result = run_scenario(name, args, fleet, stack, run_dir, plan, base, release)
         result |= mem
         report.sections.append((name, result))
         for k, v in result.items():
@@ -546,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
         base = rollout_setup(args, stack, state)
-        fleet = make_fleet(args, stack, state)
+        # The upgrade scenario's operations key: trusted by every gateway from the start.
+        release = scenarios.UpgradeRelease.new() if "upgrade" in args.scenario else None
+        fleet = make_fleet(args, stack, state, release)
         for device, fault in sorted(fleet.faults.items()):
             log.info("service fault planted: %s has %s", device, fault)
         if isinstance(fleet, WorkerFleet):
@@ -563,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             mem["broker_ports"] = len(stack.ports)
             if stack.edges:
                 mem["edge_brokers"] = len(stack.edges)
-            run_all(args, fleet, stack, run_dir, report, mem, plan, base)
+            run_all(args, fleet, stack, run_dir, report, mem, plan, base, release)
         except KeyboardInterrupt:
             log.info("interrupted: stopping the gateways")
             return 130

@@ -217,6 +217,7 @@ class SimulatedFleet:
         seed: int = 1,
         service_interval_s: float | None = None,
         service_faults: int = 0,
+        trusted_keys: tuple[str, ...] = (),
         part: tuple[int, int] | None = None,
     ) -> None:
         first, end = part if part is not None else (0, n)
@@ -255,6 +256,8 @@ class SimulatedFleet:
                     "platform": {"kind": "simulated", "root": str(state / "root")},
                     "buffer": buffer,
                     **({"service": service} if service else {}),
+                    # the operations key (the upgrade scenario's manifest and commands)
+                    **({"security": {"trusted_keys": list(trusted_keys)}} if trusted_keys else {}),
                 },
                 {},
             )

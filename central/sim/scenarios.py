@@ -8,6 +8,7 @@ the tests call the same functions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -15,17 +16,21 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.protocol.signing import sign
-from agent.protocol.topics import CONFIG_DESIRED, group_topic
+from agent.protocol.signing import public_key_text, sign
+from agent.protocol.topics import CMD, CONFIG_DESIRED, group_topic
+from agent.protocol.upgrade import MANIFEST_CONTEXT
 from central.ctl import rollout
 from central.rollout.engine import Run, to_dict
 from central.rollout.plan import Limits, Plan, documents
+from central.rollout.upgrade import DEFAULT_TZ, UpgradeSpec, expiry, step_percents
 from central.sim.fleet import Fleet, SimulatedFleet
 from central.sim.localbroker import wait_until
 from central.sim.stack import (
@@ -429,6 +434,203 @@ def rollout_in_waves(
         "on_new_config_after": _applied(fleet, new),
         "on_old_config_after": _applied(fleet, old),
     }
+
+
+@dataclass(frozen=True)
+class UpgradeRelease:
+    """The operations key of the upgrade scenario: the fleet must trust it from the start
+    (``security.trusted_keys``), as a city's gateways trust their operators' key."""
+
+    key: Ed25519PrivateKey
+
+    @classmethod
+    def new(cls) -> UpgradeRelease:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public(self) -> str:
+        return public_key_text(self.key.public_key())
+
+
+class _PackageServer:
+    """One package over HTTP on loopback, as any static web server would serve a release (no
+    ranges: the agent then fetches the whole file again, docs/upgrades.md)."""
+
+    def __init__(self, path: str, blob: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path != path:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(blob)))
+                self.end_headers()
+                self.wfile.write(blob)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _next_version() -> str:
+    from agent import __version__
+
+    parts = [int(x) for x in __version__.split(".")]
+    return ".".join(str(x) for x in [*parts[:-1], parts[-1] + 1])
+
+
+def _sim_phase(state_dir: Path) -> str | None:
+    """The phase of a simulated gateway's upgrade journal, None without one."""
+    try:
+        body = json.loads((state_dir / "upgrade" / "journal.json").read_text())
+    except (OSError, ValueError):
+        return None
+    phase = body.get("phase") if isinstance(body, dict) else None
+    return phase if isinstance(phase, str) else None
+
+
+def upgrade_in_waves(
+    fleet: SimulatedFleet,
+    stack: Stack,
+    group: str,
+    release: UpgradeRelease,
+    *,
+    failing_pct: float = 2.0,
+    waves: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0),
+    steps: int = 2,
+    spread_s: float = 20.0,
+    health_timeout_s: float | None = None,
+    soak_s: float | None = None,
+    max_failure_pct: float = 1.0,
+    window: str | None = None,
+    timeout: float = 900.0,
+    seed: int = 7,
+) -> Result:
+    """The agent upgraded in waves by central (central/rollout/, an upgrade rollout) in
+    ``group``, with ``failing_pct`` % of its gateways unable to install (the simulated hook's
+    ``etc/titik-sim/fail-install``: rolled back at once): it must halt at the first wave (or
+    spread step) whose failures pass ``max_failure_pct`` %, and the gateways of the later
+    waves must never be reached.
+
+    The gateways are the fleet's real agents: each checks the manifest's signature (the key of
+    ``release``, which the fleet trusts), fetches the package from a local HTTP server, and
+    its simulated upgrade hook installs it with a detached worker that waits for the agent's
+    confirmation (an acknowledged sample, so up to one sample interval). The health gate
+    defaults to twice the interval plus 30 s, the soak to the health gate: short, so the
+    workers end soon (each one sleeps a second at a time)."""
+    health = health_timeout_s or min(3600.0, max(10.0, 2 * fleet.interval_s + 30))
+    soak = max(soak_s or 0.0, health)
+    members = sorted(a.device_id for a in fleet.agents if group in a.cfg.device.groups)
+    index = {a.device_id: i for i, a in enumerate(fleet.agents)}
+    failing = sorted(random.Random(seed).sample(members, round(len(members) * failing_pct / 100)))
+    version = _next_version()
+    stamp = int(time.time())
+    body = {"package": "titik-agent", "version": version, "healthy": True}
+    blob = (json.dumps(body) + "\n").encode() + b"#" * 2048
+    server = _PackageServer(f"/titik-agent_{version}.sim", blob)
+    markers = [fleet.roots[index[d]] / "etc/titik-sim/fail-install" for d in failing]
+    store = stack.rollouts()
+    t0 = time.monotonic()
+    try:
+        for m in markers:
+            m.parent.mkdir(parents=True, exist_ok=True)
+            m.touch()
+        entry = {"format": "sim", "arch": "all", "url": server.url, "size": len(blob),
+                 "sha256": hashlib.sha256(blob).hexdigest()}  # fmt: skip
+        manifest = sign(
+            release.key,
+            MANIFEST_CONTEXT,
+            {"version": version, "min_from": "0.0.1", "packages": [entry]},
+        )
+        spec = UpgradeSpec(
+            manifest, health, steps, spread_s, window, DEFAULT_TZ, expiry(time.time())
+        )
+        plan = Plan(
+            f"sim-up-{stamp}", group, waves, 0, {"agent": version}, {},
+            Limits(soak_s=soak, max_failures=max_failure_pct, max_failures_percent=True),
+            spec,
+        )  # fmt: skip
+        cmds, _ = documents(plan)
+        topic = group_topic("titik", group, CMD)
+        run = Run(plan, tuple(sign(release.key, topic, c) for c in cmds), {})
+        store.create(plan.id, group, "titik-sim", to_dict(run))
+        final = None
+
+        def ended() -> bool:
+            nonlocal final
+            got = store.get(plan.id)
+            final = got if got is not None and got.status not in ("running", "paused") else None
+            return final is not None
+
+        wait_until(ended, timeout, "the upgrade rollout to end", poll=1.0)
+        ended_s = time.monotonic() - t0
+        assert final is not None  # noqa: S101 - wait_until raised otherwise
+        # The gateways in their health gate when it halted finish by themselves.
+        states = [fleet.roots[index[d]].parent for d in members]
+
+        def settled() -> bool:
+            return not any(_sim_phase(sd) in ("installing", "installed") for sd in states)
+
+        wait_until(settled, health + 60, "the gateways in their health gate", poll=1.0)
+        steps_seen = store.steps(plan.id)
+    finally:
+        store.close()
+        server.close()
+        for m in markers:
+            m.unlink(missing_ok=True)
+    phases = [_sim_phase(sd) for sd in states]
+    upgraded = sum(1 for d in members if _sim_version(fleet.roots[index[d]]) == version)
+    gate = final.gate or {}
+    state = final.state
+    return {
+        "group": group,
+        "members": len(members),
+        "failing": len(failing),
+        "release": version,
+        "waves": " / ".join(f"{w:g}%" for w in waves),
+        "commands_per_wave": steps,
+        "spread_s": spread_s,
+        "health_timeout_s": health,
+        "soak_s": soak,
+        "max_failure_pct": max_failure_pct,
+        "status": final.status,
+        "halted_at_wave": state["wave"] + 1 if final.status == "halted" else None,
+        "commands_sent": f"{state['sent']}/{len(cmds)}",
+        "cohort_reached_pct": step_percents(waves, steps)[state["sent"] - 1]
+        if state["sent"]
+        else 0,
+        "gate_size": gate.get("size"),
+        "gate_answered": gate.get("answered"),
+        "gate_failed": gate.get("failures"),
+        "failure_pct_seen": gate.get("failure_pct"),
+        "reason": state.get("reason"),
+        "seconds_to_end": round(ended_s, 1),
+        "gateways_that_acted": sum(1 for ph in phases if ph is not None),
+        "confirmed": sum(1 for ph in phases if ph == "confirmed"),
+        "rolled_back": sum(1 for ph in phases if ph == "rolled_back"),
+        "upgraded_after": upgraded,
+        "never_reached": sum(1 for ph in phases if ph is None),
+        "steps_kept_by_central": len(steps_seen),
+    }
+
+
+def _sim_version(root: Path) -> str | None:
+    """The agent version a simulated gateway runs: its hook's installed package, if any."""
+    try:
+        with (root / "var/lib/titik-sim/agent.pkg").open("rb") as f:
+            version = json.loads(f.readline(4096)).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
 
 
 def _ssid(name: str) -> dict[str, object]:

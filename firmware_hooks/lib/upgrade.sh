@@ -152,12 +152,19 @@ upgrade_worker() { # DIR MODE REASON
 		return 0
 	fi
 	# The health gate: the new agent writes DIR/confirmed once connected and acknowledged.
-	while [ "$(date +%s)" -lt "$_w_deadline" ]; do
-		if [ -e "$_w_dir/confirmed" ]; then
-			rm -f "$_w_dir/worker.pid"
-			return 0
-		fi
-		sleep 1
+	# The clock is read every 10 s, not every second: a wave starts many workers at once
+	# (thousands in the simulator), and each `date` is a process of its own.
+	while _w_now=$(date +%s) && [ "$_w_now" -lt "$_w_deadline" ]; do
+		_w_n=$((_w_deadline - _w_now))
+		[ "$_w_n" -gt 10 ] && _w_n=10
+		while [ "$_w_n" -gt 0 ]; do
+			if [ -e "$_w_dir/confirmed" ]; then
+				rm -f "$_w_dir/worker.pid"
+				return 0
+			fi
+			sleep 1
+			_w_n=$((_w_n - 1))
+		done
 	done
 	if [ ! -e "$_w_dir/confirmed" ]; then
 		_up_rollback "$_w_dir" "$_w_fmt" \

@@ -147,3 +147,30 @@ def test_a_viewer_sees_progress_but_no_buttons_or_form(city: City, tab: Tab) -> 
     expect(page.get_by_test_id("start-card")).to_be_hidden()
     expect(page.get_by_test_id("ro-abort")).to_have_count(0)
     tab.assert_clean()
+
+
+def test_an_agent_upgrade_started_by_ctl_is_listed_with_its_release_and_gate(
+    city: City, tab: Tab
+) -> None:
+    """`titik-ctl upgrade` (docs/upgrades.md, "Waves") makes a rollout the page lists: its
+    release, the commands sent, and its gate in upgrades (not applies)."""
+    from tests.integration.test_ctl_rollout import sim_release, upgrade_ctl
+    from tests.upgrade_rig import Files, http_server
+
+    (city.db.parent / "ops.token").write_text(city.token("operator", "ana") + "\n")
+    files = Files()
+    with http_server(files) as base:
+        path, data = sim_release(city, "9.0.0", base, name="a.sim")
+        files.blobs["/a.sim"] = data
+        r = upgrade_ctl(city, "start", "--group", "g1", "--manifest", path, "--id", "p-up",
+                        "--waves", "50,100", "--steps", "2", "--spread", "1",
+                        "--health-timeout", "10", "--soak", "10")  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+    login(tab, city.token("viewer", "vic"), "/rollouts")
+    row = tab.page.get_by_test_id("rollout-p-up")
+    expect(row).to_have_attribute("data-status", "completed")
+    expect(row.get_by_test_id("ro-wave")).to_contain_text("agent 9.0.0 · 4/4 commands")
+    expect(row.get_by_test_id("ro-gate")).to_contain_text(
+        "wave 2: 6/6 upgraded, 0 failed (0% of 6 that answered) · passed"
+    )
+    tab.assert_clean()

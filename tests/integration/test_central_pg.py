@@ -22,6 +22,7 @@ from central.cli import build
 from central.config import CentralConfig, load_config
 from central.ingest.consumer import Consumer
 from central.store.pg import PgStore
+from central.store.pg.schema import VERSION
 from central.store.pg.tables import PgAlertingStore, PgServiceStore
 from tests.broker import Broker, wait_until
 from tests.integration.test_central_ingest import Publisher, central_toml, telemetry
@@ -184,6 +185,6 @@ def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
             proc.kill()
             proc.wait()
     log = (tmp_path / "central.log").read_text()
-    assert "store: PostgreSQL titik@127.0.0.1:" in log and "(schema version 0 -> 4)" in log
+    assert "store: PostgreSQL titik@127.0.0.1:" in log and f"(schema version 0 -> {VERSION})" in log
     assert "not yet" not in log  # every feature of SQLite's central is on PostgreSQL too
     assert not (tmp_path / "c.db").exists()  # tokens, audit, rollouts: in PostgreSQL too

@@ -171,3 +171,105 @@ def test_unknown_rollout_or_group_is_exit_2_with_a_clear_message(city: City) -> 
         cwd=ROOT, capture_output=True, text=True, env=no_token, check=False, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "no API token" in r.stderr
+
+
+# -- titik-ctl upgrade: the same city, its agents upgraded through central's rollout runner --
+
+
+def sim_release(city: City, version: str, base: str, *, name: str) -> tuple[str, bytes]:
+    """An unsigned manifest file of a simulated-platform release served at ``base``."""
+    from tests.upgrade_rig import package_entry
+
+    blob = json.dumps({"package": "titik-agent", "version": version, "healthy": True}) + "\n"
+    data = blob.encode() + b"#" * 4096
+    manifest = {"version": version, "min_from": "0.0.1",
+                "packages": [package_entry(f"{base}/{name}", data)]}  # fmt: skip
+    path = city.db.parent / f"manifest-{version}.json"
+    path.write_text(json.dumps(manifest))
+    return str(path), data
+
+
+def running(city: City, device: str) -> str | None:
+    pkg = city.roots[device] / "var/lib/titik-sim/agent.pkg"
+    return json.loads(pkg.read_text().splitlines()[0])["version"] if pkg.exists() else None
+
+
+def upgrade_ctl(city: City, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "central.ctl.cli", "--key", str(city.key_file), "upgrade", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env(city), check=False,
+    )  # fmt: skip
+
+
+def test_upgrade_start_upgrades_every_gateway_in_spread_waves(city: City) -> None:
+    from tests.upgrade_rig import Files, http_server
+
+    files = Files()
+    with http_server(files) as base:
+        path, data = sim_release(city, "9.0.0", base, name="a.sim")
+        files.blobs["/a.sim"] = data
+        r = upgrade_ctl(city, "start", "--group", "g1", "--manifest", path, "--id", "u-ok",
+                        "--waves", "50,100", "--steps", "2", "--spread", "1",
+                        "--health-timeout", "10", "--soak", "10")  # fmt: skip
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "signed the manifest of 9.0.0 with key " + city.kid in out
+    assert "upgrade the agent to 9.0.0 in group g1 (6 gateways) in 2 waves" in out
+    assert "4 commands to sign" in out
+    assert out.rstrip().endswith("rollout u-ok completed: every wave passed its gate"), out
+    assert all(running(city, d) == "9.0.0" for d in IDS)
+    shown = upgrade_ctl(city, "status", "u-ok")
+    assert "upgrade   agent 9.0.0; window any hour; 4/4 commands sent" in shown.stdout
+    assert "wave 2's gate passed: 6/6 upgraded, 0 failed (0% of 6 that answered)" in shown.stdout
+    # Each gateway's steps, as the broker audit kept them (one audit entry per step too).
+    # Each gateway's latest step, as the broker audit kept it: confirmed, or (reached again by
+    # a later command: cohorts nest) "running already"; both done.
+    from central.store.rollouts import RolloutStore, outcome
+
+    store = RolloutStore(city.db)
+    try:
+        steps = store.steps("u-ok")
+    finally:
+        store.close()
+    assert {d: outcome(steps.get(d)) for d in IDS} == dict.fromkeys(IDS, "done")
+    assert {
+        "confirmed" if s.step == "confirmed" else s.error.split(";")[0] if s.error else s.step
+        for s in steps.values()
+    } <= {"confirmed", "version: 9.0.0 is running already"}
+
+
+def test_an_upgrade_whose_canary_fails_halts_and_the_rest_is_never_sent(city: City) -> None:
+    """A gateway of the first command's cohort cannot install (the simulated hook's
+    fail-install marker): it rolls back at once, and as one failure is already more than 1 %
+    of the cohort whatever the others do, the upgrade halts at once: its second command is
+    never sent, and the gateways outside the first cohort never hear of the release."""
+    from tests.upgrade_rig import Files, http_server
+
+    rid = next(r for r in (f"u-bad{n}" for n in range(50)) if cohort(r, IDS, 25))
+    bad = cohort(rid, IDS, 25)[0]
+    marker = city.roots[bad] / "etc/titik-sim/fail-install"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    files = Files()
+    try:
+        with http_server(files) as base:
+            path, data = sim_release(city, "9.1.0", base, name="b.sim")
+            files.blobs["/b.sim"] = data
+            r = upgrade_ctl(city, "start", "--group", "g1", "--manifest", path, "--id", rid,
+                            "--waves", "50,100", "--steps", "2", "--spread", "1",
+                            "--health-timeout", "10", "--soak", "10",
+                            "--max-failure-pct", "1")  # fmt: skip
+    finally:
+        marker.unlink()
+    print(r.stdout)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"rollout {rid} halted: wave 1 failed its gate" in r.stdout
+    assert f"{bad}: rolled back" in r.stdout
+    assert "central sends no further upgrade command; nothing is downgraded" in r.stdout
+    assert running(city, bad) == "9.0.0"  # rolled back by itself
+    outside = [d for d in IDS if d not in cohort(rid, IDS, 25)]
+    assert outside and all(running(city, d) == "9.0.0" for d in outside)
+    shown = upgrade_ctl(city, "status", rid)
+    print(shown.stdout)
+    assert "1/4 commands sent" in shown.stdout, shown.stdout

@@ -266,6 +266,44 @@ def test_a_signed_command_and_its_answers(audit: AuditLog) -> None:
     assert audit.verify() == []
 
 
+def test_an_upgrades_answers_each_step_recorded_once_and_kept_for_its_rollout(
+    audit: AuditLog,
+) -> None:
+    """An upgrade command is answered in several steps (docs/upgrades.md): each step is an
+    entry of its own (the one-answer-per-gateway rule would keep only ``verified``), the
+    progress reports are not, and an upgrade rollout's answers are handed over for its gate."""
+    rec = Recorder(PREFIX, audit)
+    topic = f"{PREFIX}/group/g1/cmd"
+    cid = "up:city-0.2.0:1.1"
+    payload = signed(topic, {"id": cid, "name": "upgrade", "args": {"manifest": {}},
+                             "expires_at": 2_000_000_000})  # fmt: skip
+    action = rec.record(Seen(topic, payload))
+    assert action is not None
+    res = f"{PREFIX}/gw/gw-1/cmd/result"
+    answers = [
+        {"id": cid, "ok": True, "result": {"step": "verified"}, "ts": 1},
+        {"id": cid, "ok": True, "step": "downloading", "result": {"step": "downloading"}, "ts": 2},
+        {"id": cid, "ok": True, "step": "installing", "result": {"step": "installing"}, "ts": 3},
+        {"id": cid, "ok": False, "step": "rolled_back", "error": "health gate", "ts": 4},
+    ]
+    got = [rec.record(Seen(res, json.dumps(a).encode())) for a in answers]
+    assert got[1] is None  # progress: not in the log
+    assert [e.details.get("step") for e in got if e is not None] == [
+        None, "installing", "rolled_back",
+    ]  # fmt: skip
+    assert got[3] is not None and got[3].result == "error: health gate"
+    # the same step delivered again: recorded once; a step no agent reports: not at all
+    assert rec.record(Seen(res, json.dumps(answers[3]).encode())) == got[3]
+    made_up = {"id": cid, "ok": True, "step": "grow_the_log_1", "ts": 5}
+    assert rec.record(Seen(res, json.dumps(made_up).encode())) is None
+    steps = [(r, row.step, row.ok) for r, row in rec.steps]  # one row per gateway, kept
+    assert steps[:4] == [
+        ("city-0.2.0", "verified", True), ("city-0.2.0", "downloading", True),
+        ("city-0.2.0", "installing", True), ("city-0.2.0", "rolled_back", False),
+    ]  # fmt: skip
+    assert audit.verify() == []
+
+
 def test_a_config_push_its_reports_and_no_secret(audit: AuditLog) -> None:
     rec = Recorder(PREFIX, audit)
     topic = f"{PREFIX}/gw/gw-1/config/desired"

@@ -103,3 +103,80 @@ def test_losing_central_while_following_says_the_rollout_goes_on() -> None:
         in text
     )
     assert "titik-ctl rollout abort r1" in text
+
+
+# -- titik-ctl upgrade (central/ctl/upgrade.py) ----------------------------------------------
+
+UP_BODY: dict[str, Any] = {
+    "id": "u1", "group": "g1", "manifest": {"version": "0.2.0", "sig": {"kid": "k"}},
+    "waves": [10.0, 100.0], "steps": 2, "spread_s": 60.0, "window": "01:00-05:00",
+    "tz": "Asia/Jakarta", "health_timeout_s": 60.0,
+}  # fmt: skip
+
+
+def up_prepared() -> dict[str, Any]:
+    import time
+
+    from central.rollout.upgrade import UpgradeSpec, commands, expiry
+
+    b = UP_BODY
+    spec = UpgradeSpec(b["manifest"], 60.0, 2, 60.0, b["window"], b["tz"], expiry(time.time()))
+    return {
+        "topic": "titik/group/g1/cmd",
+        "documents": [{"payload": c} for c in commands("u1", (10.0, 100.0), spec)],
+    }
+
+
+def test_upgrade_commands_are_signed_only_when_they_are_the_plans() -> None:
+    from central.ctl.upgrade import check_prepared as check_upgrade
+
+    assert check_upgrade(UP_BODY, up_prepared(), "titik") == "titik/group/g1/cmd"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda p: p["documents"][0]["payload"]["args"]["rollout"].update(percent=100),
+        lambda p: p["documents"][1]["payload"]["args"].update(health_timeout_s=3600),
+        lambda p: p["documents"][0]["payload"].update(name="reboot"),
+        lambda p: p["documents"].pop(3),
+        lambda p: [d["payload"].update(expires_at=2_000_000_000_000) for d in p["documents"]],
+        lambda p: p.update(topic="titik/group/other/cmd"),
+    ],
+)
+def test_any_other_upgrade_command_is_refused_before_signing(tamper: Any) -> None:
+    from central.ctl.upgrade import check_prepared as check_upgrade
+
+    p = copy.deepcopy(up_prepared())
+    tamper(p)
+    with pytest.raises(CtlError):
+        check_upgrade(UP_BODY, p, "titik")
+
+
+def test_an_upgrades_gate_line_names_its_wave_and_failure_rate() -> None:
+    gate = {"verdict": "failed", "wave": 1, "applied": 2, "size": 3, "failures": 1,
+            "answered": 3, "failure_pct": 33.33, "pending": 0}  # fmt: skip
+    r = {"kind": "upgrade", "status": "halted", "wave": 1, "gate": gate}
+    assert (
+        gate_line(r) == "wave 1's gate failed: 2/3 upgraded, 1 failed (33.33% of 3 that answered)"
+    )
+
+
+def test_upgrade_start_without_a_key_or_with_a_bad_window_is_a_usage_error(
+    tmp_path: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    from central.ctl.cli import main
+
+    manifest = tmp_path / "m.json"
+    manifest.write_text('{"version": "0.2.0", "min_from": "0.1.0", "packages": []}')
+    argv = ["upgrade", "start", "--group", "g1", "--manifest", str(manifest)]
+    monkeypatch.delenv("TITIK_SIGNING_KEY", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "upgrade start signs the manifest and the commands: give --key" in err
+    key = tmp_path / "k.pem"
+    assert main(["keygen", "--out", str(key)]) == 0
+    monkeypatch.setenv("TITIK_API_TOKEN", "a-token")
+    monkeypatch.setenv("TITIK_API", "http://127.0.0.1:9")  # never reached: refused before
+    assert main(["--key", str(key), *argv, "--window", "1-5"]) == 2
+    assert "--window: '1-5' is not HH:MM-HH:MM (e.g. 01:00-05:00)" in capsys.readouterr().err

@@ -64,8 +64,8 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 4)
-        assert sql(pg_url, "SELECT version FROM schema_version") == [(4,)]
+        assert st.migrated == (1, schema.VERSION) == (1, 5)
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(schema.VERSION,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
         assert [p.clients for p in st.history("d", NOW - 10, NOW + 10)] == [5]
@@ -80,7 +80,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
     finally:
         st.close()
     again = PgStore(pg_url, clock=lambda: NOW)
-    assert again.migrated == (4, 4)
+    assert again.migrated == (schema.VERSION, schema.VERSION)
     again.close()
 
 
@@ -102,8 +102,8 @@ def test_a_version_3_database_gets_the_alert_lifecycle_and_service_tables_keepin
         conn.execute("INSERT INTO tokens VALUES ('t1', 'ann', 'admin', 'h', 0, NULL, NULL, NULL)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (3, 4)
-        assert sql(pg_url, "SELECT version FROM schema_version") == [(4,)]
+        assert st.migrated == (3, schema.VERSION)
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(schema.VERSION,)]
         assert [(a.kind, a.device) for a in st.alerts()] == [("offline", "d")]
         assert sql(pg_url, "SELECT name FROM tokens") == [("ann",)]
         assert "service_history_20261126" in names(pg_url, "service_history")
@@ -121,7 +121,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(4\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(5\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 

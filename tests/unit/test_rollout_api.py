@@ -245,3 +245,73 @@ def test_a_wave_too_small_to_reach_anyone_is_said_in_the_summary(world: World) -
     assert "note: wave 1 reaches no gateway of this group" in r.json()["summary"]
     r = world.prepare(waves=[50, 100])
     assert "reaches no gateway" not in r.json()["summary"]
+
+
+def _manifest(key: Ed25519PrivateKey) -> dict[str, Any]:
+    from agent.protocol.signing import sign
+    from agent.protocol.upgrade import MANIFEST_CONTEXT
+
+    body = {
+        "version": "0.2.0",
+        "min_from": "0.1.0",
+        "packages": [
+            {"format": "sim", "arch": "all", "url": "http://127.0.0.1:9/p.sim", "size": 10,
+             "sha256": "0" * 64}
+        ],
+    }  # fmt: skip
+    return sign(key, MANIFEST_CONTEXT, body)
+
+
+def test_an_upgrade_is_prepared_as_spread_commands_and_started_like_a_rollout(
+    world: World,
+) -> None:
+    body = {
+        "id": "up1", "group": "g1", "manifest": _manifest(world.key), "waves": [10, 100],
+        "steps": 3, "spread_s": 600, "window": "01:00-05:00", "health_timeout_s": 60,
+        "soak_s": 120, "max_failures": "1%",
+    }  # fmt: skip
+    r = world.client.post("/api/rollouts/upgrade/prepare", json=body, headers=world.ops)
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["topic"] == "titik/group/g1/cmd"
+    assert [d["name"] for d in p["documents"]][:2] == [
+        "wave 1 (10%) command 1/3: cohort 3.33%",
+        "wave 1 (10%) command 2/3: cohort 6.67%",
+    ]
+    cmd = p["documents"][5]["payload"]
+    assert cmd["id"] == "up:up1:2.3" and cmd["name"] == "upgrade"
+    assert cmd["args"]["rollout"] == {"id": "up1", "percent": 100}
+    assert time.time() + 6 * 86400 < cmd["expires_at"] <= time.time() + 7 * 86400
+    raw = base64.b64decode(p["documents"][0]["signed_bytes_b64"])
+    assert raw.startswith(b"titik-sig-v1\ntitik/group/g1/cmd\n")
+    assert "upgrade the agent to 0.2.0" in p["summary"] and "01:00-05:00" in p["summary"]
+    sigs = world.sigs(p)
+    r = world.client.post(
+        "/api/rollouts/submit", json={"prepare_id": p["prepare_id"], "sigs": sigs},
+        headers=world.ops,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["kind"] == "upgrade" and out["release"] == "0.2.0" and out["commands"] == 6
+    assert out["window"] == "01:00-05:00 Asia/Jakarta" and out["commands_sent"] == 0
+    stored = world.rollouts.get("up1")
+    assert stored is not None and stored.state["plan"]["upgrade"]["steps"] == 3
+    assert ("ana", "rollout.start", "started") in world.audit()
+
+
+def test_an_upgrade_with_a_manifest_central_does_not_trust_is_refused(world: World) -> None:
+    other = Ed25519PrivateKey.generate()
+    body = {"id": "up2", "group": "g1", "manifest": _manifest(other), "soak_s": 600}
+    r = world.client.post("/api/rollouts/upgrade/prepare", json=body, headers=world.ops)
+    assert r.status_code == 422 and "not trusted" in r.json()["detail"], r.text
+    unsigned = {k: v for k, v in _manifest(world.key).items() if k != "sig"}
+    r = world.client.post(
+        "/api/rollouts/upgrade/prepare", json={**body, "manifest": unsigned}, headers=world.ops
+    )
+    assert r.status_code == 422 and "manifest" in r.json()["detail"], r.text
+    r = world.client.post(
+        "/api/rollouts/upgrade/prepare",
+        json={**body, "manifest": _manifest(world.key), "window": "25:00-01:00"},
+        headers=world.ops,
+    )
+    assert r.status_code == 422 and "HH:MM-HH:MM" in r.json()["detail"], r.text

@@ -80,3 +80,26 @@ def test_two_creates_at_once_make_one_rollout(rollouts: RolloutStore) -> None:
         t.join(20)
     assert sorted(results) == ["made", "refused"]
     assert len(rollouts.listing(active_only=True)) == 1
+
+
+def test_an_upgrades_latest_step_per_gateway_on_both_stores(rollouts: RolloutStore) -> None:
+    """upgrade_steps (SQLite, and PostgreSQL's migration V_UPGRADE_STEPS): one row per
+    rollout and gateway, the latest step as merge() keeps it, none for an unknown rollout."""
+    from central.store.rollouts import StepRow
+
+    rollouts.create("up-1", "g1", "ana", {"status": "running"})
+    rows = [
+        ("up-1", StepRow("gw-1", "up:up-1:1.1", "verified", True, None, 1.0)),
+        ("up-1", StepRow("gw-1", "up:up-1:1.1", "rolled_back", False, "health gate", 2.0)),
+        ("up-1", StepRow("gw-2", "up:up-1:1.1", "skipped", True, None, 2.0)),
+        ("up-1", StepRow("gw-2", "up:up-1:1.2", "confirmed", True, None, 3.0)),
+        ("up-1", StepRow("gw-2", "up:up-1:1.3", "skipped", True, None, 4.0)),
+        ("other", StepRow("gw-3", "up:other:1.1", "confirmed", True, None, 3.0)),
+    ]
+    assert rollouts.record_steps(rows) == 4
+    got = rollouts.steps("up-1")
+    assert got["gw-1"] == StepRow(
+        "gw-1", "up:up-1:1.1", "rolled_back", False, "health gate", 2.0, 1
+    )
+    assert got["gw-2"] == StepRow("gw-2", "up:up-1:1.2", "confirmed", True, None, 3.0, 0)
+    assert rollouts.steps("other") == {}

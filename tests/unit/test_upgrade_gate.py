@@ -184,3 +184,30 @@ def test_a_failed_install_with_no_worker_left_is_reported_failed(tmp_path: Path)
     u = upgrader(tmp_path, Link())
     u.tick()
     assert steps(u) == [("failed", False)]
+
+
+def test_a_gateway_rolled_back_in_a_rollout_does_not_try_that_release_again_in_it(
+    tmp_path: Path,
+) -> None:
+    """A rollout's commands reach a gateway again and again (each spread step and wave raises
+    the cohort, central/rollout/upgrade.py): one that rolled back from the release answers
+    each with a refusal instead of failing its health gate again; another rollout may retry."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.protocol.signing import Verifier, public_key_text
+    from agent.protocol.upgrade import UpgradeRefused
+    from tests.upgrade_rig import package_entry, signed_manifest
+
+    key = Ed25519PrivateKey.generate()
+    u = upgrader(tmp_path, Link())
+    u.verifier = Verifier([public_key_text(key.public_key())])
+    install_sim(tmp_path, "0.1.0")
+    journal(tmp_path, phase="rolled_back", rollout="city-0.2.0", to="0.2.0")
+    u.journal = u._read_journal()
+    blob = b'{"package": "titik-agent", "version": "0.2.0"}\n'
+    manifest = signed_manifest(key, "0.2.0", [package_entry("http://127.0.0.1:9/p", blob)])
+    args = {"manifest": manifest, "rollout": {"id": "city-0.2.0", "percent": 100}}
+    with pytest.raises(UpgradeRefused, match=r"rolled back from 0\.2\.0 already"):
+        u.start("up:city-0.2.0:2.1", args)
+    other = {"manifest": manifest, "rollout": {"id": "city-0.2.0-again", "percent": 100}}
+    assert u.start("up:city-0.2.0-again:1.1", other)["step"] == "verified"

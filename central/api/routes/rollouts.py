@@ -30,8 +30,10 @@ from central.rollout.service import (
     Spec,
     parse_failures,
 )
+from central.rollout.upgrade import DEFAULT_TZ, UpgradeSpec
+from central.rollout.upgrade import DEFAULT_WAVES as UPGRADE_WAVES
 from central.store.pg import PgStore
-from central.store.rollouts import RolloutStore, StoredRollout
+from central.store.rollouts import UPGRADE_ID, RolloutStore, StoredRollout
 from central.store.sqlite import SqliteStore
 
 RolloutId = Annotated[
@@ -74,6 +76,54 @@ class PlanIn(BaseModel):
     )
 
 
+class UpgradePlanIn(BaseModel):
+    """An agent upgrade in waves (docs/upgrades.md, "Waves")."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(
+        pattern=UPGRADE_ID.pattern,
+        description="The rollout's id (1-48 chars); it picks the cohorts",
+    )
+    group: str = Field(pattern=GROUP_NAME.pattern, description="The group to upgrade")
+    manifest: dict[str, Any] = Field(
+        description="The signed release manifest (checked against [console] signing_keys)"
+    )
+    waves: list[float] = Field(
+        default=list(UPGRADE_WAVES),
+        min_length=1,
+        max_length=20,
+        description="Percentages of the group, each above the one before, the last 100",
+    )
+    steps: int = Field(
+        default=4, ge=1, le=24, description="Commands per wave: the cohort rises in this many steps"
+    )
+    spread_s: float = Field(
+        default=3600.0, ge=0, le=86400, description="From a wave's first command to its last"
+    )
+    window: str | None = Field(
+        default=None,
+        description="Daily maintenance window HH:MM-HH:MM in tz (commands only inside it); "
+        "none: any hour",
+    )
+    tz: str = Field(default=DEFAULT_TZ, description="The window's time zone (IANA name)")
+    health_timeout_s: float = Field(
+        default=300.0, ge=10, le=3600, description="The gateways' health gate (args)"
+    )
+    soak_s: float = Field(
+        default=900.0, ge=10, le=7 * 86400,
+        description="After a wave's last command, before its gate (at least health_timeout_s)",
+    )  # fmt: skip
+    max_failures: float | str = Field(
+        default="1%",
+        description='Failures tolerated per wave: a share of those that answered ("1%") or a count',
+    )
+    margins: MarginsIn = Field(
+        default_factory=MarginsIn,
+        description="How much worse than the control (the group outside the wave) the upgraded "
+        "gateways' mean may be",
+    )
+
+
 class DocumentOut(BaseModel):
     name: str = Field(description='"wave 1 (1%)" ... or "restore"')
     payload: dict[str, Any] = Field(description="The document as it will be published, unsigned")
@@ -102,7 +152,7 @@ class RolloutSubmitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prepare_id: str = Field(min_length=1, max_length=64)
     sigs: list[SigIn] = Field(
-        min_length=2, max_length=21, description="One per document, in the order prepare gave"
+        min_length=1, max_length=480, description="One per document, in the order prepare gave"
     )
 
 
@@ -114,10 +164,17 @@ class GateOut(BaseModel):
     failures: int
     failed: list[str] = Field(description="The first failures, as '<device>: <why>'")
     health: list[str] = Field(description="Health figures the wave failed on")
+    wave: int | None = Field(default=None, description="An upgrade's: the wave judged (1 = first)")
+    answered: int | None = Field(default=None, description="An upgrade's: done + failed")
+    pending: int | None = Field(default=None, description="An upgrade's: no final step yet")
+    failure_pct: float | None = Field(
+        default=None, description="An upgrade's: failed / answered, in %"
+    )
 
 
 class RolloutOut(BaseModel):
     id: str
+    kind: Literal["config", "upgrade"] = "config"
     group: str
     status: Literal["running", "paused", "halted", "aborted", "completed"]
     wave: int = Field(description="Index of the wave that is out (0 = the first); -1 before it")
@@ -137,6 +194,11 @@ class RolloutOut(BaseModel):
     created_by: str
     updated: float
     events: list[str] = Field(description="'<unix time> <what happened>', oldest first")
+    release: str | None = Field(default=None, description="An upgrade's agent version")
+    window: str | None = Field(default=None, description="An upgrade's window, 'HH:MM-HH:MM TZ'")
+    commands_sent: int | None = Field(default=None, description="An upgrade's commands so far")
+    commands: int | None = Field(default=None, description="An upgrade's commands in all")
+    note: str | None = Field(default=None, description="What a running upgrade waits for")
 
 
 class RolloutList(BaseModel):
@@ -171,12 +233,33 @@ def rollout_out(r: StoredRollout, sizes: list[int] | None = None) -> RolloutOut:
         created_by=r.created_by,
         updated=r.updated,
         events=list(run.events),
+        **_upgrade_fields(run.plan.upgrade, run),
     )
+
+
+def _upgrade_fields(up: UpgradeSpec | None, run: Any) -> dict[str, Any]:
+    if up is None:
+        return {}
+    return {
+        "kind": "upgrade",
+        "release": up.version,
+        "window": f"{up.window} {up.tz}" if up.window else None,
+        "commands_sent": run.sent,
+        "commands": len(run.waves),
+        "note": run.note,
+    }
 
 
 def _prepare_out(p: PreparedRollout) -> RolloutPrepareOut:
     n = len(p.plan.percents)
     names = [f"wave {i + 1} ({pct:g}%)" for i, pct in enumerate(p.plan.percents)] + ["restore"]
+    if p.plan.upgrade is not None:
+        k = p.plan.upgrade.steps
+        names = [
+            f"wave {i // k + 1} ({p.plan.percents[i // k]:g}%) command {i % k + 1}/{k}: "
+            f"cohort {d['args']['rollout']['percent']:g}%"
+            for i, d in enumerate(p.waves)
+        ]
     return RolloutPrepareOut(
         prepare_id=p.prepare_id,
         topic=p.topic,
@@ -205,7 +288,7 @@ def spec_of(body: PlanIn) -> Spec:
     )  # fmt: skip
 
 
-def build_router(
+def build_router(  # noqa: PLR0915 (one closure per endpoint)
     *,
     service: RolloutService,
     require: Callable[[str], Any],
@@ -243,6 +326,36 @@ def build_router(
         audit(request, who, "rollout.prepare", target, "prepared", key_id=None, detail=detail)
         return _prepare_out(p)
 
+    @r.post("/api/rollouts/upgrade/prepare", responses={403: {}, 404: {}, 409: {}, 422: {}})
+    def prepare_upgrade(
+        body: UpgradePlanIn, request: Request, who: Caller = as_operator
+    ) -> RolloutPrepareOut:
+        """Check an agent upgrade in waves (the manifest's signature against [console]
+        signing_keys, the window, the spreading) and return every command with the exact
+        bytes to sign; nothing is started. Submit with POST /api/rollouts/submit."""
+        target = f"group/{body.group}"
+        try:
+            failures, percent = parse_failures(body.max_failures)
+            m = body.margins
+            spec = Spec(
+                body.id, body.group, {}, tuple(body.waves), body.soak_s, failures, percent,
+                m.cpu_pct, m.mem_used_pct, m.temp_c,
+            )  # fmt: skip
+            up = UpgradeSpec(
+                body.manifest, body.health_timeout_s, body.steps, body.spread_s, body.window,
+                body.tz,
+            )  # fmt: skip
+            p = service.prepare_upgrade(spec, up, actor=who.name, token_id=who.token_id)
+        except RolloutError as exc:
+            raise refused(request, who, "rollout.prepare", target, exc) from None
+        detail = {
+            "rollout": body.id,
+            "waves": body.waves,
+            "upgrade": p.plan.upgrade.version if p.plan.upgrade else None,
+        }
+        audit(request, who, "rollout.prepare", target, "prepared", key_id=None, detail=detail)
+        return _prepare_out(p)
+
     @r.post("/api/rollouts/submit", status_code=201, responses={403: {}, 404: {}, 409: {}})
     def submit(body: RolloutSubmitIn, request: Request, who: Caller = as_operator) -> RolloutOut:
         """Start a prepared rollout once every document's signature verifies against one of
@@ -258,6 +371,7 @@ def build_router(
             "waves": list(p.plan.percents),
             "base_version": p.plan.base_version,
             "keys": sorted(p.plan.new),
+            **({"upgrade": p.plan.upgrade.version} if p.plan.upgrade is not None else {}),
         }
         audit(
             request,

@@ -35,8 +35,13 @@ function bar(r) {
 }
 
 function waveText(r) {
-  if (r.wave < 0) return "waiting for wave 1";
-  return `wave ${r.wave + 1} of ${r.waves.length} (${r.waves[r.wave]}%)`;
+  // An agent upgrade (docs/upgrades.md, "Waves"): its release, commands sent, what it waits for.
+  const up = r.kind === "upgrade"
+    ? ` · agent ${r.release} · ${r.commands_sent}/${r.commands} commands` +
+      (r.note && r.status === "running" ? ` · ${r.note}` : "")
+    : "";
+  if (r.wave < 0) return "waiting for wave 1" + up;
+  return `wave ${r.wave + 1} of ${r.waves.length} (${r.waves[r.wave]}%)` + up;
 }
 
 function gate(r) {
@@ -45,9 +50,13 @@ function gate(r) {
   const lines = [...g.failed, ...g.health];
   // A gate that passed while the rollout goes on was the previous wave's (the runner
   // publishes the next wave in the same step).
-  const wave = r.wave + (g.verdict === "passed" && r.status !== "completed" ? 0 : 1);
+  const wave = g.wave ?? r.wave + (g.verdict === "passed" && r.status !== "completed" ? 0 : 1);
+  const text = r.kind === "upgrade"
+    ? `wave ${wave}: ${g.applied}/${g.size} upgraded, ${g.failures} failed` +
+      (g.failure_pct != null ? ` (${g.failure_pct}% of ${g.answered} that answered)` : "")
+    : `wave ${wave}: ${g.applied}/${g.size} applied, ${g.failures} failed`;
   return el("div", { class: "ro-gate", "data-testid": "ro-gate" },
-    `wave ${wave}: ${g.applied}/${g.size} applied, ${g.failures} failed · ${g.verdict}`,
+    `${text} · ${g.verdict}`,
     lines.length ? el("ul", {}, ...lines.slice(0, 5).map((t) => el("li", {}, t))) : null);
 }
 

@@ -237,8 +237,18 @@ CREATE TABLE service_history_default PARTITION OF service_history DEFAULT;
 CREATE INDEX service_history_device_ts ON service_history (device, ts);
 """
 
+#: Version 5: upgrade rollouts (issue 22): each gateway's latest upgrade step per rollout,
+#: as the SQLite ``upgrade_steps`` (central/store/rollouts.py).
+V5 = """
+CREATE TABLE upgrade_steps (
+    rollout text NOT NULL REFERENCES rollouts (id), device text NOT NULL, cmd text NOT NULL,
+    step text NOT NULL, ok integer NOT NULL, error text, ts double precision,
+    failures integer NOT NULL, at double precision NOT NULL, PRIMARY KEY (rollout, device)
+);
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
 VERSION = len(MIGRATIONS)
 
 

@@ -136,7 +136,8 @@ def test_opkg_upgrade_confirmed_stays(openwrt: Gateway) -> None:
 def test_an_older_package_is_refused_by_opkg_and_the_old_one_stays(openwrt: Gateway) -> None:
     opkg_install(openwrt, ipk(openwrt, "0.2.0-1"))
     up = _install(openwrt, ipk(openwrt, "0.1.5-1"), deadline_in=600)
-    wait_until(lambda: (up / "rollback.result").exists(), 30, "rollback.result")
+    # The worker writes rollback.result first, then install.result (lib/upgrade.sh): both.
+    wait_until(lambda: (up / "install.result").exists(), 30, "install.result")
     assert "Not downgrading package" in (up / "install.result").read_text()
     assert (up / "rollback.result").read_text().startswith("rolled back to 0.2.0-1 (still")
     assert status_version(openwrt.root) == "0.2.0-1"
