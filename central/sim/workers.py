@@ -8,7 +8,8 @@ scenarios read (connected, buffered, sent, pending, the seqs each gateway drew, 
 times) and adds the answers up. Why: every process here may hold at most its hard limit of
 open files (20,000 in this sandbox, which cannot raise it), one socket per gateway; a
 worker takes at most :data:`~central.sim.localbroker.PER_EDGE` gateways. The scenarios that
-reach into the agents themselves (canary, rollout, chaos, service, flap) need one process.
+reach into the agents themselves (canary, rollout, upgrade, chaos, service, flap) need
+one process.
 """
 
 from __future__ import annotations
