@@ -172,8 +172,9 @@ def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300
     )
     time.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
     backlog = pending(fleet)
-    stack.start_brokers()
+    # Stamped first: gateways reconnect to the first brokers while the others start (edges).
     back, back_mono = time.time(), time.monotonic()
+    stack.start_brokers()
     load = LoadSampler(stack)
     try:
         drain = wait_drained(fleet, drain_timeout)
