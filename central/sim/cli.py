@@ -19,16 +19,20 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import psutil
+
 from central.sim import chaos, scenarios
 from central.sim import stack as stack_mod
-from central.sim.fleet import SimulatedFleet, gateway_plan, raise_nofile, wait_connected
+from central.sim.fleet import Fleet, SimulatedFleet, gateway_plan, raise_nofile, wait_connected
+from central.sim.localbroker import PER_EDGE, edges_for
 from central.sim.stored import StoredSamples
+from central.sim.workers import WorkerFleet, workers_for
 
 log = logging.getLogger("titik.sim")
 
 
 def progress(
-    fleet: SimulatedFleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
+    fleet: Fleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
 ) -> None:
     """One line every few seconds: connected, messages/s sent and ingested, buffered."""
     sent, rows, t = fleet.sent, db.rows() if db else 0, time.monotonic()
@@ -39,7 +43,7 @@ def progress(
         log.info(
             "connected %d/%d, sent %.0f msg/s%s, buffered %d",
             fleet.connected,
-            len(fleet.agents),
+            fleet.size,
             (now_sent - sent) / dt,
             ingest,
             fleet.buffered,
@@ -94,10 +98,14 @@ def parse_scenarios(text: str) -> list[str]:
     return names
 
 
+#: What a fleet in several worker processes can run (the others reach into the agents).
+WORKER_SCENARIOS = ("steady", "outage")
+
+
 def run_scenario(
     name: str,
     args: argparse.Namespace,
-    fleet: SimulatedFleet,
+    fleet: Fleet,
     stack: stack_mod.Stack,
     run_dir: Path,
     plan: chaos.ChaosPlan | None = None,
@@ -105,12 +113,18 @@ def run_scenario(
     release: scenarios.UpgradeRelease | None = None,
 ) -> stack_mod.Result:
     seconds = args.minutes * 60
+    any_fleet: dict[str, Callable[[], stack_mod.Result]] = {  # WORKER_SCENARIOS
+        "steady": lambda: scenarios.steady(fleet, stack, seconds),
+        "outage": lambda: scenarios.outage(fleet, stack, args.outage_minutes * 60),
+    }
+    if name in any_fleet:
+        return any_fleet[name]()
+    if not isinstance(fleet, SimulatedFleet):  # check_args refused it already
+        raise TypeError(f"the {name} scenario needs the fleet in one process: --workers 1")
     if name == "chaos":
         assert plan is not None  # noqa: S101 - main() makes it when chaos is asked for
         return chaos.chaos(fleet, stack, seconds, plan)
     simple: dict[str, Callable[[], stack_mod.Result]] = {
-        "steady": lambda: scenarios.steady(fleet, stack, seconds),
-        "outage": lambda: scenarios.outage(fleet, stack, args.outage_minutes * 60),
         "flap": lambda: scenarios.flap(fleet, stack, seconds),
         "service": lambda: scenarios.service_faults(
             fleet, stack, timeout=max(120.0, 3 * (args.service_interval or 0))
@@ -155,6 +169,62 @@ def run_scenario(
     )
 
 
+def make_fleet(
+    args: argparse.Namespace,
+    stack: stack_mod.Stack,
+    state: Path,
+    release: scenarios.UpgradeRelease | None = None,
+) -> Fleet:
+    """The gateways, in this process or in ``--workers`` processes (started by the caller);
+    with ``release``, each trusts its operations key (the upgrade scenario's, one process)."""
+    if args.workers > 1:
+        return WorkerFleet(
+            args.gateways,
+            stack.host,
+            stack.ports,
+            state,
+            workers=args.workers,
+            interval_s=args.interval,
+            ramp_s=args.ramp,
+            service_interval_s=args.service_interval,
+            service_faults=args.service_faults,
+        )
+    return SimulatedFleet(
+        args.gateways,
+        stack.host,
+        stack.ports,
+        state,
+        interval_s=args.interval,
+        ramp_s=args.ramp,
+        service_interval_s=args.service_interval,
+        service_faults=args.service_faults,
+        trusted_keys=(release.public,) if release is not None else (),
+    )
+
+
+def fleet_memory(fleet: Fleet, rss0: int, n: int) -> dict[str, object]:
+    """Resident memory of the fleet's processes, per gateway, and the most open files one of
+    them holds (what the open-files limit bounds)."""
+    if isinstance(fleet, WorkerFleet):
+        rss, files = 0, 0
+        for pid in fleet.pids():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                rss += proc.memory_info().rss
+                files = max(files, proc.num_fds())
+        return {
+            "rss_mb": round((rss + rss_bytes()) / 2**20),
+            "kb_per_gateway": round(rss / 1024 / n, 1),
+            "open_files": files,
+            "workers": fleet.workers,
+        }
+    return {
+        "rss_mb": round(rss_bytes() / 2**20),
+        "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / n, 1),
+        "open_files": len(os.listdir("/proc/self/fd")),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="titik-sim",
@@ -170,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  titik-sim --gateways 9000 --ramp 60 --scenario steady,outage,canary \\\n"
             "            --minutes 5 --outage-minutes 10 --canary 10 --report sim.md\n"
             "  titik-sim --gateways 2000 --store postgresql --scenario steady,outage\n"
+            "  titik-sim --gateways 50000 --store postgresql --scenario steady,outage\n"
+            "            (past 17,000: edge brokers bridged to a core, and worker processes)\n"
             "scenarios:\n"
             "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
             "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
@@ -204,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_hostport,
         metavar="HOST:PORT",
         help="an existing broker (default: start Mosquitto and central in --workdir)",
+    )
+    ap.add_argument(
+        "--edges",
+        type=int,
+        metavar="K",
+        help="start K edge Mosquittos bridged to one core Mosquitto (central connects to the "
+        "core, the gateways are spread over the edges; docs/simulator.md). Default: 0 up to "
+        f"{PER_EDGE:,} gateways, else one edge per {PER_EDGE:,} (one Mosquitto may hold no "
+        "more sockets than its open-files limit)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="W",
+        help="run the gateways in W processes (each its own event loop and sockets). Default: "
+        f"1 up to {PER_EDGE:,} gateways, else one per {PER_EDGE:,}. Only steady and outage "
+        "run with more than one",
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
     ap.add_argument(
@@ -343,7 +432,7 @@ def chaos_setup(
 
 def run_all(
     args: argparse.Namespace,
-    fleet: SimulatedFleet,
+    fleet: Fleet,
     stack: stack_mod.Stack,
     run_dir: Path,
     report: scenarios.Report,
@@ -412,6 +501,32 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         )
     if args.outage_minutes is None:
         args.outage_minutes = args.minutes
+    check_scale_args(parser, args)
+
+
+def check_scale_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--edges and --workers, or their defaults for --gateways."""
+    if args.edges is not None and args.edges < 0:
+        parser.error("--edges: 0 (the gateways connect to one broker) or more")
+    if args.edges and args.broker:
+        parser.error("--edges starts the brokers: run it without --broker")
+    if args.edges is None:
+        args.edges = 0 if args.broker else edges_for(args.gateways)
+    if args.workers is None:
+        args.workers = workers_for(args.gateways)
+    if args.workers > args.gateways:
+        parser.error(f"--workers {args.workers}: more than the {args.gateways} gateways")
+    if args.edges > args.gateways:
+        parser.error(f"--edges {args.edges}: more than the {args.gateways} gateways")
+    if args.workers > 1:
+        other = [n for n in args.scenario if n not in WORKER_SCENARIOS]
+        if other:
+            parser.error(
+                f"the {', '.join(other)} scenario reaches into the gateways' agents, which "
+                f"must then be in this one process: with {args.workers} worker processes only "
+                f"{' and '.join(WORKER_SCENARIOS)} run. Run it with --workers 1 and at most "
+                f"{PER_EDGE:,} gateways"
+            )
 
 
 def check_store_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -431,23 +546,50 @@ def check_store_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("the chaos scenario reads central's SQLite: run it with --store sqlite")
 
 
+def start_stack(
+    args: argparse.Namespace, run_dir: Path, stack_cm: contextlib.ExitStack
+) -> stack_mod.Stack:
+    """The stack of --broker, or Mosquitto (with --edges, a core and its edges) and central
+    started in ``run_dir`` (stopped by ``stack_cm``)."""
+    if args.broker:
+        host, port = args.broker
+        return stack_mod.Stack(host, port, db=args.central_db, store_url=args.store_url)
+    log.info("starting Mosquitto and central (on %s) in %s", args.store, run_dir)
+    stack = stack_cm.enter_context(
+        stack_mod.local_stack(
+            run_dir / "stack",
+            store=args.store,
+            store_url=args.store_url,
+            gateways=args.gateways,
+            edges=args.edges,
+        )
+    )
+    if stack.edges:
+        log.info("%d edge brokers bridged to the core (port %d)", len(stack.edges), stack.port)
+    if len(stack.ports) > 1:
+        log.info("the broker listens on ports %s", ", ".join(map(str, stack.ports)))
+    return stack
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
     setup_logging()
-    # A socket per gateway here, and in the broker (which inherits the limits), and some.
-    soft, hard = raise_nofile(args.gateways + 1024)
+    # A socket per gateway in its worker process and in its broker (each inherits the limit).
+    busiest = max(-(-args.gateways // args.workers), -(-args.gateways // max(1, args.edges)))
+    soft, hard = raise_nofile(busiest + 1024)
     log.info("open files limit raised to %d (hard limit %d)", soft, hard)
-    if args.gateways + 100 > soft:
-        # Past it every further connection fails (EMFILE), here and in the broker, which
-        # inherits the limit: a run would measure that, not the fleet.
+    if busiest + 100 > soft:
+        # Past it every further connection fails (EMFILE), in the fleet's process and in the
+        # broker: a run would measure that, not the fleet.
         parser.error(
-            f"--gateways {args.gateways} needs about {args.gateways + 100} open files (a "
-            f"socket each, in this process and in the broker); this process may have {soft} "
-            "and cannot raise its hard limit (that needs CAP_SYS_RESOURCE). Raise it where "
-            "titik-sim starts (ulimit -Hn 65536 as root, docker run --ulimit "
-            "nofile=65536:65536, systemd LimitNOFILE=65536) or run fewer gateways"
+            f"--gateways {args.gateways} needs about {busiest + 100} open files in each of "
+            f"its {args.workers} process(es) and {max(1, args.edges)} broker(s) (a socket "
+            f"per gateway); a process may have {soft} here. Spread them: more "
+            f"--workers and --edges (about {soft - 3000:,} gateways each), or raise the limit "
+            "where titik-sim starts (ulimit -Hn, docker run --ulimit nofile, systemd "
+            "LimitNOFILE)"
         )
     run_dir = args.workdir.resolve() / time.strftime("run-%Y%m%dT%H%M%S")
     report = scenarios.Report(
@@ -459,54 +601,30 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     with contextlib.ExitStack() as stack_cm:
-        if args.broker:
-            host, port = args.broker
-            stack = stack_mod.Stack(host, port, db=args.central_db, store_url=args.store_url)
-        else:
-            log.info("starting Mosquitto and central (on %s) in %s", args.store, run_dir)
-            stack = stack_cm.enter_context(
-                stack_mod.local_stack(
-                    run_dir / "stack",
-                    store=args.store,
-                    store_url=args.store_url,
-                    gateways=args.gateways,
-                )
-            )
-            if len(stack.ports) > 1:
-                log.info("the broker listens on ports %s", ", ".join(map(str, stack.ports)))
+        stack = start_stack(args, run_dir, stack_cm)
         rss0 = rss_bytes()
         state = gateway_state(args, run_dir, stack_cm)
         plan = chaos_setup(args, state, stack_cm)
         base = rollout_setup(args, stack, state)
         # The upgrade scenario's operations key: trusted by every gateway from the start.
         release = scenarios.UpgradeRelease.new() if "upgrade" in args.scenario else None
-        fleet = SimulatedFleet(
-            args.gateways,
-            stack.host,
-            stack.ports,
-            state,
-            interval_s=args.interval,
-            ramp_s=args.ramp,
-            service_interval_s=args.service_interval,
-            service_faults=args.service_faults,
-            trusted_keys=(release.public,) if release is not None else (),
-        )
+        fleet = make_fleet(args, stack, state, release)
         for device, fault in sorted(fleet.faults.items()):
             log.info("service fault planted: %s has %s", device, fault)
-        log.info("%d gateways built; event loop starting", args.gateways)
+        if isinstance(fleet, WorkerFleet):
+            log.info("%d worker processes building their gateways", fleet.workers)
         stop = threading.Event()
         ticker = threading.Thread(target=progress, args=(fleet, stack.samples, stop), daemon=True)
         fleet.start()
+        log.info("%d gateways built; event loop(s) running", args.gateways)
         ticker.start()
         try:
             wait_connected(fleet, max(60.0, args.ramp + 60))
             log.info("%d/%d connected", fleet.connected, args.gateways)
-            mem = {
-                "rss_mb": round(rss_bytes() / 2**20),
-                "kb_per_gateway": round((rss_bytes() - rss0) / 1024 / args.gateways, 1),
-                "open_files": len(os.listdir("/proc/self/fd")),
-                "broker_ports": len(stack.ports),
-            }
+            mem = fleet_memory(fleet, rss0, args.gateways)
+            mem["broker_ports"] = len(stack.ports)
+            if stack.edges:
+                mem["edge_brokers"] = len(stack.edges)
             run_all(args, fleet, stack, run_dir, report, mem, plan, base, release)
         except KeyboardInterrupt:
             log.info("interrupted: stopping the gateways")

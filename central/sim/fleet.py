@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import os
 import queue
 import random
 import resource
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.config import parse_config
 from agent.core import Agent, open_spool
@@ -139,6 +140,34 @@ class FleetStats:
     passes: int = 0
 
 
+#: Per (device, sid): [first seq, last seq, how many drawn] (as central.sim.stored counts).
+Drawn = dict[tuple[str, str], list[int]]
+
+
+class Fleet(Protocol):
+    """What the steady and outage scenarios read of a fleet: :class:`SimulatedFleet` in this
+    process, or :class:`central.sim.workers.WorkerFleet` over several processes."""
+
+    faults: dict[str, str]  # planted service faults, device id -> fault
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def connected(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def sent(self) -> int: ...
+    def pending(self) -> int: ...
+    def device_ids(self) -> list[str]: ...
+    def expected(self, skip: frozenset[str] = frozenset()) -> Drawn: ...
+    def behind(self, most: int) -> list[tuple[str, bool, int, str | None]]: ...
+    def connects(self) -> list[float]: ...
+    def cpu_s(self) -> float: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 class TrackedAgent(Agent):
     """An agent that remembers which sequence numbers it drew, under which ``sid``, so the
     scenarios can say which of them central stored. Within one process seqs are drawn in
@@ -168,7 +197,10 @@ class SimulatedFleet:
     random part of an interval after that, so samples are spread as in a real fleet.
     ``skew[i]`` is added to gateway ``i``'s wall clock (a clock jump, for the chaos scenario).
     ``port`` may be several (a broker's listeners, :func:`central.sim.localbroker.
-    listeners_for`): gateway ``i`` connects to ``port[i % len(port)]``.
+    listeners_for`, or several edge brokers'): gateway ``i`` connects to
+    ``port[i % len(port)]``. ``part``: only the gateways ``part[0]`` to ``part[1] - 1`` of the
+    ``n`` (their ids, places and ports as in the whole fleet), for one worker process of
+    :class:`central.sim.workers.WorkerFleet`.
     """
 
     def __init__(
@@ -186,10 +218,12 @@ class SimulatedFleet:
         service_interval_s: float | None = None,
         service_faults: int = 0,
         trusted_keys: tuple[str, ...] = (),
+        part: tuple[int, int] | None = None,
     ) -> None:
+        first, end = part if part is not None else (0, n)
         self.agents: list[TrackedAgent] = []
         self.roots: list[Path] = []
-        self.skew = [0.0] * n
+        self.skew = [0.0] * (end - first)
         self.interval_s = interval_s
         rng = random.Random(seed)
         now = time.monotonic()
@@ -211,12 +245,12 @@ class SimulatedFleet:
             if service_interval_s
             else {}
         )
-        for device in gateway_plan(n, seed):
+        for k, device in enumerate(gateway_plan(n, seed)[first:end]):
             state = workdir / str(device["id"])
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": {**mqtt, "port": ports[len(self.agents) % len(ports)]},
+                    "mqtt": {**mqtt, "port": ports[(first + k) % len(ports)]},
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},
@@ -246,7 +280,9 @@ class SimulatedFleet:
             self.roots.append(state / "root")
             self._start_at.append(start)
         self.stats = FleetStats()
-        self._busy = [False] * n  # ticking in a worker thread: the loop leaves it alone
+        self._busy = [False] * len(
+            self.agents
+        )  # ticking in a worker thread: the loop leaves it alone
         self._pool: ThreadPoolExecutor | None = None
         self._connect_pool: ThreadPoolExecutor | None = None
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -414,6 +450,47 @@ class SimulatedFleet:
         if self._thread is not None:
             self._thread.join(timeout=60)
 
+    # -- what the scenarios read (Fleet); from another thread, as a census of plain reads
+    @property
+    def size(self) -> int:
+        return len(self.agents)
+
+    def device_ids(self) -> list[str]:
+        return [a.device_id for a in self.agents]
+
+    def pending(self) -> int:
+        """Buffered records not yet handed to the broker."""
+        return sum(a.spool.pending for a in self.agents)
+
+    def expected(self, skip: frozenset[str] = frozenset()) -> Drawn:
+        """The seqs each gateway drew (but those of ``skip``), for counting what was lost."""
+        return {
+            (a.device_id, sid): list(r)
+            for a in self.agents
+            if a.device_id not in skip
+            for sid, r in list(a.drawn.items())
+        }
+
+    def behind(self, most: int) -> list[tuple[str, bool, int, str | None]]:
+        """Up to ``most`` gateways not connected or with a backlog: (id, connected, pending,
+        the link's last error)."""
+        out = []
+        for a in self.agents:
+            if a.spool.pending or not a.link.connected:
+                out.append((a.device_id, a.link.connected, a.spool.pending, a.link.last_error))
+                if len(out) >= most:
+                    break
+        return out
+
+    def connects(self) -> list[float]:
+        """Wall time of every CONNACK seen."""
+        return list(self.stats.connects)
+
+    def cpu_s(self) -> float:
+        """CPU seconds this process has used (user + system, every thread)."""
+        t = os.times()
+        return t.user + t.system
+
     @property
     def connected(self) -> int:
         return sum(a.link.connected for a in self.agents)
@@ -428,10 +505,10 @@ class SimulatedFleet:
         return sum(a.counts.published + a.counts.replayed for a in self.agents)
 
 
-def wait_connected(fleet: SimulatedFleet, timeout: float = 60.0) -> int:
+def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
-    poll = min(1.0, max(0.2, len(fleet.agents) / 20_000))  # as stack.census_poll
-    while fleet.connected < len(fleet.agents) and time.monotonic() < deadline:
+    poll = min(1.0, max(0.2, fleet.size / 20_000))  # as stack.census_poll
+    while fleet.connected < fleet.size and time.monotonic() < deadline:
         time.sleep(poll)
     return fleet.connected
 

@@ -17,6 +17,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.protocol.topics import (
+    GATEWAY_PUBLISHES,
+    GATEWAY_READS,
+    GROUP_LEAVES,
+    ctl_filter,
+    group_filter,
+    gw_filter,
+)
+
 
 def find_mosquitto() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
@@ -79,6 +88,57 @@ def listeners_for(clients: int) -> int:
     low, high = ephemeral_range()
     per = max(1000, (high - low + 1) * 2 // 3)
     return max(1, -(-clients // per))
+
+
+#: The most gateways one simulated edge broker (or one fleet worker process) takes: under
+#: this machine's hard open-files limit (20,000 here, which the sandbox cannot raise), with
+#: room for the bridge, the logs and the listeners.
+PER_EDGE = 17_000
+
+
+def edges_for(gateways: int, per: int = PER_EDGE) -> int:
+    """How many edge brokers ``gateways`` need (0: one broker takes them all)."""
+    return 0 if gateways <= per else -(-gateways // per)
+
+
+def bridge_topics(prefix: str = "titik") -> list[tuple[str, str]]:
+    """An edge's bridge topics, (filter, direction), from agent/protocol/topics.py.
+
+    Out (edge to core): what a gateway publishes (telemetry, batches, status, config
+    reported, command results, service reports) and titik-ctl's reply topics (a gateway
+    answers a command there, MQTT 5 response topic). In (core to edge): what a gateway reads,
+    its own and its groups' desired documents and commands, retained ones included. The two
+    sets are disjoint, so nothing comes back the way it went (no loop)."""
+    out = [gw_filter(prefix, leaf) for leaf in GATEWAY_PUBLISHES] + [ctl_filter(prefix, "+")]
+    into = [gw_filter(prefix, leaf) for leaf in GATEWAY_READS] + [
+        group_filter(prefix, leaf) for leaf in GROUP_LEAVES
+    ]
+    return [(t, "out") for t in out] + [(t, "in") for t in into]
+
+
+def bridge_conf(name: str, core_host: str, core_port: int, prefix: str = "titik") -> str:
+    """An edge Mosquitto's bridge to the core (mosquitto.conf(5), "Bridges").
+
+    ``cleansession false``: the core keeps the bridge's subscriptions and QoS 1 messages for
+    it while the bridge is down, and the edge keeps what it could not forward yet; QoS 1 on
+    every topic, so a record is acknowledged hop by hop. MQTT 5 (``bridge_protocol_version
+    mqttv50``) so a command's response topic and correlation data cross the bridge;
+    ``try_private`` marks the connection as a bridge, so retained documents arrive retained.
+    ``restart_timeout 1 10``: after an outage of the core, the bridge is back within seconds."""
+    lines = [
+        f"connection {name}",
+        f"address {core_host}:{core_port}",
+        f"remote_clientid {name}",
+        f"local_clientid {name}.local",
+        "cleansession false",
+        "bridge_protocol_version mqttv50",
+        "try_private true",
+        "notifications false",
+        "start_type automatic",
+        "restart_timeout 1 10",
+        *(f"topic {t} {way} 1" for t, way in bridge_topics(prefix)),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class LocalBroker:

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import subprocess
@@ -32,7 +31,7 @@ from central.ctl import rollout
 from central.rollout.engine import Run, to_dict
 from central.rollout.plan import Limits, Plan, documents
 from central.rollout.upgrade import DEFAULT_TZ, UpgradeSpec, expiry, step_percents
-from central.sim.fleet import SimulatedFleet
+from central.sim.fleet import Fleet, SimulatedFleet
 from central.sim.localbroker import wait_until
 from central.sim.stack import (
     LagProbe,
@@ -55,27 +54,27 @@ from central.sim.stack import (
 log = logging.getLogger("titik.sim")
 
 
-def steady(fleet: SimulatedFleet, stack: Stack, seconds: float) -> Result:
+def steady(fleet: Fleet, stack: Stack, seconds: float) -> Result:
     """Run as is: connections held, messages/s sent and ingested, lag p50/p95."""
     probe = LagProbe(stack, devices=lag_sample(fleet))
     samples = stack.samples
     try:
         hist0 = lag_histogram(stack.api, stack.api_headers) if stack.api else {}
         sent0, rows0, t0 = fleet.sent, samples.rows() if samples else 0, time.monotonic()
-        cpu0 = _own_cpu_s()
+        cpu0 = fleet.cpu_s()
         time.sleep(seconds)
         dt = time.monotonic() - t0
-        cpu, sent = _own_cpu_s() - cpu0, fleet.sent - sent0
+        cpu, sent = fleet.cpu_s() - cpu0, fleet.sent - sent0
         lags = probe.take()
         hist1 = lag_histogram(stack.api, stack.api_headers) if stack.api else {}
         held = fleet.connected
         rows = samples.rows() if samples else 0
         result: Result = {
-            "gateways": len(fleet.agents),
+            "gateways": fleet.size,
             "connected": held,
             "seconds": round(dt, 1),
             "sent_per_s": round(sent / dt, 1),
-            # this process (every gateway, the lag probe): what 50,000 would need
+            # the fleet's processes (every gateway, the lag probe): what 50,000 would need
             "sim_cpu_pct": round(100 * cpu / dt, 1),
             "sim_cpu_ms_per_sample": round(1000 * cpu / sent, 2) if sent else None,
             # ts to the broker's delivery to a plain subscriber (of up to 1,000 gateways)
@@ -90,17 +89,11 @@ def steady(fleet: SimulatedFleet, stack: Stack, seconds: float) -> Result:
             result["central_lag_p95_s"] = histogram_quantile(0.95, hist0, hist1)
         if samples is not None:
             result["ingested_per_s"] = round((rows - rows0) / dt, 1)
-            result["devices_stored"] = len(samples.devices() & {a.device_id for a in fleet.agents})
+            result["devices_stored"] = len(samples.devices() & set(fleet.device_ids()))
             result["records_lost"] = records_lost(fleet, stack)
         return result
     finally:
         probe.close()
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds this process has used (user + system, every thread)."""
-    t = os.times()
-    return t.user + t.system
 
 
 #: The deduction each planted service fault must show (agent/service/simulated.py).
@@ -161,11 +154,10 @@ def service_faults(fleet: SimulatedFleet, stack: Stack, timeout: float) -> Resul
     }
 
 
-def outage(
-    fleet: SimulatedFleet, stack: Stack, down_s: float, drain_timeout: float = 300.0
-) -> Result:
+def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300.0) -> Result:
     """The broker down for ``down_s``, then back: every gateway buffers, reconnects with
-    jitter and replays. Needs a broker the sim started (it is stopped and started again).
+    jitter and replays. Needs a broker the sim started (it is stopped and started again);
+    with edge brokers, the core and every edge (a city-wide outage), the core back first.
 
     Measured from the restart: the reconnect storm (CONNACKs per second as the gateways saw
     them, and clients accepted per second in the broker's log), the drain (until
@@ -173,15 +165,16 @@ def outage(
     the broker's and central's CPU meanwhile."""
     if stack.broker is None:
         raise ValueError("the outage scenario stops the broker: run without --broker")
-    stack.broker.stop()
+    stack.stop_brokers()
     t_down = time.monotonic()
     wait_until(
         lambda: fleet.connected == 0, 60, "every gateway to notice the outage", census_poll(fleet)
     )
     time.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
     backlog = pending(fleet)
-    stack.broker.start()
+    # Stamped first: gateways reconnect to the first brokers while the others start (edges).
     back, back_mono = time.time(), time.monotonic()
+    stack.start_brokers()
     load = LoadSampler(stack)
     try:
         drain = wait_drained(fleet, drain_timeout)
@@ -190,12 +183,12 @@ def outage(
     finally:
         cpu = load.stop()
     result: Result = {
-        "gateways": len(fleet.agents),
+        "gateways": fleet.size,
         "down_s": round(down_s, 1),
         "backlog_records": backlog,
         "drain_s": drain,
-        **storm(fleet.stats.connects, back),
-        **broker_connects(stack.broker.log, back),
+        **storm(fleet.connects(), back),
+        **broker_connects([b.log for b in stack.gateway_brokers], back),
     }
     if lost is not None:
         result["central_stored_all_s"] = stored_all

@@ -37,8 +37,14 @@ from agent.protocol.topics import (
     TELEMETRY,
     gw_filter,
 )
-from central.sim.fleet import SimulatedFleet
-from central.sim.localbroker import LocalBroker, free_port, listeners_for, wait_until
+from central.sim.fleet import Fleet
+from central.sim.localbroker import (
+    LocalBroker,
+    bridge_conf,
+    free_port,
+    listeners_for,
+    wait_until,
+)
 from central.sim.localpg import LocalPostgres
 from central.sim.stored import Expected, PgSamples, SqliteSamples, StoredSamples
 from central.store.pg.tables import PgRolloutStore, PgTokenStore
@@ -75,10 +81,34 @@ class Stack:
     #: the first): one port cannot take 50,000 connections from loopback.
     ports: list[int] = field(default_factory=list)
     postgres: LocalPostgres | None = None  # set when the sim started PostgreSQL
+    #: Edge brokers bridged to ``broker`` (the core), when the sim started them: the
+    #: gateways connect to these (:attr:`ports` are theirs), central to the core.
+    edges: list[LocalBroker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.ports:
             self.ports = [self.port]
+
+    @property
+    def gateway_brokers(self) -> list[LocalBroker]:
+        """The brokers the gateways connect to: the edges, else the broker (if started here)."""
+        return self.edges or ([self.broker] if self.broker is not None else [])
+
+    def stop_brokers(self) -> None:
+        """Every broker the sim started down: the edges, then the core."""
+        if self.broker is None:
+            raise ValueError("the broker was not started by the sim: run without --broker")
+        for edge in self.edges:
+            edge.stop()
+        self.broker.stop()
+
+    def start_brokers(self) -> None:
+        """The core, then the edges (their bridges connect at once)."""
+        if self.broker is None:
+            raise ValueError("the broker was not started by the sim: run without --broker")
+        self.broker.start()
+        for edge in self.edges:
+            edge.start()
 
     @property
     def samples(self) -> StoredSamples | None:
@@ -147,6 +177,7 @@ def local_stack(
     store: str = "sqlite",
     store_url: str | None = None,
     gateways: int = 0,
+    edges: int = 0,
 ) -> Iterator[Stack]:
     """A persistent Mosquitto (as production runs it: central's session and queue survive a
     restart) and ``titik-central run`` as a subprocess, both stopped on exit.
@@ -155,7 +186,9 @@ def local_stack(
     central uses ``store_url`` if given (an existing server; its database should be empty),
     else a throwaway PostgreSQL started here (central/sim/localpg.py, stopped on exit).
     ``gateways``: how many will connect, for the broker's listener ports
-    (:func:`~central.sim.localbroker.listeners_for`)."""
+    (:func:`~central.sim.localbroker.listeners_for`). ``edges``: that many edge Mosquittos
+    bridged to the broker (the core; :func:`~central.sim.localbroker.bridge_conf`), each
+    persistent too, the gateways spread over them; 0: the gateways connect to the core."""
     if store not in STORES:
         raise ValueError(f"store {store!r}: choose from {', '.join(STORES)}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,9 +198,12 @@ def local_stack(
             pg = start_postgres(workdir)
             cleanup.callback(stop_postgres, pg, workdir)
             store_url = pg.create_database("titik")
-        broker = LocalBroker(workdir, persistence=True, listeners=listeners_for(gateways))
+        broker = LocalBroker(
+            workdir, persistence=True, listeners=1 if edges else listeners_for(gateways)
+        )
         broker.start()
         cleanup.callback(broker.stop)
+        edge_brokers = start_edges(workdir, broker, edges, gateways, cleanup)
         db = workdir / "central.db"
         conf = workdir / "central.toml"
         http_port = free_port()
@@ -198,13 +234,36 @@ def local_stack(
             api_headers={"Authorization": f"Bearer {secret}"},
             central_argv=[sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
             central_log=workdir / "central.log",
-            ports=broker.ports,
+            ports=[p for e in edge_brokers for p in e.ports] if edges else broker.ports,
             postgres=pg,
+            edges=edge_brokers,
         )
         cleanup.callback(stack.stop_central)
         stack.start_central()
         wait_ingesting(stack, 30)
         yield stack
+
+
+def start_edges(
+    workdir: Path, core: LocalBroker, edges: int, gateways: int, cleanup: contextlib.ExitStack
+) -> list[LocalBroker]:
+    """``edges`` persistent Mosquittos in ``workdir/edge-K``, each bridged to ``core`` and
+    listening on as many ports as its share of ``gateways`` needs from loopback (each
+    stopped by ``cleanup``)."""
+    out: list[LocalBroker] = []
+    for k in range(1, edges + 1):
+        where = workdir / f"edge-{k}"
+        where.mkdir(exist_ok=True)
+        edge = LocalBroker(
+            where,
+            bridge_conf(f"titik-edge-{k}", core.host, core.port),
+            persistence=True,
+            listeners=listeners_for(-(-gateways // edges)),
+        )
+        cleanup.callback(edge.stop)
+        edge.start()
+        out.append(edge)
+    return out
 
 
 #: The simulator's PostgreSQL: durable (fsync on, as production), more shared buffers than
@@ -290,16 +349,11 @@ def missing(samples: StoredSamples, expected: Expected) -> int:
     return sum(missing_per_device(samples, expected).values())
 
 
-def expected_seqs(fleet: SimulatedFleet, skip: frozenset[str] = frozenset()) -> Expected:
-    return {
-        (a.device_id, sid): list(r)
-        for a in fleet.agents
-        if a.device_id not in skip
-        for sid, r in a.drawn.items()
-    }
+def expected_seqs(fleet: Fleet, skip: frozenset[str] = frozenset()) -> Expected:
+    return fleet.expected(skip)
 
 
-def records_lost(fleet: SimulatedFleet, stack: Stack, timeout: float = 120.0) -> int:
+def records_lost(fleet: Fleet, stack: Stack, timeout: float = 120.0) -> int:
     """Samples drawn so far that central has not stored within ``timeout``."""
     samples = stack.samples
     if samples is None:
@@ -313,34 +367,33 @@ def records_lost(fleet: SimulatedFleet, stack: Stack, timeout: float = 120.0) ->
     return lost
 
 
-def pending(fleet: SimulatedFleet) -> int:
+def pending(fleet: Fleet) -> int:
     """Buffered records not yet handed to the broker."""
-    return sum(a.spool.pending for a in fleet.agents)
+    return fleet.pending()
 
 
-def census_poll(fleet: SimulatedFleet) -> float:
+def census_poll(fleet: Fleet) -> float:
     """How often to count the whole fleet (every gateway's link and spool, under the loop's
     interpreter lock): 5 times a second up to 4,000 gateways, once a second from 20,000, so
     that counting 50,000 does not take a quarter of the loop's time during a storm."""
-    return min(1.0, max(0.2, len(fleet.agents) / 20_000))
+    return min(1.0, max(0.2, fleet.size / 20_000))
 
 
-def wait_drained(fleet: SimulatedFleet, timeout: float) -> float | None:
+def wait_drained(fleet: Fleet, timeout: float) -> float | None:
     """Seconds until no gateway has a backlog left to send, or None at the timeout (then the
     gateways still behind are logged, with what their links last said)."""
     t0 = time.monotonic()
     poll = census_poll(fleet)
-    while pending(fleet) or fleet.connected < len(fleet.agents):
+    while pending(fleet) or fleet.connected < fleet.size:
         if time.monotonic() - t0 > timeout:
-            behind = [a for a in fleet.agents if a.spool.pending or not a.link.connected]
-            for a in behind[:20]:
+            for device, connected, left, error in fleet.behind(20):
                 log.warning(
                     "not drained after %.0fs: %s connected=%s pending=%d last error: %s",
                     timeout,
-                    a.device_id,
-                    a.link.connected,
-                    a.spool.pending,
-                    a.link.last_error,
+                    device,
+                    connected,
+                    left,
+                    error,
                 )
             return None
         time.sleep(poll)
@@ -407,9 +460,9 @@ class LagProbe:
 LAG_PROBE_MAX = 1000
 
 
-def lag_sample(fleet: SimulatedFleet, most: int = LAG_PROBE_MAX) -> list[str]:
+def lag_sample(fleet: Fleet, most: int = LAG_PROBE_MAX) -> list[str]:
     """Every k-th gateway, at most ``most`` of them, spread over the fleet's regions alike."""
-    ids = [a.device_id for a in fleet.agents]
+    ids = fleet.device_ids()
     return ids[:: max(1, -(-len(ids) // most))]
 
 
@@ -474,7 +527,8 @@ class LoadSampler:
     def __init__(self, stack: Stack, every_s: float = 1.0) -> None:
         self.procs: dict[str, psutil.Process] = {}
         broker = stack.broker.proc if stack.broker is not None else None
-        for name, proc in (("broker", broker), ("central", stack.central)):
+        edges = [(f"edge{k}", e.proc) for k, e in enumerate(stack.edges, 1)]
+        for name, proc in (("broker", broker), ("central", stack.central), *edges):
             if proc is not None:
                 with contextlib.suppress(psutil.Error):
                     self.procs[name] = psutil.Process(proc.pid)
@@ -528,17 +582,19 @@ class LoadSampler:
         return out
 
 
-def broker_connects(log: Path, since: float) -> Result:
-    """The broker's own view of the storm: clients it accepted per second since ``since``
-    (from Mosquitto's "New client connected" log lines, stamped in whole seconds)."""
+def broker_connects(logs: Path | list[Path], since: float) -> Result:
+    """The brokers' own view of the storm: clients they accepted per second since ``since``
+    (from Mosquitto's "New client connected" log lines, stamped in whole seconds; with
+    several brokers, every log's together)."""
     per_s: dict[int, int] = {}
-    with contextlib.suppress(OSError), log.open(errors="replace") as f:
-        for line in f:
-            stamp, _, text = line.partition(": ")
-            if text.startswith("New client connected") and stamp.isdigit():
-                t = int(stamp)
-                if t >= int(since):
-                    per_s[t] = per_s.get(t, 0) + 1
+    for path in [logs] if isinstance(logs, Path) else logs:
+        with contextlib.suppress(OSError), path.open(errors="replace") as f:
+            for line in f:
+                stamp, _, text = line.partition(": ")
+                if text.startswith("New client connected") and stamp.isdigit():
+                    t = int(stamp)
+                    if t >= int(since):
+                        per_s[t] = per_s.get(t, 0) + 1
     if not per_s:
         return {}
     return {"broker_peak_connects_per_s": max(per_s.values())}
