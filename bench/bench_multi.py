@@ -55,6 +55,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.protocol.topics import TELEMETRY, gw_topic  # noqa: E402
 from bench.bench_ingest import RECEIVE_MAX, _cpu_model, child_publish  # noqa: E402
 
 PREFIX = "titik"
@@ -319,7 +320,7 @@ def kill_under_load(  # noqa: PLR0915 - one scenario, step by step
         # Both subscribed: a probe stream until each instance has taken a message.
         probes = 0
         while not all((health(p) or {}).get("accepted", {}).get("telemetry") for p in ports):
-            c.publish(f"{PREFIX}/gw/bench-probe/telemetry",
+            c.publish(gw_topic(PREFIX, "bench-probe", TELEMETRY),
                       _payload("bench-probe", probes), qos=1)  # fmt: skip
             probes += 1
             time.sleep(0.1)  # pacing the probes
@@ -329,7 +330,7 @@ def kill_under_load(  # noqa: PLR0915 - one scenario, step by step
             t0 = time.monotonic()
             for i in range(n):
                 dev = f"gw-bench{i % devices:05d}"
-                c.publish(f"{PREFIX}/gw/{dev}/telemetry", _payload(dev, i // devices), qos=1)
+                c.publish(gw_topic(PREFIX, dev, TELEMETRY), _payload(dev, i // devices), qos=1)
                 ahead = t0 + (i + 1) / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)  # pacing the load
