@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,24 @@ def pg_url(postgres: Postgres) -> Iterator[str]:
 #: Open files past which a test's end frees what dead apps still hold (below 1,024, where
 #: paho's ``select()`` cannot take a socket any more).
 OPEN_FILES_HIGH = 384
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a CLI's main in this process (titik-sim's) may add handlers or
+    filters to the root logger; after it, the root logger is as it was, so no later test's
+    caplog misses records (pytest's handlers are the same objects for the whole session)."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    filters = {h: list(h.filters) for h in handlers}
+    level = root.level
+    yield
+    for h in list(root.handlers):
+        if h not in filters:
+            root.removeHandler(h)
+    for h, kept in filters.items():
+        h.filters[:] = kept
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,13 @@ from agent.protocol.topics import CMD, group_topic
 from agent.protocol.upgrade import MANIFEST_CONTEXT
 from central.ctl import waves
 from central.ctl.session import EXIT_OK, EXIT_USAGE, CtlError, load_key
-from central.rollout.upgrade import DEFAULT_TZ, UpgradePlanError, UpgradeSpec, Window, commands
+from central.rollout.upgrade import (
+    DEFAULT_TZ,
+    UpgradePlanError,
+    UpgradeSpec,
+    UpgradeWindow,
+    commands,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -67,7 +73,7 @@ def plan_body(args: argparse.Namespace, manifest: Mapping[str, Any]) -> dict[str
     rid = args.id or f"{args.group}-{manifest['version']}-{stamp}"[:48]
     if args.window:
         try:
-            Window.parse(args.window, args.tz)
+            UpgradeWindow.parse(args.window, args.tz)
         except UpgradePlanError as exc:
             raise CtlError(f"--{exc}", EXIT_USAGE) from None
     if not 0 <= args.max_failure_pct <= 100:

@@ -35,7 +35,7 @@ from agent.protocol.upgrade import UpgradeRefused, verify_manifest
 from central.rollout.engine import RolloutStatus, Run, to_dict
 from central.rollout.plan import Limits, Plan, PlanError, check_documents, check_signatures
 from central.rollout.plan import documents as plan_documents
-from central.rollout.upgrade import UpgradePlanError, UpgradeSpec, Window, expiry
+from central.rollout.upgrade import UpgradePlanError, UpgradeSpec, UpgradeWindow, expiry
 from central.store.base import DesiredDoc, ReportedDoc
 from central.store.rollouts import RolloutStore, RolloutStoreError, StoredRollout
 
@@ -245,7 +245,7 @@ class RolloutService:
             raise RolloutError(422, why) from None
         try:
             if upgrade.window:
-                Window.parse(upgrade.window, upgrade.tz)
+                UpgradeWindow.parse(upgrade.window, upgrade.tz)
         except UpgradePlanError as exc:
             raise RolloutError(422, str(exc)) from None
         members = self._members_free(spec.id, spec.group)

@@ -52,7 +52,7 @@ class UpgradePlanError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class UpgradeWindow:
     """A daily maintenance window in a time zone: ``start`` and ``end`` in minutes after
     local midnight; ``end <= start`` crosses midnight (22:00-04:00)."""
 
@@ -61,7 +61,7 @@ class Window:
     tz: str = DEFAULT_TZ
 
     @classmethod
-    def parse(cls, text: str, tz: str = DEFAULT_TZ) -> Window:
+    def parse(cls, text: str, tz: str = DEFAULT_TZ) -> UpgradeWindow:
         m = WINDOW.match(text.strip())
         if m is None:
             raise UpgradePlanError(f"window: {text!r} is not HH:MM-HH:MM (e.g. 01:00-05:00)")
@@ -121,8 +121,8 @@ class UpgradeSpec:
     def version(self) -> str:
         return str(self.manifest.get("version", "?"))
 
-    def window_of(self) -> Window | None:
-        return Window.parse(self.window, self.tz) if self.window else None
+    def window_of(self) -> UpgradeWindow | None:
+        return UpgradeWindow.parse(self.window, self.tz) if self.window else None
 
     @property
     def interval_s(self) -> float:
@@ -242,6 +242,6 @@ def exceeds(failed: int, total: int, max_failures: float, percent: bool) -> bool
 
 
 __all__ = [
-    "StepRow", "UpgradeCheck", "UpgradeSpec", "Window", "command_id", "commands", "merge",
+    "StepRow", "UpgradeCheck", "UpgradeSpec", "UpgradeWindow", "command_id", "commands", "merge",
     "outcome", "rollout_of", "step_percents",
 ]  # fmt: skip

@@ -23,7 +23,7 @@ import psutil
 
 from central.sim import chaos, scenarios
 from central.sim import stack as stack_mod
-from central.sim.fleet import Fleet, SimulatedFleet, gateway_plan, raise_nofile, wait_connected
+from central.sim.fleet import SimFleet, SimulatedFleet, gateway_plan, raise_nofile, wait_connected
 from central.sim.localbroker import PER_EDGE, edges_for
 from central.sim.stored import StoredSamples
 from central.sim.workers import WorkerFleet, workers_for
@@ -32,7 +32,7 @@ log = logging.getLogger("titik.sim")
 
 
 def progress(
-    fleet: Fleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
+    fleet: SimFleet, db: StoredSamples | None, stop: threading.Event, every_s: float = 5.0
 ) -> None:
     """One line every few seconds: connected, messages/s sent and ingested, buffered."""
     sent, rows, t = fleet.sent, db.rows() if db else 0, time.monotonic()
@@ -105,7 +105,7 @@ WORKER_SCENARIOS = ("steady", "outage")
 def run_scenario(
     name: str,
     args: argparse.Namespace,
-    fleet: Fleet,
+    fleet: SimFleet,
     stack: stack_mod.Stack,
     run_dir: Path,
     plan: chaos.ChaosPlan | None = None,
@@ -174,7 +174,7 @@ def make_fleet(
     stack: stack_mod.Stack,
     state: Path,
     release: scenarios.UpgradeRelease | None = None,
-) -> Fleet:
+) -> SimFleet:
     """The gateways, in this process or in ``--workers`` processes (started by the caller);
     with ``release``, each trusts its operations key (the upgrade scenario's, one process)."""
     if args.workers > 1:
@@ -202,7 +202,7 @@ def make_fleet(
     )
 
 
-def fleet_memory(fleet: Fleet, rss0: int, n: int) -> dict[str, object]:
+def fleet_memory(fleet: SimFleet, rss0: int, n: int) -> dict[str, object]:
     """Resident memory of the fleet's processes, per gateway, and the most open files one of
     them holds (what the open-files limit bounds)."""
     if isinstance(fleet, WorkerFleet):
@@ -432,7 +432,7 @@ def chaos_setup(
 
 def run_all(
     args: argparse.Namespace,
-    fleet: Fleet,
+    fleet: SimFleet,
     stack: stack_mod.Stack,
     run_dir: Path,
     report: scenarios.Report,
@@ -457,10 +457,16 @@ def run_all(
 
 
 def setup_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    # Thousands of agents: only their errors; each agent sets the "titik" level itself.
-    for handler in logging.getLogger().handlers:
+    """titik-sim's own handler on stderr: its lines, and of thousands of agents (each sets the
+    "titik" level itself) only their errors. Other handlers are left as they are (a caller's,
+    e.g. a test's, keeps every record)."""
+    root = logging.getLogger()
+    if not any(getattr(h, "titik_sim", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         handler.addFilter(lambda r: r.name == log.name or r.levelno >= logging.ERROR)
+        handler.titik_sim = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
     log.setLevel(logging.INFO)
 
 

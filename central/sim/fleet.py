@@ -144,7 +144,7 @@ class FleetStats:
 Drawn = dict[tuple[str, str], list[int]]
 
 
-class Fleet(Protocol):
+class SimFleet(Protocol):
     """What the steady and outage scenarios read of a fleet: :class:`SimulatedFleet` in this
     process, or :class:`central.sim.workers.WorkerFleet` over several processes."""
 
@@ -450,7 +450,7 @@ class SimulatedFleet:
         if self._thread is not None:
             self._thread.join(timeout=60)
 
-    # -- what the scenarios read (Fleet); from another thread, as a census of plain reads
+    # -- what the scenarios read (SimFleet); from another thread, as a census of plain reads
     @property
     def size(self) -> int:
         return len(self.agents)
@@ -505,7 +505,7 @@ class SimulatedFleet:
         return sum(a.counts.published + a.counts.replayed for a in self.agents)
 
 
-def wait_connected(fleet: Fleet, timeout: float = 60.0) -> int:
+def wait_connected(fleet: SimFleet, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     poll = min(1.0, max(0.2, fleet.size / 20_000))  # as stack.census_poll
     while fleet.connected < fleet.size and time.monotonic() < deadline:

@@ -31,7 +31,7 @@ from central.ctl import rollout
 from central.rollout.engine import Run, to_dict
 from central.rollout.plan import Limits, Plan, documents
 from central.rollout.upgrade import DEFAULT_TZ, UpgradeSpec, expiry, step_percents
-from central.sim.fleet import Fleet, SimulatedFleet
+from central.sim.fleet import SimFleet, SimulatedFleet
 from central.sim.localbroker import wait_until
 from central.sim.stack import (
     LagProbe,
@@ -54,7 +54,7 @@ from central.sim.stack import (
 log = logging.getLogger("titik.sim")
 
 
-def steady(fleet: Fleet, stack: Stack, seconds: float) -> Result:
+def steady(fleet: SimFleet, stack: Stack, seconds: float) -> Result:
     """Run as is: connections held, messages/s sent and ingested, lag p50/p95."""
     probe = LagProbe(stack, devices=lag_sample(fleet))
     samples = stack.samples
@@ -154,7 +154,7 @@ def service_faults(fleet: SimulatedFleet, stack: Stack, timeout: float) -> Resul
     }
 
 
-def outage(fleet: Fleet, stack: Stack, down_s: float, drain_timeout: float = 300.0) -> Result:
+def outage(fleet: SimFleet, stack: Stack, down_s: float, drain_timeout: float = 300.0) -> Result:
     """The broker down for ``down_s``, then back: every gateway buffers, reconnects with
     jitter and replays. Needs a broker the sim started (it is stopped and started again);
     with edge brokers, the core and every edge (a city-wide outage), the core back first.
@@ -458,7 +458,7 @@ class _PackageServer:
     ranges: the agent then fetches the whole file again, docs/upgrades.md)."""
 
     def __init__(self, path: str, blob: bytes) -> None:
-        class Handler(BaseHTTPRequestHandler):
+        class PackageHandler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
@@ -471,7 +471,7 @@ class _PackageServer:
                 self.end_headers()
                 self.wfile.write(blob)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), PackageHandler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -37,7 +37,7 @@ from agent.protocol.topics import (
     TELEMETRY,
     gw_filter,
 )
-from central.sim.fleet import Fleet
+from central.sim.fleet import SimFleet
 from central.sim.localbroker import (
     LocalBroker,
     bridge_conf,
@@ -349,11 +349,11 @@ def missing(samples: StoredSamples, expected: Expected) -> int:
     return sum(missing_per_device(samples, expected).values())
 
 
-def expected_seqs(fleet: Fleet, skip: frozenset[str] = frozenset()) -> Expected:
+def expected_seqs(fleet: SimFleet, skip: frozenset[str] = frozenset()) -> Expected:
     return fleet.expected(skip)
 
 
-def records_lost(fleet: Fleet, stack: Stack, timeout: float = 120.0) -> int:
+def records_lost(fleet: SimFleet, stack: Stack, timeout: float = 120.0) -> int:
     """Samples drawn so far that central has not stored within ``timeout``."""
     samples = stack.samples
     if samples is None:
@@ -367,19 +367,19 @@ def records_lost(fleet: Fleet, stack: Stack, timeout: float = 120.0) -> int:
     return lost
 
 
-def pending(fleet: Fleet) -> int:
+def pending(fleet: SimFleet) -> int:
     """Buffered records not yet handed to the broker."""
     return fleet.pending()
 
 
-def census_poll(fleet: Fleet) -> float:
+def census_poll(fleet: SimFleet) -> float:
     """How often to count the whole fleet (every gateway's link and spool, under the loop's
     interpreter lock): 5 times a second up to 4,000 gateways, once a second from 20,000, so
     that counting 50,000 does not take a quarter of the loop's time during a storm."""
     return min(1.0, max(0.2, fleet.size / 20_000))
 
 
-def wait_drained(fleet: Fleet, timeout: float) -> float | None:
+def wait_drained(fleet: SimFleet, timeout: float) -> float | None:
     """Seconds until no gateway has a backlog left to send, or None at the timeout (then the
     gateways still behind are logged, with what their links last said)."""
     t0 = time.monotonic()
@@ -460,7 +460,7 @@ class LagProbe:
 LAG_PROBE_MAX = 1000
 
 
-def lag_sample(fleet: Fleet, most: int = LAG_PROBE_MAX) -> list[str]:
+def lag_sample(fleet: SimFleet, most: int = LAG_PROBE_MAX) -> list[str]:
     """Every k-th gateway, at most ``most`` of them, spread over the fleet's regions alike."""
     ids = fleet.device_ids()
     return ids[:: max(1, -(-len(ids) // most))]

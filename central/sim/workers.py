@@ -86,7 +86,7 @@ def _serve(conn: Connection, n: int, args: tuple[Any, ...], kw: dict[str, Any]) 
 
 
 class WorkerFleet:
-    """``n`` gateways in ``workers`` processes (:class:`~central.sim.fleet.Fleet`); the
+    """``n`` gateways in ``workers`` processes (:class:`~central.sim.fleet.SimFleet`); the
     arguments are :class:`~central.sim.fleet.SimulatedFleet`'s."""
 
     def __init__(

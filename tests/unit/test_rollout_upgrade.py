@@ -28,7 +28,7 @@ from central.rollout.engine import (
     to_dict,
 )
 from central.rollout.plan import Limits, Plan, PlanError, check_plan, documents
-from central.rollout.upgrade import UpgradeSpec, Window, step_percents
+from central.rollout.upgrade import UpgradeSpec, UpgradeWindow, step_percents
 from central.store.base import DeviceState
 from central.store.rollouts import RolloutStore, StepRow, answer_step, merge, outcome, rollout_of
 
@@ -169,10 +169,10 @@ def test_commands_of_a_wave_are_spread_in_time_and_soaked_after_the_last() -> No
 
 
 def test_commands_wait_for_the_maintenance_window_in_jakarta_time() -> None:
-    w = Window.parse("01:00-03:00")
+    w = UpgradeWindow.parse("01:00-03:00")
     assert w.inside(at("01:00")) and w.inside(at("02:59")) and not w.inside(at("03:00"))
     assert w.next_open(at("12:00")) == at("01:00", 8)
-    night = Window.parse("22:00-04:00", "Asia/Jakarta")
+    night = UpgradeWindow.parse("22:00-04:00", "Asia/Jakarta")
     assert night.inside(at("23:30")) and night.inside(at("03:59")) and not night.inside(at("04:00"))
     run = new_run(upgrade_plan(window="01:00-03:00", spread_s=3600))
     fleet = Fleet()
@@ -277,9 +277,9 @@ def test_a_plan_the_gateways_could_not_follow_is_refused() -> None:
     with pytest.raises(PlanError, match="steps"):
         check_plan(upgrade_plan(steps=0))
     with pytest.raises(Exception, match="not HH:MM-HH:MM"):
-        Window.parse("1-5")
+        UpgradeWindow.parse("1-5")
     with pytest.raises(Exception, match="not a time zone"):
-        Window.parse("01:00-05:00", "Asia/Nowhere")
+        UpgradeWindow.parse("01:00-05:00", "Asia/Nowhere")
     long_id = replace(upgrade_plan(), id="x" * 49)
     with pytest.raises(PlanError, match="1-48"):
         check_plan(long_id)
