@@ -515,6 +515,7 @@ def upgrade_in_waves(
     window: str | None = None,
     timeout: float = 900.0,
     seed: int = 7,
+    rollout_id: str | None = None,
 ) -> Result:
     """The agent upgraded in waves by central (central/rollout/, an upgrade rollout) in
     ``group``, with ``failing_pct`` % of its gateways unable to install (the simulated hook's
@@ -527,7 +528,8 @@ def upgrade_in_waves(
     its simulated upgrade hook installs it with a detached worker that waits for the agent's
     confirmation (an acknowledged sample, so up to one sample interval). The health gate
     defaults to twice the interval plus 30 s, the soak to the health gate: short, so the
-    workers end soon (each one sleeps a second at a time)."""
+    workers end soon (each one sleeps a second at a time). The cohorts follow the rollout's
+    id, new each run (``sim-up-<time>``) unless ``rollout_id`` fixes it (a test's)."""
     health = health_timeout_s or min(3600.0, max(10.0, 2 * fleet.interval_s + 30))
     soak = max(soak_s or 0.0, health)
     members = sorted(a.device_id for a in fleet.agents if group in a.cfg.device.groups)
@@ -556,7 +558,7 @@ def upgrade_in_waves(
             manifest, health, steps, spread_s, window, DEFAULT_TZ, expiry(time.time())
         )
         plan = Plan(
-            f"sim-up-{stamp}", group, waves, 0, {"agent": version}, {},
+            rollout_id or f"sim-up-{stamp}", group, waves, 0, {"agent": version}, {},
             Limits(soak_s=soak, max_failures=max_failure_pct, max_failures_percent=True),
             spec,
         )  # fmt: skip
