@@ -77,17 +77,41 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float 
 
 
 def listeners_for(clients: int) -> int:
-    """How many loopback listener ports ``clients`` connections from 127.0.0.1 need.
+    """How many loopback listener ports the broker opens for ``clients`` connections: one per
+    two thirds of the ephemeral range (three at 50,000), so that a reconnect storm finds
+    several accept queues (Mosquitto listens with a backlog of 100 on each).
 
-    A TCP connection is (source address, source port, destination address, destination
-    port): from one address to one port, at most the ephemeral range's ports (28,232 by
-    Linux's default 32768-60999) can be open at once, fewer in practice (other programs'
-    connections, sockets in TIME_WAIT after a reconnect storm). Linux picks a source port per
-    destination, so each more listener port gives the range again. Two thirds of it per port
-    leaves the headroom: 50,000 gateways get 3 listeners."""
+    More ports do not give more connections from one address: paho binds its socket before
+    it connects, and a port bound so is the address's whatever the destination. That limit
+    is :func:`source_address`'s."""
     low, high = ephemeral_range()
     per = max(1000, (high - low + 1) * 2 // 3)
     return max(1, -(-clients // per))
+
+
+def per_source(low_high: tuple[int, int] | None = None) -> int:
+    """The most simulated gateways connecting from one loopback address: a third of the
+    ephemeral range (9,410 by Linux's default 32768-60999)."""
+    low, high = low_high or ephemeral_range()
+    return max(1000, (high - low + 1) // 3)
+
+
+def source_address(i: int, gateways: int, per: int | None = None) -> str | None:
+    """The loopback address gateway ``i`` of ``gateways`` connects from; None (the kernel
+    chooses, 127.0.0.1) while the fleet fits one address.
+
+    paho binds its socket (``bind(("", 0))``) before it connects, and a port bound so is
+    taken on that address for every destination: one address holds at most the ephemeral
+    range's ports in connections (28,232 by default), fewer with sockets in TIME_WAIT after a
+    reconnect storm, and every client that binds to the wildcard (central's own paho, the
+    simulator's probes) needs a port free on all addresses. A run of 50,000 stopped at 28,200
+    connected ("Address already in use" for everyone after). Linux treats all of 127.0.0.0/8
+    as this machine's (the ``local 127.0.0.0/8 dev lo`` route), so gateway ``i`` leaves from
+    127.0.k.1, k = 1 + i // :func:`per_source`, each with a third of the range."""
+    n = per if per is not None else per_source()
+    if gateways <= n:
+        return None
+    return f"127.0.{1 + i // n}.1"
 
 
 #: The most gateways one simulated edge broker (or one fleet worker process) takes: under
