@@ -67,6 +67,22 @@ def free_listen_port() -> int:
     return free_port()
 
 
+def listening(host: str, port: int, table: Path = Path("/proc/net/tcp")) -> bool | None:
+    """Whether a TCP socket listens on ``host:port`` (IPv4), by Linux's ``/proc/net/tcp``
+    (local address as little-endian hex, state ``0A`` = LISTEN); None where there is no
+    such table."""
+    try:
+        text = table.read_text()
+    except OSError:
+        return None
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[1] == want and parts[3] == "0A":
+            return True
+    return False
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
     """Poll a condition until it holds or ``timeout`` passes (AssertionError then)."""
     deadline = time.monotonic() + timeout
@@ -221,13 +237,20 @@ class LocalBroker:
             stderr=subprocess.DEVNULL,
         )
         for port in self.ports:
-            wait_until(functools.partial(self._accepting, port), 10, f"mosquitto on port {port}")
+            wait_until(functools.partial(self._accepting, port), 60, f"mosquitto on port {port}")
 
     def _accepting(self, port: int) -> bool:
+        """Listening on ``port``: by the kernel's table of sockets where there is one. A
+        connection attempt is no test after an outage: thousands of gateways retrying fill
+        the listen backlog the moment it opens, and the probe's SYN is dropped with theirs
+        (a 50,000 run's restart "timed out waiting for mosquitto" that way)."""
         if self.proc is None:
             return False
         if self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited {self.proc.returncode}; see {self.log}")
+        known = listening(self.host, port)
+        if known is not None:
+            return known
         with contextlib.suppress(OSError), socket.create_connection((self.host, port), 0.2):
             return True
         return False
