@@ -258,7 +258,9 @@ class SimulatedFleet:
                         **mqtt,
                         "port": ports[(first + k) % len(ports)],
                         **(
-                            {"source_address": src} if (src := source_address(first + k, n)) else {}
+                            {"source_address": src}
+                            if (src := source_address(first + k, n, per_source))
+                            else {}
                         ),
                     },
                     "telemetry": {"interval_s": interval_s},
