@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     Field,
+    IPvAnyAddress,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -86,6 +87,11 @@ class MqttConfig(MqttConnection):
     # broker drops it when it expires. 0: a clean session on every connection (commands sent
     # while offline are lost).
     session_expiry_s: int = Field(default=604800, ge=0, le=604800)
+    # The local address the connection to the broker leaves from (an address of this
+    # gateway). Unset: the kernel picks one by the routing table. For a gateway with several
+    # uplinks whose management traffic must leave by one of them; the fleet simulator gives
+    # its gateways several loopback addresses (one address's outgoing ports end near 28,000).
+    source_address: IPvAnyAddress | None = None
 
 
 class TelemetryConfig(Section):

@@ -253,6 +253,7 @@ class MqttLink:
                 self.cfg.host,
                 self.cfg.port,
                 keepalive=self.cfg.keepalive_s,
+                bind_address=str(self.cfg.source_address or ""),
                 clean_start=not persistent
                 if self.cfg.protocol == "5"
                 else paho.MQTT_CLEAN_START_FIRST_ONLY,

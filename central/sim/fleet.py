@@ -34,6 +34,7 @@ from agent.platforms.simulated import SimulatedPlatform
 from agent.protocol import Telemetry
 from agent.service.simulated import FAULTS
 from agent.state import AgentState
+from central.sim.localbroker import source_address
 
 log = logging.getLogger("titik.sim")
 
@@ -200,7 +201,9 @@ class SimulatedFleet:
     listeners_for`, or several edge brokers'): gateway ``i`` connects to
     ``port[i % len(port)]``. ``part``: only the gateways ``part[0]`` to ``part[1] - 1`` of the
     ``n`` (their ids, places and ports as in the whole fleet), for one worker process of
-    :class:`central.sim.workers.WorkerFleet`.
+    :class:`central.sim.workers.WorkerFleet`. Past :func:`central.sim.localbroker.per_source`
+    gateways (``per_source`` if given) they connect from several loopback addresses
+    (:func:`central.sim.localbroker.source_address`).
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class SimulatedFleet:
         service_faults: int = 0,
         trusted_keys: tuple[str, ...] = (),
         part: tuple[int, int] | None = None,
+        per_source: int | None = None,
     ) -> None:
         first, end = part if part is not None else (0, n)
         self.agents: list[TrackedAgent] = []
@@ -250,7 +254,15 @@ class SimulatedFleet:
             cfg = parse_config(
                 {
                     "device": device,
-                    "mqtt": {**mqtt, "port": ports[(first + k) % len(ports)]},
+                    "mqtt": {
+                        **mqtt,
+                        "port": ports[(first + k) % len(ports)],
+                        **(
+                            {"source_address": src}
+                            if (src := source_address(first + k, n, per_source))
+                            else {}
+                        ),
+                    },
                     "telemetry": {"interval_s": interval_s},
                     "state": {"dir": str(state)},
                     "platform": {"kind": "simulated", "root": str(state / "root")},

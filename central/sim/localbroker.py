@@ -67,6 +67,22 @@ def free_listen_port() -> int:
     return free_port()
 
 
+def listening(host: str, port: int, table: Path = Path("/proc/net/tcp")) -> bool | None:
+    """Whether a TCP socket listens on ``host:port`` (IPv4), by Linux's ``/proc/net/tcp``
+    (local address as little-endian hex, state ``0A`` = LISTEN); None where there is no
+    such table."""
+    try:
+        text = table.read_text()
+    except OSError:
+        return None
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[1] == want and parts[3] == "0A":
+            return True
+    return False
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
     """Poll a condition until it holds or ``timeout`` passes (AssertionError then)."""
     deadline = time.monotonic() + timeout
@@ -77,17 +93,41 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, poll: float 
 
 
 def listeners_for(clients: int) -> int:
-    """How many loopback listener ports ``clients`` connections from 127.0.0.1 need.
+    """How many loopback listener ports the broker opens for ``clients`` connections: one per
+    two thirds of the ephemeral range (three at 50,000), so that a reconnect storm finds
+    several accept queues (Mosquitto listens with a backlog of 100 on each).
 
-    A TCP connection is (source address, source port, destination address, destination
-    port): from one address to one port, at most the ephemeral range's ports (28,232 by
-    Linux's default 32768-60999) can be open at once, fewer in practice (other programs'
-    connections, sockets in TIME_WAIT after a reconnect storm). Linux picks a source port per
-    destination, so each more listener port gives the range again. Two thirds of it per port
-    leaves the headroom: 50,000 gateways get 3 listeners."""
+    More ports do not give more connections from one address: paho binds its socket before
+    it connects, and a port bound so is the address's whatever the destination. That limit
+    is :func:`source_address`'s."""
     low, high = ephemeral_range()
     per = max(1000, (high - low + 1) * 2 // 3)
     return max(1, -(-clients // per))
+
+
+def per_source(low_high: tuple[int, int] | None = None) -> int:
+    """The most simulated gateways connecting from one loopback address: a third of the
+    ephemeral range (9,410 by Linux's default 32768-60999)."""
+    low, high = low_high or ephemeral_range()
+    return max(1000, (high - low + 1) // 3)
+
+
+def source_address(i: int, gateways: int, per: int | None = None) -> str | None:
+    """The loopback address gateway ``i`` of ``gateways`` connects from; None (the kernel
+    chooses, 127.0.0.1) while the fleet fits one address.
+
+    paho binds its socket (``bind(("", 0))``) before it connects, and a port bound so is
+    taken on that address for every destination: one address holds at most the ephemeral
+    range's ports in connections (28,232 by default), fewer with sockets in TIME_WAIT after a
+    reconnect storm, and every client that binds to the wildcard (central's own paho, the
+    simulator's probes) needs a port free on all addresses. A run of 50,000 stopped at 28,200
+    connected ("Address already in use" for everyone after). Linux treats all of 127.0.0.0/8
+    as this machine's (the ``local 127.0.0.0/8 dev lo`` route), so gateway ``i`` leaves from
+    127.0.k.1, k = 1 + i // :func:`per_source`, each with a third of the range."""
+    n = per if per is not None else per_source()
+    if gateways <= n:
+        return None
+    return f"127.0.{1 + i // n}.1"
 
 
 #: The most gateways one simulated edge broker (or one fleet worker process) takes: under
@@ -197,13 +237,20 @@ class LocalBroker:
             stderr=subprocess.DEVNULL,
         )
         for port in self.ports:
-            wait_until(functools.partial(self._accepting, port), 10, f"mosquitto on port {port}")
+            wait_until(functools.partial(self._accepting, port), 60, f"mosquitto on port {port}")
 
     def _accepting(self, port: int) -> bool:
+        """Listening on ``port``: by the kernel's table of sockets where there is one. A
+        connection attempt is no test after an outage: thousands of gateways retrying fill
+        the listen backlog the moment it opens, and the probe's SYN is dropped with theirs
+        (a 50,000 run's restart "timed out waiting for mosquitto" that way)."""
         if self.proc is None:
             return False
         if self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited {self.proc.returncode}; see {self.log}")
+        known = listening(self.host, port)
+        if known is not None:
+            return known
         with contextlib.suppress(OSError), socket.create_connection((self.host, port), 0.2):
             return True
         return False

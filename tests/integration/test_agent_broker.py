@@ -125,3 +125,22 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "mqtt.port" in res.stderr
+
+
+def test_source_address_is_where_the_connection_leaves_from(broker: Broker, tmp_path: Path) -> None:
+    """``mqtt.source_address``: the broker sees the gateway connect from that address (all
+    of 127.0.0.0/8 is this machine's, so 127.0.0.2 is one of its addresses)."""
+    cfg = write_config(tmp_path / "agent.toml", broker)
+    text = cfg.read_text()
+    cfg.write_text(
+        text.replace(
+            "reconnect_max_s = 0.5\n", 'reconnect_max_s = 0.5\nsource_address = "127.0.0.2"\n'
+        )
+    )
+    with subscriber(broker, TELEMETRY) as sub:
+        agent = AgentProcess(cfg)
+        try:
+            sub.next(timeout=15)
+        finally:
+            agent.stop()
+    assert "New client connected from 127.0.0.2:" in broker.log.read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,13 @@ import pytest
 
 from central.sim import cli
 from central.sim.fleet import SimulatedFleet, wait_connected
-from central.sim.localbroker import LocalBroker, listeners_for, wait_until
+from central.sim.localbroker import (
+    LocalBroker,
+    listeners_for,
+    listening,
+    source_address,
+    wait_until,
+)
 from central.sim.localpg import PREFIX
 from central.sim.scenarios import steady
 from central.sim.stack import Stack, expected_seqs, local_stack, missing_per_device
@@ -92,6 +99,44 @@ def test_a_fleet_spreads_over_a_brokers_listeners(tmp_path: Path) -> None:
     finally:
         fleet.stop()
         broker.stop()
+
+
+def test_a_large_fleet_connects_from_several_loopback_addresses(tmp_path: Path) -> None:
+    """paho binds before it connects, so one address holds at most the ephemeral range's
+    ports in connections whatever the destination: past a third of the range per address the
+    gateways leave from 127.0.1.1, 127.0.2.1, ... (here 2 per address, to see it with 6)."""
+    assert source_address(0, 50) is None
+    assert [source_address(i, 50_000, 9410) for i in (0, 9409, 9410, 49_999)] == [
+        "127.0.1.1",
+        "127.0.1.1",
+        "127.0.2.1",
+        "127.0.6.1",
+    ]
+    broker = LocalBroker(tmp_path)
+    broker.start()
+    fleet = SimulatedFleet(6, broker.host, broker.port, tmp_path / "gw", per_source=2)
+    fleet.start()
+    try:
+        assert wait_connected(fleet, 30) == 6
+    finally:
+        fleet.stop()
+        broker.stop()
+    log = broker.log.read_text()
+    for k in (1, 2, 3):
+        assert log.count(f"New client connected from 127.0.{k}.1:") == 2, log
+
+
+def test_a_broker_is_ready_when_it_listens_not_when_a_probe_gets_through(tmp_path: Path) -> None:
+    """After an outage thousands of gateways fill a restarted broker's listen backlog, and a
+    probe's connection attempt is dropped with theirs: readiness is the kernel's LISTEN."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert listening("127.0.0.1", port) is False
+        s.listen(0)
+        assert listening("127.0.0.1", port) is True
+    assert listening("127.0.0.1", port) is False
+    assert listening("127.0.0.1", port, tmp_path / "no-such-table") is None
 
 
 def test_titik_sim_store_postgresql_starts_its_own_and_removes_it(tmp_path: Path) -> None:

@@ -255,3 +255,13 @@ def test_trusted_keys_from_the_environment_are_a_list() -> None:
     key = "ed25519:49OKRFL7LLJ1YYkIgmXwiqtpIfhheqXw0oFNEAGDCO0="
     cfg = parse_config({"mqtt": {"host": "b"}}, {"TITIK_SECURITY_TRUSTED_KEYS": f"{key},{key}"})
     assert cfg.security.trusted_keys == [key, key]
+
+
+def test_source_address_is_an_ip_address() -> None:
+    cfg = parse_config({"mqtt": {"host": "b", "source_address": "192.0.2.10"}})
+    assert str(cfg.mqtt.source_address) == "192.0.2.10"
+    assert parse_config({"mqtt": {"host": "b"}}).mqtt.source_address is None
+    with pytest.raises(
+        ConfigError, match=r"mqtt\.source_address: value is not a valid IPv4 or IPv6"
+    ):
+        parse_config({"mqtt": {"host": "b", "source_address": "eth0"}})
