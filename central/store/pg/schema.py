@@ -247,8 +247,36 @@ CREATE TABLE upgrade_steps (
 );
 """
 
+#: Version 6: the jsonb of a sample's ``raw`` that is JSON jsonb refuses: a ``\u0000`` or a
+#: lone surrogate escape in a string (valid JSON, which SQLite's JSON functions read). Those
+#: escapes become ``\ufffd`` (the replacement character, as Python's ``errors="replace"``)
+#: and the text is parsed again, so the sample's WAN figures count as in SQLite; NULL (the row
+#: skipped, as SQLite's ``json_valid`` skips it) for text that is still refused, i.e. not
+#: JSON. Escaped backslashes (``\\``) are set aside first (as U+0001, which JSON text cannot
+#: hold unescaped), so ``\\u0000`` (a backslash, then "u0000") is left as it is. Called only
+#: for the rows ``titik_jsonb`` gives NULL (central/store/pg/queries.py, ``SAFE_J``).
+V6 = r"""
+CREATE FUNCTION titik_jsonb_lenient(t text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    s text;
+BEGIN
+    IF strpos(t, chr(1)) > 0 THEN
+        RETURN NULL;
+    END IF;
+    s := replace(t, '\\', chr(1));
+    s := regexp_replace(s, '\\u0000', '\\ufffd', 'g');
+    s := regexp_replace(
+        s, '\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})', '\\ufffd', 'g');
+    s := regexp_replace(
+        s, '(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}', '\\ufffd', 'g');
+    RETURN replace(s, chr(1), '\\')::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6)
 VERSION = len(MIGRATIONS)
 
 
