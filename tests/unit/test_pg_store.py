@@ -179,8 +179,11 @@ def test_the_fast_form_is_undone_and_the_safe_one_run_only_for_a_refused_row(
         assert cur.fetchall() == [{"x": {}}]
         conn.execute("INSERT INTO meta VALUES ('after', 1)")
     assert sql(store.url, "SELECT key FROM meta ORDER BY key") == [("after",), ("before",)]
-    with store._conn() as conn, pytest.raises(psycopg.errors.UndefinedTable):
-        run_safely(conn, "SELECT * FROM no_such_table", "SELECT 2", ())
+    with store._conn() as conn:  # outside a transaction (autocommit): the same
+        cur = run_safely(conn, 'SELECT \'{"a":"\\u0000"}\'::jsonb AS x', "SELECT 2 AS x", ())
+        assert cur.fetchall() == [{"x": 2}]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            run_safely(conn, "SELECT * FROM no_such_table", "SELECT 2", ())
 
 
 def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:

@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from agent.protocol.topics import GROUP, GW, OWN_SOURCE
@@ -101,12 +102,16 @@ def run_safely(
     conn: psycopg.Connection[Any], fast: str, safe: str, args: tuple[Any, ...]
 ) -> psycopg.Cursor[Any]:
     """Run ``fast`` (rows parsed with ``raw::jsonb``); if a row's text is refused, undo it
-    (a savepoint inside a transaction) and run ``safe`` (``titik_jsonb``: that row skipped).
+    and run ``safe`` (:data:`SAFE_J`: that row read leniently or skipped).
 
     Both give the same result whenever ``fast`` succeeds: ``titik_jsonb`` returns what
-    ``::jsonb`` returns for every text jsonb takes. The savepoint is one subtransaction per
-    statement, where ``titik_jsonb`` costs one per row."""
+    ``::jsonb`` returns for every text jsonb takes. Inside a transaction (the roll-up's) the
+    undo is a savepoint, one subtransaction per statement where ``titik_jsonb`` costs one
+    per row; outside one (autocommit: the history's read) a failed statement undoes itself."""
+    outside = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
     try:
+        if outside:
+            return conn.execute(fast, args)
         with conn.transaction():
             return conn.execute(fast, args)
     except psycopg.Error as exc:
