@@ -65,7 +65,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 6)
+        assert st.migrated == (1, schema.VERSION) == (1, 7)
         assert sql(pg_url, "SELECT version FROM schema_version") == [(schema.VERSION,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
@@ -120,7 +120,8 @@ def test_a_version_3_database_gets_the_alert_lifecycle_and_service_tables_keepin
 
 def test_a_version_5_database_reads_the_wan_figures_of_json_jsonb_refuses(pg_url: str) -> None:
     """Version 6 (``titik_jsonb_lenient``) on a database left at version 5 with a sample whose
-    raw holds \\u0000 already stored: the roll-up after the upgrade counts its WAN figures."""
+    raw holds \\u0000 already stored: the roll-up after the upgrade counts its WAN figures;
+    version 7 sets the devices' fillfactor."""
     raw = '{"v":"\\u0000","net":{"wan":"wan","wan_up":true,"ifaces":{"wan":{"rx_bps":5}}}}'
     with psycopg.connect(pg_url) as conn:
         conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
@@ -135,6 +136,10 @@ def test_a_version_5_database_reads_the_wan_figures_of_json_jsonb_refuses(pg_url
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
         assert st.migrated == (5, schema.VERSION)
+        # Version 7 too: the devices' pages are filled to half.
+        assert sql(pg_url, "SELECT reloptions FROM pg_class WHERE relname = 'devices'") == [
+            (["fillfactor=50"],)
+        ]
         assert st.roll_up() == 1
         (b,) = st.net_history("d", NOW - 30 * DAY, NOW + 300)
         assert (b.count, b.rx_bps, b.tx_bps, b.wan_up) == (1, 5.0, None, 1.0)
@@ -190,7 +195,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(6\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(7\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 
