@@ -44,12 +44,22 @@ def _wan_field(field: str) -> str:
 
 
 _WAN_UP = "json_extract(raw, '$.net.wan_up')"
+
+
+def _if_json(expr: str) -> str:
+    """``expr``, or NULL for a raw that is not JSON (json_extract would fail the query)."""
+    return f"CASE WHEN json_valid(raw) THEN {expr} END"
+
+
 _RAW_SELECT = f"""
-SELECT ts, {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps, {_WAN_UP} AS wan_up
+SELECT ts, {_if_json(_wan_field("rx_bps"))} AS rx_bps,
+       {_if_json(_wan_field("tx_bps"))} AS tx_bps, {_if_json(_WAN_UP)} AS wan_up
 FROM samples WHERE device = ? AND ts >= ? AND ts < ? ORDER BY ts, seq
 """  # noqa: S608 - constants only
 
-#: Folds the samples with ``? < id <= ?`` into ``rollups_net_5m`` (like ``_ROLLUP_NEW``).
+#: Folds the samples with ``? < id <= ?`` into ``rollups_net_5m`` (like ``_ROLLUP_NEW``); a
+#: raw that is not JSON is skipped (PostgreSQL's fold keeps the same rule:
+#: central/store/pg/queries.py).
 ROLLUP = f"""
 INSERT INTO rollups_net_5m
 SELECT device, bucket, count(*), total(rx_bps), count(rx_bps), max(rx_bps),

@@ -571,3 +571,54 @@ def test_wan_history_raw_and_rolled_up(store: AnyStore) -> None:
     store.roll_up()
     (b,) = store.net_history("d", NOW - 30 * DAY, NOW + 3600)
     assert (b.count, b.rx_bps, b.rx_bps_max, b.tx_bps, b.wan_up) == (3, 200.0, 300.0, 7.0, 2 / 3)
+
+
+def _wan_samples(raws: list[str]) -> list[Sample]:
+    out = []
+    for i, text in enumerate(raws):
+        x = s("d", i, NOW + i * 60)
+        out.append(Sample(*[*[getattr(x, f) for f in Sample.__slots__][:-1], text]))
+    return out
+
+
+#: Valid JSON that PostgreSQL's jsonb refuses: a NUL escape, a lone high and a lone low
+#: surrogate escape (SQLite's JSON functions read all three).
+JSONB_REFUSES = ["\\u0000", "\\ud800", "\\udc00x"]
+
+
+@pytest.mark.parametrize("odd", JSONB_REFUSES, ids=["nul", "high-surrogate", "low-surrogate"])
+def test_wan_figures_of_a_raw_jsonb_refuses_count_as_in_sqlite(store: AnyStore, odd: str) -> None:
+    """A sample whose raw holds an escape PostgreSQL's jsonb refuses is still JSON: the
+    roll-up neither stops nor skips it, and its WAN figures count on both stores, in the
+    5-minute rollup and in the raw history alike."""
+    odd_raw = f'{{"agent":{{"version":"0.1{odd}x"}},' + WAN[1:] % ("false", "300")
+    store.write(
+        WriteBatch(samples=_wan_samples([WAN % ("true", "100"), odd_raw, WAN % ("true", "null")]))
+    )
+    pts = store.net_history("d", NOW - 60, NOW + 3600)
+    assert [(p.rx_bps, p.tx_bps, p.wan_up) for p in pts] == [
+        (100.0, 7.0, 1.0), (300.0, 7.0, 0.0), (None, 7.0, 1.0),
+    ]  # fmt: skip
+    assert store.roll_up() == 3
+    (b,) = store.net_history("d", NOW - 30 * DAY, NOW + 3600)
+    assert (b.count, b.rx_bps, b.rx_bps_max, b.tx_bps, b.wan_up) == (3, 200.0, 300.0, 7.0, 2 / 3)
+    # The next round folds the next samples (the odd one is behind the watermark).
+    store.write(WriteBatch(samples=_wan_samples([WAN % ("true", "1")] * 4)[3:]))
+    assert store.roll_up() == 1
+
+
+def test_a_raw_that_is_not_json_is_skipped_by_the_wan_figures_not_fatal(store: AnyStore) -> None:
+    """Text that is not JSON at all has no WAN figures: the roll-up skips it (its count
+    too, as SQLite's json_valid does) and folds the rest; the raw history shows the sample
+    with no figures instead of failing."""
+    raws = [WAN % ("true", "100"), '{"net":{"wan":', WAN % ("false", "300")]
+    store.write(WriteBatch(samples=_wan_samples(raws)))
+    pts = store.net_history("d", NOW - 60, NOW + 3600)
+    assert [(p.rx_bps, p.tx_bps, p.wan_up) for p in pts] == [
+        (100.0, 7.0, 1.0), (None, None, None), (300.0, 7.0, 0.0),
+    ]  # fmt: skip
+    assert store.roll_up() == 3
+    (b,) = store.net_history("d", NOW - 30 * DAY, NOW + 3600)
+    assert (b.count, b.rx_bps, b.rx_bps_max, b.wan_up) == (2, 200.0, 300.0, 0.5)
+    (h,) = store.history("d", NOW - 30 * DAY, NOW + 3600)
+    assert h.count == 3  # the other figures are columns: all three samples count there

@@ -16,6 +16,7 @@ import pytest
 
 from central.store.base import DeviceState, Sample, StoreUnavailable, WriteBatch
 from central.store.pg import PgStore, schema
+from central.store.pg.queries import run_safely
 from central.store.pg.store import describe, unavailable
 from central.store.pg.tables import PgAlertingStore, PgAuditLog
 from tests.broker import wait_until
@@ -64,7 +65,7 @@ def test_a_version_1_database_is_upgraded_in_place(pg_url: str) -> None:
         conn.execute("INSERT INTO devices (device, region, clients) VALUES ('d', 'North', 5)")
     st = PgStore(pg_url, clock=lambda: NOW)
     try:
-        assert st.migrated == (1, schema.VERSION) == (1, 5)
+        assert st.migrated == (1, schema.VERSION) == (1, 7)
         assert sql(pg_url, "SELECT version FROM schema_version") == [(schema.VERSION,)]
         (dev,) = st.load_devices()
         assert (dev.device, dev.region, dev.clients) == ("d", "North", 5)
@@ -117,11 +118,84 @@ def test_a_version_3_database_gets_the_alert_lifecycle_and_service_tables_keepin
         st.close()
 
 
+def test_a_version_5_database_reads_the_wan_figures_of_json_jsonb_refuses(pg_url: str) -> None:
+    """Version 6 (``titik_jsonb_lenient``) on a database left at version 5 with a sample whose
+    raw holds \\u0000 already stored: the roll-up after the upgrade counts its WAN figures;
+    version 7 sets the devices' fillfactor."""
+    raw = '{"v":"\\u0000","net":{"wan":"wan","wan_up":true,"ifaces":{"wan":{"rx_bps":5}}}}'
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        for step in schema.MIGRATIONS[:5]:
+            conn.execute(step.encode())
+        conn.execute("INSERT INTO schema_version VALUES (5)")
+        conn.execute(
+            "INSERT INTO samples (device, sid, seq, ts, historical, raw) "
+            "VALUES ('d', 'a', 1, %s, false, %s)",
+            (NOW, raw),
+        )
+    st = PgStore(pg_url, clock=lambda: NOW)
+    try:
+        assert st.migrated == (5, schema.VERSION)
+        # Version 7 too: the devices' pages are filled to half.
+        assert sql(pg_url, "SELECT reloptions FROM pg_class WHERE relname = 'devices'") == [
+            (["fillfactor=50"],)
+        ]
+        assert st.roll_up() == 1
+        (b,) = st.net_history("d", NOW - 30 * DAY, NOW + 300)
+        assert (b.count, b.rx_bps, b.tx_bps, b.wan_up) == (1, 5.0, None, 1.0)
+    finally:
+        st.close()
+
+
+#: titik_jsonb_lenient's inputs (JSON text) and the value it gives; None is SQL NULL.
+LENIENT = [
+    (r'{"a":"\u0000"}', {"a": "\ufffd"}),
+    (r'{"a":"\\u0000"}', {"a": "\\u0000"}),  # an escaped backslash, then "u0000": kept
+    (r'{"a":"\\\u0000"}', {"a": "\\\ufffd"}),  # an escaped backslash, then a NUL escape
+    (r'{"a":"\ud800x"}', {"a": "\ufffdx"}),
+    (r'{"a":"x\udc00"}', {"a": "x\ufffd"}),
+    (r'{"a":"\ud83d\ude00\udc00"}', {"a": "\U0001f600\ufffd"}),  # a pair is kept
+    (r'{"a":"\n","n":1.5}', {"a": "\n", "n": 1.5}),
+    ('{"a":', None),
+    ('{"a":"\x01"}', None),  # a raw control character: not JSON, not made JSON
+]
+
+
+def test_the_lenient_parse_replaces_only_the_escapes_jsonb_refuses(store: PgStore) -> None:
+    with store._conn() as conn:
+        got = [
+            conn.execute("SELECT titik_jsonb_lenient(%s) AS j", (text,)).fetchone()
+            for text, _ in LENIENT
+        ]
+    assert [r["j"] if r else "no row" for r in got] == [want for _, want in LENIENT]
+
+
+def test_the_fast_form_is_undone_and_the_safe_one_run_only_for_a_refused_row(
+    store: PgStore,
+) -> None:
+    """run_safely inside the roll-up's transaction: a data error of the fast statement
+    rolls back to its savepoint only (the transaction goes on, the safe form runs); an
+    error that is not about a row's text is raised as it is."""
+    with store._conn() as conn, conn.transaction():
+        conn.execute("INSERT INTO meta VALUES ('before', 1)")
+        cur = run_safely(conn, 'SELECT \'{"a":"\\u0000"}\'::jsonb AS x', "SELECT 2 AS x", ())
+        assert cur.fetchall() == [{"x": 2}]
+        cur = run_safely(conn, "SELECT '{}'::jsonb AS x", "SELECT 2 AS x", ())
+        assert cur.fetchall() == [{"x": {}}]
+        conn.execute("INSERT INTO meta VALUES ('after', 1)")
+    assert sql(store.url, "SELECT key FROM meta ORDER BY key") == [("after",), ("before",)]
+    with store._conn() as conn:  # outside a transaction (autocommit): the same
+        cur = run_safely(conn, 'SELECT \'{"a":"\\u0000"}\'::jsonb AS x', "SELECT 2 AS x", ())
+        assert cur.fetchall() == [{"x": 2}]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            run_safely(conn, "SELECT * FROM no_such_table", "SELECT 2", ())
+
+
 def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
     PgStore(pg_url, clock=lambda: NOW).close()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(5\)"):
+    with pytest.raises(schema.SchemaTooNew, match=r"version 99, newer than this central \(7\)"):
         PgStore(pg_url, clock=lambda: NOW)
 
 

@@ -1,10 +1,14 @@
 """The PostgreSQL store's console and /metrics queries (the same methods, results and rules as
 central/store/console.py and central/store/net.py for SQLite), a mixin of PgStore.
 
-The WAN figures are read from each sample's ``raw`` text with ``titik_jsonb()`` (schema
-version 2: NULL for text jsonb refuses), parsed once per row (``OFFSET 0`` keeps PostgreSQL
-from folding the inner SELECT into the outer one, which would parse it once per use), so the
-samples keep the exact text the gateway's record was stored with, as in SQLite.
+The WAN figures are read from each sample's ``raw`` text, parsed once per row (``OFFSET 0``
+keeps PostgreSQL from folding the inner SELECT into the outer one, which would parse it once
+per use), so the samples keep the exact text the gateway's record was stored with, as in
+SQLite. Each query runs first with a plain ``raw::jsonb`` (its fast form); only if a row's
+text is one jsonb refuses (``\\u0000``, a lone surrogate escape, text that is not JSON) is it
+run again in its safe form (:data:`SAFE_J`: plpgsql functions that catch the error, a
+subtransaction per row): see :func:`run_safely`. One odd sample thus never stops the
+roll-up, the rows count as in SQLite, and the usual round pays for no subtransaction.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from agent.protocol.topics import GROUP, GW, OWN_SOURCE
@@ -39,13 +44,84 @@ def _wan_field(field: str) -> str:
 
 _WAN_UP = f"(CASE WHEN jsonb_typeof({_J} -> 'net' -> 'wan_up') = 'boolean' THEN ({_J} -> 'net' -> 'wan_up')::boolean END)"
 
-_RAW_SELECT = f"""
+#: How each row's ``raw`` is parsed: the fast form fails the statement on a text jsonb
+#: refuses; the safe form never fails: ``titik_jsonb`` (a plpgsql function with an EXCEPTION
+#: block: a subtransaction per row) and, for the rows it gives NULL, ``titik_jsonb_lenient``
+#: (schema version 6: JSON with a ``\u0000`` or a lone surrogate escape read with those
+#: replaced, so its WAN figures count as in SQLite; NULL for text that is not JSON, so that
+#: row is skipped, as SQLite's ``json_valid`` skips it).
+FAST_J = "raw::jsonb"
+SAFE_J = "coalesce(titik_jsonb(raw), titik_jsonb_lenient(raw))"
+
+
+def _raw_select(parse: str) -> str:
+    return f"""
 SELECT ts, {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps,
        {_WAN_UP} AS wan_up
-FROM (SELECT ts, seq, titik_jsonb(raw) AS j FROM samples
+FROM (SELECT ts, seq, {parse} AS j FROM samples
       WHERE device = %s AND ts >= %s AND ts < %s OFFSET 0) s
 ORDER BY ts, seq
 """  # noqa: S608 - constants only
+
+
+def _net_rollup(parse: str) -> str:
+    """Folds the samples with ``%s < id <= %s`` into ``rollups_net_5m`` (net.ROLLUP's rule),
+    each row's ``raw`` parsed by ``parse``; rows it gives NULL for are skipped."""
+    return f"""
+INSERT INTO rollups_net_5m AS r
+SELECT device, bucket, count(*), coalesce(sum(rx_bps), 0), count(rx_bps), max(rx_bps),
+       coalesce(sum(tx_bps), 0), count(tx_bps), max(tx_bps),
+       count(*) FILTER (WHERE wan_up), count(wan_up)
+FROM (SELECT device, trunc(ts / {BUCKET_S})::bigint * {BUCKET_S} AS bucket,
+             {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps,
+             {_WAN_UP} AS wan_up
+      FROM (SELECT device, ts, {parse} AS j FROM samples
+            WHERE id > %s AND id <= %s OFFSET 0) p
+      WHERE j IS NOT NULL) s
+GROUP BY 1, 2
+ON CONFLICT (device, bucket) DO UPDATE SET
+  count = r.count + excluded.count,
+  sum_rx_bps = r.sum_rx_bps + excluded.sum_rx_bps, n_rx_bps = r.n_rx_bps + excluded.n_rx_bps,
+  max_rx_bps = greatest(r.max_rx_bps, excluded.max_rx_bps),
+  sum_tx_bps = r.sum_tx_bps + excluded.sum_tx_bps, n_tx_bps = r.n_tx_bps + excluded.n_tx_bps,
+  max_tx_bps = greatest(r.max_tx_bps, excluded.max_tx_bps),
+  wan_up = r.wan_up + excluded.wan_up, wan_known = r.wan_known + excluded.wan_known
+"""  # noqa: S608 - constants only
+
+
+def refused_json(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a row's text as jsonb: a data exception (class
+    22: not JSON 22P02, ``\\u0000`` 22P05, a lone surrogate, a number out of range) or a
+    document nested past the stack limit (54001). Anything else (the connection, a lock) is
+    not about a row and is raised as it is."""
+    state = exc.sqlstate or ""
+    return state[:2] == "22" or state == "54001"
+
+
+def run_safely(
+    conn: psycopg.Connection[Any], fast: str, safe: str, args: tuple[Any, ...]
+) -> psycopg.Cursor[Any]:
+    """Run ``fast`` (rows parsed with ``raw::jsonb``); if a row's text is refused, undo it
+    and run ``safe`` (:data:`SAFE_J`: that row read leniently or skipped).
+
+    Both give the same result whenever ``fast`` succeeds: ``titik_jsonb`` returns what
+    ``::jsonb`` returns for every text jsonb takes. Inside a transaction (the roll-up's) the
+    undo is a savepoint, one subtransaction per statement where ``titik_jsonb`` costs one
+    per row; outside one (autocommit: the history's read) a failed statement undoes itself."""
+    outside = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    try:
+        if outside:
+            return conn.execute(fast, args)
+        with conn.transaction():
+            return conn.execute(fast, args)
+    except psycopg.Error as exc:
+        if not refused_json(exc):
+            raise
+    return conn.execute(safe, args)
+
+
+_RAW_SELECT = _raw_select(FAST_J)
+_RAW_SELECT_SAFE = _raw_select(SAFE_J)
 
 NONCOMPLIANT_SQL = """
 WITH want AS (
@@ -65,27 +141,10 @@ WHERE r.device IS NULL OR r.state IS DISTINCT FROM 'applied'
 
 
 class PgConsoleQueries:
-    #: Folds the samples with ``%s < id <= %s`` into ``rollups_net_5m`` (net.ROLLUP's rule).
-    NET_ROLLUP = f"""
-INSERT INTO rollups_net_5m AS r
-SELECT device, bucket, count(*), coalesce(sum(rx_bps), 0), count(rx_bps), max(rx_bps),
-       coalesce(sum(tx_bps), 0), count(tx_bps), max(tx_bps),
-       count(*) FILTER (WHERE wan_up), count(wan_up)
-FROM (SELECT device, trunc(ts / {BUCKET_S})::bigint * {BUCKET_S} AS bucket,
-             {_wan_field("rx_bps")} AS rx_bps, {_wan_field("tx_bps")} AS tx_bps,
-             {_WAN_UP} AS wan_up
-      FROM (SELECT device, ts, titik_jsonb(raw) AS j FROM samples
-            WHERE id > %s AND id <= %s OFFSET 0) p
-      WHERE j IS NOT NULL) s
-GROUP BY 1, 2
-ON CONFLICT (device, bucket) DO UPDATE SET
-  count = r.count + excluded.count,
-  sum_rx_bps = r.sum_rx_bps + excluded.sum_rx_bps, n_rx_bps = r.n_rx_bps + excluded.n_rx_bps,
-  max_rx_bps = greatest(r.max_rx_bps, excluded.max_rx_bps),
-  sum_tx_bps = r.sum_tx_bps + excluded.sum_tx_bps, n_tx_bps = r.n_tx_bps + excluded.n_tx_bps,
-  max_tx_bps = greatest(r.max_tx_bps, excluded.max_tx_bps),
-  wan_up = r.wan_up + excluded.wan_up, wan_known = r.wan_known + excluded.wan_known
-"""  # noqa: S608 - constants only
+    #: Folds the samples with ``%s < id <= %s`` into ``rollups_net_5m``: the fast form
+    #: (``raw::jsonb``) and the safe one (``titik_jsonb``), run by :func:`run_safely`.
+    NET_ROLLUP = _net_rollup(FAST_J)
+    NET_ROLLUP_SAFE = _net_rollup(SAFE_J)
 
     raw_days: float
     clock: Callable[[], float]
@@ -100,7 +159,8 @@ ON CONFLICT (device, bucket) DO UPDATE SET
         with self._conn() as conn:
             if since >= self.clock() - self.raw_days * 86400.0:
                 out = []
-                for r in conn.execute(_RAW_SELECT, (device, since, until)):
+                cur = run_safely(conn, _RAW_SELECT, _RAW_SELECT_SAFE, (device, since, until))
+                for r in cur:
                     rx, tx, up = r["rx_bps"], r["tx_bps"], r["wan_up"]
                     out.append(
                         NetPoint(r["ts"], 1, rx, tx, rx, tx, None if up is None else float(up))

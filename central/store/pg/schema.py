@@ -247,8 +247,46 @@ CREATE TABLE upgrade_steps (
 );
 """
 
+#: Version 6: the jsonb of a sample's ``raw`` that is JSON jsonb refuses: a ``\u0000`` or a
+#: lone surrogate escape in a string (valid JSON, which SQLite's JSON functions read). Those
+#: escapes become ``\ufffd`` (the replacement character, as Python's ``errors="replace"``)
+#: and the text is parsed again, so the sample's WAN figures count as in SQLite; NULL (the row
+#: skipped, as SQLite's ``json_valid`` skips it) for text that is still refused, i.e. not
+#: JSON. Escaped backslashes (``\\``) are set aside first (as U+0001, which JSON text cannot
+#: hold unescaped), so ``\\u0000`` (a backslash, then "u0000") is left as it is. Called only
+#: for the rows ``titik_jsonb`` gives NULL (central/store/pg/queries.py, ``SAFE_J``).
+V6 = r"""
+CREATE FUNCTION titik_jsonb_lenient(t text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    s text;
+BEGIN
+    IF strpos(t, chr(1)) > 0 THEN
+        RETURN NULL;
+    END IF;
+    s := replace(t, '\\', chr(1));
+    s := regexp_replace(s, '\\u0000', '\\ufffd', 'g');
+    s := regexp_replace(
+        s, '\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})', '\\ufffd', 'g');
+    s := regexp_replace(
+        s, '(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}', '\\ufffd', 'g');
+    RETURN replace(s, chr(1), '\\')::jsonb;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+"""
+
+#: Version 7: ``devices`` pages are filled to half, so the once-a-second upsert of every live
+#: gateway's row (by each instance) finds room for the new row version on the same page: a
+#: HOT update, no new entry in the table's two indexes, and the page's old versions pruned
+#: as it is read. With pages full (the default) 50 of 3,000 updates were HOT
+#: (bench/diag/pg_statements.py, docs/benchmarks.md, issue 21). Pages written before keep
+#: their rows until those move (an update that does not fit goes to a page with room).
+V7 = """
+ALTER TABLE devices SET (fillfactor = 50);
+"""
+
 #: The steps, in order: MIGRATIONS[i] takes a database from version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7)
 VERSION = len(MIGRATIONS)
 
 

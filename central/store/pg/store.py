@@ -58,7 +58,7 @@ from central.store.base import (
 from central.store.compliance import compliance
 from central.store.pg import schema
 from central.store.pg.qmark import QmarkCursor
-from central.store.pg.queries import PgConsoleQueries
+from central.store.pg.queries import PgConsoleQueries, run_safely
 
 BUCKET_S = 300
 DAY_S = 86400.0
@@ -411,7 +411,7 @@ class PgStore(PgConsoleQueries):
                 if top <= mark:
                     return 0
                 conn.execute(_ROLLUP, (mark, top))
-                conn.execute(PgConsoleQueries.NET_ROLLUP, (mark, top))
+                run_safely(conn, self.NET_ROLLUP, self.NET_ROLLUP_SAFE, (mark, top))
                 conn.execute("UPDATE meta SET value = %s WHERE key = 'rolled_up'", (top,))
         return top - mark
 
