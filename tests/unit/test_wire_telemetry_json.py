@@ -153,6 +153,8 @@ HOSTILE = [
     # numbers spelt oddly: exponents, a float field given an integer, -0, huge integers
     '"health":{"cpu_pct":1E1,"load1":0,"mem_used_pct":-0,"disk_used_pct":1e-400,'
     '"temp_c":-0.0,"uptime_s":0},"big":123456789012345678901234567890,"e":1.5e300',
+    # what JSON cannot spell, in an unknown key: both write null
+    '"nan":NaN,"inf":-Infinity,"over":1e400,"under":1e-400',
     # errors and radio null, defaults absent, unknown keys between known ones
     '"errors":null,"radio":null,"zz":[1,{"a":null}],"net":{"wan_up":null}',
     ' "pad" : [ 1 , 2 ] ',
@@ -185,6 +187,11 @@ def test_hostile_payloads_encode_the_same(fragment: str) -> None:
     except Exception as exc:
         got = type(exc)
     assert got == expected
+
+
+def test_what_json_cannot_spell_is_null() -> None:
+    t = Telemetry.model_validate_json(HEAD + '"nan":NaN,"big":1180591620717411303424}')
+    assert telemetry_json(t).endswith(',"nan":null,"big":1180591620717411303424}')
 
 
 def test_nulls_left_out_and_kept() -> None:
