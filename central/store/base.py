@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from agent.protocol import ConfigReported
 from central.store.net import NetPoint
@@ -15,9 +15,10 @@ DeviceStatus = Literal["online", "offline"]
 SortKey = Literal["device", "-device", "clients", "-clients", "last_seen", "-last_seen", "region"]
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One telemetry record as stored; ``raw`` is the record's compact JSON."""
+class Sample(NamedTuple):
+    """One telemetry record as stored; ``raw`` is the record's compact JSON. A NamedTuple (one
+    is made per record: ~0.5 us, a frozen dataclass of these 13 fields ~1.6 us); a copy with
+    other values is ``s._replace(...)``."""
 
     device: str
     sid: str

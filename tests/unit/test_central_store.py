@@ -5,7 +5,6 @@ quarantine, the console's aggregates. Tests of one store's own mechanics say so 
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -236,7 +235,7 @@ def test_every_device_field_and_awkward_text_round_trip(store: AnyStore) -> None
     store.write(WriteBatch(devices=[first, later]))
     assert store.device("gw-1") == later and store.device("gw-0") == other
     raw = '{"k":"q\\"uote \\\\ é {x,y}","n":null}'
-    one = dataclasses.replace(s("gw-1", 1, NOW, cpu_pct=5), raw=raw)
+    one = s("gw-1", 1, NOW, cpu_pct=5)._replace(raw=raw)
     assert store.write(WriteBatch(samples=[one, s("gw-1", 2, NOW + 60)])).stored == 2
     assert query(store, "SELECT raw FROM samples WHERE seq = 1") == [(raw,)]
     assert [p.cpu_pct for p in store.history("gw-1", NOW - 1, NOW + 61)] == [5.0, 10.0]
@@ -558,8 +557,7 @@ WAN = '{"net":{"wan":"eth0.2","wan_up":%s,"ifaces":{"eth0.2":{"rx_bps":%s,"tx_bp
 
 def test_wan_history_raw_and_rolled_up(store: AnyStore) -> None:
     def raw(i: int, up: str, rx: str) -> Sample:
-        x = s("d", i, NOW + i * 60)
-        return Sample(*[*[getattr(x, f) for f in Sample.__slots__][:-1], WAN % (up, rx)])
+        return s("d", i, NOW + i * 60)._replace(raw=WAN % (up, rx))
 
     store.write(
         WriteBatch(samples=[raw(0, "true", "100"), raw(1, "false", "300"), raw(2, "true", "null")])
