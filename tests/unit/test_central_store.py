@@ -572,11 +572,7 @@ def test_wan_history_raw_and_rolled_up(store: AnyStore) -> None:
 
 
 def _wan_samples(raws: list[str]) -> list[Sample]:
-    out = []
-    for i, text in enumerate(raws):
-        x = s("d", i, NOW + i * 60)
-        out.append(Sample(*[*[getattr(x, f) for f in Sample.__slots__][:-1], text]))
-    return out
+    return [s("d", i, NOW + i * 60)._replace(raw=text) for i, text in enumerate(raws)]
 
 
 #: Valid JSON that PostgreSQL's jsonb refuses: a NUL escape, a lone high and a lone low
