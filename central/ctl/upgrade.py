@@ -209,22 +209,7 @@ def add_parser(sub: Any) -> None:
         "  titik-ctl upgrade pause city-0.2.0-20261206T0100\n"
         "  titik-ctl upgrade abort city-0.2.0-20261206T0100",
     )  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or $TITIK_API_TOKEN)",
-    )
-    common.add_argument(
-        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
-    )
-    common.add_argument(
-        "--poll", type=float, default=2.0, metavar="SECONDS",
-        help="how often to ask central while following (default: 2)",
-    )  # fmt: skip
+    common = waves.api_options()
     usub = up.add_subparsers(dest="upgrade_cmd", metavar="ACTION", required=True)
     p = usub.add_parser(
         "start", parents=[common], formatter_class=fmt,

@@ -138,6 +138,31 @@ def api_from(args: argparse.Namespace, env: Mapping[str, str]) -> CentralApi:
     return CentralApi(url, token, context, float(args.timeout))
 
 
+
+def api_options() -> argparse.ArgumentParser:
+    """The options :func:`api_from` reads, and --poll: the parent parser of every ACTION of
+    ``titik-ctl rollout`` and ``titik-ctl upgrade`` (central/ctl/upgrade.py)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or the token in $TITIK_API_TOKEN)",
+    )
+    common.add_argument(
+        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
+    )
+    common.add_argument(
+        "--poll",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to ask central while following (default: 2)",
+    )
+    return common
+
 # -- start -----------------------------------------------------------------------------------
 
 
@@ -475,25 +500,7 @@ def add_parser(sub: Any) -> None:
         "  titik-ctl rollout pause city-20261206T020000\n"
         "  titik-ctl rollout abort city-20261206T020000",
     )  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or the token in $TITIK_API_TOKEN)",
-    )
-    common.add_argument(
-        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
-    )
-    common.add_argument(
-        "--poll",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how often to ask central while following (default: 2)",
-    )
+    common = api_options()
     rsub = ro.add_subparsers(dest="rollout_cmd", metavar="ACTION", required=True)
     p = rsub.add_parser(
         "start", parents=[common], formatter_class=fmt, help="sign a plan, start it, follow it",
