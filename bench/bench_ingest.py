@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -214,9 +215,11 @@ def child_ingest(port: int, messages: int, phase: str, db: Path) -> None:
 # --- the driver ---------------------------------------------------------------------------
 
 
-def run_child(*args: str) -> dict[str, float | str]:
+def run_child(*args: str, script: str = __file__) -> dict[str, Any]:
+    """``script _child ARGS...`` in a process of its own (bench_multi.py's too); the JSON
+    object it printed last."""
     out = subprocess.run(
-        [sys.executable, __file__, "_child", *args],
+        [sys.executable, script, "_child", *args],
         check=True,
         capture_output=True,
         text=True,
@@ -236,7 +239,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(Path(tmp))
         broker.start()
-        results: dict[str, dict[str, float | str]] = {}
+        results: dict[str, dict[str, Any]] = {}
         pub_rates = []
         try:
             for kind in ("ceiling", "ingest"):
@@ -277,13 +280,18 @@ def main() -> int:
         + ", ".join(f"{p:,.0f}" for p in pub_rates)
         + " msg/s (separate process, QoS 1, not pinned)."
     )
+    footer(f"consumers pinned to {r['core']}")
+    return 0
+
+
+def footer(machine_too: str) -> None:
+    """The lines under a benchmark's table: the machine (then ``machine_too``: how it was
+    used) and the command that printed it."""
     print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{_cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}, "
-        f"consumers pinned to {r['core']}"
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, {machine_too}"
     )
     print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
-    return 0
 
 
 def _cpu_model() -> str:

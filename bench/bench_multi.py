@@ -38,9 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import signal
 import subprocess
 import sys
@@ -56,7 +53,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.protocol.topics import TELEMETRY, gw_topic  # noqa: E402
-from bench.bench_ingest import _cpu_model, child_ceiling, child_publish, cpu_now, pin  # noqa: E402
+from bench import bench_ingest  # noqa: E402
+from bench.bench_ingest import (  # noqa: E402
+    child_ceiling,
+    child_publish,
+    cpu_now,
+    footer,
+    pin,
+)
 
 PREFIX = "titik"
 SHARE = "bench"
@@ -117,15 +121,7 @@ def child_central(port: int, url: str, client_id: str, phase: str, core: int) ->
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    lines = out.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    return bench_ingest.run_child(*args, script=__file__)
 
 
 def count(url: str, sql: str = "SELECT count(*) FROM samples") -> int:
@@ -426,12 +422,10 @@ def report(
     print(
         f"\nKilled {kill['killed']} (the leader); leader after its restart: {kill['leader_after']}."
     )
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, Linux "
-        f"{platform.release()}, Python {platform.python_version()}; bare and 1 instance pinned "
-        f"to {bare['core']}, 2 instances to {two['cores']}; Mosquitto and PostgreSQL not pinned"
+    footer(
+        f"bare and 1 instance pinned to {bare['core']}, 2 instances to {two['cores']}; "
+        "Mosquitto and PostgreSQL not pinned"
     )
-    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
 
 
 if __name__ == "__main__":
