@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from central.cli import STOP_WRITER_S, build
+from central.cli import build
 from central.config import CentralConfig, load_config
 from central.ingest.consumer import Consumer
 from central.store.pg import PgStore
@@ -146,8 +146,8 @@ def test_a_stop_waits_on_no_row_lock_and_what_it_held_comes_again(
 ) -> None:
     """Another session holds a device row locked, as an instance killed mid-transaction on
     another host does until PostgreSQL notices its dead connection: the writer's commit
-    waits on it. SIGTERM: central stops all the same, within a few seconds of
-    STOP_WRITER_S, exit 0, the lock still held by the other; that commit's messages were
+    waits on it. SIGTERM: central stops all the same (central.cli.STOP_WRITER_S, then it
+    cancels the commit), exit 0, the lock still held by the other; that commit's messages were
     never acked, so the next start gets them from the broker and stores each once."""
     conf = pg_toml(tmp_path, broker, pg_url, "c-pg-lock")
     log = tmp_path / "central.log"
@@ -193,10 +193,9 @@ def test_a_stop_waits_on_no_row_lock_and_what_it_held_comes_again(
         stacks = dump_stacks(proc, log)
         assert "in _write" in stacks and "psycopg" in stacks, stacks
         assert proc.poll() is None
-        t0 = time.monotonic()
+        # Without the bound it waits for the lock as long as the other holds it: 15 s is
+        # STOP_WRITER_S, psycopg's cancel and the threads' joins on a loaded 2-core machine.
         assert stop_central(proc, log, 15) == 0
-        took = time.monotonic() - t0
-        assert took < STOP_WRITER_S + 5, f"the stop took {took:.1f} s"
         assert "stopping without the writer's last commit" in log.read_text()
         assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         since = f"SELECT seq FROM samples WHERE device = 'gw-lock' AND seq > {first}"  # noqa: S608 - a number
