@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import os
-import platform
-import shlex
 import socket
 import statistics
 import subprocess
@@ -41,6 +38,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.bench_ingest import footer  # noqa: E402
 
 QUERIES = [
     ("summary", "/api/summary"),
@@ -305,12 +304,7 @@ def main() -> int:
                     f"| {name} | `{path}` | {kind} | {pct(took, 50):.1f} | {pct(took, 95):.1f} | "
                     f"{pct(took, 99):.1f} | {statistics.fmean(took):.1f} |"
                 )
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
-        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
-        + (f", {_pg_version()}" if "postgresql" in stores else "")
-    )
-    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    footer("uvicorn 1 process" + (f", {_pg_version()}" if "postgresql" in stores else ""))
     return 0
 
 
@@ -361,12 +355,7 @@ def compare_trees(args: argparse.Namespace, stores: list[str]) -> int:
                 f"| {qname} | {kind} | {pct(b, 50):.1f} | {pct(b, 95):.1f} | "
                 f"{pct(a, 50):.1f} | {pct(a, 95):.1f} |"
             )
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
-        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
-        + (f", {_pg_version()}" if "postgresql" in stores else "")
-    )
-    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    footer("uvicorn 1 process" + (f", {_pg_version()}" if "postgresql" in stores else ""))
     return 0
 
 
@@ -445,22 +434,8 @@ def compare_metrics(args: argparse.Namespace) -> int:
             f"| {name} | {sizes[name]:,} | {pct(every, 50):.1f} | {pct(every, 95):.1f} | "
             f"{pct(every, 99):.1f} | {rounds} |"
         )
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
-        f"Linux {platform.release()}, Python {platform.python_version()}, uvicorn 1 process"
-    )
-    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
+    footer("uvicorn 1 process")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

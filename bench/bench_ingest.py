@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,12 +40,15 @@ SHARE = "bench"
 RECEIVE_MAX = 2000
 
 
-def pin() -> str:
-    if hasattr(os, "sched_setaffinity"):
-        cpu = max(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpu})
-        return f"cpu {cpu}"
-    return "not pinned"
+def pin(core: int | None = -1) -> str:
+    """Pin this process to one CPU, the ``core``-th of those it may use (-1: the last); None
+    leaves it unpinned."""
+    if core is None or not hasattr(os, "sched_setaffinity"):
+        return "not pinned"
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[core % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    return f"cpu {cpu}"
 
 
 def payload(device: str, seq: int) -> bytes:
@@ -97,7 +101,14 @@ def _config(port: int, db: Path, client_id: str) -> object:
     )
 
 
-def child_ceiling(port: int, messages: int, phase: str) -> None:
+def child_ceiling(
+    port: int, messages: int, phase: str, name: str = "ceiling", core: int | None = -1
+) -> None:
+    """The bare paho MQTT 5 subscriber that only counts (auto-ack), client ``bench-<name>``
+    in share group ``bench-<name>``, pinned as :func:`pin` does (bench_multi.py's ``bare``
+    too). ``subscribe``: make the persistent session and leave; ``drain``: take
+    ``messages``, then print the rate, ``cpu_s`` (from its connect: the subscriber's own)
+    and ``process_cpu_s`` (the whole process's, imports included, as child_ingest counts)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
     from paho.mqtt.packettypes import PacketTypes
@@ -105,9 +116,8 @@ def child_ceiling(port: int, messages: int, phase: str) -> None:
 
     from central.ingest.decode import subscriptions
 
-    core = pin()
-    done = threading.Event()
-    subscribed = threading.Event()
+    where = pin(core)
+    done, subscribed = threading.Event(), threading.Event()
     count = 0
     t: dict[str, float] = {}
 
@@ -115,42 +125,45 @@ def child_ceiling(port: int, messages: int, phase: str) -> None:
         nonlocal count
         count += 1
         if count >= messages:
-            t["end"] = time.perf_counter()
+            t["end"] = time.time()
             done.set()
 
     c = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-ceiling", protocol=MQTTProtocolVersion.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id=f"bench-{name}", protocol=MQTTProtocolVersion.MQTTv5
     )
     c.on_message = on_message
     c.on_subscribe = lambda *a: subscribed.set()
     c.on_connect = lambda cl, *a: cl.subscribe(
-        [(s, 1) for s in subscriptions(PREFIX, SHARE + "-ceiling")]
+        [(s, 1) for s in subscriptions(PREFIX, f"{SHARE}-{name}")]
     )
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 3600
     props.ReceiveMaximum = RECEIVE_MAX
-    t["start"] = time.perf_counter()
+    t["start"], cpu0 = time.time(), cpu_now()
     c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    c.loop_start()
     if phase == "subscribe":
-        c.loop_start()
         subscribed.wait(10)
         c.disconnect()
         c.loop_stop()
         return
-    c.loop_start()
-    done.wait(600)
+    done.wait(900)
     c.loop_stop()
-    cpu = os.times()
-    print(
-        json.dumps(
-            {
-                "rate": messages / (t["end"] - t["start"]),
-                "cpu_s": cpu.user + cpu.system,
-                "core": core,
-            }
-        ),
-        flush=True,
-    )
+    out = {
+        "start": t["start"],
+        "end": t["end"],
+        "rate": messages / (t["end"] - t["start"]),
+        "cpu_s": cpu_now() - cpu0,
+        "process_cpu_s": cpu_now(),
+        "core": where,
+    }
+    print(json.dumps(out), flush=True)
+
+
+def cpu_now() -> float:
+    """This process's CPU time so far, user and system."""
+    t = os.times()
+    return t.user + t.system
 
 
 def child_ingest(port: int, messages: int, phase: str, db: Path) -> None:
@@ -202,9 +215,11 @@ def child_ingest(port: int, messages: int, phase: str, db: Path) -> None:
 # --- the driver ---------------------------------------------------------------------------
 
 
-def run_child(*args: str) -> dict[str, float | str]:
+def run_child(*args: str, script: str = __file__) -> dict[str, Any]:
+    """``script _child ARGS...`` in a process of its own (bench_multi.py's too); the JSON
+    object it printed last."""
     out = subprocess.run(
-        [sys.executable, __file__, "_child", *args],
+        [sys.executable, script, "_child", *args],
         check=True,
         capture_output=True,
         text=True,
@@ -224,7 +239,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         broker = LocalBroker(Path(tmp))
         broker.start()
-        results: dict[str, dict[str, float | str]] = {}
+        results: dict[str, dict[str, Any]] = {}
         pub_rates = []
         try:
             for kind in ("ceiling", "ingest"):
@@ -249,7 +264,7 @@ def main() -> int:
     print("| consumer | messages/s | CPU s | target | verdict |")
     print("| --- | ---: | ---: | --- | --- |")
     print(
-        f"| bare paho subscriber (ceiling) | {ceiling:,.0f} | {float(results['ceiling']['cpu_s']):.1f} | | |"
+        f"| bare paho subscriber (ceiling) | {ceiling:,.0f} | {float(results['ceiling']['process_cpu_s']):.1f} | | |"
     )
     print(
         f"| central ingest into SQLite | {ingest:,.0f} | {float(r['cpu_s']):.1f} | ≥ 5,000 msg/s | "
@@ -265,13 +280,18 @@ def main() -> int:
         + ", ".join(f"{p:,.0f}" for p in pub_rates)
         + " msg/s (separate process, QoS 1, not pinned)."
     )
+    footer(f"consumers pinned to {r['core']}")
+    return 0
+
+
+def footer(machine_too: str) -> None:
+    """The lines under a benchmark's table: the machine (then ``machine_too``: how it was
+    used) and the command that printed it."""
     print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{_cpu_model()}, Linux {platform.release()}, Python {platform.python_version()}, "
-        f"consumers pinned to {r['core']}"
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}, {machine_too}"
     )
     print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
-    return 0
 
 
 def _cpu_model() -> str:

@@ -38,9 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import signal
 import subprocess
 import sys
@@ -56,19 +53,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.protocol.topics import TELEMETRY, gw_topic  # noqa: E402
-from bench.bench_ingest import RECEIVE_MAX, _cpu_model, child_publish  # noqa: E402
+from bench import bench_ingest  # noqa: E402
+from bench.bench_ingest import (  # noqa: E402
+    child_ceiling,
+    child_publish,
+    cpu_now,
+    footer,
+    pin,
+)
 
 PREFIX = "titik"
 SHARE = "bench"
-
-
-def pin(core: int | None) -> str:
-    if core is None or not hasattr(os, "sched_setaffinity"):
-        return "not pinned"
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[core % len(cpus)]
-    os.sched_setaffinity(0, {cpu})
-    return f"cpu {cpu}"
 
 
 def config_text(port: int, url: str, client_id: str, group: str, http_port: int = 0) -> str:
@@ -83,56 +78,6 @@ def config_text(port: int, url: str, client_id: str, group: str, http_port: int 
 
 
 # --- the child processes ------------------------------------------------------------------
-
-
-def child_bare(port: int, messages: int, phase: str) -> None:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from central.ingest.decode import subscriptions
-
-    core = pin(0)
-    done, subscribed = threading.Event(), threading.Event()
-    count = 0
-    t: dict[str, float] = {}
-
-    def on_message(*a: object) -> None:
-        nonlocal count
-        count += 1
-        if count >= messages:
-            t["end"] = time.time()
-            done.set()
-
-    c = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=MQTTProtocolVersion.MQTTv5
-    )
-    c.on_message = on_message
-    c.on_subscribe = lambda *a: subscribed.set()
-    c.on_connect = lambda cl, *a: cl.subscribe(
-        [(s, 1) for s in subscriptions(PREFIX, SHARE + "-bare")]
-    )
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = RECEIVE_MAX
-    t["start"], cpu0 = time.time(), cpu_now()
-    c.connect("127.0.0.1", port, clean_start=False, properties=props)
-    c.loop_start()
-    if phase == "subscribe":
-        subscribed.wait(10)
-        c.disconnect()
-        c.loop_stop()
-        return
-    done.wait(900)
-    c.loop_stop()
-    out = {"start": t["start"], "end": t["end"], "cpu_s": cpu_now() - cpu0, "core": core}
-    print(json.dumps(out), flush=True)
-
-
-def cpu_now() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def child_central(port: int, url: str, client_id: str, phase: str, core: int) -> None:
@@ -176,15 +121,7 @@ def child_central(port: int, url: str, client_id: str, phase: str, core: int) ->
 
 
 def run_child(*args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    lines = out.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    return bench_ingest.run_child(*args, script=__file__)
 
 
 def count(url: str, sql: str = "SELECT count(*) FROM samples") -> int:
@@ -428,7 +365,6 @@ def main() -> int:
             pub = run_child("publish", str(broker.port), str(args.devices), str(n))
             print("bare: draining", file=sys.stderr)
             bare = run_child("bare", str(broker.port), str(n), "drain")
-            bare["rate"] = n / (bare["end"] - bare["start"])
             bare["pub_rate"] = pub["rate"]
             one = drain_central(broker.port, pg.create_database(), n, 1, pg_cpu, args.devices)
             print(f"1 instance: {one}", file=sys.stderr)
@@ -496,12 +432,10 @@ def report(
     print(
         f"\nKilled {kill['killed']} (the leader); leader after its restart: {kill['leader_after']}."
     )
-    print(
-        f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, {_cpu_model()}, Linux "
-        f"{platform.release()}, Python {platform.python_version()}; bare and 1 instance pinned "
-        f"to {bare['core']}, 2 instances to {two['cores']}; Mosquitto and PostgreSQL not pinned"
+    footer(
+        f"bare and 1 instance pinned to {bare['core']}, 2 instances to {two['cores']}; "
+        "Mosquitto and PostgreSQL not pinned"
     )
-    print(f"Command: `{shlex.join([sys.executable, *sys.argv])}`")
 
 
 if __name__ == "__main__":
@@ -510,7 +444,7 @@ if __name__ == "__main__":
         if kind == "publish":
             child_publish(int(rest[0]), int(rest[1]), int(rest[2]))
         elif kind == "bare":
-            child_bare(int(rest[0]), int(rest[1]), rest[2])
+            child_ceiling(int(rest[0]), int(rest[1]), rest[2], name="bare", core=0)
         else:
             child_central(int(rest[0]), rest[1], rest[2], rest[3], int(rest[4]))
         sys.exit(0)

@@ -3,14 +3,18 @@ verify the audit log, add maintenance windows, receive test webhooks (docs/alert
 
 ``run`` ingests in the main thread (the writer) and serves the HTTP API (``central/api/app.py``)
 with uvicorn in a second thread on ``http.host:http.port``. SIGTERM or SIGINT: the writer
-commits and acks what it has, the HTTP server stops, the consumer disconnects, exit 0.
+commits and acks what it has, the HTTP server stops, the consumer disconnects, exit 0; every
+step of it bounded (:class:`Stopping`). SIGUSR1: every thread's stack to stderr.
 ``build(config)`` gives the store and the consumer without starting anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import getpass
+import io
 import logging
 import signal
 import socket
@@ -56,6 +60,16 @@ DEFAULT_CONFIG = Path("/etc/titik/central.toml")
 HTTP_START_S = 15.0
 #: On PostgreSQL, the leader takes in the other instances' device rows this often.
 RECONCILE_S = 5.0
+#: After SIGTERM the writer's last commit may take this long (it waits on what it writes:
+#: a row another instance has locked, a database that does not answer); then it is
+#: interrupted, psycopg cancels its query, and what it held goes unacked: the broker sends
+#: it again.
+STOP_WRITER_S = 5.0
+#: Then the HTTP server's and the broker audit's threads, together, at most this long.
+STOP_THREADS_S = 6.0
+#: A stop still not over this long after the signal: every thread's stack to stderr, exit 1
+#: (faulthandler's watchdog). Nothing unacked is lost that way either.
+STOP_LIMIT_S = 30.0
 
 log = logging.getLogger("titik.central")
 
@@ -198,13 +212,10 @@ def cmd_run(config: CentralConfig) -> int:
     if isinstance(store, PgStore):
         log.info("store: PostgreSQL %s (schema version %d -> %d)", store.where, *store.migrated)
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: committing, acking and disconnecting", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = Stopping(stop)
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    signal.signal(signal.SIGINT, stopping.on_signal)
+    dump_stacks_on(signal.SIGUSR1)
     audit_log = open_audit(config)
     broker_audit = BrokerAudit(config, audit_log, rollouts=open_rollouts(config))
     publisher = MqttPublisher(config.mqtt)
@@ -215,6 +226,7 @@ def cmd_run(config: CentralConfig) -> int:
     if not wait_started(server, http, stop):
         log.error("HTTP API did not start on %s:%d", config.http.host, config.http.port)
         store.close()
+        stopping.done()
         return 0 if stop.is_set() else EXIT_HTTP
     scheme = "https" if config.http.tls.cert else "http"
     log.info(
@@ -233,17 +245,94 @@ def cmd_run(config: CentralConfig) -> int:
         config.mqtt.host, config.mqtt.port, store_name(config, store),
     )  # fmt: skip
     try:
-        consumer.run(stop)
+        stopping.write(consumer)
     finally:
         server.should_exit = True
-        http.join(10)
-        auditing.join(10)
+        deadline = time.monotonic() + STOP_THREADS_S
+        for thread in (http, auditing):  # daemons: one still running is left behind
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("stopping: the %s thread did not end; leaving it", thread.name)
         broker_audit.stop()
         publisher.stop()
         consumer.stop()
         store.close()
         audit_log.close()
+        stopping.done()
     return 0
+
+
+class StopOverdue(KeyboardInterrupt):
+    """Raised in the writer (the main thread) when its last commit is overdue. A
+    KeyboardInterrupt, so psycopg cancels the query it waits on in the server and its
+    transaction rolls back (psycopg's ``Connection.wait``), as on Ctrl-C."""
+
+
+class Stopping:
+    """SIGTERM and SIGINT for ``titik-central run``, every wait of the stop bounded.
+
+    The first signal sets ``stop``: the writer commits and acks what it holds, then returns.
+    If it is still writing :data:`STOP_WRITER_S` later (its last commit waits on a row lock
+    another instance holds: one killed mid-transaction on another host keeps its locks until
+    PostgreSQL notices the dead connection; or on a database that does not answer), or at a
+    second signal, :class:`StopOverdue` interrupts it: nothing of that commit is acked, so
+    the broker sends it again when this instance's session is back. Whatever still hangs
+    after :data:`STOP_LIMIT_S` gets every thread's stack on stderr and exit 1.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.writing = False
+        self._timer: threading.Timer | None = None
+
+    def write(self, consumer: Consumer) -> None:
+        """``consumer.run(stop)`` in this (the main) thread, cut short when overdue."""
+        self.writing = True
+        try:
+            try:
+                consumer.run(self.stop)
+            finally:
+                self.writing = False
+                if self._timer is not None:
+                    self._timer.cancel()
+        except StopOverdue:
+            log.warning(
+                "stopping without the writer's last commit (still writing %g s after the "
+                "signal, or a second signal): its messages are not acked, the broker sends "
+                "them again",
+                STOP_WRITER_S,
+            )
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stop.is_set():
+            log.info("signal %d: committing, acking and disconnecting", signum)
+            self.stop.set()
+            with contextlib.suppress(ValueError, io.UnsupportedOperation):
+                faulthandler.dump_traceback_later(STOP_LIMIT_S, exit=True)
+            self._timer = threading.Timer(STOP_WRITER_S, self._overdue)
+            self._timer.daemon = True
+            self._timer.start()
+        elif self.writing:
+            self.writing = False  # once: the stop's own steps are never interrupted
+            raise StopOverdue
+
+    def _overdue(self) -> None:
+        # A real signal to the main thread, so a wait there returns (EINTR) to run on_signal.
+        if self.writing:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    def done(self) -> None:
+        """The stop is over: no watchdog left to fire (``run`` called in-process)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def dump_stacks_on(signum: int) -> None:
+    """``kill -USR1 <pid>``: every thread's stack to stderr (faulthandler), the process goes
+    on: where a stop or the writer hangs. Not when stderr is no file (an in-process test)."""
+    with contextlib.suppress(ValueError, io.UnsupportedOperation, AttributeError):
+        faulthandler.register(signum, file=sys.stderr, all_threads=True)
 
 
 def http_server(

@@ -31,6 +31,7 @@ from agent.protocol.signing import key_id, public_key_text, sign
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, Subscriber, free_port, wait_until
 from tests.central_auth import create_token
+from tests.centralproc import stop_central
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "g1"
@@ -181,6 +182,5 @@ def rollout_city(tmp: Path, ids: list[str]) -> Iterator[City]:
         for a in city.agents:
             a.stop()
         if city.central.poll() is None:
-            city.central.terminate()
-            city.central.wait(30)
+            stop_central(city.central, city.log, 30)
         broker.stop()

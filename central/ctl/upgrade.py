@@ -31,7 +31,7 @@ from agent.protocol.signing import sign
 from agent.protocol.topics import CMD, group_topic
 from agent.protocol.upgrade import MANIFEST_CONTEXT
 from central.ctl import waves
-from central.ctl.session import EXIT_OK, EXIT_USAGE, CtlError, load_key
+from central.ctl.session import EXIT_USAGE, CtlError
 from central.rollout.upgrade import (
     DEFAULT_TZ,
     UpgradePlanError,
@@ -127,35 +127,16 @@ def cmd_start(
     body = plan_body(args, manifest)
     prepared = api.call("POST", "/api/rollouts/upgrade/prepare", body)
     topic = check_prepared(body, prepared, args.prefix)
-    sigs = [sign(key, topic, d["payload"])["sig"] for d in prepared["documents"]]
-    print(prepared["summary"], file=out)
-    started = api.call(
-        "POST", "/api/rollouts/submit", {"prepare_id": prepared["prepare_id"], "sigs": sigs}
+    return waves.submit(
+        api, key, topic, prepared, args, out, what="upgrade", signed="commands signed"
     )
-    rid = started["id"]
-    print(f"upgrade {rid} started in central (commands signed with key {sigs[0]['kid']})", file=out)
-    if args.no_wait:
-        print(f"follow it: titik-ctl upgrade status {rid} --wait", file=out)
-        return EXIT_OK
-    return waves.follow(api, rid, out, args.poll)
 
 
 def cmd_upgrade(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    if args.poll <= 0:
-        raise CtlError("--poll: must be more than 0 seconds", EXIT_USAGE)
-    if args.timeout <= 0:
-        raise CtlError("--timeout: must be more than 0 seconds", EXIT_USAGE)
-    args.prefix = args.prefix.strip("/")
+    waves.check_args(args)
     args.rollout_cmd = args.upgrade_cmd
     if args.upgrade_cmd == "start":
-        key_spec = args.key or env.get("TITIK_SIGNING_KEY")
-        if not key_spec:
-            raise CtlError(
-                "upgrade start signs the manifest and the commands: give --key FILE (or "
-                "TITIK_SIGNING_KEY); make one with `titik-ctl keygen --out FILE`",
-                EXIT_USAGE,
-            )
-        key = load_key(key_spec)
+        key = waves.signing_key(args, env, "upgrade start signs the manifest and the commands")
         return cmd_start(waves.api_from(args, env), key, args, out)
     api = waves.api_from(args, env)
     if args.upgrade_cmd == "status":
@@ -209,22 +190,7 @@ def add_parser(sub: Any) -> None:
         "  titik-ctl upgrade pause city-0.2.0-20261206T0100\n"
         "  titik-ctl upgrade abort city-0.2.0-20261206T0100",
     )  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or $TITIK_API_TOKEN)",
-    )
-    common.add_argument(
-        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
-    )
-    common.add_argument(
-        "--poll", type=float, default=2.0, metavar="SECONDS",
-        help="how often to ask central while following (default: 2)",
-    )  # fmt: skip
+    common = waves.api_options()
     usub = up.add_subparsers(dest="upgrade_cmd", metavar="ACTION", required=True)
     p = usub.add_parser(
         "start", parents=[common], formatter_class=fmt,
@@ -299,14 +265,9 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("id", nargs="?", metavar="ID", help="an upgrade's id")
     p.add_argument("--wait", action="store_true", help="with ID: follow it until it ends")
-    for name, text in (
-        ("pause", "no further command is sent; the gateways at work finish"),
-        ("resume", "commands go on (inside the window); a sent wave soaks again in full"),
-        ("abort", "no further command is sent, for good (nothing is downgraded)"),
-    ):
-        p = usub.add_parser(
-            name, parents=[common], formatter_class=fmt, help=f"{name} an upgrade: {text}",
-            description=f"Ask central to {name} upgrade ID ({text}), and wait (up to --timeout)\n"
-            "until its runner has done it. An upgrade that has ended is refused (exit 1).",
-        )  # fmt: skip
-        p.add_argument("id", metavar="ID", help="the upgrade's id")
+    waves.add_requests(
+        usub, common, "an upgrade",
+        pause="no further command is sent; the gateways at work finish",
+        resume="commands go on (inside the window); a sent wave soaks again in full",
+        abort="no further command is sent, for good (nothing is downgraded)",
+    )  # fmt: skip

@@ -138,6 +138,31 @@ def api_from(args: argparse.Namespace, env: Mapping[str, str]) -> CentralApi:
     return CentralApi(url, token, context, float(args.timeout))
 
 
+def api_options() -> argparse.ArgumentParser:
+    """The options :func:`api_from` reads, and --poll: the parent parser of every ACTION of
+    ``titik-ctl rollout`` and ``titik-ctl upgrade`` (central/ctl/upgrade.py)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or the token in $TITIK_API_TOKEN)",
+    )
+    common.add_argument(
+        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
+    )
+    common.add_argument(
+        "--poll",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to ask central while following (default: 2)",
+    )
+    return common
+
+
 # -- start -----------------------------------------------------------------------------------
 
 
@@ -204,15 +229,32 @@ def cmd_start(
     body = plan_body(args, config)
     prepared = api.call("POST", "/api/rollouts/prepare", body)
     topic = check_prepared(body, prepared, args.prefix)
+    return submit(api, key, topic, prepared, args, out)
+
+
+def submit(
+    api: CentralApi,
+    key: Ed25519PrivateKey,
+    topic: str,
+    prepared: Mapping[str, Any],
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    what: str = "rollout",
+    signed: str = "signed",
+) -> int:
+    """Sign what central prepared (the caller has rebuilt and compared it), submit it, then
+    follow it until it ends; with --no-wait, say how to follow it. ``what``: rollout or
+    upgrade, as in its titik-ctl command."""
     sigs = [sign(key, topic, d["payload"])["sig"] for d in prepared["documents"]]
     print(prepared["summary"], file=out)
     started = api.call(
         "POST", "/api/rollouts/submit", {"prepare_id": prepared["prepare_id"], "sigs": sigs}
     )
     rid = started["id"]
-    print(f"rollout {rid} started in central (signed with key {sigs[0]['kid']})", file=out)
+    print(f"{what} {rid} started in central ({signed} with key {sigs[0]['kid']})", file=out)
     if args.no_wait:
-        print(f"follow it: titik-ctl rollout status {rid} --wait", file=out)
+        print(f"follow it: titik-ctl {what} status {rid} --wait", file=out)
         return EXIT_OK
     return follow(api, rid, out, args.poll)
 
@@ -416,21 +458,31 @@ def cmd_request(api: CentralApi, args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
-def cmd_rollout(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+def check_args(args: argparse.Namespace) -> None:
+    """The numbers every ACTION of rollout and upgrade takes; the prefix without slashes."""
     if args.poll <= 0:
         raise CtlError("--poll: must be more than 0 seconds", EXIT_USAGE)
     if args.timeout <= 0:
         raise CtlError("--timeout: must be more than 0 seconds", EXIT_USAGE)
     args.prefix = args.prefix.strip("/")
+
+
+def signing_key(args: argparse.Namespace, env: Mapping[str, str], why: str) -> Ed25519PrivateKey:
+    """--key or TITIK_SIGNING_KEY, which ``start`` needs (``why`` says for what)."""
+    key_spec = args.key or env.get("TITIK_SIGNING_KEY")
+    if not key_spec:
+        raise CtlError(
+            f"{why}: give --key FILE (or TITIK_SIGNING_KEY); make one with "
+            "`titik-ctl keygen --out FILE`",
+            EXIT_USAGE,
+        )
+    return load_key(key_spec)
+
+
+def cmd_rollout(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    check_args(args)
     if args.rollout_cmd == "start":
-        key_spec = args.key or env.get("TITIK_SIGNING_KEY")
-        if not key_spec:
-            raise CtlError(
-                "rollout start signs its documents: give --key FILE (or TITIK_SIGNING_KEY); "
-                "make one with `titik-ctl keygen --out FILE`",
-                EXIT_USAGE,
-            )
-        key = load_key(key_spec)
+        key = signing_key(args, env, "rollout start signs its documents")
         return cmd_start(api_from(args, env), key, args, out)
     api = api_from(args, env)
     if args.rollout_cmd == "status":
@@ -475,25 +527,7 @@ def add_parser(sub: Any) -> None:
         "  titik-ctl rollout pause city-20261206T020000\n"
         "  titik-ctl rollout abort city-20261206T020000",
     )  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--api", metavar="URL", help="central's URL (default: $TITIK_API or http://localhost:8080)"
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="a file holding the API token (default: $TITIK_API_TOKEN_FILE, or the token in $TITIK_API_TOKEN)",
-    )
-    common.add_argument(
-        "--api-ca", metavar="FILE", help="trust this CA certificate (PEM) for an https:// --api"
-    )
-    common.add_argument(
-        "--poll",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how often to ask central while following (default: 2)",
-    )
+    common = api_options()
     rsub = ro.add_subparsers(dest="rollout_cmd", metavar="ACTION", required=True)
     p = rsub.add_parser(
         "start", parents=[common], formatter_class=fmt, help="sign a plan, start it, follow it",
@@ -562,14 +596,24 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("id", nargs="?", metavar="ID", help="a rollout's id")
     p.add_argument("--wait", action="store_true", help="with ID: follow it until it ends")
-    for name, text in (
-        ("pause", "nothing advances; the wave that is out stays out"),
-        ("resume", "the wave that is out soaks again in full, then its gate is judged"),
-        ("abort", "central publishes the restore: every gateway goes back to the old config"),
-    ):
-        p = rsub.add_parser(
-            name, parents=[common], formatter_class=fmt, help=f"{name} a rollout: {text}",
-            description=f"Ask central to {name} rollout ID ({text}), and wait (up to --timeout)\n"
-            "until its runner has done it. A rollout that has ended is refused (exit 1).",
+    add_requests(
+        rsub, common, "a rollout",
+        pause="nothing advances; the wave that is out stays out",
+        resume="the wave that is out soaks again in full, then its gate is judged",
+        abort="central publishes the restore: every gateway goes back to the old config",
+    )  # fmt: skip
+
+
+def add_requests(sub: Any, common: argparse.ArgumentParser, noun: str, **what: str) -> None:
+    """The pause, resume and abort ACTIONs of ``noun`` ("a rollout", "an upgrade"), each
+    with what it does (:func:`cmd_request`)."""
+    article, kind = noun.split(" ", 1)
+    for name, text in what.items():
+        p = sub.add_parser(
+            name, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+            help=f"{name} {noun}: {text}",
+            description=f"Ask central to {name} {kind} ID ({text}), and wait (up to --timeout)\n"
+            f"until its runner has done it. {article.capitalize()} {kind} that has ended is "
+            "refused (exit 1).",
         )  # fmt: skip
-        p.add_argument("id", metavar="ID", help="the rollout's id")
+        p.add_argument("id", metavar="ID", help=f"the {kind}'s id")

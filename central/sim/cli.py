@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TypedDict
 
 import psutil
 
@@ -169,6 +170,15 @@ def run_scenario(
     )
 
 
+class FleetOptions(TypedDict):
+    """The options both kinds of fleet take from the command line (typed, for ``**``)."""
+
+    interval_s: float
+    ramp_s: float
+    service_interval_s: float | None
+    service_faults: int
+
+
 def make_fleet(
     args: argparse.Namespace,
     stack: stack_mod.Stack,
@@ -177,29 +187,17 @@ def make_fleet(
 ) -> SimFleet:
     """The gateways, in this process or in ``--workers`` processes (started by the caller);
     with ``release``, each trusts its operations key (the upgrade scenario's, one process)."""
-    if args.workers > 1:
-        return WorkerFleet(
-            args.gateways,
-            stack.host,
-            stack.ports,
-            state,
-            workers=args.workers,
-            interval_s=args.interval,
-            ramp_s=args.ramp,
-            service_interval_s=args.service_interval,
-            service_faults=args.service_faults,
-        )
-    return SimulatedFleet(
-        args.gateways,
-        stack.host,
-        stack.ports,
-        state,
+    where = (args.gateways, stack.host, stack.ports, state)
+    opts = FleetOptions(
         interval_s=args.interval,
         ramp_s=args.ramp,
         service_interval_s=args.service_interval,
         service_faults=args.service_faults,
-        trusted_keys=(release.public,) if release is not None else (),
     )
+    if args.workers > 1:
+        return WorkerFleet(*where, workers=args.workers, **opts)
+    trusted = (release.public,) if release is not None else ()
+    return SimulatedFleet(*where, trusted_keys=trusted, **opts)
 
 
 def fleet_memory(fleet: SimFleet, rss0: int, n: int) -> dict[str, object]:

@@ -50,6 +50,7 @@ from central.sim.stack import (
     storm,
     wait_drained,
 )
+from central.store.rollouts import RolloutStore, StoredRollout
 
 log = logging.getLogger("titik.sim")
 
@@ -391,19 +392,7 @@ def rollout_in_waves(
     run = Run(plan, tuple(sign(key, topic, d) for d in docs), sign(key, topic, restore))
     store = stack.rollouts()
     try:
-        store.create(plan.id, group, "titik-sim", to_dict(run))
-        t0 = time.monotonic()
-        final = None
-
-        def ended() -> bool:
-            nonlocal final
-            got = store.get(plan.id)
-            final = got if got is not None and got.status not in ("running", "paused") else None
-            return final is not None
-
-        wait_until(ended, timeout, "the rollout to end", poll=1.0)
-        ended_s = time.monotonic() - t0
-        assert final is not None  # noqa: S101 - wait_until raised otherwise
+        final, ended_s = _run_to_end(store, run, timeout, "the rollout to end")
         state = final.state
         restored_s = None
         if final.status in ("halted", "aborted"):
@@ -435,6 +424,27 @@ def rollout_in_waves(
         "on_new_config_after": _applied(fleet, new),
         "on_old_config_after": _applied(fleet, old),
     }
+
+
+def _run_to_end(
+    store: RolloutStore, run: Run, timeout: float, what: str
+) -> tuple[StoredRollout, float]:
+    """Create ``run`` in central's rollouts table (central's runner takes it from there, as
+    one the API submitted) and wait until it ends (neither running nor paused): its last
+    state, and the seconds from its creation to its end."""
+    store.create(run.plan.id, run.plan.group, "titik-sim", to_dict(run))
+    t0 = time.monotonic()
+    final = None
+
+    def ended() -> bool:
+        nonlocal final
+        got = store.get(run.plan.id)
+        final = got if got is not None and got.status not in ("running", "paused") else None
+        return final is not None
+
+    wait_until(ended, timeout, what, poll=1.0)
+    assert final is not None  # noqa: S101 - wait_until raised otherwise
+    return final, time.monotonic() - t0
 
 
 @dataclass(frozen=True)
@@ -542,7 +552,6 @@ def upgrade_in_waves(
     server = _PackageServer(f"/titik-agent_{version}.sim", blob)
     markers = [fleet.roots[index[d]] / "etc/titik-sim/fail-install" for d in failing]
     store = stack.rollouts()
-    t0 = time.monotonic()
     try:
         for m in markers:
             m.parent.mkdir(parents=True, exist_ok=True)
@@ -565,18 +574,7 @@ def upgrade_in_waves(
         cmds, _ = documents(plan)
         topic = group_topic("titik", group, CMD)
         run = Run(plan, tuple(sign(release.key, topic, c) for c in cmds), {})
-        store.create(plan.id, group, "titik-sim", to_dict(run))
-        final = None
-
-        def ended() -> bool:
-            nonlocal final
-            got = store.get(plan.id)
-            final = got if got is not None and got.status not in ("running", "paused") else None
-            return final is not None
-
-        wait_until(ended, timeout, "the upgrade rollout to end", poll=1.0)
-        ended_s = time.monotonic() - t0
-        assert final is not None  # noqa: S101 - wait_until raised otherwise
+        final, ended_s = _run_to_end(store, run, timeout, "the upgrade rollout to end")
         # The gateways in their health gate when it halted finish by themselves.
         states = [fleet.roots[index[d]].parent for d in members]
 

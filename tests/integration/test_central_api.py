@@ -20,6 +20,7 @@ from agent.protocol import Telemetry
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, free_port, subscriber, wait_until
 from tests.central_auth import auth_headers
+from tests.centralproc import stop_central
 
 pytestmark = pytest.mark.broker
 
@@ -169,8 +170,7 @@ port = {port}
         with urllib.request.urlopen(metrics, timeout=5) as r:  # noqa: S310 - loopback
             assert 'titik_devices{status="offline"} 10.0' in r.read().decode()
         # SIGTERM: commit, ack, stop serving, disconnect, exit 0.
-        central.send_signal(signal.SIGTERM)
-        assert central.wait(15) == 0, log.read_text()
+        assert stop_central(central, log, 15) == 0, log.read_text()
         assert not up(port)
     finally:
         for a in agents:

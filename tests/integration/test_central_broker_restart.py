@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker import Broker, wait_until
+from tests.centralproc import stop_central
 from tests.integration.test_central_ingest import ROOT, Publisher, central_toml, rows, telemetry
 
 pytestmark = pytest.mark.broker
@@ -71,8 +72,7 @@ def run_restart(pbroker: Broker, tmp_path: Path, share_group: str) -> tuple[int,
             wait_until(lambda: len(rows(db, query)) >= 200, 20, "messages sent after the restart")
         return len(rows(db, query)), 200
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_central(proc, tmp_path / "central.log", 10)
 
 
 def test_plain_subscriptions_lose_nothing_across_a_broker_restart(

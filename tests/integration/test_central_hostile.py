@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from central.config import load_config
 from tests.broker import Broker, wait_until
 from tests.central_auth import auth_headers
+from tests.centralproc import stop_central
 from tests.integration.test_central_ingest import Publisher, central_toml, rows, telemetry
 from tests.unit.test_central_fuzz import NAMED, messages
 
@@ -100,8 +100,7 @@ class Central:
 
     def stop(self) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(15)
+        return stop_central(self.proc, self.log, 15)
 
     def kill(self) -> None:
         if self.alive():

@@ -24,6 +24,7 @@ from central.ingest.consumer import Consumer
 from central.store.sqlite import SqliteStore
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, free_port, subscriber, wait_until
+from tests.centralproc import stop_central
 
 pytestmark = pytest.mark.broker
 
@@ -242,8 +243,7 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(broker: Broker, tmp_path: P
         assert len(got) == len(set(got)) == len(want) == 8000
         assert set(got) == want
         # SIGTERM: commit, ack, disconnect, exit 0.
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert stop_central(proc, tmp_path / "central.log", 10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.broker import Broker, wait_until
+from tests.centralproc import stop_central
 from tests.integration.test_central_ingest import Publisher, telemetry
 from tests.integration.test_central_pg import pg_rows, pg_toml
 
@@ -80,13 +81,7 @@ class Central:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                assert self.proc.wait(15) == 0, f"{self.name} did not stop cleanly"
-            finally:
-                if self.proc.poll() is None:
-                    self.proc.kill()
-                    self.proc.wait()
+            assert stop_central(self.proc, self.log, 15) == 0, f"{self.name} did not stop cleanly"
 
 
 def centrals(tmp_path: Path, broker: Broker, url: str, extra: str = "") -> list[Central]:

@@ -25,6 +25,7 @@ from central.store.pg import PgStore
 from central.store.pg.schema import VERSION
 from central.store.pg.tables import PgAlertingStore, PgServiceStore
 from tests.broker import Broker, wait_until
+from tests.centralproc import dump_stacks, stop_central
 from tests.integration.test_central_ingest import Publisher, central_toml, telemetry
 from tests.service_reports import report
 
@@ -133,6 +134,87 @@ def test_service_reports_and_the_alert_lifecycle_run_on_postgresql(
     assert not (tmp_path / "c.db").exists()
 
 
+#: central's writer waiting on a row lock (pg_stat_activity; PostgreSQL 9.6+).
+WAITING_ON_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND query LIKE 'INSERT INTO devices%'"
+)
+
+
+def test_a_stop_waits_on_no_row_lock_and_what_it_held_comes_again(
+    broker: Broker, tmp_path: Path, pg_url: str
+) -> None:
+    """Another session holds a device row locked, as an instance killed mid-transaction on
+    another host does until PostgreSQL notices its dead connection: the writer's commit
+    waits on it. SIGTERM: central stops all the same (central.cli.STOP_WRITER_S, then it
+    cancels the commit), exit 0, the lock still held by the other; that commit's messages were
+    never acked, so the next start gets them from the broker and stores each once."""
+    conf = pg_toml(tmp_path, broker, pg_url, "c-pg-lock")
+    log = tmp_path / "central.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "central.cli", "run", "--config", str(conf)],
+            cwd=ROOT,
+            stderr=log.open("ab"),
+        )
+
+    proc = start()
+    gw = Publisher(broker, "gw-lock")
+    sent = 0
+
+    def stored_one() -> bool:
+        nonlocal sent
+        if pg_rows(pg_url, "SELECT device FROM devices WHERE device = 'gw-lock'"):
+            return True
+        gw.publish("titik/gw/gw-lock/telemetry", telemetry("gw-lock", sent))
+        sent += 1  # lost until central has subscribed
+        threading.Event().wait(0.1)  # pacing the probes, not synchronising
+        return False
+
+    holder = psycopg.connect(pg_url)  # not autocommit: its transaction keeps the lock
+    try:
+        wait_until(stored_one, 20, "central up and storing gw-lock")
+        first = sent
+        holder.execute("SELECT device FROM devices WHERE device = 'gw-lock' FOR UPDATE")
+        # Its next device row waits on the lock (rows are flushed every second)...
+        gw.publish("titik/gw/gw-lock/telemetry", telemetry("gw-lock", first))
+        wait_until(
+            lambda: pg_rows(pg_url, WAITING_ON_A_LOCK) == [(1,)],
+            10,
+            "central's writer waiting on the locked row",
+            poll=0.1,
+        )
+        # ... and what comes meanwhile is received, not stored, not acked.
+        for seq in range(first + 1, first + 21):
+            gw.publish("titik/gw/gw-lock/telemetry", telemetry("gw-lock", seq))
+        gw.close(first + 21)
+        # What the test helpers send before they give up on a central: where it waits.
+        stacks = dump_stacks(proc, log)
+        assert "in _write" in stacks and "psycopg" in stacks, stacks
+        assert proc.poll() is None
+        # Without the bound it waits for the lock as long as the other holds it: 15 s is
+        # STOP_WRITER_S, psycopg's cancel and the threads' joins on a loaded 2-core machine.
+        assert stop_central(proc, log, 15) == 0
+        assert "stopping without the writer's last commit" in log.read_text()
+        assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        since = f"SELECT seq FROM samples WHERE device = 'gw-lock' AND seq > {first}"  # noqa: S608 - a number
+        assert pg_rows(pg_url, since) == []
+        holder.rollback()
+
+        proc = start()  # its session again: the broker sends what was never acked
+        want = [(seq,) for seq in range(first, first + 21)]
+        mine = f"SELECT seq FROM samples WHERE device = 'gw-lock' AND seq >= {first}"  # noqa: S608 - a number
+        wait_until(lambda: len(pg_rows(pg_url, mine)) >= 21, 30, "the messages again")
+        assert sorted(pg_rows(pg_url, mine)) == want  # each once
+        assert stop_central(proc, log, 15) == 0
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
     broker: Broker, tmp_path: Path, pg_url: str
 ) -> None:
@@ -178,8 +260,7 @@ def test_kill_9_on_postgresql_loses_nothing_and_duplicates_nothing(
         got = pg_rows(pg_url, load)
         assert len(got) == len(set(got)) == len(want) == 8000
         assert set(got) == want
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert stop_central(proc, tmp_path / "central.log", 10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -29,6 +29,7 @@ from central.rollout.plan import Limits, Plan, documents
 from central.store.rollouts import RolloutStore
 from tests.agentproc import AgentProcess, write_config
 from tests.broker import Broker, Subscriber, free_port, wait_until
+from tests.centralproc import stop_central
 
 pytestmark = pytest.mark.broker
 
@@ -154,8 +155,7 @@ def city(tmp_path: Path) -> Iterator[City]:
         for a in agents:
             a.stop()
         if c.central is not None and c.central.poll() is None:
-            c.central.terminate()
-            c.central.wait(30)
+            stop_central(c.central, c.log, 30)
         broker.stop()
 
 

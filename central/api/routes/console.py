@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
-from agent.protocol import WIRE_TS_MAX
 from central.api.auth import public, require, require_page
-from central.api.routes.fleet import NOT_FOUND, DeviceId
+from central.api.routes.fleet import NOT_FOUND, DeviceId, Since, Until
 from central.config import MapConfig
 from central.store.base import Store
 
@@ -96,15 +95,7 @@ def router(store: Store, map_config: MapConfig, clock: Callable[[], float]) -> A
 
     @r.get("/api/devices/{device}/net", responses=NOT_FOUND)
     def get_net_history(
-        device: DeviceId,
-        since: Annotated[
-            float | None,
-            Query(ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="default until - 24 h"),
-        ] = None,
-        until: Annotated[
-            float | None,
-            Query(ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="default now"),
-        ] = None,
+        device: DeviceId, since: Since = None, until: Until = None
     ) -> NetHistoryOut:
         """WAN traffic and WAN state: raw samples within store.raw_days, else 5-minute rollups."""
         if store.device(device) is None:

@@ -32,6 +32,18 @@ DeviceId = Annotated[
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
+#: The window of a device's history endpoints (fleet, console, service).
+Since = Annotated[
+    float | None,
+    Query(
+        ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="Unix seconds; default until - 24 h"
+    ),
+]
+Until = Annotated[
+    float | None,
+    Query(ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="Unix seconds; default now"),
+]
+
 
 def router(api: Api) -> APIRouter:
     r = APIRouter(tags=["fleet"], dependencies=[Depends(require("viewer"))])
@@ -65,24 +77,7 @@ def router(api: Api) -> APIRouter:
         return api.device(device)
 
     @r.get("/api/devices/{device}/history", responses=NOT_FOUND)
-    def get_history(
-        device: DeviceId,
-        since: Annotated[
-            float | None,
-            Query(
-                ge=0,
-                le=WIRE_TS_MAX,
-                allow_inf_nan=False,
-                description="Unix seconds; default until - 24 h",
-            ),
-        ] = None,
-        until: Annotated[
-            float | None,
-            Query(
-                ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="Unix seconds; default now"
-            ),
-        ] = None,
-    ) -> HistoryOut:
+    def get_history(device: DeviceId, since: Since = None, until: Until = None) -> HistoryOut:
         """Raw samples when ``since`` is within store.raw_days, else 5-minute rollups."""
         return api.history(device, since, until)
 

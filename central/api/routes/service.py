@@ -13,10 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from agent.protocol import WIRE_TS_MAX
 from central.api.auth import require
 from central.api.queries import MAX_LIMIT, MAX_TEXT
-from central.api.routes.fleet import NOT_FOUND, DeviceId
+from central.api.routes.fleet import NOT_FOUND, DeviceId, Since, Until
 from central.store.service import Latest, ServiceStore
 
 DAY_S = 86400.0
@@ -153,15 +152,7 @@ def router(service: ServiceStore, below: int, clock: Callable[[], float]) -> API
 
     @r.get("/api/devices/{device}/service/history", responses=NOT_FOUND)
     def get_history(
-        device: DeviceId,
-        since: Annotated[
-            float | None,
-            Query(ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="default until - 24 h"),
-        ] = None,
-        until: Annotated[
-            float | None,
-            Query(ge=0, le=WIRE_TS_MAX, allow_inf_nan=False, description="default now"),
-        ] = None,
+        device: DeviceId, since: Since = None, until: Until = None
     ) -> ServiceHistoryOut:
         """Score, radio, client-quality and probe figures in [since, until], one point per
         5-minute bucket (the newest report of each)."""

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { dateTime, el } from "./format.js";
 import { atLeast, mountNav } from "./nav.js";
-import { fromB64, loadKey, signingAvailable } from "./sign.js";
+import { canon, fromB64, loadKey, showKey, signingAvailable } from "./sign.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { key: null, prepared: null, trusted: [] };
@@ -38,24 +38,7 @@ function fillTemplates() {
   $("body").value = JSON.stringify(TEMPLATES[kind][names[0]], null, 2);
 }
 
-function keyState() {
-  const k = state.key;
-  const s = $("key-state");
-  if (!k) { s.textContent = "no key loaded"; s.className = "muted"; }
-  else if (state.trusted.length && !state.trusted.includes(k.kid)) {
-    s.textContent = `key ${k.kid} loaded, but central does not trust it: signatures will be refused`;
-    s.className = "warn-text";
-  } else { s.textContent = `key ${k.kid} loaded (in this page's memory only)`; s.className = "ok-text"; }
-  $("key-forget").disabled = !k;
-  $("sign").disabled = !(k && state.prepared);
-}
-
-// Canonical form for comparing two JSON values (sorted keys).
-function canon(v) {
-  if (Array.isArray(v)) return `[${v.map(canon).join(",")}]`;
-  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(",")}}`;
-  return JSON.stringify(v);
-}
+const keyState = () => showKey(state);
 
 // The bytes must be "titik-sig-v1\n<topic>\n<the payload's JSON>" (agent/protocol/signing.py):
 // check that they say what the page shows before the operator signs them.

@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { dateTime, el } from "./format.js";
 import { atLeast, mountNav } from "./nav.js";
-import { fromB64, loadKey, signingAvailable } from "./sign.js";
+import { canon, fromB64, loadKey, showKey, signingAvailable } from "./sign.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = new Set(["running", "paused"]);
@@ -119,23 +119,7 @@ async function request(id, action, button) {
 
 // -- the start form ---------------------------------------------------------------------------
 
-function keyState() {
-  const k = state.key;
-  const s = $("key-state");
-  if (!k) { s.textContent = "no key loaded"; s.className = "muted"; }
-  else if (state.trusted.length && !state.trusted.includes(k.kid)) {
-    s.textContent = `key ${k.kid} loaded, but central does not trust it: signatures will be refused`;
-    s.className = "warn-text";
-  } else { s.textContent = `key ${k.kid} loaded (in this page's memory only)`; s.className = "ok-text"; }
-  $("key-forget").disabled = !k;
-  $("sign").disabled = !(k && state.prepared);
-}
-
-function canon(v) {
-  if (Array.isArray(v)) return `[${v.map(canon).join(",")}]`;
-  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(",")}}`;
-  return JSON.stringify(v);
-}
+const keyState = () => showKey(state);
 
 // Every document's bytes must be "titik-sig-v1\n<topic>\n<its JSON>", and every wave must carry
 // the config typed here: check before anything is signed (central cannot slip in another).

@@ -7,6 +7,28 @@ const b64 = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)));
 export const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 const fromB64url = (s) => fromB64(s.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (s.length % 4)) % 4));
 
+// Canonical form for comparing two JSON values (sorted keys): what central prepared against
+// what the page shows, before anything is signed.
+export function canon(v) {
+  if (Array.isArray(v)) return `[${v.map(canon).join(",")}]`;
+  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(",")}}`;
+  return JSON.stringify(v);
+}
+
+// A signing form's key line (#key-state, #key-forget, #sign) from the page's state: the key
+// loaded, the key ids central trusts, whether something is prepared to sign.
+export function showKey(state) {
+  const k = state.key;
+  const s = document.getElementById("key-state");
+  if (!k) { s.textContent = "no key loaded"; s.className = "muted"; }
+  else if (state.trusted.length && !state.trusted.includes(k.kid)) {
+    s.textContent = `key ${k.kid} loaded, but central does not trust it: signatures will be refused`;
+    s.className = "warn-text";
+  } else { s.textContent = `key ${k.kid} loaded (in this page's memory only)`; s.className = "ok-text"; }
+  document.getElementById("key-forget").disabled = !k;
+  document.getElementById("sign").disabled = !(k && state.prepared);
+}
+
 export function signingAvailable() {
   return Boolean(window.isSecureContext && window.crypto?.subtle);
 }
