@@ -39,6 +39,7 @@ from agent.protocol.topics import (
 )
 from central.sim.fleet import SimFleet
 from central.sim.localbroker import (
+    INFLIGHT_CONF,
     LocalBroker,
     bridge_conf,
     free_port,
@@ -199,7 +200,10 @@ def local_stack(
             cleanup.callback(stop_postgres, pg, workdir)
             store_url = pg.create_database("titik")
         broker = LocalBroker(
-            workdir, persistence=True, listeners=1 if edges else listeners_for(gateways)
+            workdir,
+            INFLIGHT_CONF if edges else "",  # the bridges' window (localbroker.BRIDGE_INFLIGHT)
+            persistence=True,
+            listeners=1 if edges else listeners_for(gateways),
         )
         broker.start()
         cleanup.callback(broker.stop)
@@ -244,6 +248,10 @@ def local_stack(
         yield stack
 
 
+#: Listener ports per edge broker, at least (see start_edges).
+EDGE_LISTENERS = 3
+
+
 def start_edges(
     workdir: Path, core: LocalBroker, edges: int, gateways: int, cleanup: contextlib.ExitStack
 ) -> list[LocalBroker]:
@@ -258,7 +266,9 @@ def start_edges(
             where,
             bridge_conf(f"titik-edge-{k}", core.host, core.port),
             persistence=True,
-            listeners=listeners_for(-(-gateways // edges)),
+            # At least EDGE_LISTENERS accept queues (Mosquitto listens with a backlog of 100):
+            # a city's reconnect storm after an outage overflowed one per edge.
+            listeners=max(EDGE_LISTENERS, listeners_for(-(-gateways // edges))),
         )
         cleanup.callback(edge.stop)
         edge.start()
