@@ -161,7 +161,9 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
         publish=lambda topic, payload, retain: consumer.client.publish(topic, payload, 1, retain),
     )
     consumer.periodic.append(runner.tick)
-    consumer.periodic.append(alert_engine(config).tick)
+    # On its own thread and connection: a city going down is 50,000 alerts to take in and
+    # group, and ingest must not wait for that (central/alerting/engine.py).
+    consumer.aside.append(alert_engine(config).tick)
     # A new leader republishes each active rollout's document first, as after a restart.
     leadership.on_change = lambda leader: runner.restarted() if leader else None
     return store, consumer

@@ -77,6 +77,8 @@ KINDS = (
 #: Quarantine rows kept per gateway (or topic) per minute; the rest are counted only.
 LOG_EVERY_S = 60.0
 CHECK_EVERY_S = 1.0
+#: How long :meth:`Consumer.stop` waits for a job aside (the alert engine's tick) to end.
+STOP_ASIDE_S = 3.0
 #: Device rows changed only by live samples are written this often (not per batch).
 FLUSH_EVERY_S = 1.0
 PRUNE_EVERY_S = 300.0
@@ -349,6 +351,12 @@ class Consumer:
         #: is logged and run again next time; ingest goes on. They run once per fleet: only
         #: while :attr:`leader` says so, as the fleet check, roll-ups and retention do.
         self.periodic: list[Callable[[float], None]] = []
+        #: Jobs on a thread of their own (``aside``), every :data:`CHECK_EVERY_S` with the
+        #: time, while this instance leads: what reads only what ingest committed, on its own
+        #: connection, and may take long (the alert lifecycle: 50,000 alerts when a city goes
+        #: down); the writer never waits for them. One that fails is logged and run again.
+        self.aside: list[Callable[[float], None]] = []
+        self._aside: threading.Thread | None = None
         #: Whether this instance is the fleet's evaluator, asked before each round
         #: (central/store/pg/leader.py's ``Leadership.check``); alone, always.
         self.leader: Callable[[], bool] = lambda: True
@@ -431,6 +439,11 @@ class Consumer:
 
     def run(self, stop: threading.Event) -> None:
         """Commit and ack until ``stop`` is set; then commit and ack what is queued."""
+        if self.aside and self._aside is None:
+            self._aside = threading.Thread(
+                target=self._run_aside, args=(stop,), name="aside", daemon=True
+            )
+            self._aside.start()
         next_check = next_prune = 0.0
         pruning = False
         while not stop.is_set():
@@ -461,6 +474,16 @@ class Consumer:
                     next_prune = now + PRUNE_EVERY_S
         self._commit(self._drain(), stop, flush=True)
         self._maintain("roll-up", self.store.roll_up)
+
+    def _run_aside(self, stop: threading.Event) -> None:
+        while not stop.wait(CHECK_EVERY_S):
+            if not self.stats.leader:
+                continue
+            now = self.clock()
+            for job in self.aside:
+                if stop.is_set():
+                    return
+                self._maintain("job aside", functools.partial(_run_job, job, now))
 
     def _leading(self) -> int:
         return int(self.leader())
@@ -499,7 +522,13 @@ class Consumer:
             return 0
 
     def stop(self) -> None:
-        """Disconnect cleanly (call after :meth:`run` returned)."""
+        """Disconnect cleanly (call after :meth:`run` returned); a job aside still running
+        gets :data:`STOP_ASIDE_S` to end (a daemon: one still running is left behind, its
+        transaction never committed)."""
+        if self._aside is not None:
+            self._aside.join(STOP_ASIDE_S)
+            if self._aside.is_alive():
+                log.warning("stopping: a job aside (the alert engine) did not end; leaving it")
         self.client.disconnect()
         self.client.loop_stop()
         for done in self.on_stop:

@@ -64,6 +64,8 @@ STATES = ("open", "acknowledged", "snoozed", "resolved")
 EVENTS = ("raised", "acked", "snoozed", "unsnoozed", "reopened", "resolved")
 #: Webhook deliveries kept (GET /api/notifications shows the newest).
 KEEP_DELIVERIES = 10_000
+#: Alerts named in one statement by :meth:`AlertingStore.rows`.
+ROWIDS_CHUNK = 1000
 #: Who the lifecycle's own transitions are by.
 CENTRAL = "central"
 
@@ -147,6 +149,34 @@ class Incident:
     notified_at: float | None
     members: tuple[str, ...]
     down: int
+
+
+def covering(
+    windows: Iterable[Window], device: str, groups: Sequence[str], region: str | None, now: float
+) -> Window | None:
+    """The window of ``windows`` that covers this gateway now, if any (the one ending last)."""
+    best = None
+    for w in windows:
+        if not w.active(now):
+            continue
+        if (
+            (w.group is not None and w.group in groups)
+            or w.device == device
+            or (w.region is not None and w.region == region)
+        ) and (best is None or w.end > best.end):
+            best = w
+    return best
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentCount:
+    """An open incident's notification state and how many gateways are in it."""
+
+    id: int
+    opened: float
+    notified_at: float | None
+    notified_count: int
+    count: int
 
 
 def state_of(closed: float | None, event: str | None, until: float | None, now: float) -> str:
@@ -252,19 +282,23 @@ class AlertingStore(SqliteTables):
     ) -> list[AlertRow]:
         """Alerts with their state, oldest first; ``state`` one of :data:`STATES`."""
         now = self.clock()
-        where, args = "", []
+        where = ""
         if state == "resolved":
             where = "WHERE a.closed IS NOT NULL"
         elif state is not None or open_only:
             where = "WHERE a.closed IS NULL"
-        if rowids is not None:
+        if rowids is None:
+            cur = self._conn().execute(_ROW_SQL + where + " ORDER BY a.since, a.id")
+            out = [self._alert_row(r, now) for r in cur]
+        else:  # in chunks: a statement takes at most 32,766 arguments in SQLite
             ids = list(rowids)
-            if not ids:
-                return []
-            where += (" AND " if where else "WHERE ") + f"a.id IN ({','.join('?' * len(ids))})"
-            args += ids
-        cur = self._conn().execute(_ROW_SQL + where + " ORDER BY a.since, a.id", args)
-        out = [self._alert_row(r, now) for r in cur]
+            out = []
+            for at in range(0, len(ids), ROWIDS_CHUNK):
+                chunk = ids[at : at + ROWIDS_CHUNK]
+                cond = (" AND " if where else "WHERE ") + f"a.id IN ({','.join('?' * len(chunk))})"
+                cur = self._conn().execute(_ROW_SQL + where + cond, chunk)
+                out += [self._alert_row(r, now) for r in cur]
+            out.sort(key=lambda a: (a.since, a.rowid))
         if state is not None:
             out = [a for a in out if a.state == state]
         return out[:limit]
@@ -286,6 +320,20 @@ class AlertingStore(SqliteTables):
             "INSERT INTO alert_events (alert, at, event, who, until, note) VALUES (?,?,?,?,?,?)",
             (alert, self.clock() if at is None else at, event, who, until, note),
         )
+
+    def record_many(self, events: Iterable[tuple[int, str, float, str | None]], who: str) -> None:
+        """Many of the engine's own events at once: ``(alert, event, at, note)`` each."""
+        rows = [(alert, at, event, who, None, note) for alert, event, at, note in events]
+        for _, _, event, _, _, note in rows:
+            if event not in EVENTS:
+                raise AlertingError(f"event: one of {', '.join(EVENTS)}")
+            no_nul(note=note)
+        if rows:
+            self._conn().executemany(
+                "INSERT INTO alert_events (alert, at, event, who, until, note) "
+                "VALUES (?,?,?,?,?,?)",
+                rows,
+            )
 
     def history(self, alert: int) -> list[Event]:
         rows = self._conn().execute(
@@ -355,14 +403,27 @@ class AlertingStore(SqliteTables):
             (*cols.values(), alert),
         )
 
-    def pending(self) -> list[sqlite3.Row]:
-        """Open alerts taken in but neither notified, in maintenance, nor in an incident."""
+    def set_many(self, column: str, values: Iterable[tuple[Any, int]]) -> None:
+        """``alert_info.<column>`` of many alerts: ``(value, alert)`` each."""
+        rows = list(values)
+        if rows:
+            self._conn().executemany(
+                f"UPDATE alert_info SET {column} = ? WHERE alert = ?",  # noqa: S608 (ours)
+                rows,
+            )
+
+    def pending(self, offline_taken_by: float = float("inf")) -> list[sqlite3.Row]:
+        """Open alerts taken in but neither notified, in maintenance, nor in an incident; of
+        the ``offline`` ones only those taken in by ``offline_taken_by`` (their group wait is
+        over: the others may still join an incident)."""
         return (
             self._conn()
             .execute(
                 "SELECT a.id, a.kind, a.device, a.since, a.detail, i.taken, i.region, i.site "
                 "FROM alert_info i JOIN alerts a ON a.id = i.alert WHERE i.resolved IS NULL "
-                "AND i.notified = 0 AND i.maintenance IS NULL AND i.incident IS NULL"
+                "AND i.notified = 0 AND i.maintenance IS NULL AND i.incident IS NULL "
+                "AND (a.kind <> 'offline' OR i.taken <= ?) ORDER BY a.id",
+                (min(offline_taken_by, 1e300),),
             )
             .fetchall()
         )
@@ -477,17 +538,7 @@ class AlertingStore(SqliteTables):
         self, device: str, groups: Sequence[str], region: str | None, now: float
     ) -> Window | None:
         """The active window covering this gateway now, if any (the one ending last)."""
-        best = None
-        for w in self.windows():
-            if not w.active(now):
-                continue
-            if (
-                (w.group is not None and w.group in groups)
-                or w.device == device
-                or (w.region is not None and w.region == region)
-            ) and (best is None or w.end > best.end):
-                best = w
-        return best
+        return covering(self.windows(), device, groups, region, now)
 
     # --- incidents --------------------------------------------------------------------------
 
@@ -549,6 +600,20 @@ class AlertingStore(SqliteTables):
             r["resolved"], r["notified_count"], r["notified_at"],
             tuple(m["device"] for m in members), sum(1 for m in members if m["closed"] is None),
         )  # fmt: skip
+
+    def open_counts(self) -> list[IncidentCount]:
+        """Every open incident's notification state and member count (one statement: the
+        engine reads this each tick, so it never loads every member of every incident)."""
+        rows = self._conn().execute(
+            "SELECT n.id, n.opened, n.notified_at, n.notified_count, count(i.alert) AS members "
+            "FROM incidents n LEFT JOIN alert_info i ON i.incident = n.id "
+            "WHERE n.resolved IS NULL GROUP BY n.id, n.opened, n.notified_at, n.notified_count "
+            "ORDER BY n.id"
+        )
+        return [
+            IncidentCount(r["id"], r["opened"], r["notified_at"], r["notified_count"], r["members"])
+            for r in rows
+        ]
 
     def incidents(self, *, open_only: bool = False, limit: int = 200) -> list[Incident]:
         where = "WHERE resolved IS NULL " if open_only else ""

@@ -21,7 +21,7 @@ from central.api import auth
 from central.api.app import create_app
 from central.api.routes.alerting import build_router as alerting_router
 from central.config import IncidentsConfig
-from central.store.alerting import AlertingError
+from central.store.alerting import ROWIDS_CHUNK, AlertingError
 from central.store.base import AlertChange, DeviceState, WriteBatch
 from central.store.beside import alerting_of
 from central.store.pg import PgStore
@@ -365,3 +365,30 @@ def test_operators_transitions_are_notified_with_who(w: World) -> None:
     assert w.sent[1]["until"] == T0 + 900
     assert w.sent[1]["links"]["console"] == "https://ops/alerts"
     assert w.events(a2) == ["raised", "acked"]  # recorded all the same
+
+
+def test_thousands_of_loose_alerts_in_one_tick_each_once(w: World) -> None:
+    """Gateways without a region form no incident: each offline alert is notified on its
+    own once its group wait is over, and its resolution after; more of them than one
+    statement may name (the engine reads and writes them in batches and chunks)."""
+    n = ROWIDS_CHUNK * 2 + 7
+    w.store.write(WriteBatch(devices=[DeviceState(f"gw-{i:04d}", online=True) for i in range(n)]))
+    w.store.write(
+        WriteBatch(alerts=[AlertChange("offline", f"gw-{i:04d}", w.clock.t, "x") for i in range(n)])
+    )
+    w.tick()
+    assert w.sent == []  # within the group wait
+    w.tick(31)
+    raised = [m["alert"]["device"] for m in w.sent if m["event"] == "raised"]
+    assert sorted(raised) == [f"gw-{i:04d}" for i in range(n)]
+    w.tick(1)
+    assert len(w.sent) == n  # each once
+    w.store.write(
+        WriteBatch(
+            alerts=[AlertChange("offline", f"gw-{i:04d}", w.clock.t, close=True) for i in range(n)]
+        )
+    )
+    w.tick(1)
+    assert sorted(m["alert"]["device"] for m in w.sent[n:]) == sorted(raised)
+    assert {m["event"] for m in w.sent[n:]} == {"resolved"}
+    assert w.events(f"offline/gw-0000/{T0:.3f}") == ["raised", "resolved"]

@@ -145,8 +145,9 @@ def test_merge_takes_the_newer_news_and_judges_alerts_again() -> None:
 
 
 def test_a_standby_consumer_ingests_but_evaluates_nothing(tmp_path: Path) -> None:
-    """The writer asks the leadership each round: a standby runs no periodic job, no fleet
-    check (a gateway silent for long stays as stored), no roll-up; the leader does."""
+    """The writer asks the leadership each round: a standby runs no periodic job, no job
+    aside (the alert engine), no fleet check (a gateway silent for long stays as stored), no
+    roll-up; the leader does."""
     cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{tmp_path / "c.db"}"\n')
     store = SqliteStore(cfg.store.path)
     now = time.time()
@@ -162,23 +163,61 @@ def test_a_standby_consumer_ingests_but_evaluates_nothing(tmp_path: Path) -> Non
 
     consumer.leader = leader
     consumer.periodic.append(lambda _now: ran.set())
+    ran_aside = threading.Event()
+    consumer.aside.append(lambda _now: ran_aside.set())
     stop = threading.Event()
     writer = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     writer.start()
     try:
         for _ in range(3):  # three rounds as a standby
             assert asked.acquire(timeout=10)
-        assert not ran.is_set() and not consumer.stats.leader
+        assert not ran.is_set() and not ran_aside.is_set() and not consumer.stats.leader
         quiet = store.device("gw-quiet")
         assert quiet is not None and quiet.online
         leading.set()
-        assert ran.wait(10) and consumer.stats.leader
+        assert ran.wait(10) and consumer.stats.leader and ran_aside.wait(10)
         quiet = store.device("gw-quiet")
         assert quiet is not None and not quiet.online  # the leader's check found it stale
     finally:
         stop.set()
         writer.join(10)
         store.close()
+
+
+def test_a_long_job_aside_never_holds_up_the_writer(tmp_path: Path) -> None:
+    """The alert engine's tick runs aside: while one takes long (a city's 50,000 alerts),
+    the writer goes on with its rounds; a job that fails runs again next round."""
+    cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{tmp_path / "c.db"}"\n')
+    store = SqliteStore(cfg.store.path)
+    consumer = Consumer(cfg, store)
+    rounds = threading.Semaphore(0)
+    consumer.periodic.append(lambda _now: rounds.release())
+    inside, release = threading.Event(), threading.Event()
+    calls: list[float] = []
+
+    def slow(now: float) -> None:
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("the store went away")  # logged; tried again next round
+        inside.set()
+        release.wait(30)
+
+    consumer.aside.append(slow)
+    stop = threading.Event()
+    writer = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    writer.start()
+    try:
+        assert inside.wait(10)
+        for _ in range(3):  # three of the writer's rounds while the job aside is held
+            assert rounds.acquire(timeout=10)
+        assert consumer.stats.maintenance_errors == 1 and len(calls) == 2
+    finally:
+        release.set()
+        stop.set()
+        writer.join(10)
+        consumer.stop()
+        store.close()
+    assert not writer.is_alive()
 
 
 def test_instances_counts_the_centrals_on_the_database(pg_url: str) -> None:

@@ -138,10 +138,22 @@ class PgConn:
             return self._run(conn, query, params)
 
     def executemany(self, sql: str, seq: Any) -> Result:
-        n = 0
-        for params in seq:
-            n += max(0, self.execute(sql, params).rowcount)
-        return Result([], n)
+        """One statement over many rows in one batch (psycopg pipelines them: one round trip,
+        not one per row)."""
+        rows = [tuple(p) for p in seq]
+        if not rows:
+            return Result([], 0)
+        query = to_pg(sql)
+        if self._held is not None:
+            return self._many(self._held, query, rows)
+        with self._pool.connection() as conn:
+            return self._many(conn, query, rows)
+
+    @staticmethod
+    def _many(conn: psycopg.Connection[Any], query: bytes, rows: list[tuple[Any, ...]]) -> Result:
+        with conn.cursor() as cur:
+            cur.executemany(query, rows)
+            return Result([], max(0, cur.rowcount))
 
     @staticmethod
     def _run(conn: psycopg.Connection[Any], query: bytes, params: Any) -> Result:
