@@ -13,9 +13,60 @@ from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from agent.protocol.settings import MqttConnection
+
+#: Bytes a :class:`BufferedClient` asks the socket for at once.
+RECV_CHUNK = 65536
+
+
+class BufferedClient(paho.Client):
+    """paho's client reading its socket :data:`RECV_CHUNK` bytes at a time, for a consumer
+    of thousands of messages a second (central).
+
+    paho 2.x reads each packet straight from the socket: one ``recv`` for its first byte,
+    one per byte of its length, one for the rest, and a ``select`` before each packet
+    (``loop_read`` reads one packet when nothing of its own is in flight): four or five
+    system calls and their Python frames per message. This client reads what the kernel
+    holds in one ``recv`` and hands paho its bytes from memory, and ``loop_read`` goes on
+    while any are left, so a burst of a hundred messages costs one ``select`` and one
+    ``recv``. paho's own parser and state machine are untouched; the buffer is dropped with
+    the socket (a reconnect starts clean). It overrides paho's ``_sock_recv``, ``_sock_close``
+    and ``loop_read`` (the test suite checks them against the installed paho:
+    tests/unit/test_buffered_client.py)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(RECV_CHUNK)  # BlockingIOError, OSError: as paho's
+            if len(data) <= bufsize:
+                self._rbuf, self._rpos = b"", 0
+                return data
+            self._rbuf, self._rpos = data, 0
+        end = self._rpos + bufsize
+        out = self._rbuf[self._rpos : end]
+        self._rpos = min(end, len(self._rbuf))
+        return out
+
+    def buffered(self) -> int:
+        """Bytes read from the socket that paho has not parsed yet."""
+        return len(self._rbuf) - self._rpos
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        # select() cannot see bytes already in memory: parse them all before waiting again.
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock and self.buffered():
+            rc = super().loop_read(1)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
 
 
 def make_client(
@@ -30,14 +81,16 @@ def make_client(
     insecure: bool = False,
     manual_ack: bool = False,
     persistent: bool = False,
+    buffered: bool = False,
 ) -> paho.Client:
     """A paho client, not yet connected. TLS is on when ``ca`` is given (the server's
     certificate is always verified; ``insecure`` skips only the host name check, for tests).
     ``manual_ack``: the caller acks each QoS 1 message itself (central acks after commit).
     ``persistent``: for MQTT 3.1.1, a persistent session (``clean_session`` false); MQTT 5
-    sets its session at CONNECT (``clean_start`` and ``SessionExpiryInterval``)."""
+    sets its session at CONNECT (``clean_start`` and ``SessionExpiryInterval``).
+    ``buffered``: a :class:`BufferedClient` (central's consumer: many messages a second)."""
     v5 = protocol == "5"
-    client = paho.Client(
+    client = (BufferedClient if buffered else paho.Client)(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
@@ -65,6 +118,7 @@ def client_for(
     protocol: Literal["5", "3.1.1"] = "5",
     manual_ack: bool = False,
     persistent: bool = False,
+    buffered: bool = False,
 ) -> paho.Client:
     """:func:`make_client` with the credentials and TLS of a config's ``[mqtt]`` section."""
     return make_client(
@@ -78,4 +132,5 @@ def client_for(
         insecure=section.tls.insecure,
         manual_ack=manual_ack,
         persistent=persistent,
+        buffered=buffered,
     )

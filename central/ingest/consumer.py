@@ -382,7 +382,7 @@ class Consumer:
 
     def _make_client(self) -> paho.Client:
         m = self.config.mqtt
-        client = client_for(m, m.client_id, manual_ack=True)
+        client = client_for(m, m.client_id, manual_ack=True, buffered=True)
         client.reconnect_delay_set(1, 5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
