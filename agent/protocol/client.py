@@ -9,6 +9,8 @@ callbacks.
 from __future__ import annotations
 
 import ssl
+import struct
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,9 @@ from agent.protocol.settings import MqttConnection
 
 #: Bytes a :class:`BufferedClient` asks the socket for at once.
 RECV_CHUNK = 65536
+#: A QoS 1 PUBACK as paho writes it (``_send_command_with_mid``): type, length 2, packet id.
+#: MQTT 5 leaves the reason code (success) and properties out at that length (3.4.2.1).
+_PUBACK = struct.Struct("!BBH")
 
 
 class BufferedClient(paho.Client):
@@ -34,7 +39,10 @@ class BufferedClient(paho.Client):
     ``recv``. paho's own parser and state machine are untouched; the buffer is dropped with
     the socket (a reconnect starts clean). It overrides paho's ``_sock_recv``, ``_sock_close``
     and ``loop_read`` (the test suite checks them against the installed paho:
-    tests/unit/test_buffered_client.py)."""
+    tests/unit/test_buffered_client.py).
+
+    :meth:`ack_many` acks a committed batch at once: paho's ``ack`` queues each PUBACK with
+    its own wake-up of the network thread and its own ``send``."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -63,6 +71,14 @@ class BufferedClient(paho.Client):
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock and self.buffered():
             rc = super().loop_read(1)
         return rc
+
+    def ack_many(self, mids: Iterable[int]) -> None:
+        """Ack these QoS 1 messages (``manual_ack``): their PUBACKs, back to back in the
+        stream as MQTT allows, queued as one write with one wake-up, through paho's own
+        ``_packet_queue`` (thread-safe as ``ack`` is)."""
+        blob = b"".join([_PUBACK.pack(paho.PUBACK, 2, mid) for mid in mids])
+        if blob and self._manual_ack:
+            self._packet_queue(paho.PUBACK, blob, 0, 0)
 
     def _sock_close(self) -> None:
         self._rbuf, self._rpos = b"", 0

@@ -2,10 +2,11 @@
 
 Threads: paho's network thread (``loop_start``) only queues incoming messages. The writer
 thread (whoever calls :meth:`Consumer.run`) builds a batch, commits it and only then acks
-its messages with ``client.ack(mid, qos)``. paho's ``ack`` only appends a PUBACK to the
-client's outgoing deque and wakes the network thread through its socket pair
-(``Client._packet_queue``), which is safe from another thread when the loop runs in its own
-thread (the same path ``publish`` takes). A crash before the commit loses nothing: the broker
+its messages, all of a batch's PUBACKs at once (``BufferedClient.ack_many``,
+agent/protocol/client.py). That only appends them to paho's outgoing deque and wakes the
+network thread through its socket pair (``Client._packet_queue``, as paho's own ``ack``),
+which is safe from another thread when the loop runs in its own thread (the same path
+``publish`` takes). A crash before the commit loses nothing: the broker
 redelivers unacked QoS 1 messages to the persistent session, and ``UNIQUE(device, sid, seq)``
 drops what was already stored.
 
@@ -36,7 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.protocol import ConfigDesired, ConfigReported, Status, Telemetry, TelemetryBatch, topics
-from agent.protocol.client import client_for
+from agent.protocol.client import BufferedClient, client_for
 from agent.protocol.service import ServiceReport
 from central.config import CentralConfig
 from central.ingest.decode import (
@@ -595,10 +596,17 @@ class Consumer:
                     s.observe_lag(committed - sample.ts)
         with self._gen_lock:
             gen = self._generation
-            for m in msgs:
-                if m.qos > 0 and m.generation == gen:
-                    self.client.ack(m.mid, m.qos)
-                    self.stats.acked += 1
+            mine = [m for m in msgs if m.qos > 0 and m.generation == gen]
+            acks = [m.mid for m in mine if m.qos == 1]
+            if isinstance(self.client, BufferedClient):
+                self.client.ack_many(acks)  # one write for the batch
+            else:
+                for mid in acks:
+                    self.client.ack(mid, 1)
+            for m in mine:  # QoS 2: never with our QoS 1 subscriptions, but as paho would
+                if m.qos == 2:
+                    self.client.ack(m.mid, 2)
+            self.stats.acked += len(mine)
 
     def _write(self, batch: WriteBatch, stop: threading.Event) -> WriteResult:
         """``store.write``, again every second while the store cannot write at all (not acked,

@@ -118,3 +118,46 @@ def test_the_installed_paho_still_reads_through_what_it_overrides() -> None:
     assert "self._sock_recv(" in reads and "self._sock.recv" not in reads
     assert "self.loop_read()" in inspect.getsource(paho.Client._loop)
     assert "self._sock_close()" in inspect.getsource(paho.Client._reset_sockets)
+
+
+def test_ack_many_acks_each_message_once_for_the_broker(broker: Broker) -> None:
+    """Batches acked with one write each: the broker takes every PUBACK (the persistent
+    session redelivers none of them, and sends the next ones), and what was not acked comes
+    again."""
+
+    def session() -> tuple[BufferedClient, queue.SimpleQueue[paho.MQTTMessage]]:
+        got: queue.SimpleQueue[paho.MQTTMessage] = queue.SimpleQueue()
+        c = make_client("acker", manual_ack=True, buffered=True)
+        assert isinstance(c, BufferedClient)
+        subscribed = threading.Event()
+        c.on_message = lambda _c, _u, m: got.put(m)
+        c.on_connect = lambda cl, *_: cl.subscribe("a/#", qos=1)
+        c.on_subscribe = lambda *_: subscribed.set()
+        props = paho.Properties(paho.PacketTypes.CONNECT)  # type: ignore[attr-defined]
+        props.SessionExpiryInterval = 600
+        c.connect(broker.host, broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        assert subscribed.wait(10)
+        return c, got
+
+    c, got = session()
+    pub = _publisher(broker)
+    try:
+        for i in range(300):
+            pub.publish("a/x", f"{i}".encode(), qos=1)
+        # Mosquitto sends 20 unacked at most: ack in batches of 20, the last 10 not at all.
+        for at in range(0, 300, 20):
+            batch = [got.get(timeout=20) for _ in range(20)]
+            assert [int(m.payload) for m in batch] == list(range(at, at + 20))
+            c.ack_many(m.mid for m in (batch if at < 280 else batch[:10]))
+        time.sleep(0.5)  # the PUBACKs reach the broker before the disconnect
+        c.disconnect()
+        c.loop_stop()
+        c, got = session()
+        again = sorted(int(got.get(timeout=20).payload) for _ in range(10))
+        assert again == list(range(290, 300))
+        time.sleep(1.0)
+        assert got.empty()  # none of the 290 acked came again
+    finally:
+        pub.loop_stop()
+        c.loop_stop()
