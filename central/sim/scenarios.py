@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import subprocess
@@ -163,7 +164,7 @@ def outage(fleet: SimFleet, stack: Stack, down_s: float, drain_timeout: float = 
     Measured from the restart: the reconnect storm (CONNACKs per second as the gateways saw
     them, and clients accepted per second in the broker's log), the drain (until
     no gateway has a record left to hand over), when central has stored every record, and
-    the broker's and central's CPU meanwhile."""
+    the CPU of each part meanwhile (peak, mean and seconds, the simulator's own too)."""
     if stack.broker is None:
         raise ValueError("the outage scenario stops the broker: run without --broker")
     stack.stop_brokers()
@@ -177,12 +178,18 @@ def outage(fleet: SimFleet, stack: Stack, down_s: float, drain_timeout: float = 
     back, back_mono = time.time(), time.monotonic()
     stack.start_brokers()
     load = LoadSampler(stack)
+    sim_cpu = fleet.cpu_s()
     try:
         drain = wait_drained(fleet, drain_timeout)
         lost = records_lost(fleet, stack) if stack.samples is not None else None
         stored_all = round(time.monotonic() - back_mono, 1) if lost == 0 else None
     finally:
         cpu = load.stop()
+        # The gateways' side of the same window (every worker process), and the window:
+        # the parts' CPU seconds against the machine's cores x this (os.cpu_count()).
+        cpu["sim_cpu_s"] = round(fleet.cpu_s() - sim_cpu, 1)
+        cpu["recovery_window_s"] = round(time.monotonic() - back_mono, 1)
+        cpu["cores"] = os.cpu_count() or 1
     result: Result = {
         "gateways": fleet.size,
         "down_s": round(down_s, 1),

@@ -532,7 +532,8 @@ def percentile(values: list[float], p: float) -> float | None:
 class LoadSampler:
     """Once a second, the CPU use of the broker, central and PostgreSQL (when the sim started
     them; PostgreSQL's is its server and every backend together): the peak and the mean, in
-    % of one core."""
+    % of one core, and the CPU seconds each used while sampled (``{name}_cpu_s``: what a
+    storm cost each part, to set against the cores' seconds in the same time)."""
 
     def __init__(self, stack: Stack, every_s: float = 1.0) -> None:
         self.procs: dict[str, psutil.Process] = {}
@@ -544,6 +545,7 @@ class LoadSampler:
                     self.procs[name] = psutil.Process(proc.pid)
                     self.procs[name].cpu_percent()  # the first call starts the count
         self.samples: dict[str, list[float]] = {n: [] for n in self.procs}
+        self._every_s = every_s
         self._pg: dict[int, psutil.Process] = {}
         self._pg_root: psutil.Process | None = None
         pid = stack.postgres.server_pid() if stack.postgres is not None else None
@@ -589,6 +591,7 @@ class LoadSampler:
             if values:
                 out[f"{name}_cpu_peak_pct"] = round(max(values))
                 out[f"{name}_cpu_mean_pct"] = round(statistics.fmean(values))
+                out[f"{name}_cpu_s"] = round(sum(values) * self._every_s / 100, 1)
         return out
 
 

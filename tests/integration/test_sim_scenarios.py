@@ -4,6 +4,7 @@ canary); every check counts from central's SQLite, so nothing is taken on trust.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,11 @@ def test_outage_buffers_reconnects_and_loses_nothing(fleet: SimulatedFleet, stac
     assert result["records_lost"] == 0
     assert result["central_stored_all_s"] is not None
     assert isinstance(result["broker_cpu_peak_pct"], int)  # the storm's load was measured
+    # ... and what it cost each part, against the cores' seconds in the same window
+    assert isinstance(result["central_cpu_s"], float) and result["central_cpu_s"] >= 0
+    assert isinstance(result["sim_cpu_s"], float) and result["sim_cpu_s"] > 0
+    assert 0 < result["recovery_window_s"] <= 90 + 120 + 10
+    assert result["cores"] == os.cpu_count()
     assert isinstance(result["broker_peak_connects_per_s"], int)  # from Mosquitto's own log
 
 
