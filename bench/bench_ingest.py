@@ -67,11 +67,20 @@ def payload(device: str, seq: int) -> bytes:
 # --- the child processes ------------------------------------------------------------------
 
 
-def child_publish(port: int, devices: int, messages: int) -> None:
+def batch_payload(device: str, first: int, records: int) -> bytes:
+    """A TelemetryBatch of ``records`` samples with seqs ``first`` on, as a gateway replays its
+    buffer after an outage (docs/protocol.md, "TelemetryBatch")."""
+    body = b",".join(payload(device, first + r) for r in range(records))
+    return b'{"v":1,"device":"%s","historical":true,"records":[%s]}' % (device.encode(), body)
+
+
+def child_publish(port: int, devices: int, messages: int, batch: int = 0) -> None:
+    """``messages`` QoS 1 messages over ``devices`` gateways, each a Telemetry sample, or with
+    ``batch`` a TelemetryBatch of that many samples (on ``telemetry/batch``)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent.protocol.topics import TELEMETRY, gw_topic
+    from agent.protocol.topics import TELEMETRY, TELEMETRY_BATCH, gw_topic
 
     acked = threading.Semaphore(0)
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
@@ -83,7 +92,11 @@ def child_publish(port: int, devices: int, messages: int) -> None:
     t0 = time.perf_counter()
     for i in range(messages):
         dev = f"gw-bench{i % devices:05d}"
-        c.publish(gw_topic(PREFIX, dev, TELEMETRY), payload(dev, i // devices), qos=1)
+        if batch:
+            body = batch_payload(dev, (i // devices) * batch, batch)
+            c.publish(gw_topic(PREFIX, dev, TELEMETRY_BATCH), body, qos=1)
+        else:
+            c.publish(gw_topic(PREFIX, dev, TELEMETRY), payload(dev, i // devices), qos=1)
     for _ in range(messages):
         acked.acquire()
     took = time.perf_counter() - t0
