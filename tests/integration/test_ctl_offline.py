@@ -220,7 +220,9 @@ def test_ctrl_c_during_a_canary_restores_the_canary_document(
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"telemetry": {"interval_s": 30}}))
     b = gateway.broker
-    argv = ["--broker", f"{b.host}:{b.port}", "--timeout", "60", "config", "push", "--group", "g9"]
+    # ctl waits out --timeout for the offline canary to confirm the restore (Ctrl-C again
+    # would leave it): 20 s, not 60, is still far longer than the SIGINT takes to come.
+    argv = ["--broker", f"{b.host}:{b.port}", "--timeout", "20", "config", "push", "--group", "g9"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "central.ctl.cli", *argv, "--file", str(cfg), "--canary", "1"],
         cwd=Path(__file__).resolve().parents[2],
