@@ -1,8 +1,8 @@
 """agent/protocol/client.py's BufferedClient (central's consumer) against a real Mosquitto:
 every message whole and in order, whatever its size against the read chunk, none left
-waiting in memory for more network data, and a reconnect that starts clean. It overrides
-three of paho's internals; the last test checks the installed paho still has them as it
-assumes."""
+waiting in memory for more network data, and a reconnect that starts clean; and its own
+PUBLISH decoder against paho's, on named and generated packets. It overrides four of paho's
+internals; a test checks the installed paho still has them as it assumes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import threading
 import time
 
 import paho.mqtt.client as paho
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.protocol.client import RECV_CHUNK, BufferedClient, make_client
@@ -112,8 +114,12 @@ def test_a_reconnect_starts_with_an_empty_buffer(broker: Broker) -> None:
 
 
 def test_the_installed_paho_still_reads_through_what_it_overrides() -> None:
-    for name in ("_sock_recv", "_sock_close", "loop_read", "_packet_read"):
+    for name in (
+        "_sock_recv", "_sock_close", "loop_read", "_packet_read",
+        "_handle_publish", "_handle_on_message", "_send_puback", "_easy_log",
+    ):  # fmt: skip
         assert callable(getattr(paho.Client, name, None)), f"paho.Client.{name} is gone"
+    assert "self._handle_publish()" in inspect.getsource(paho.Client._packet_handle)
     reads = inspect.getsource(paho.Client._packet_read)
     assert "self._sock_recv(" in reads and "self._sock.recv" not in reads
     assert "self.loop_read()" in inspect.getsource(paho.Client._loop)
@@ -161,3 +167,157 @@ def test_ack_many_acks_each_message_once_for_the_broker(broker: Broker) -> None:
     finally:
         pub.loop_stop()
         c.loop_stop()
+
+
+# --- the PUBLISH decoder, against paho's own ---------------------------------------------
+
+
+class _Wire:
+    """A socket holding ``data``: paho reads it as the network would give it, and what the
+    client sends (its PUBACKs) is kept."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.sent = data, 0, b""
+
+    def recv(self, n: int) -> bytes:
+        if self.pos >= len(self.data):
+            raise BlockingIOError
+        out = self.data[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def send(self, data: bytes) -> int:
+        self.sent += bytes(data)
+        return len(data)
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _packet(header: int, body: bytes) -> bytes:
+    n, length = len(body), b""
+    while True:
+        n, digit = divmod(n, 128)
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return bytes([header]) + length + body
+
+
+def _publish(
+    topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 7, props: bytes | None = b"\0"
+) -> bytes:
+    """A PUBLISH packet; ``props`` is MQTT 5's property block (None for MQTT 3.1.1)."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+    return _packet(0x30 | qos << 1, body + (props or b"") + payload)
+
+
+def _decode(cls: type[paho.Client], v5: bool, stream: bytes, manual: bool) -> list[object]:
+    """What ``cls`` makes of ``stream``: each message's fields, then how reading ended, and
+    the bytes it sent back."""
+    c = cls(
+        CallbackAPIVersion.VERSION2,
+        client_id="decode",
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        manual_ack=manual,
+    )
+    seen: list[object] = []
+    c.on_message = lambda _c, _u, m: seen.append(
+        (m._topic, m.payload, m.mid, m.qos, m.dup, m.retain, str(m.properties))
+    )
+    wire = _Wire(stream)
+    c._sock = wire  # type: ignore[assignment]
+    c._state = paho._ConnectionState.MQTT_CS_CONNECTED
+    end: object = None
+    for _ in range(len(stream) + 2):
+        try:
+            rc = c.loop_read(1)
+        except Exception as exc:  # whatever paho does, both must do
+            end = type(exc).__name__
+            break
+        if rc != paho.MQTT_ERR_SUCCESS:
+            end = int(rc)
+            break
+    c._sock = None
+    return [*seen, end, wire.sent]
+
+
+def test_publish_decoded_as_paho_decodes_it() -> None:
+    """The fast path (QoS 0 and 1, no properties) and every packet it hands to paho: the same
+    messages, the same end, the same PUBACKs, under MQTT 5 and 3.1.1, acked by paho or not."""
+    t = b"titik/gw/gw-1/telemetry"
+    cases = {
+        "v5 qos1": (True, _publish(t, b'{"seq": 1}')),
+        "v5 qos0": (True, _publish(t, b"x" * 600, qos=0)),
+        "v5 dup retain": (True, bytes([0x3B]) + _publish(t, b"p", qos=1)[1:]),
+        "v5 empty payload": (True, _publish(t, b"")),
+        "v5 properties": (True, _publish(t, b"p", props=b"\x02\x01\x01")),
+        "v5 qos2": (True, _publish(t, b"p", qos=2)),
+        "v5 empty topic": (True, _publish(b"", b"p")),
+        "v5 not utf-8": (True, _publish(b"titik/\xff", b"p")),
+        "v5 cut short": (True, _packet(0x32, b"\x00\x05ti")),
+        "v5 no props byte": (True, _packet(0x32, b"\x00\x01t\x00\x07")),
+        "v5 one byte": (True, _packet(0x32, b"\x00")),
+        "v311 qos1": (False, _publish(t, b"p", props=None)),
+        "v311 qos0": (False, _publish(t, b"p", qos=0, props=None)),
+        "v311 empty topic": (False, _publish(b"", b"p", props=None)),
+        "v311 cut short": (False, _packet(0x32, b"\x00\x09titik")),
+    }
+    for name, (v5, stream) in cases.items():
+        for manual in (True, False):
+            want = _decode(paho.Client, v5, stream, manual)
+            assert _decode(BufferedClient, v5, stream, manual) == want, (name, manual)
+    both = _publish(t, b"a") + _publish(t, b"b", qos=0) + _publish(t, b"c", props=b"\x01\x01")
+    assert _decode(BufferedClient, True, both, True) == _decode(paho.Client, True, both, True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    v5=st.booleans(),
+    header=st.integers(0, 15),
+    body=st.one_of(
+        st.binary(max_size=40),
+        st.builds(
+            lambda topic, mid, props, payload: (
+                len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + props + payload
+            ),
+            st.binary(max_size=12),
+            st.integers(0, 65535),
+            st.sampled_from([b"\0", b"\x02\x01\x01", b"\x05\x02\0\0\0\x09", b"\x03", b""]),
+            st.binary(max_size=20),
+        ),
+    ),
+    manual=st.booleans(),
+)
+def test_any_publish_packet_decoded_as_paho_decodes_it(
+    v5: bool, header: int, body: bytes, manual: bool
+) -> None:
+    stream = _packet(0x30 | header, body)
+    assert _decode(BufferedClient, v5, stream, manual) == _decode(paho.Client, v5, stream, manual)
+
+
+def test_each_message_has_properties_of_its_own() -> None:
+    """The empty properties are copies: what a callback sets on one message's is not on the
+    next one's."""
+    c = BufferedClient(
+        CallbackAPIVersion.VERSION2, client_id="props", protocol=paho.MQTTv5, manual_ack=True
+    )
+    got: list[paho.MQTTMessage] = []
+
+    def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        got.append(m)
+        if len(got) == 1:
+            m.properties.ResponseTopic = "mine"  # type: ignore[union-attr]
+
+    c.on_message = on_message
+    t = b"titik/gw/gw-1/telemetry"
+    c._sock = _Wire(_publish(t, b"a") + _publish(t, b"b"))  # type: ignore[assignment]
+    c._state = paho._ConnectionState.MQTT_CS_CONNECTED
+    while len(got) < 2:
+        assert c.loop_read(1) == paho.MQTT_ERR_SUCCESS
+    c._sock = None
+    assert getattr(got[0].properties, "ResponseTopic", None) == "mine"
+    assert not hasattr(got[1].properties, "ResponseTopic")
+    assert str(got[1].properties) == str(paho.Properties(paho.PacketTypes.PUBLISH))  # type: ignore[attr-defined]
