@@ -474,7 +474,8 @@ class Consumer:
                 if not pruning:
                     next_prune = now + PRUNE_EVERY_S
         self._commit(self._drain(), stop, flush=True)
-        self._maintain("roll-up", self.store.roll_up)
+        if self.stats.leader:
+            self._maintain("roll-up", self.store.roll_up)
 
     def _run_aside(self, stop: threading.Event) -> None:
         while not stop.wait(CHECK_EVERY_S):

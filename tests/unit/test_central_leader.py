@@ -184,6 +184,38 @@ def test_a_standby_consumer_ingests_but_evaluates_nothing(tmp_path: Path) -> Non
         store.close()
 
 
+def test_a_standby_rolls_nothing_up_even_when_it_stops(tmp_path: Path) -> None:
+    """The roll-up is the leader's, including the last one a consumer runs as it stops."""
+    cfg = parse_config(f'[mqtt]\nhost = "127.0.0.1"\n[store]\npath = "{tmp_path / "c.db"}"\n')
+    store = SqliteStore(cfg.store.path)
+    consumer = Consumer(cfg, store)
+    asked = threading.Semaphore(0)
+    rolled: list[int] = []
+
+    def leader() -> bool:
+        asked.release()
+        return False
+
+    def roll_up() -> int:
+        rolled.append(1)
+        return 0
+
+    consumer.leader = leader
+    store.roll_up = roll_up  # type: ignore[method-assign]
+    stop = threading.Event()
+    writer = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    writer.start()
+    try:
+        for _ in range(2):
+            assert asked.acquire(timeout=10)
+    finally:
+        stop.set()
+        writer.join(10)
+        store.close()
+    assert not writer.is_alive() and not consumer.stats.leader
+    assert rolled == []
+
+
 def test_a_long_job_aside_never_holds_up_the_writer(tmp_path: Path) -> None:
     """The alert engine's tick runs aside: while one takes long (a city's 50,000 alerts),
     the writer goes on with its rounds; a job that fails runs again next round."""
