@@ -60,13 +60,14 @@ def test_two_edges_two_workers_steady_and_outages_lose_nothing(
     outage): every record drawn is stored, once."""
     assert len(edge_stack.edges) == 2 and edge_stack.port not in edge_stack.ports
     fleet = WorkerFleet(
-        N, edge_stack.host, edge_stack.ports, tmp_path / "gw", workers=2, interval_s=2.0, ramp_s=2
-    )
+        N, edge_stack.host, edge_stack.ports, tmp_path / "gw", workers=2, interval_s=2.0, ramp_s=2,
+        reconnect_max_s=5.0, replay_jitter_s=2.0,
+    )  # fmt: skip
     fleet.start()
     try:
         assert fleet.workers == 2 and len(set(fleet.pids())) == 2
         assert wait_connected(fleet, 60) == N
-        result = steady(fleet, edge_stack, 20)
+        result = steady(fleet, edge_stack, 8)  # 4 samples a gateway, through the core
         assert result["connected"] == N
         assert result["devices_stored"] == N
         assert result["records_lost"] == 0
@@ -212,7 +213,7 @@ def test_titik_sim_spreads_past_the_open_files_limit(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "more --workers and --edges" in refused.stderr
     ran = subprocess.run(
-        [*base, "--workers", "3", "--edges", "3", "--ramp", "10", "--minutes", "0.5",
+        [*base, "--workers", "3", "--edges", "3", "--ramp", "5", "--minutes", "0.2",
          "--workdir", str(tmp_path / "b"), "--report", str(report)],
         capture_output=True,
         text=True,

@@ -49,7 +49,7 @@ def test_steady_on_postgresql_stores_every_record_once(pg_stack: Stack, tmp_path
     fleet.start()
     try:
         assert wait_connected(fleet, 60) == N
-        result = steady(fleet, pg_stack, 20)
+        result = steady(fleet, pg_stack, 12)  # about 7 samples a gateway with the ramp
         # What was drawn until now, stored (the fleet draws on until it stops).
         expected = expected_seqs(fleet)
         wait_until(lambda: not missing_per_device(samples, expected), 30, "every record")
@@ -149,7 +149,7 @@ def test_titik_sim_store_postgresql_starts_its_own_and_removes_it(tmp_path: Path
         code = cli.main(
             [
                 "--gateways", "20", "--store", "postgresql", "--interval", "2", "--ramp", "1",
-                "--minutes", "0.2", "--workdir", str(tmp_path / "work"), "--report", str(report),
+                "--minutes", "0.1", "--workdir", str(tmp_path / "work"), "--report", str(report),
             ]
         )  # fmt: skip
     finally:
