@@ -159,6 +159,7 @@ def build(config: CentralConfig) -> tuple[CentralStore, Consumer]:
         # away); documents retained, an upgrade's commands not; every one of them was signed
         # by the operator who made the plan.
         publish=lambda topic, payload, retain: consumer.client.publish(topic, payload, 1, retain),
+        every_s=config.rollout.tick_s,
     )
     consumer.periodic.append(runner.tick)
     # On its own thread and connection: a city going down is 50,000 alerts to take in and

@@ -270,6 +270,16 @@ class MapConfig(Section):
     max_zoom: int = Field(default=19, ge=1, le=22, description="The tiles' deepest zoom level")
 
 
+class RolloutConfig(Section):
+    tick_s: float = Field(
+        default=5,
+        ge=0.5,
+        le=60,
+        description="How often the rollout runner steps every running rollout (publishes the "
+        "next wave, checks a gate, takes pause/resume/abort requests)",
+    )
+
+
 class CentralConfig(Section):
     mqtt: CentralMqttConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -280,6 +290,7 @@ class CentralConfig(Section):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     map: MapConfig = Field(default_factory=MapConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
 

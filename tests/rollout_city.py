@@ -157,6 +157,7 @@ def rollout_city(tmp: Path, ids: list[str]) -> Iterator[City]:
         f'[store]\npath = "{db}"\nbatch_interval_s = 0.05\n'
         f'[http]\nhost = "127.0.0.1"\nport = {port}\n'
         f'[console]\nsigning_keys = ["{public}"]\n'
+        "[rollout]\ntick_s = 1\n"  # a test's waves and gates a tick apart, not 5 s
     )
     log = tmp / "central.log"
     argv = [sys.executable, "-m", "central.cli", "run", "--config", str(conf)]

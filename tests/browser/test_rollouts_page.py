@@ -79,7 +79,8 @@ def start_from_page(tab: Tab, city: City, rid: str, name: str, soak: float) -> A
 
 
 def test_start_from_the_page_and_watch_it_complete(city: City, tab: Tab) -> None:
-    row = start_from_page(tab, city, "p-ok", "New", 1)
+    # Soaks of 4 s: the first wave stays on the page for two of its 2 s refreshes.
+    row = start_from_page(tab, city, "p-ok", "New", 4)
     bar = row.get_by_test_id("ro-progress")
     # It moves on its own: the first wave (50 %), then everyone, then completed.
     expect(bar).to_have_attribute("aria-valuenow", "50", timeout=30_000)

@@ -4,7 +4,8 @@ ctl runs as a subprocess, as an operator runs it: it reaches central's HTTP API 
 operator token from --token-file, signs the plan's documents with its own key (the one the
 gateways and ``[console] signing_keys`` trust) and follows the rollout central runs. The city
 (tests/rollout_city.py) is shared by the module's tests, which run in order and each leave
-no rollout under way; soak times are 1 s (central's runner ticks every 5 s).
+no rollout under way; soak times are 1 s, or 4 s where ctl must see a wave (central's runner
+ticks every second here: tests/rollout_city.py).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def config_file(city: City, name: str) -> str:
 
 def test_start_follows_every_wave_to_completed(city: City) -> None:
     r = ctl(city, "start", "--group", "g1", "--file", config_file(city, "New"),
-            "--id", "c-ok", "--waves", "50,100", "--soak", "1")  # fmt: skip
+            "--id", "c-ok", "--waves", "50,100", "--soak", "4")  # fmt: skip
+    # (a soak of 4 s: each wave lasts two of ctl's 2 s polls, so it prints both)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     n = len(cohort("c-ok", IDS, 50))
