@@ -140,6 +140,7 @@ def city(tmp_path: Path) -> Iterator[City]:
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "c-roll"\n'
         f'[store]\npath = "{db}"\nbatch_interval_s = 0.05\n'
         f'[http]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        "[rollout]\ntick_s = 1\n"  # waves and gates a second apart, not 5 s
     )
     log = tmp_path / "central.log"
     log.touch()
