@@ -179,6 +179,7 @@ def local_stack(
     store_url: str | None = None,
     gateways: int = 0,
     edges: int = 0,
+    rollout_tick_s: float | None = None,
 ) -> Iterator[Stack]:
     """A persistent Mosquitto (as production runs it: central's session and queue survive a
     restart) and ``titik-central run`` as a subprocess, both stopped on exit.
@@ -189,7 +190,8 @@ def local_stack(
     ``gateways``: how many will connect, for the broker's listener ports
     (:func:`~central.sim.localbroker.listeners_for`). ``edges``: that many edge Mosquittos
     bridged to the broker (the core; :func:`~central.sim.localbroker.bridge_conf`), each
-    persistent too, the gateways spread over them; 0: the gateways connect to the core."""
+    persistent too, the gateways spread over them; 0: the gateways connect to the core.
+    ``rollout_tick_s``: central's ``[rollout] tick_s`` (its default, 5 s, when None)."""
     if store not in STORES:
         raise ValueError(f"store {store!r}: choose from {', '.join(STORES)}")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +221,7 @@ def local_stack(
             # ones do not (docs/central.md, "Known limits").
             'share_group = ""\n'
             f'[store]\n{where}\n[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
+            + (f"[rollout]\ntick_s = {rollout_tick_s}\n" if rollout_tick_s else "")
         )
         url = store_url if store == "postgresql" else None
         # Each run its own name: the work directory (and its database) may be a previous run's.

@@ -28,7 +28,8 @@ N = 200
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with local_stack(tmp_path_factory.mktemp("stack")) as s:
+    # central's rollout runner ticks every second (5 s by default): the rollouts' waves
+    with local_stack(tmp_path_factory.mktemp("stack"), rollout_tick_s=1) as s:
         yield s
 
 
@@ -139,7 +140,7 @@ def test_a_rollout_on_a_fleet_seeded_with_its_base_config(tmp_path: Path) -> Non
     is seeded before the fleet starts, so no gateway runs a firmware hook until the rollout's
     first wave, and the halt's restore still gives every gateway that config back."""
     n = 40
-    with local_stack(tmp_path / "stack") as st:
+    with local_stack(tmp_path / "stack", rollout_tick_s=1) as st:
         base = seed_rollout_base(st, tmp_path / "gw", n, "city")
         f = SimulatedFleet(
             n, st.host, st.port, tmp_path / "gw", interval_s=2.0, ramp_s=1.0, reconnect_max_s=5
