@@ -37,7 +37,7 @@ from tenacity import RetryCallState, wait_random_exponential
 
 from agent.config import MqttConfig
 from agent.link import LinkEvents, Will
-from agent.protocol.client import client_for
+from agent.protocol.client import client_for, shared_properties
 
 __all__ = ["AliasProperties", "Backoff", "MqttLink", "Will", "make_link", "poll_io"]
 
@@ -58,7 +58,10 @@ class AliasProperties(Properties):
     _packed: bytes
 
     def __init__(self, alias: int) -> None:
-        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        # Not Properties.__init__: its lookup tables are shared (shared_properties). A
+        # gateway's connection keeps one of these per topic; with tables of their own they
+        # were most of the objects a simulated fleet's garbage collector walked.
+        self.__dict__.update(shared_properties(PacketTypes.PUBLISH).__dict__)
         self.TopicAlias = alias
         # Properties.__setattr__ accepts only MQTT property names.
         object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
@@ -246,7 +249,7 @@ class MqttLink:
             # A persistent session: while the gateway is offline the broker queues the QoS 1
             # commands sent to it (each until its own message expiry), and delivers them at
             # the next connection, which resumes the session (clean_start false).
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props = shared_properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.session_expiry_s
         try:
             client.connect(
@@ -358,7 +361,7 @@ class MqttLink:
         if not self.connected:
             return None
         if correlation is not None:  # an MQTT 5 reply: no alias, the topic is the requester's
-            reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            reply = shared_properties(PacketTypes.PUBLISH)
             reply.CorrelationData = correlation
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=reply)
             return self._mid_of(info)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import MQTTException, Properties
 
 from agent.mqtt import AliasProperties
 from agent.protocol import Telemetry
+from agent.protocol.client import shared_properties
 from tests.broker import Broker, subscriber
 from tests.integration.test_link_loss import make_agent, run_until
 
@@ -26,6 +27,30 @@ def test_alias_properties_pack_as_paho_does_but_once() -> None:
     assert props.pack() == plain.pack() == b"\x03\x23\x00\x03"  # length, id 0x23, 16-bit alias
     assert props.pack() is props.pack()  # packed once, not per publish
     assert props.TopicAlias == 3
+
+
+def test_shared_properties_pack_check_and_hold_values_as_paho_does() -> None:
+    """The agent's CONNECT, reply and alias properties share paho's lookup tables instead of
+    building them per object; each still packs as paho's own, refuses what paho refuses, and
+    keeps its values to itself."""
+    connect = shared_properties(PacketTypes.CONNECT)
+    connect.SessionExpiryInterval = 86400
+    plain = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    plain.SessionExpiryInterval = 86400
+    assert connect.pack() == plain.pack()  # type: ignore[no-untyped-call]
+    reply = shared_properties(PacketTypes.PUBLISH)
+    reply.CorrelationData = b"op-7"
+    other = shared_properties(PacketTypes.PUBLISH)
+    assert not hasattr(other, "CorrelationData")  # values are each object's own
+    assert other.pack() == b"\x00"  # type: ignore[no-untyped-call]
+    assert other.names is reply.names and other.properties is connect.properties  # shared
+    with pytest.raises(MQTTException, match="does not apply"):
+        other.SessionExpiryInterval = 5  # a CONNECT property, as paho refuses it
+    with pytest.raises(MQTTException, match="range"):
+        other.TopicAlias = 0
+    a, b = AliasProperties(1), AliasProperties(2)
+    assert (a.TopicAlias, b.TopicAlias) == (1, 2)
+    assert a.names is b.names
 
 
 def test_every_aliased_message_arrives_on_its_topic(broker: Broker, tmp_path: Path) -> None:
