@@ -157,6 +157,10 @@ class MqttLink:
         self.connected = False
         self._tcp_open = False
         self.connects = 0
+        # The broker acknowledged every subscription on a session this link holds: while the
+        # broker says that session is present, they are in it (see _handle_connect).
+        self._subscribed = False
+        self._subscribe_mid: int | None = None
         # MQTT 5 topic aliases of this connection: after the first message a topic costs
         # 3 bytes instead of ~30 on every publish (flaky, metered backhaul).
         # topic -> the PUBLISH Properties carrying its alias, built and packed once, and
@@ -178,6 +182,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         return client
 
     # -- driving
@@ -302,12 +307,38 @@ class MqttLink:
         self.last_error = None
         self._backoff.reset()
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
-        if self.subscriptions:
-            # Subscribed on every connection, whether or not the broker kept the session (it
-            # may have expired, or the broker restarted without persistence). Retained desired
-            # configs come again each time; their versions make that harmless.
-            client.subscribe([(t, 1) for t in self.subscriptions])
+        if self.subscriptions and not (flags.session_present and self._subscribed):
+            # Subscribed unless the broker resumed a session that has them (MQTT 5, 3.2.2.1.1:
+            # Session Present means it kept the session state, subscriptions included) and
+            # this link saw them granted. When the session expired, or the broker restarted
+            # without persistence, it is not present: subscribed again, and the retained
+            # desired configs come again (their versions make that harmless). Subscribing on
+            # every connection cost the broker a walk of each group topic's subscriber list
+            # per gateway: after a city-wide outage, 8 lists of thousands each for every one
+            # of the gateways coming back (docs/benchmarks.md, "Resumed sessions").
+            self._subscribed = False
+            _rc, self._subscribe_mid = client.subscribe([(t, 1) for t in self.subscriptions])
         self._on_connected()
+
+    def _handle_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(r) for r in reasons if r.is_failure]
+        self._subscribed = not refused and len(reasons) == len(self.subscriptions)
+        if refused:
+            log.warning(
+                "broker refused %d of %d subscriptions: %s",
+                len(refused),
+                len(reasons),
+                ", ".join(sorted(set(refused))),
+            )
 
     def _handle_disconnect(
         self,
@@ -344,6 +375,7 @@ class MqttLink:
         """Drop the connection (cleanly, no Will) and connect again, to ``cfg`` if given."""
         if cfg is not None:
             self.cfg = cfg
+            self._subscribed = False  # another broker's session may hold other subscriptions
         self.close()
         self.kick()
 

@@ -46,6 +46,12 @@ class GcTimer:
             self.by_gen[info["generation"]] += 1
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu() -> tuple[float, float]:
     t = os.times()
     return t.user, t.system
@@ -62,7 +68,8 @@ def main() -> None:
     setup_logging()
     raise_nofile(args.gateways + 200)
     work = Path(tempfile.mkdtemp(prefix="simrc-", dir="/dev/shm"))
-    broker = LocalBroker(work, listeners=listeners_for(args.gateways))
+    # Persistent, as the simulator's: the sessions come back with the broker.
+    broker = LocalBroker(work, persistence=True, listeners=listeners_for(args.gateways))
     broker.start()
     fleet = SimulatedFleet(
         args.gateways,
@@ -89,18 +96,22 @@ def main() -> None:
         u0, s0 = cpu()
         t0 = time.monotonic()
         broker.start()
+        assert broker.proc is not None
+        b0 = proc_cpu(broker.proc.pid)
         while fleet.connected < fleet.size or fleet.pending():
             time.sleep(0.25)
             if time.monotonic() - t0 > 300:
                 raise SystemExit("not drained in 300 s")
         took = time.monotonic() - t0
         u1, s1 = cpu()
+        b1 = proc_cpu(broker.proc.pid)
         gc.callbacks.remove(timer)
         print(f"after the recovery: {len(gc.get_objects())}", flush=True)
         per = (u1 - u0 + s1 - s0) / args.gateways * 1000
         print(
             f"gateways {args.gateways} backlog {backlog} drained {took:.1f}s  "
             f"cpu user {u1 - u0:.2f}s sys {s1 - s0:.2f}s  per gateway {per:.2f} ms  "
+            f"broker {b1 - b0:.2f}s ({(b1 - b0) / args.gateways * 1000:.2f} ms per gateway)  "
             f"gc {timer.total:.2f}s (collections by generation {timer.by_gen}, seconds "
             f"{[round(x, 2) for x in timer.time_gen]})",
             flush=True,
