@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties
 
-from agent.mqtt import AliasProperties
+from agent.mqtt import AliasProperties, alias_properties
 from agent.protocol import Telemetry
 from agent.protocol.client import shared_properties
 from tests.broker import Broker, subscriber
@@ -51,6 +51,8 @@ def test_shared_properties_pack_check_and_hold_values_as_paho_does() -> None:
     a, b = AliasProperties(1), AliasProperties(2)
     assert (a.TopicAlias, b.TopicAlias) == (1, 2)
     assert a.names is b.names
+    assert alias_properties(2) is alias_properties(2)  # one per alias, for every connection
+    assert alias_properties(2).pack() == b.pack()
 
 
 def test_every_aliased_message_arrives_on_its_topic(broker: Broker, tmp_path: Path) -> None:
