@@ -96,15 +96,17 @@ def main() -> None:
         u0, s0 = cpu()
         t0 = time.monotonic()
         broker.start()
-        assert broker.proc is not None
-        b0 = proc_cpu(broker.proc.pid)
+        if broker.proc is None:
+            raise SystemExit("mosquitto did not start")
+        pid = broker.proc.pid
+        b0 = proc_cpu(pid)
         while fleet.connected < fleet.size or fleet.pending():
             time.sleep(0.25)
             if time.monotonic() - t0 > 300:
                 raise SystemExit("not drained in 300 s")
         took = time.monotonic() - t0
         u1, s1 = cpu()
-        b1 = proc_cpu(broker.proc.pid)
+        b1 = proc_cpu(pid)
         gc.callbacks.remove(timer)
         print(f"after the recovery: {len(gc.get_objects())}", flush=True)
         per = (u1 - u0 + s1 - s0) / args.gateways * 1000
