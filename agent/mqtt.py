@@ -332,7 +332,8 @@ class MqttLink:
             # desired configs come again (their versions make that harmless). Subscribing on
             # every connection cost the broker a walk of each group topic's subscriber list
             # per gateway: after a city-wide outage, 8 lists of thousands each for every one
-            # of the gateways coming back (docs/benchmarks.md, "Resumed sessions").
+            # of the gateways coming back (docs/benchmarks.md, "The gateways' side and the
+            # brokers'").
             self._subscribed = False
             _rc, self._subscribe_mid = client.subscribe([(t, 1) for t in self.subscriptions])
         self._on_connected()

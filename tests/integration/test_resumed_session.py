@@ -1,8 +1,9 @@
 """A gateway whose broker resumed its session does not subscribe again (against a real
-Mosquitto): the broker says so in the CONNACK (Session Present, MQTT 5 3.2.2.1.1) and keeps the
-subscriptions. Subscribing anyway cost Mosquitto a walk of each group topic's subscriber list
-per gateway, most of its CPU after a city-wide outage (docs/benchmarks.md, "Resumed
-sessions"). Where the session is gone, or a subscription was refused, the gateway subscribes.
+Mosquitto): the broker says so in the CONNACK (Session Present, MQTT 5 3.2.2.1.1) and keeps
+the subscriptions. Subscribing anyway cost Mosquitto a walk of each group topic's subscriber
+list per gateway, most of its CPU after a city-wide outage (docs/benchmarks.md, "The
+gateways' side and the brokers'"). Where the session is gone, or a subscription was refused,
+the gateway subscribes.
 
 The evidence is what the broker sends: a retained message comes with every SUBSCRIBE that
 matches it, so one arriving again means the gateway subscribed again."""
