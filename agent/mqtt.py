@@ -9,8 +9,9 @@ paho facts this relies on (see docs/architecture.md):
 - ``is_published()`` is unreliable for messages queued while offline, so delivery is
   tracked by ``on_publish(mid)`` alone, and a v5 PUBACK with a failure reason is a failure.
 - paho would resend QoS 1 messages that were in flight when a connection dropped. The agent's
-  spool must be the only queue, so every connection gets a fresh paho client, and whatever
-  was in flight is handed back through ``on_disconnected`` to be replayed from the spool.
+  spool must be the only queue, so every connection gets a paho client that never had one
+  (a new one, or the one whose attempts failed), and whatever was in flight is handed back
+  through ``on_disconnected`` to be replayed from the spool.
 - paho sets no Session Expiry; the agent uses a clean session and does its own buffering.
 - paho's own ``loop()`` opens a socket pair per client for thread wake-ups (two more file
   descriptors, not closed with the connection) and waits in ``select()``, which fails for
@@ -186,6 +187,12 @@ class MqttLink:
         self._alias_max = 0
         self.last_error: str | None = None
         self._client = self._make_client()
+        # The next attempt builds a new client: this one opened a connection (whatever it had
+        # in flight must not be resent, see above) or was built for another configuration. A
+        # client whose attempts all failed is used again: an outage of hours is an attempt a
+        # minute, and a city's gateways coming back each built one more paho Client
+        # (docs/benchmarks.md, "The gateways' side and the brokers'").
+        self._client_stale = False
 
     # -- construction
     def _make_client(self) -> paho.Client:
@@ -261,8 +268,9 @@ class MqttLink:
 
     def _attempt(self) -> None:
         will = self._before_connect()
-        if self.connects or self._backoff.attempts:
+        if self._client_stale:
             self._client = self._make_client()  # no resend queue carried over (see above)
+            self._client_stale = False
         client = self._client
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         props = None
@@ -288,6 +296,7 @@ class MqttLink:
             self._schedule_retry(f"cannot reach broker {self.cfg.host}:{self.cfg.port}: {exc}")
             return
         self._tcp_open = True
+        self._client_stale = True
 
     def _schedule_retry(self, reason: str) -> None:
         delay = self._backoff.next_delay()
@@ -394,6 +403,7 @@ class MqttLink:
         if cfg is not None:
             self.cfg = cfg
             self._subscribed = False  # another broker's session may hold other subscriptions
+            self._client_stale = True  # TLS, credentials: the client is built from cfg
         self.close()
         self.kick()
 
