@@ -247,11 +247,19 @@ class LocalBroker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_accepting()
+
+    def spawn(self) -> None:
+        """Start Mosquitto without waiting for it (:meth:`wait_accepting`): brokers that load
+        thousands of persisted sessions each start side by side."""
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
             [find_mosquitto(), "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def wait_accepting(self) -> None:
         for port in self.ports:
             wait_until(functools.partial(self._accepting, port), 60, f"mosquitto on port {port}")
 

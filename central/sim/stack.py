@@ -104,12 +104,15 @@ class Stack:
         self.broker.stop()
 
     def start_brokers(self) -> None:
-        """The core, then the edges (their bridges connect at once)."""
+        """The core, then the edges side by side (their bridges connect at once); each edge
+        loads its share of the city's persisted sessions, as separate machines would."""
         if self.broker is None:
             raise ValueError("the broker was not started by the sim: run without --broker")
         self.broker.start()
         for edge in self.edges:
-            edge.start()
+            edge.spawn()
+        for edge in self.edges:
+            edge.wait_accepting()
 
     @property
     def samples(self) -> StoredSamples | None:
