@@ -191,7 +191,7 @@ class MqttLink:
         # in flight must not be resent, see above) or was built for another configuration. A
         # client whose attempts all failed is used again: an outage of hours is an attempt a
         # minute, and a city's gateways coming back each built one more paho Client
-        # (docs/benchmarks.md, "The gateways' side and the brokers'").
+        # (docs/benchmarks.md, "Runs 8 and 9").
         self._client_stale = False
 
     # -- construction

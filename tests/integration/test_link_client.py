@@ -4,7 +4,7 @@ A client that opened a connection is never used again: paho would resend what it
 flight, and the agent's buffer must be the only queue. A client whose attempts all failed
 holds nothing and is used again: through an outage of hours, one attempt a minute each built
 a new paho Client, and a city's gateways coming back built 50,000 more in the recovery's
-busiest minute (docs/benchmarks.md, "The gateways' side and the brokers'")."""
+busiest minute (docs/benchmarks.md, "Runs 8 and 9")."""
 
 from __future__ import annotations
 
