@@ -45,6 +45,7 @@ from central.sim.stack import (
     histogram_quantile,
     lag_histogram,
     lag_sample,
+    listen_overflows,
     pending,
     percentile,
     records_lost,
@@ -180,6 +181,7 @@ def outage(fleet: SimFleet, stack: Stack, down_s: float, drain_timeout: float = 
     # brokers' start and a census of the worker processes: at 50,000 it read a minute short
     # (drain_s 109 s, when the progress log's last buffered record left at about 171 s).
     back, back_mono = time.time(), time.monotonic()
+    overflows = listen_overflows()
     stack.start_brokers()
     brokers_up = round(time.monotonic() - back_mono, 1)
     load = LoadSampler(stack)  # the restarted brokers' processes: from when they are up
@@ -198,6 +200,10 @@ def outage(fleet: SimFleet, stack: Stack, down_s: float, drain_timeout: float = 
         cpu["sim_cpu_s"] = round(fleet.cpu_s() - sim_cpu, 1)
         cpu["recovery_window_s"] = round(time.monotonic() - back_mono, 1)
         cpu["cores"] = os.cpu_count() or 1
+        overflows_after = listen_overflows()
+        if overflows is not None and overflows_after is not None:
+            # Machine-wide, but in a sim run the brokers' accept queues are the ones filling.
+            cpu["listen_overflows"] = overflows_after - overflows
     result: Result = {
         "gateways": fleet.size,
         "down_s": round(down_s, 1),

@@ -619,6 +619,23 @@ def broker_connects(logs: Path | list[Path], since: float) -> Result:
     return {"broker_peak_connects_per_s": max(per_s.values())}
 
 
+def listen_overflows(netstat: Path = Path("/proc/net/netstat")) -> int | None:
+    """Connections this machine's accept queues have dropped since boot (the kernel's TcpExt
+    ``ListenOverflows``, every listener's): each dropped SYN costs its sender a retry a
+    second or more later. None where the kernel does not say (no such file or counter)."""
+    try:
+        lines = netstat.read_text().splitlines()
+    except OSError:
+        return None
+    # Pairs of lines: "TcpExt: Name Name ...", then "TcpExt: 1 2 ...".
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            counters = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            value = counters.get("ListenOverflows", "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def storm(connects: list[float], since: float) -> Result:
     """The reconnect storm from CONNACK times: how long it lasted and its peak rate."""
     times = sorted(t for t in connects if t >= since)
