@@ -199,8 +199,12 @@ def test_overview_tiles_regions_map(dash: Dash, api: FakeApi, tmp_path: Path) ->
             break
         clusters.first.click()
         page.wait_for_function("() => !document.querySelector('.leaflet-zoom-anim')")
-    dot = page.locator('[data-testid="map-dot"][data-online="false"]').first
-    dot_id = dot.get_attribute("data-id")
+    dot_id = page.locator('[data-testid="map-dot"][data-online="false"]').first.get_attribute(
+        "data-id"
+    )
+    # That dot by its id from here: a `.first` locator is resolved again at every use, and a
+    # CI run's click opened another offline gateway than the one hovered.
+    dot = page.locator(f'[data-testid="map-dot"][data-id="{dot_id}"]')
     # Events sent to the dot itself: where a dot sits under a map control (the attribution at
     # the corner) or is still settling after the zoom, the mouse's hit-testing made this flaky.
     dot.dispatch_event("mouseover")
