@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from central.sim.cli import setup_logging  # noqa: E402
 from central.sim.fleet import SimulatedFleet, raise_nofile, wait_connected  # noqa: E402
+from central.sim.light import LightFleet  # noqa: E402
 from central.sim.localbroker import LocalBroker, listeners_for  # noqa: E402
 
 
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--down", type=float, default=35.0, help="seconds the broker is down")
     ap.add_argument("--reconnect-max", type=float, default=15.0)
     ap.add_argument("--replay-jitter", type=float, default=5.0)
+    ap.add_argument(
+        "--light", action="store_true", help="light gateways (central.sim.light), not agents"
+    )
     args = ap.parse_args()
     setup_logging()
     raise_nofile(args.gateways + 200)
@@ -71,7 +75,7 @@ def main() -> None:
     # Persistent, as the simulator's: the sessions come back with the broker.
     broker = LocalBroker(work, persistence=True, listeners=listeners_for(args.gateways))
     broker.start()
-    fleet = SimulatedFleet(
+    fleet = (LightFleet if args.light else SimulatedFleet)(
         args.gateways,
         broker.host,
         broker.ports,

@@ -25,6 +25,7 @@ import psutil
 from central.sim import chaos, scenarios
 from central.sim import stack as stack_mod
 from central.sim.fleet import SimFleet, SimulatedFleet, gateway_plan, raise_nofile, wait_connected
+from central.sim.light import LightFleet
 from central.sim.localbroker import PER_EDGE, edges_for
 from central.sim.stored import StoredSamples
 from central.sim.workers import WorkerFleet, workers_for
@@ -195,7 +196,9 @@ def make_fleet(
         service_faults=args.service_faults,
     )
     if args.workers > 1:
-        return WorkerFleet(*where, workers=args.workers, **opts)
+        return WorkerFleet(*where, workers=args.workers, light=args.light, **opts)
+    if args.light:
+        return LightFleet(*where, **opts)
     trusted = (release.public,) if release is not None else ()
     return SimulatedFleet(*where, trusted_keys=trusted, **opts)
 
@@ -240,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  titik-sim --gateways 2000 --store postgresql --scenario steady,outage\n"
             "  titik-sim --gateways 50000 --store postgresql --scenario steady,outage\n"
             "            (past 17,000: edge brokers bridged to a core, and worker processes)\n"
+            "  titik-sim --gateways 50000 --light --store postgresql --scenario outage\n"
+            "            (light gateways: the agents' traffic without the agents' CPU)\n"
             "scenarios:\n"
             "  steady          run as is: connections, msg/s sent and stored, lag p50/p95\n"
             "  outage          stop the broker for --outage-minutes, start it again: backlog,\n"
@@ -291,6 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the gateways in W processes (each its own event loop and sockets). Default: "
         f"1 up to {PER_EDGE:,} gateways, else one per {PER_EDGE:,}. Only steady and outage "
         "run with more than one",
+    )
+    ap.add_argument(
+        "--light",
+        action="store_true",
+        help="light gateways: each sends what an agent sends (its session, Will, status, "
+        "samples, buffered batches), paced as an agent paces it (backoff, replay jitter and "
+        "rate), without running an agent, for about a tenth of the CPU: to measure the "
+        "brokers, central and PostgreSQL at a city's scale on one machine. Steady and outage "
+        'only; docs/simulator.md, "Light gateways"',
     )
     ap.add_argument("--central-db", type=Path, help="with --broker: central's SQLite, to count")
     ap.add_argument(
@@ -522,6 +536,15 @@ def check_scale_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--workers {args.workers}: more than the {args.gateways} gateways")
     if args.edges > args.gateways:
         parser.error(f"--edges {args.edges}: more than the {args.gateways} gateways")
+    if args.light and args.service_interval is not None:
+        parser.error("--service-interval: light gateways send no service report; drop --light")
+    if args.light:
+        other = [n for n in args.scenario if n not in WORKER_SCENARIOS]
+        if other:
+            parser.error(
+                f"the {', '.join(other)} scenario reaches into the gateways' agents, and "
+                f"--light runs none: with --light only {' and '.join(WORKER_SCENARIOS)} run"
+            )
     if args.workers > 1:
         other = [n for n in args.scenario if n not in WORKER_SCENARIOS]
         if other:
@@ -627,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%d/%d connected", fleet.connected, args.gateways)
             mem = fleet_memory(fleet, rss0, args.gateways)
             mem["broker_ports"] = len(stack.ports)
+            mem["gateway_kind"] = "light" if args.light else "agent"
             if stack.edges:
                 mem["edge_brokers"] = len(stack.edges)
             run_all(args, fleet, stack, run_dir, report, mem, plan, base, release)

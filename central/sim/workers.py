@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from central.sim.fleet import Drawn, SimulatedFleet, gateway_plan, plant_faults
+from central.sim.light import LightFleet
 from central.sim.localbroker import PER_EDGE
 
 log = logging.getLogger("titik.sim")
@@ -55,7 +56,9 @@ def _serve(conn: Connection, n: int, args: tuple[Any, ...], kw: dict[str, Any]) 
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda r: r.levelno >= logging.ERROR)
-    fleet = SimulatedFleet(n, *args, **kw)
+    fleet: SimulatedFleet | LightFleet = (
+        LightFleet(n, *args, **kw) if kw.pop("light", False) else SimulatedFleet(n, *args, **kw)
+    )
     fleet.start()
     conn.send(fleet.size)
     answers = {
@@ -87,7 +90,8 @@ def _serve(conn: Connection, n: int, args: tuple[Any, ...], kw: dict[str, Any]) 
 
 class WorkerFleet:
     """``n`` gateways in ``workers`` processes (:class:`~central.sim.fleet.SimFleet`); the
-    arguments are :class:`~central.sim.fleet.SimulatedFleet`'s."""
+    arguments are :class:`~central.sim.fleet.SimulatedFleet`'s, and ``light=True`` makes each
+    worker's a :class:`~central.sim.light.LightFleet`."""
 
     def __init__(
         self,
