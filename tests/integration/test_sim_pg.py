@@ -137,6 +137,16 @@ def test_a_broker_is_ready_when_it_listens_not_when_a_probe_gets_through(tmp_pat
         assert listening("127.0.0.1", port) is True
     assert listening("127.0.0.1", port) is False
     assert listening("127.0.0.1", port, tmp_path / "no-such-table") is None
+    # Without ss (iproute2), the same answers from /proc/net/tcp.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        table = Path("/proc/net/tcp")
+        assert listening("127.0.0.1", port, table) is False
+        s.listen(0)
+        assert listening("127.0.0.1", port, table) is True
+        assert listening("127.0.0.2", port, table) is False
+        assert listening("127.0.0.2", port) is False
 
 
 def test_titik_sim_store_postgresql_starts_its_own_and_removes_it(tmp_path: Path) -> None:
