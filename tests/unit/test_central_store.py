@@ -5,6 +5,7 @@ quarantine, the console's aggregates. Tests of one store's own mechanics say so 
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -252,6 +253,41 @@ def test_alerts_open_once_and_close(store: AnyStore) -> None:
     assert store.alerts() == []
     (closed,) = store.alerts(open_only=False)
     assert closed.closed == 3.0
+
+
+def test_alert_changes_in_one_batch_apply_in_their_order(store: AnyStore) -> None:
+    """A batch's opens and closes as one statement after another would leave them (the
+    PostgreSQL store writes each run of opens or of closes in one statement)."""
+    o, c = AlertChange, functools.partial(AlertChange, close=True)
+    store.write(WriteBatch(alerts=[o("offline", "a", 1.0, "will"), o("offline", "b", 1.0)]))
+    store.write(
+        WriteBatch(
+            alerts=[
+                c("offline", "a", 2.0),  # closed, and closed once: the second close is a no-op
+                c("offline", "a", 2.5),
+                o("offline", "a", 3.0, "again"),  # opened again after its close
+                o("offline", "a", 3.5, "twice"),  # already open: nothing
+                c("offline", "b", 4.0),
+                o("temp", "b", 4.0, "hot"),
+                c("offline", "nobody", 5.0),  # nothing open: nothing
+                o("offline", "c", 6.0),
+                c("offline", "c", 7.0),  # opened and closed in the same batch
+            ]
+        )
+    )
+    rows = sorted(
+        (a.device, a.kind, a.since, a.closed, a.detail) for a in store.alerts(open_only=False)
+    )
+    assert rows == [
+        ("a", "offline", 1.0, 2.0, "will"),
+        ("a", "offline", 3.0, None, "again"),
+        ("b", "offline", 1.0, 4.0, ""),
+        ("b", "temp", 4.0, None, "hot"),
+        ("c", "offline", 6.0, 7.0, ""),
+    ]
+    many = [o("offline", f"gw-{i}", 8.0) for i in range(500)]
+    store.write(WriteBatch(alerts=many + [c("offline", f"gw-{i}", 9.0) for i in range(500)]))
+    assert len([a for a in store.alerts(open_only=False) if a.closed == 9.0]) == 500
 
 
 def test_compliance_from_stored_docs(fleet_store: AnyStore) -> None:

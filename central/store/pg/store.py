@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import time
@@ -38,6 +39,7 @@ from agent.protocol import ConfigReported
 from central.store import service
 from central.store.base import (
     Alert,
+    AlertChange,
     ComplianceRow,
     DesiredDoc,
     DevicePage,
@@ -209,6 +211,41 @@ def _device_from(row: dict[str, Any]) -> DeviceState:
     return DeviceState(**row)
 
 
+_CLOSE_ALERTS = (
+    "UPDATE alerts AS a SET closed = v.at FROM unnest(%s::text[], %s::text[], %s::float8[]) "
+    'AS v(device, kind, at) WHERE a.device = v.device AND a.kind = v.kind COLLATE "C" '
+    "AND a.closed IS NULL"
+)
+_OPEN_ALERTS = (
+    "INSERT INTO alerts (kind, device, since, detail) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::text[]) "
+    "ON CONFLICT (device, kind) WHERE closed IS NULL DO NOTHING"
+)
+
+
+def _write_alerts(cur: Any, alerts: list[AlertChange]) -> None:
+    """Open and close alerts in their order, one statement per run of opens or of closes.
+
+    One statement per alert was a round trip each on the writer's connection: after a
+    city-wide outage a batch closes thousands of offline alerts at once (the gateways'
+    online statuses), and at 50,000 the writer stored no sample for the first 20 s of the
+    recovery (docs/benchmarks.md, "Light gateways"). Within a run only the first change of
+    a (device, kind) counts, as it would one statement after another: a second open finds
+    the alert open, a second close finds it closed."""
+    for close, run in itertools.groupby(alerts, key=operator.attrgetter("close")):
+        first: dict[tuple[str, str], AlertChange] = {}
+        for a in run:
+            first.setdefault((a.device, a.kind), a)
+        rows = list(first.values())
+        devices = [a.device for a in rows]
+        kinds = [a.kind for a in rows]
+        ats = [a.at for a in rows]
+        if close:
+            cur.execute(_CLOSE_ALERTS, (devices, kinds, ats))
+        else:
+            cur.execute(_OPEN_ALERTS, (kinds, devices, ats, [a.detail for a in rows]))
+
+
 class PgStore(PgConsoleQueries):
     def __init__(
         self,
@@ -319,19 +356,8 @@ class PgStore(PgConsoleQueries):
                     (r.device, r.report.version, r.report.source, json.dumps(r.report.versions),
                      r.report.state, r.report.error, r.report.hash, r.report.ts, r.doc),
                 )  # fmt: skip
-            for a in batch.alerts:
-                if a.close:
-                    cur.execute(
-                        "UPDATE alerts SET closed = %s WHERE device = %s AND kind = %s "
-                        "AND closed IS NULL",
-                        (a.at, a.device, a.kind),
-                    )
-                else:
-                    cur.execute(
-                        "INSERT INTO alerts (kind, device, since, detail) VALUES (%s,%s,%s,%s) "
-                        "ON CONFLICT (device, kind) WHERE closed IS NULL DO NOTHING",
-                        (a.kind, a.device, a.at, a.detail),
-                    )
+            if batch.alerts:
+                _write_alerts(cur, batch.alerts)
             if batch.service:
                 service.write(QmarkCursor(cur), batch.service)
             if batch.quarantined:
