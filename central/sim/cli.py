@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="light gateways: each sends what an agent sends (its session, Will, status, "
         "samples, buffered batches), paced as an agent paces it (backoff, replay jitter and "
-        "rate), without running an agent, for about a tenth of the CPU: to measure the "
+        "rate), without running an agent, for a fifth to a quarter of the CPU: to measure the "
         "brokers, central and PostgreSQL at a city's scale on one machine. Steady and outage "
         'only; docs/simulator.md, "Light gateways"',
     )

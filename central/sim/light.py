@@ -6,7 +6,7 @@ CPU a real gateway spends on its own: sampling through pydantic, the spool's fil
 packet objects. At 50,000 gateways recovering from a city-wide outage that is 3.3 ms each,
 more than half of the two cores here (docs/benchmarks.md, "50,000 gateways on PostgreSQL"),
 and the brokers and central under test get what is left. :class:`LightFleet` sends what the
-agents send and paces it as they do, for about a tenth of that, so the brokers, central and
+agents send and paces it as they do, for a fifth to a quarter of that, so the brokers, central and
 PostgreSQL can be measured at a city's scale on one machine:
 
 - the same MQTT 5 session: client id, persistent session (clean start off, the agent's
