@@ -122,7 +122,10 @@ schema = build_schema()
 @settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # filter_too_much: a path parameter such as reopen's ``{alert:path}`` rejects most of
+    # what hypothesis draws for it (a full run once drew too few to pass the health check);
+    # the check is about the drawing, not the API: the requests that are made still count.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_request_gets_a_server_error(case: schemathesis.Case) -> None:
     case.call_and_validate(headers=HEADERS, checks=[not_a_server_error])
