@@ -191,7 +191,48 @@ class TrackedAgent(Agent):
         return t
 
 
-class SimulatedFleet:
+class LoopFleet:
+    """The plumbing a fleet driven by one event-loop thread shares (:class:`SimulatedFleet`,
+    :class:`central.sim.light.LightFleet`): other threads hand the loop work
+    (:meth:`call_soon`) and start and stop it; the scenarios read the CONNACKs it saw and the
+    process's CPU. A subclass runs the loop in :meth:`run`, draining ``_calls`` until
+    ``_stop`` is set."""
+
+    thread_name = "titik-sim"
+
+    def __init__(self) -> None:
+        self.stats = FleetStats()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop's thread (the gateways are not thread-safe)."""
+        self._calls.put(fn)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def connects(self) -> list[float]:
+        """Wall time of every CONNACK seen."""
+        return list(self.stats.connects)
+
+    def cpu_s(self) -> float:
+        """CPU seconds this process has used (user + system, every thread)."""
+        t = os.times()
+        return t.user + t.system
+
+
+class SimulatedFleet(LoopFleet):
     """``n`` real agents on the simulated platform, driven by one event-loop thread.
 
     ``ramp_s`` spreads the first connection attempts; each gateway's first sample comes a
@@ -224,6 +265,7 @@ class SimulatedFleet:
         part: tuple[int, int] | None = None,
         per_source: int | None = None,
     ) -> None:
+        super().__init__()
         first, end = part if part is not None else (0, n)
         self.agents: list[TrackedAgent] = []
         self.roots: list[Path] = []
@@ -291,15 +333,10 @@ class SimulatedFleet:
             self.agents.append(agent)
             self.roots.append(state / "root")
             self._start_at.append(start)
-        self.stats = FleetStats()
-        self._busy = [False] * len(
-            self.agents
-        )  # ticking in a worker thread: the loop leaves it alone
+        # Ticking in a worker thread: the loop leaves it alone.
+        self._busy = [False] * len(self.agents)
         self._pool: ThreadPoolExecutor | None = None
         self._connect_pool: ThreadPoolExecutor | None = None
-        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _wall(self, i: int) -> Callable[[], float]:
         skew = self.skew
@@ -439,11 +476,7 @@ class SimulatedFleet:
             self.stats.connects.append(time.time())
         self._up[i] = link.connected
 
-    # -- control from other threads
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop's thread (the agents are not thread-safe)."""
-        self._calls.put(fn)
-
+    # -- control from other threads (and call_soon, start and stop: LoopFleet)
     def drop(self, i: int) -> None:
         """Cut gateway ``i``'s connection as a failing backhaul would (no DISCONNECT, the
         broker sends the Will); the agent notices, buffers and reconnects with backoff.
@@ -452,15 +485,6 @@ class SimulatedFleet:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="titik-sim", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
 
     # -- what the scenarios read (SimFleet); from another thread, as a census of plain reads
     @property
@@ -493,15 +517,6 @@ class SimulatedFleet:
                 if len(out) >= most:
                     break
         return out
-
-    def connects(self) -> list[float]:
-        """Wall time of every CONNACK seen."""
-        return list(self.stats.connects)
-
-    def cpu_s(self) -> float:
-        """CPU seconds this process has used (user + system, every thread)."""
-        t = os.times()
-        return t.user + t.system
 
     @property
     def connected(self) -> int:

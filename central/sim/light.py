@@ -39,18 +39,15 @@ import contextlib
 import errno
 import heapq
 import json
-import logging
 import os
-import queue
 import random
 import selectors
 import socket
 import struct
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +60,8 @@ from agent.platforms.simulated import SimulatedPlatform
 from agent.protocol import Status, Topics, batch_payload, encode
 from agent.protocol.wire import telemetry_json
 from agent.state import AgentState
-from central.sim.fleet import MAX_WAIT_S, Drawn, FleetStats, gateway_plan
+from central.sim.fleet import MAX_WAIT_S, Drawn, LoopFleet, gateway_plan
 from central.sim.localbroker import source_address
-
-log = logging.getLogger("titik.sim")
 
 #: paho's default connect timeout: how long a TCP connect may take before the attempt fails.
 CONNECT_TIMEOUT_S = 5.0
@@ -160,10 +155,6 @@ def subscribe_packet(packet_id: int, topics: Sequence[str]) -> bytes:
     body = struct.pack(">H", packet_id) + b"\x00"
     body += b"".join(_str(t.encode()) + b"\x01" for t in topics)
     return _packet(0x82, body)
-
-
-def puback_packet(packet_id: int) -> bytes:
-    return b"\x40\x02" + struct.pack(">H", packet_id)
 
 
 def read_properties(body: bytes, at: int) -> tuple[dict[int, int], int]:
@@ -334,10 +325,12 @@ def _fill(parts: list[bytes], *values: object) -> bytes:
     return b"".join(out)
 
 
-class LightFleet:
+class LightFleet(LoopFleet):
     """``n`` light gateways in one event-loop thread (:class:`central.sim.fleet.SimFleet`);
     the arguments are :class:`~central.sim.fleet.SimulatedFleet`'s, and the gateways' ids,
     places, groups, ports and source addresses are the same."""
+
+    thread_name = "titik-sim-light"
 
     def __init__(
         self,
@@ -358,6 +351,7 @@ class LightFleet:
     ) -> None:
         if service_interval_s or service_faults:
             raise ValueError("light gateways send no service report: run real agents for it")
+        super().__init__()
         first, end = part if part is not None else (0, n)
         ports = [port] if isinstance(port, int) else list(port)
         self.host = host
@@ -389,15 +383,11 @@ class LightFleet:
             g.next_sample = g.next_attempt + rng.uniform(0, interval_s)
             self.gateways.append(g)
         self.sid = sid
-        self.stats = FleetStats()
         self.published = 0  # live samples handed to the broker
         self.replayed = 0  # buffered records sent in batches
         self.subscribes = 0  # SUBSCRIBE packets sent (on a new session only)
         self.received = 0  # messages the broker delivered to a gateway (acked, not acted on)
         self._up = 0
-        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._heap: list[tuple[float, int]] = []
         self._next_at: list[float] = []
         self._sel: selectors.BaseSelector | None = None
@@ -711,7 +701,8 @@ class LightFleet:
                 self._send(i, b"\x40\x02" + body[at : at + 2], now)  # acked, not acted on
         elif kind == SUBACK:
             _, at = read_properties(body, 2)
-            g.subscribed = all(r < 0x80 for r in body[at:])
+            codes = body[at:]  # one per topic asked for, each granted (< 0x80) or refused
+            g.subscribed = len(codes) == len(g.subscriptions) and all(r < 0x80 for r in codes)
         elif kind == PINGRESP:
             g.ping_sent = False
         elif kind == DISCONNECT:
@@ -816,11 +807,7 @@ class LightFleet:
             if g.state != UP:
                 return
 
-    # -- control
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop's thread."""
-        self._calls.put(fn)
-
+    # -- control (and call_soon, start and stop: LoopFleet)
     def drop(self, i: int) -> None:
         """Cut gateway ``i``'s connection as a failing backhaul would (no DISCONNECT: the
         broker sends its Will); it reconnects with backoff. On the loop's thread
@@ -829,15 +816,6 @@ class LightFleet:
         if sock is not None and self.gateways[i].state == UP:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="titik-sim-light", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
 
     # -- what the scenarios read (SimFleet); from another thread, as a census of plain reads
     @property
@@ -877,10 +855,3 @@ class LightFleet:
                 if len(out) >= most:
                     break
         return out
-
-    def connects(self) -> list[float]:
-        return list(self.stats.connects)
-
-    def cpu_s(self) -> float:
-        t = os.times()
-        return t.user + t.system

@@ -18,7 +18,7 @@ from agent.protocol.client import make_client
 from agent.protocol.topics import group_topic
 from central.sim import cli
 from central.sim.fleet import SimulatedFleet, gateway_plan, wait_connected
-from central.sim.light import LightFleet
+from central.sim.light import SUBACK, LightFleet
 from central.sim.localbroker import wait_until
 from central.sim.scenarios import outage, steady
 from central.sim.stack import Stack, local_stack, records_lost
@@ -159,3 +159,23 @@ def test_a_light_gateway_subscribes_as_the_real_agent_does(tmp_path: Path) -> No
         assert g.device == agent.device_id
         assert g.subscriptions == agent.link.subscriptions
         assert g.topics.telemetry == agent.topics.telemetry
+
+
+def test_a_light_gateway_counts_itself_subscribed_only_when_every_topic_is_granted(
+    tmp_path: Path,
+) -> None:
+    """A SUBACK carries one reason code per topic asked for: a short one, or one refusal,
+    leaves the gateway unsubscribed, so its next connect subscribes again (as MqttLink)."""
+    fleet = LightFleet(1, "127.0.0.1", 1, tmp_path)
+    g = fleet.gateways[0]
+    n = len(g.subscriptions)
+    assert n > 1
+
+    def suback(codes: bytes) -> bool:
+        fleet._packet(0, SUBACK << 4, b"\x00\x01\x00" + codes, 0.0)  # id 1, no properties
+        return g.subscribed
+
+    assert suback(b"\x01" * n)
+    assert not suback(b"\x01" * (n - 1))
+    assert not suback(b"\x01" * (n - 1) + b"\x87")  # not authorized
+    assert not suback(b"\x01" * (n + 1))
