@@ -74,13 +74,27 @@ def batch_payload(device: str, first: int, records: int) -> bytes:
     return b'{"v":1,"device":"%s","historical":true,"records":[%s]}' % (device.encode(), body)
 
 
-def child_publish(port: int, devices: int, messages: int, batch: int = 0) -> None:
+def status_payload(device: int, online: bool) -> bytes:
+    """A gateway's status as the agent sends it: online on connecting, and its Will (offline),
+    each with the place the simulator gives it (central.sim.fleet.gateway_plan's fields)."""
+    return (
+        f'{{"online":{"true" if online else "false"},"boot":3,"v":1,"ts":{time.time():.3f},'
+        f'"version":"0.1.0","platform":"openwrt","site":"site-{device % 500:03d}",'
+        f'"region":"region-{device % 12}","lat":-6.2{device % 1000:03d},'
+        f'"lon":106.8{device % 997:03d},"groups":["all","region-{device % 12}"]}}'
+    ).encode()
+
+
+def child_publish(
+    port: int, devices: int, messages: int, batch: int = 0, status: bool = False
+) -> None:
     """``messages`` QoS 1 messages over ``devices`` gateways, each a Telemetry sample, or with
-    ``batch`` a TelemetryBatch of that many samples (on ``telemetry/batch``)."""
+    ``batch`` a TelemetryBatch of that many samples (on ``telemetry/batch``), or with
+    ``status`` a status, every gateway online and then its Will, and so on (on ``status``)."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent.protocol.topics import TELEMETRY, TELEMETRY_BATCH, gw_topic
+    from agent.protocol.topics import STATUS, TELEMETRY, TELEMETRY_BATCH, gw_topic
 
     acked = threading.Semaphore(0)
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
@@ -92,7 +106,10 @@ def child_publish(port: int, devices: int, messages: int, batch: int = 0) -> Non
     t0 = time.perf_counter()
     for i in range(messages):
         dev = f"gw-bench{i % devices:05d}"
-        if batch:
+        if status:
+            online = (i // devices) % 2 == 0
+            c.publish(gw_topic(PREFIX, dev, STATUS), status_payload(i % devices, online), qos=1)
+        elif batch:
             body = batch_payload(dev, (i // devices) * batch, batch)
             c.publish(gw_topic(PREFIX, dev, TELEMETRY_BATCH), body, qos=1)
         else:

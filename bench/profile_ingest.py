@@ -11,6 +11,10 @@ threads waiting in a lock or a socket, are left out with ``--idle`` off, py-spy'
 
     .venv/bin/python bench/profile_ingest.py --store pg --messages 20000
     .venv/bin/python bench/profile_ingest.py --store sqlite --messages 20000
+    .venv/bin/python bench/profile_ingest.py --store pg --devices 10000 --messages 20000 --kind status
+
+``--kind status``: the backlog is statuses, every gateway online and then its Will, as central
+takes them after a broker restart (Mosquitto sends every client's Will when it stops).
 
 Prints a markdown table (stage, samples, µs per message) and the top functions by own
 samples; ``--raw FILE`` keeps py-spy's collapsed stacks. Needs py-spy (the dev extra).
@@ -87,7 +91,7 @@ def child_central(port: int, store: str, where: str, phase: str, messages: int) 
         return
 
     def watch() -> None:
-        while consumer.stats.stored + consumer.stats.duplicates < messages:
+        while consumer.stats.acked < messages:  # stored (a status updates its device's row)
             time.sleep(0.01)  # polling the counter for the end, not synchronising
         stop.set()
 
@@ -129,6 +133,11 @@ def main() -> int:
     ap.add_argument("--store", choices=("pg", "sqlite"), default="pg")
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument(
+        "--kind", choices=("telemetry", "status"), default="telemetry",
+        help="what the backlog is: live samples, or statuses (every gateway online, then "
+        "its Will, as after a broker restart)",
+    )  # fmt: skip
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here (last run)")
     ap.add_argument("--top", type=int, default=25, help="functions listed by own samples")
@@ -191,7 +200,7 @@ def one_run(
     child += ["central", port, args.store, where]
     run_in(tree, [*child, "subscribe", n])
     print(f"{name}: publishing {n} messages", file=sys.stderr)
-    run_in(ROOT, [*mine(), "publish", port, str(args.devices), n])
+    run_in(ROOT, [*mine(), "publish", port, str(args.devices), n, args.kind])
     bare = bare_child(port, n, "drain") if args.bare else None
     print(f"{name}: draining under py-spy", file=sys.stderr)
     result, lines = drain(args, tree, [*child, "drain", n], tmp)
@@ -311,7 +320,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         kind, *rest = sys.argv[2:]
         if kind == "publish":
-            child_publish(int(rest[0]), int(rest[1]), int(rest[2]))
+            child_publish(int(rest[0]), int(rest[1]), int(rest[2]), status=rest[3] == "status")
         else:
             child_central(int(rest[0]), rest[1], rest[2], rest[3], int(rest[4]))
         sys.exit(0)
