@@ -259,7 +259,8 @@ class Processor:
             st = validate_payload(Status, payload)
             if not self.fleet.apply_status(name, st, now):
                 self.stats.stale_status += 1
-            self.urgent = True
+            # Its device row goes with it, unless the status changed nothing (a repeat).
+            self.urgent = self.urgent or name in self.fleet.dirty
         elif kind == "reported":
             if not payload:
                 return "cleared"

@@ -74,6 +74,14 @@ class Rules:
     service_score_below: float = 60.0
 
 
+def _status_view(st: DeviceState) -> tuple[object, ...]:
+    """What :meth:`FleetState.apply_status` may change of a device's row."""
+    return (
+        st.boot, st.site, st.region, st.lat, st.lon, st.version, st.platform, st.model,
+        tuple(st.groups), st.online, st.last_seen, st.offline_since, st.offline_reason,
+    )  # fmt: skip
+
+
 @dataclass
 class FleetState:
     """Current state of every gateway and the open alerts; collects what changed."""
@@ -180,6 +188,7 @@ class FleetState:
         st = self._state(device)
         if status.boot < st.boot and not status.online:
             return False  # a Will (or shutdown) of an older session, arriving late
+        before = _status_view(st)
         # online: true with a lower boot cannot be an old Will: the gateway's counters went
         # back (state wiped or restored), and this is its session now.
         st.boot = status.boot
@@ -196,7 +205,10 @@ class FleetState:
             st.online = False
             st.offline_since = now
             st.offline_reason = status.reason or "will"
-        self.dirty.add(device)
+        # The same status again (a bridge re-sends every retained status when it reconnects,
+        # and a stopping Mosquitto sends every Will): nothing to write.
+        if _status_view(st) != before:
+            self.dirty.add(device)
         return True
 
     def apply_reported(self, doc: ReportedDoc, now: float) -> None:

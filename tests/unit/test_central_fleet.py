@@ -85,6 +85,29 @@ def test_stale_will_with_lower_boot_is_ignored() -> None:
     assert not st.online and st.offline_reason == "will" and st.offline_since == 102
 
 
+def test_a_repeated_status_leaves_the_device_row_unwritten() -> None:
+    """After a broker restart central gets every gateway's Will more than once (a stopping
+    Mosquitto sends them, and an edge's bridge re-sends every retained status when it
+    reconnects): only a status that changes something marks the row to be written."""
+    f = fleet()
+    place = {"site": "S1", "region": "R1", "lat": -6.2, "lon": 106.8, "groups": ["g"]}
+    f.apply_status(DEV, Status(online=True, boot=5, **place), now=100)
+    f.take()
+    will = Status(online=False, boot=5, **place)
+    assert f.apply_status(DEV, will, now=101)
+    assert f.take()[0] == [f.states[DEV]]
+    for at in (102, 103):
+        assert f.apply_status(DEV, will, now=at)
+        assert f.take() == ([], [])  # the same Will again: nothing to write
+    assert f.states[DEV].offline_since == 101
+    moved = Status(online=False, boot=5, **{**place, "site": "S2"})
+    assert f.apply_status(DEV, moved, now=104)
+    assert [d.site for d in f.take()[0]] == ["S2"]
+    assert f.apply_status(DEV, Status(online=True, boot=6, **place), now=105)
+    devices, _ = f.take()
+    assert [(d.online, d.boot) for d in devices] == [(True, 6)]
+
+
 def test_telemetry_of_an_ended_session_does_not_bring_it_back_online() -> None:
     f = fleet()
     f.apply_status(DEV, Status(online=True, boot=5), now=100)
