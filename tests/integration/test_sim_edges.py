@@ -5,14 +5,17 @@ PostgreSQL (tests/postgres.py); records counted from PostgreSQL."""
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -20,12 +23,19 @@ from agent.protocol.client import make_client
 from agent.protocol.topics import Topics, ctl_topic, group_topic
 from central.sim import cli
 from central.sim.fleet import wait_connected
-from central.sim.localbroker import bridge_topics, edges_for, wait_until
+from central.sim.localbroker import (
+    INFLIGHT_CONF,
+    LocalBroker,
+    bridge_conf,
+    bridge_topics,
+    edges_for,
+    wait_until,
+)
 from central.sim.scenarios import outage, steady
 from central.sim.stack import Stack, local_stack, records_lost
 from central.sim.stored import PgSamples
 from central.sim.workers import WorkerFleet, split, workers_for
-from tests.broker import subscriber
+from tests.broker import Subscriber, subscriber
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -232,3 +242,52 @@ def test_titik_sim_spreads_past_the_open_files_limit(tmp_path: Path) -> None:
     assert "| connected | 2000 |" in text
     assert "| records_lost | 0 |" in text
     assert "| workers | 3 |" in text and "| edge_brokers | 3 |" in text
+
+
+def _quiet(sub: Subscriber, for_s: float = 3.0) -> list[bool]:
+    """The ``online`` of every status ``sub`` gets until none came for ``for_s``."""
+    out = []
+    while True:
+        try:
+            out.append(bool(sub.messages.get(timeout=for_s).json()["online"]))
+        except queue.Empty:
+            return out
+
+
+def test_an_edge_restart_brings_central_each_will_again_and_again(tmp_path: Path) -> None:
+    """Why central takes a repeated status without writing its device row
+    (FleetState.apply_status): a Mosquitto that stops sends every client's Will, and an edge
+    that comes back sends the core, through its bridge, each gateway's retained Will again,
+    more than once (Debian 12's 2.0.11: three times). Central, subscribed at the core, gets
+    every gateway's Will several times over for one restart of the edges (219,000 statuses
+    for 50,000 gateways in titik-sim's city-wide outage)."""
+    (tmp_path / "core").mkdir()
+    (tmp_path / "edge").mkdir()
+    core = LocalBroker(tmp_path / "core", INFLIGHT_CONF, persistence=True)
+    core.start()
+    edge = LocalBroker(
+        tmp_path / "edge", bridge_conf("titik-edge-1", core.host, core.port), persistence=True
+    )
+    topic = Topics("titik", "gw-1").status
+    try:
+        edge.start()
+        with subscriber(core, topic, client_id="central", persistent=True) as sub:
+            gw = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id="gw-1", protocol=MQTTProtocolVersion.MQTTv5
+            )
+            gw.will_set(topic, b'{"online":false,"boot":1}', qos=1, retain=True)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+            gw.connect(edge.host, edge.port, clean_start=False, properties=props)
+            gw.loop_start()
+            gw.publish(topic, b'{"online":true,"boot":1}', qos=1, retain=True)
+            assert _quiet(sub) == [True]
+            edge.stop()  # the gateway's connection goes with it
+            gw.loop_stop()
+            assert _quiet(sub) == [False]  # the Will, sent by the stopping edge
+            edge.start()
+            again = _quiet(sub)
+            assert len(again) >= 2 and not any(again)  # the same Will, again and again
+    finally:
+        edge.stop()
+        core.stop()
